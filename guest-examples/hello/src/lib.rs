@@ -1,0 +1,114 @@
+//! The example kiln task component. One component, seven tasks, each showing one behaviour a
+//! task can have:
+//!
+//! | task    | does                                                                              |
+//! |---------|-----------------------------------------------------------------------------------|
+//! | `hello` | `{"name": "Ada"}` → `{"message": "Hello, Ada!"}`; logs and prints to stdout        |
+//! | `flaky` | fails on attempt 1, succeeds on attempt 2+ with `{"attempt": N}`                   |
+//! | `abort` | fails with an abort (never retried)                                               |
+//! | `panic` | panics, which traps the component                                                 |
+//! | `echo`  | returns its payload unchanged                                                     |
+//! | `fail`  | always fails with an ordinary error; 2 attempts                                   |
+//! | `spin`  | `{"ms": N}`: keeps the CPU busy for N milliseconds, then returns `{"spun": N}`     |
+
+use kiln_sdk::prelude::*;
+use serde::de::IgnoredAny;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+kiln_sdk::tasks![
+    Task::new("hello", hello).description("Greets someone by name"),
+    Task::new("flaky", flaky)
+        .description("Fails on the first attempt and succeeds on the next")
+        .retry(
+            Retry::attempts(3)
+                .min_timeout_ms(100)
+                .max_timeout_ms(1000)
+                .factor(2.0)
+                .randomize(false)
+        ),
+    Task::new("abort", abort).description("Always aborts, so it is never retried"),
+    Task::new("panic", panic)
+        .description("Always panics")
+        .retry(Retry::attempts(2).min_timeout_ms(100).randomize(false)),
+    Task::new("echo", echo).description("Returns its payload unchanged"),
+    Task::new("fail", fail)
+        .description("Always fails with an ordinary error")
+        .retry(Retry::attempts(2).min_timeout_ms(100).randomize(false)),
+    Task::new("spin", spin).description("Keeps the CPU busy for `ms` milliseconds"),
+];
+
+/// Payload of `hello`; `null`, `{}` and a missing name all greet the world.
+#[derive(Deserialize)]
+struct HelloPayload {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Output of `hello`.
+#[derive(Serialize)]
+struct HelloOutput {
+    message: String,
+}
+
+fn hello(payload: Option<HelloPayload>, _ctx: &Context) -> Result<HelloOutput, TaskError> {
+    let name = payload
+        .and_then(|p| p.name)
+        .unwrap_or_else(|| "world".to_string());
+    kiln_sdk::info!("greeting {name}");
+    println!("hello from stdout");
+    Ok(HelloOutput {
+        message: format!("Hello, {name}!"),
+    })
+}
+
+/// Output of `flaky`.
+#[derive(Serialize)]
+struct FlakyOutput {
+    attempt: u32,
+}
+
+fn flaky(_payload: IgnoredAny, ctx: &Context) -> Result<FlakyOutput, TaskError> {
+    if ctx.attempt() == 1 {
+        return Err(TaskError::error("attempt 1 failed on purpose"));
+    }
+    Ok(FlakyOutput {
+        attempt: ctx.attempt(),
+    })
+}
+
+fn abort(_payload: IgnoredAny, _ctx: &Context) -> Result<(), TaskError> {
+    Err(TaskError::abort("aborted on purpose"))
+}
+
+fn panic(_payload: IgnoredAny, _ctx: &Context) -> Result<(), TaskError> {
+    panic!("panicked on purpose")
+}
+
+fn echo(payload: Value, _ctx: &Context) -> Result<Value, TaskError> {
+    Ok(payload)
+}
+
+fn fail(_payload: IgnoredAny, _ctx: &Context) -> Result<(), TaskError> {
+    Err(TaskError::error("failed on purpose"))
+}
+
+/// Payload and output of `spin`.
+#[derive(Deserialize, Serialize)]
+struct Spin {
+    ms: u64,
+}
+
+#[derive(Serialize)]
+struct Spun {
+    spun: u64,
+}
+
+fn spin(payload: Spin, _ctx: &Context) -> Result<Spun, TaskError> {
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(payload.ms);
+    let mut counter = 0u64;
+    while std::time::Instant::now() < until {
+        counter = std::hint::black_box(counter.wrapping_add(1));
+    }
+    Ok(Spun { spun: payload.ms })
+}

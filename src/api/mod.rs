@@ -1,0 +1,385 @@
+//! The HTTP API: axum routes, bearer-key auth, and the wire shapes of Trigger.dev's public API
+//! (camelCase JSON, its status strings and error shape `{"error": "…"}`).
+//!
+//! **The only module that knows HTTP and JSON wire shapes.** Handlers translate requests into engine
+//! and deploy calls and domain values into DTOs ([`dto`]); no SQL, no wasmtime.
+
+mod dto;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::deploy::DeployError;
+use crate::engine::{CancelOutcome, Engine, EngineError, MAX_PAYLOAD_BYTES};
+use crate::model::{Environment, RunStatus};
+use crate::store::{RunFilter, StoreError};
+
+/// Default and largest page of the runs list (Trigger.dev's defaults).
+const DEFAULT_PAGE_SIZE: usize = 25;
+const MAX_PAGE_SIZE: usize = 100;
+/// Most log lines one logs request returns.
+const MAX_LOG_PAGE: usize = 1_000;
+
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Arc<Engine>,
+    /// Largest component upload, in bytes.
+    pub max_component_bytes: usize,
+}
+
+/// The router with every route.
+pub fn router(state: ApiState) -> Router {
+    // Bodies a little over the limits, so the handlers can answer with a precise message.
+    let json_limit = MAX_PAYLOAD_BYTES + (64 << 10);
+    let upload_limit = state.max_component_bytes.saturating_add(1);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/api/v1/deployments",
+            post(deploy)
+                .layer(DefaultBodyLimit::max(upload_limit))
+                .get(list_deployments),
+        )
+        .route("/api/v1/deployments/latest", get(latest_deployment))
+        .route("/api/v1/tasks/{task_id}/trigger", post(trigger))
+        .route("/api/v3/runs/{run_id}", get(retrieve_run))
+        .route("/api/v1/runs", get(list_runs))
+        .route("/api/v2/runs/{run_id}/cancel", post(cancel_run))
+        .route("/api/v1/runs/{run_id}/logs", get(run_logs))
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; see the README for the API kiln serves",
+            )
+        })
+        .layer(DefaultBodyLimit::max(json_limit))
+        .with_state(state)
+}
+
+/// An error answer: a status and Trigger.dev's `{"error": "…"}` body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        tracing::error!(error = %e, "store error");
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("internal error: {e}"),
+        )
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> ApiError {
+        let status = match &e {
+            EngineError::UnknownTask { .. }
+            | EngineError::NothingDeployed
+            | EngineError::RunNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Contended => StatusCode::CONFLICT,
+            EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> ApiError {
+        let status = match &e {
+            DeployError::Empty => StatusCode::BAD_REQUEST,
+            DeployError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            DeployError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            DeployError::Compile(_)
+            | DeployError::Definitions(_)
+            | DeployError::InvalidTasks(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+/// The environment of the request's secret key (`Authorization: Bearer <key>`).
+pub struct Authed(pub Environment);
+
+/// SHA-256 of a secret key, as stored.
+pub fn key_hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+impl FromRequestParts<ApiState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <secret key>` header; the dev key is in <data-dir>/dev.key"))?;
+        let key = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| {
+                unauthorized("the Authorization header must be `Bearer <secret key>`")
+            })?;
+        // Keys are looked up by their hash, so no comparison ever runs over the plaintext.
+        let env = state
+            .engine
+            .store()
+            .environment_for_key(key_hash(key))
+            .await?
+            .ok_or_else(|| unauthorized("invalid API key: it is unknown or revoked"))?;
+        Ok(Authed(env))
+    }
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(ct) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let ct = ct.to_str().unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime == "application/json" || mime.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("content type `{ct}` is not supported; send `application/json`"),
+        ))
+    }
+}
+
+/// Reads a request body; a body over the route's limit is answered in the API's error shape.
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|r| {
+        ApiError::new(
+            r.status(),
+            format!("cannot read the request body: {}", r.body_text()),
+        )
+    })
+}
+
+async fn deploy(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<dto::DeploymentDto>), ApiError> {
+    let body = body.map_err(|r| match r.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the component is larger than the limit of {} bytes; shrink it (opt-level \"s\", lto, strip) or raise the host's --max-component-bytes",
+                state.max_component_bytes
+            ),
+        ),
+        _ => ApiError::new(r.status(), format!("cannot read the request body: {}", r.body_text())),
+    })?;
+    let deployment = state.engine.deployer().deploy(&env, body.to_vec()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(dto::DeploymentDto::from(&deployment)),
+    ))
+}
+
+async fn list_deployments(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let deployments = state.engine.store().list_deployments(&env.id).await?;
+    let data: Vec<dto::DeploymentDto> = deployments.iter().map(dto::DeploymentDto::from).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+async fn latest_deployment(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+) -> Result<Json<dto::DeploymentDto>, ApiError> {
+    let deployment = state
+        .engine
+        .store()
+        .latest_deployment(&env.id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                EngineError::NothingDeployed.to_string(),
+            )
+        })?;
+    Ok(Json(dto::DeploymentDto::from(&deployment)))
+}
+
+async fn trigger(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(task_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<dto::TriggerResponse>, ApiError> {
+    require_json(&headers)?;
+    let body = body_bytes(body)?;
+    if body.len() > MAX_PAYLOAD_BYTES + (32 << 10) {
+        return Err(EngineError::PayloadTooLarge { size: body.len() }.into());
+    }
+    let request = dto::TriggerRequest::parse(&body).map_err(ApiError::bad_request)?;
+    let run = state
+        .engine
+        .trigger(&env, &task_id, request.payload)
+        .await?;
+    Ok(Json(dto::TriggerResponse { id: run.id }))
+}
+
+async fn retrieve_run(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(run_id): Path<String>,
+) -> Result<Json<dto::RunDto>, ApiError> {
+    let store = state.engine.store();
+    let run = store
+        .run(&env.id, &run_id)
+        .await?
+        .ok_or_else(|| ApiError::from(EngineError::RunNotFound(run_id)))?;
+    let attempts = store.attempts(&run.id).await?;
+    Ok(Json(dto::RunDto::new(&run, &attempts)))
+}
+
+async fn list_runs(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<dto::ListRunsResponse>, ApiError> {
+    let mut filter = RunFilter::default();
+    let mut size = DEFAULT_PAGE_SIZE;
+    let (mut after, mut before) = (None, None);
+    for (key, value) in &query {
+        let values = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
+        match key.as_str() {
+            "filter[status]" => {
+                for v in values() {
+                    let status = RunStatus::parse(v).ok_or_else(|| {
+                        let names: Vec<&str> = RunStatus::ALL.iter().map(|s| s.as_str()).collect();
+                        ApiError::bad_request(format!(
+                            "filter[status]: `{v}` is not a run status (use {})",
+                            names.join(", ")
+                        ))
+                    })?;
+                    filter.statuses.push(status);
+                }
+            }
+            "filter[taskIdentifier]" => filter.task_ids.extend(values().map(str::to_owned)),
+            "page[size]" => {
+                size = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "page[size] must be a whole number from 1 to {MAX_PAGE_SIZE}"
+                        ))
+                    })?;
+            }
+            "page[after]" => after = Some(value.clone()),
+            "page[before]" => before = Some(value.clone()),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`; supported: filter[status], filter[taskIdentifier], page[size], page[after], page[before]"
+                )));
+            }
+        }
+    }
+    if after.is_some() && before.is_some() {
+        return Err(ApiError::bad_request(
+            "give page[after] or page[before], not both",
+        ));
+    }
+    let page = state
+        .engine
+        .store()
+        .list_runs(&env.id, filter, size, after, before)
+        .await?;
+    Ok(Json(dto::ListRunsResponse::new(&page, &env)))
+}
+
+async fn cancel_run(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(run_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    match state.engine.cancel(&env, &run_id).await? {
+        CancelOutcome::Canceled => Ok(Json(json!({ "id": run_id }))),
+        CancelOutcome::AlreadyFinished(status) => Ok(Json(json!({
+            "id": run_id,
+            "message": format!("the run already finished with status {status}; nothing to cancel"),
+        }))),
+    }
+}
+
+async fn run_logs(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(run_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let store = state.engine.store();
+    store
+        .run(&env.id, &run_id)
+        .await?
+        .ok_or_else(|| ApiError::from(EngineError::RunNotFound(run_id.clone())))?;
+    let after = match query.get("after") {
+        Some(a) => a
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad_request("`after` must be a log line id (a whole number)"))?,
+        None => 0,
+    };
+    let lines = store.logs(&run_id, after, MAX_LOG_PAGE).await?;
+    let next = (lines.len() == MAX_LOG_PAGE)
+        .then(|| lines.last().map(|(id, _)| *id))
+        .flatten();
+    let data: Vec<dto::LogDto> = lines
+        .iter()
+        .map(|(id, l)| dto::LogDto::new(*id, l))
+        .collect();
+    Ok(Json(json!({ "data": data, "next": next })))
+}

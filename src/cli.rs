@@ -1,0 +1,499 @@
+//! The command line: `kiln serve` runs the host; every other command is an HTTP client of a
+//! running host's API (never SQL, never wasmtime).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+
+use crate::host::{self, DEFAULT_MAX_COMPONENT_BYTES, DEV_KEY_FILE, HostConfig};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "A WebAssembly task host: deploy Wasm components, trigger runs, watch them complete"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host: the API, the scheduler and the sandbox, with embedded SQLite.
+    Serve(ServeArgs),
+    /// Upload a `.wasm` component; it becomes the environment's newest version.
+    Deploy {
+        /// The component file (build guests with `cargo build --target wasm32-wasip2`).
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Trigger a run of a task; prints the run id.
+    Trigger {
+        /// Task id, as declared by the deployed component.
+        task: String,
+        /// JSON payload (default `null`); `-` reads it from standard input.
+        payload: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Inspect and manage runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RunsCommand {
+    /// List runs, newest first.
+    List {
+        /// Only runs with this status (repeatable), e.g. FAILED.
+        #[arg(long)]
+        status: Vec<String>,
+        /// Only runs of this task (repeatable).
+        #[arg(long)]
+        task: Vec<String>,
+        /// How many runs to show (1–100).
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+        /// Continue after this run id (the `next` cursor of a previous page).
+        #[arg(long)]
+        after: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a run: status, attempts, output or error.
+    Get {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a run that has not finished.
+    Cancel {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Print a run's log lines.
+    Logs {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Where the SQLite database and the dev key live.
+    #[arg(long, env = "KILN_DATA_DIR", default_value = ".kiln")]
+    data_dir: PathBuf,
+    /// Address of the HTTP API.
+    #[arg(long, default_value = "127.0.0.1:3030")]
+    listen: SocketAddr,
+    /// Attempts executing at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Largest component upload, in bytes.
+    #[arg(long, default_value_t = DEFAULT_MAX_COMPONENT_BYTES)]
+    max_component_bytes: usize,
+    /// Deploy this component to the dev environment at start unless the latest version already
+    /// has the same bytes (repeatable).
+    #[arg(long)]
+    deploy: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// URL of the kiln API.
+    #[arg(long, env = "KILN_API_URL", default_value = "http://127.0.0.1:3030")]
+    api_url: String,
+    /// Secret API key; default: the one in <data-dir>/dev.key.
+    #[arg(long, env = "KILN_SECRET_KEY", hide_env_values = true)]
+    secret_key: Option<String>,
+    /// Data dir of a local host, to find its dev key.
+    #[arg(long, env = "KILN_DATA_DIR", default_value = ".kiln")]
+    data_dir: PathBuf,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Deploy { file, client } => {
+            let bytes =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let c = Client::new(&client)?;
+            let d = c
+                .send(
+                    c.post("/api/v1/deployments")
+                        .header("content-type", "application/wasm")
+                        .body(bytes),
+                )
+                .await?;
+            if client.json {
+                return print_json(&d);
+            }
+            let tasks: Vec<&str> = d["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t["id"].as_str())
+                .collect();
+            println!(
+                "deployed version {} with tasks [{}]",
+                s(&d["version"]),
+                tasks.join(", ")
+            );
+            Ok(())
+        }
+        Command::Trigger {
+            task,
+            payload,
+            client,
+        } => {
+            let payload = match payload.as_deref() {
+                None => Value::Null,
+                Some("-") => {
+                    let text = std::io::read_to_string(std::io::stdin())
+                        .context("cannot read the payload from standard input")?;
+                    parse_payload(&text)?
+                }
+                Some(text) => parse_payload(text)?,
+            };
+            let c = Client::new(&client)?;
+            let path = format!("/api/v1/tasks/{}/trigger", encode(&task));
+            let r = c
+                .send(
+                    c.post(&path)
+                        .json(&serde_json::json!({ "payload": payload })),
+                )
+                .await?;
+            if client.json {
+                return print_json(&r);
+            }
+            println!("{}", s(&r["id"]));
+            Ok(())
+        }
+        Command::Runs(cmd) => runs(cmd).await,
+    }
+}
+
+fn parse_payload(text: &str) -> anyhow::Result<Value> {
+    serde_json::from_str(text).with_context(|| {
+        format!("the payload is not valid JSON: {text:?} (quote it for the shell, e.g. '{{\"name\":\"Ada\"}}')")
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| "kiln=info".into()),
+        )
+        .init();
+    let running = host::start(HostConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        concurrency: args.concurrency,
+        max_component_bytes: args.max_component_bytes,
+        deploy: args.deploy,
+    })
+    .await?;
+    say(format!("kiln listening on http://{}", running.addr));
+    match &running.new_key {
+        Some(_) => say(format!(
+            "created the dev environment's secret key in {}",
+            running.key_file.display()
+        )),
+        None => say(format!("dev secret key: {}", running.key_file.display())),
+    }
+    for (file, version, tasks) in &running.deployed {
+        say(format!(
+            "deployed {} as version {version} with tasks [{}]",
+            file.display(),
+            tasks.join(", ")
+        ));
+    }
+    if let Some((_, _, tasks)) = running.deployed.first()
+        && let Some(task) = tasks.first()
+    {
+        let hint = if running.addr.to_string() == "127.0.0.1:3030" {
+            String::new()
+        } else {
+            format!("KILN_API_URL=http://{} ", running.addr)
+        };
+        say(format!(
+            "try it:  {hint}kiln trigger {task} '{{\"name\":\"Ada\"}}'   then   {hint}kiln runs get <run id>"
+        ));
+    }
+    running.serve_until_signal().await
+}
+
+/// Prints a line of the host's startup banner. A closed stdout (`kiln serve | head -1`) must not
+/// stop the host, so write errors are ignored.
+fn say(line: String) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stdout(), "{line}");
+}
+
+async fn runs(cmd: RunsCommand) -> anyhow::Result<()> {
+    match cmd {
+        RunsCommand::List {
+            status,
+            task,
+            limit,
+            after,
+            client,
+        } => {
+            let c = Client::new(&client)?;
+            let mut query = vec![("page[size]".to_owned(), limit.to_string())];
+            if !status.is_empty() {
+                query.push(("filter[status]".into(), status.join(",").to_uppercase()));
+            }
+            if !task.is_empty() {
+                query.push(("filter[taskIdentifier]".into(), task.join(",")));
+            }
+            if let Some(after) = after {
+                query.push(("page[after]".into(), after));
+            }
+            let page = c.send(c.get("/api/v1/runs").query(&query)).await?;
+            if client.json {
+                return print_json(&page);
+            }
+            let runs = page["data"].as_array().cloned().unwrap_or_default();
+            if runs.is_empty() {
+                println!("no runs");
+            }
+            for r in &runs {
+                println!(
+                    "{}  {:<15} {:<20} {}",
+                    s(&r["id"]),
+                    s(&r["status"]),
+                    s(&r["taskIdentifier"]),
+                    s(&r["createdAt"])
+                );
+            }
+            if let Some(next) = page["pagination"]["next"].as_str() {
+                println!("more: kiln runs list --after {next}");
+            }
+            Ok(())
+        }
+        RunsCommand::Get { id, client } => {
+            let c = Client::new(&client)?;
+            let r = c
+                .send(c.get(&format!("/api/v3/runs/{}", encode(&id))))
+                .await?;
+            if client.json {
+                return print_json(&r);
+            }
+            println!(
+                "{}  {}  {}",
+                s(&r["id"]),
+                s(&r["taskIdentifier"]),
+                s(&r["status"])
+            );
+            println!(
+                "  version   {}",
+                r["version"].as_str().unwrap_or("(not started)")
+            );
+            println!("  created   {}", s(&r["createdAt"]));
+            if let Some(f) = r["finishedAt"].as_str() {
+                println!("  finished  {f}");
+            }
+            println!("  attempts  {}", r["attemptCount"]);
+            println!(
+                "  usage     {} fuel, {} ms",
+                r["usage"]["fuel"], r["usage"]["computeMs"]
+            );
+            println!("  payload   {}", r["payload"]);
+            if let Some(output) = r.get("output") {
+                println!("  output    {output}");
+            }
+            if let Some(e) = r.get("error") {
+                println!("  error     {}: {}", s(&e["name"]), s(&e["message"]));
+            }
+            for a in r["attempts"].as_array().into_iter().flatten() {
+                let err = a
+                    .get("error")
+                    .map(|e| format!(" — {}", s(&e["message"])))
+                    .unwrap_or_default();
+                println!("  attempt {} {}{err}", a["number"], s(&a["status"]));
+            }
+            Ok(())
+        }
+        RunsCommand::Cancel { id, client } => {
+            let c = Client::new(&client)?;
+            let r = c
+                .send(c.post(&format!("/api/v2/runs/{}/cancel", encode(&id))))
+                .await?;
+            if client.json {
+                return print_json(&r);
+            }
+            match r["message"].as_str() {
+                Some(m) => println!("{m}"),
+                None => println!("canceled {}", s(&r["id"])),
+            }
+            Ok(())
+        }
+        RunsCommand::Logs { id, client } => {
+            let c = Client::new(&client)?;
+            let mut after = 0i64;
+            let mut all = Vec::new();
+            loop {
+                let page = c
+                    .send(
+                        c.get(&format!("/api/v1/runs/{}/logs", encode(&id)))
+                            .query(&[("after", after)]),
+                    )
+                    .await?;
+                let lines = page["data"].as_array().cloned().unwrap_or_default();
+                if !client.json {
+                    for l in &lines {
+                        let attrs = l
+                            .get("attributes")
+                            .map(|a| format!(" {a}"))
+                            .unwrap_or_default();
+                        println!(
+                            "{} #{} {:<5} {}{attrs}",
+                            s(&l["at"]),
+                            l["attempt"],
+                            s(&l["level"]),
+                            s(&l["message"])
+                        );
+                    }
+                }
+                all.extend(lines);
+                match page["next"].as_i64() {
+                    Some(next) => after = next,
+                    None => break,
+                }
+            }
+            if client.json {
+                return print_json(&Value::Array(all));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
+}
+
+fn print_json(v: &Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Percent-encodes a path segment.
+fn encode(segment: &str) -> String {
+    segment
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+fn read_key(data_dir: &Path) -> anyhow::Result<String> {
+    let path = data_dir.join(DEV_KEY_FILE);
+    let key = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "no secret key: set KILN_SECRET_KEY or --secret-key, or run from the directory where `kiln serve` created {}",
+            path.display()
+        )
+    })?;
+    Ok(key.trim().to_owned())
+}
+
+impl Client {
+    fn new(args: &ClientArgs) -> anyhow::Result<Client> {
+        let key = match &args.secret_key {
+            Some(k) => k.clone(),
+            None => read_key(&args.data_dir)?,
+        };
+        Ok(Client {
+            http: reqwest::Client::new(),
+            base: args.api_url.trim_end_matches('/').to_owned(),
+            key,
+        })
+    }
+
+    fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => bail!(
+                "cannot reach kiln at {}: start it with `kiln serve` (or set KILN_API_URL to where it runs)",
+                self.base
+            ),
+            Err(e) => return Err(e).context(format!("request to {} failed", self.base)),
+        };
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .context("reading the response failed")?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if !status.is_success() {
+            let message = body["error"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| body.to_string());
+            bail!("{message} (HTTP {})", status.as_u16());
+        }
+        Ok(body)
+    }
+}

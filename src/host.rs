@@ -1,0 +1,222 @@
+//! The host: wires store, sandbox, deployer, engine and API together and runs them — the code
+//! behind `kiln serve`, also used in-process by the tests.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::deploy::Deployer;
+use crate::engine::{Engine, EngineConfig};
+use crate::model::{Environment, Machine, RetryPolicy, now_ms};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::store::Store;
+
+/// Name of the file in the data dir holding the dev environment's secret key.
+pub const DEV_KEY_FILE: &str = "dev.key";
+
+/// Default size limit of an uploaded component.
+pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
+
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub concurrency: usize,
+    pub max_component_bytes: usize,
+    /// Components to deploy to the dev environment at start (skipped when the latest version
+    /// already has the same bytes).
+    pub deploy: Vec<PathBuf>,
+}
+
+/// A started host. Dropping it does not stop it; call [`RunningHost::shutdown`].
+pub struct RunningHost {
+    /// The address the API listens on (useful with port 0).
+    pub addr: SocketAddr,
+    /// The dev environment's secret key, if it was created by this start.
+    pub new_key: Option<String>,
+    pub key_file: PathBuf,
+    pub dev: Environment,
+    /// Versions deployed at start, as (file, version, task ids).
+    pub deployed: Vec<(PathBuf, String, Vec<String>)>,
+    shutdown: watch::Sender<bool>,
+    server: JoinHandle<std::io::Result<()>>,
+    dispatcher: JoinHandle<()>,
+}
+
+impl RunningHost {
+    /// Stops accepting requests, lets executing attempts finish, and returns.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.dispatcher.await.context("the dispatcher panicked")?;
+        self.server.await.context("the API server panicked")??;
+        Ok(())
+    }
+
+    /// Serves until Ctrl-C or SIGTERM, then shuts down.
+    pub async fn serve_until_signal(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!("shutting down: finishing executing attempts");
+        self.shutdown().await
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn generate_key() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    let secret: String = (0..32)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("tr_dev_{secret}")
+}
+
+fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(path)?;
+        writeln!(f, "{key}")?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(path, format!("{key}\n"))?;
+    Ok(())
+}
+
+/// Opens the data dir, recovers interrupted runs, deploys `config.deploy`, and starts serving.
+pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data dir {}; pass a writable --data-dir",
+            config.data_dir.display()
+        )
+    })?;
+    let store = Store::open(&config.data_dir)?;
+    let key = generate_key();
+    let (dev, new_key) = store
+        .bootstrap(key.clone(), api::key_hash(&key), now_ms())
+        .await?;
+    let key_file = config.data_dir.join(DEV_KEY_FILE);
+    if let Some(key) = &new_key {
+        write_key_file(&key_file, key)
+            .with_context(|| format!("cannot write the secret key to {}", key_file.display()))?;
+    }
+
+    let concurrency = config.concurrency.max(1);
+    let sandbox = Sandbox::new(&SandboxConfig { concurrency })?;
+    let deployer = Arc::new(Deployer::new(
+        store.clone(),
+        sandbox.clone(),
+        config.max_component_bytes,
+    ));
+    let engine = Arc::new(Engine::new(
+        store.clone(),
+        sandbox,
+        deployer.clone(),
+        EngineConfig {
+            concurrency,
+            default_retry: RetryPolicy::default(),
+            default_machine: Machine::default(),
+        },
+    ));
+    let recovered = engine.recover().await?;
+    if recovered > 0 {
+        tracing::info!(
+            runs = recovered,
+            "recovered runs interrupted by the last stop"
+        );
+    }
+
+    let mut deployed = Vec::new();
+    for path in &config.deploy {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read {} to deploy it; build it first",
+                path.display()
+            )
+        })?;
+        let digest: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let latest = store.latest_deployment(&dev.id).await?;
+        let deployment = match latest.filter(|d| d.component_digest == digest) {
+            Some(same) => same,
+            None => deployer
+                .deploy(&dev, bytes)
+                .await
+                .with_context(|| format!("cannot deploy {}", path.display()))?,
+        };
+        deployed.push((
+            path.clone(),
+            deployment.version.clone(),
+            deployment.tasks.iter().map(|t| t.id.clone()).collect(),
+        ));
+    }
+
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {}; is another kiln running? pass another --listen address",
+                config.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let app = api::router(ApiState {
+        engine: engine.clone(),
+        max_component_bytes: config.max_component_bytes,
+    });
+    let mut server_stop = shutdown_rx.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.wait_for(|stop| *stop).await;
+            })
+            .await
+    });
+    let dispatcher = tokio::spawn(engine.dispatch(shutdown_rx));
+    Ok(RunningHost {
+        addr,
+        new_key,
+        key_file,
+        dev,
+        deployed,
+        shutdown,
+        server,
+        dispatcher,
+    })
+}

@@ -1,0 +1,16 @@
+//! kiln: a WebAssembly task host. Upload Wasm components that declare tasks, trigger runs over a
+//! Trigger.dev-compatible API, and kiln executes each attempt in a wasmtime sandbox, with runs
+//! scheduled from SQLite.
+//!
+//! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod cli;
+pub mod deploy;
+pub mod engine;
+pub mod host;
+pub mod model;
+pub mod sandbox;
+pub mod store;

@@ -1,0 +1,407 @@
+//! Domain types shared by every module: runs, attempts, deployments, task definitions, machines.
+//!
+//! These are plain data. They never derive `Serialize` for the wire (the `api` module owns the wire
+//! shapes) and they know nothing of SQL or wasmtime. Where a value crosses into SQLite it goes through
+//! the `as_str`/`parse` pairs defined here so the spelling lives in one place.
+
+use std::fmt;
+use std::time::Duration;
+
+/// Milliseconds since the Unix epoch. All stored timestamps use this unit.
+pub type Millis = i64;
+
+/// Current wall-clock time in [`Millis`].
+pub fn now_ms() -> Millis {
+    jiff::Timestamp::now().as_millisecond()
+}
+
+/// Makes a new sortable id with a type prefix, e.g. `run_01JD…`.
+///
+/// ULIDs sort by creation time, which the runs list relies on for newest-first paging.
+pub fn new_id(prefix: &str) -> String {
+    format!("{prefix}_{}", ulid::Ulid::new().to_string().to_lowercase())
+}
+
+/// Public run status, spelled as in Trigger.dev's API v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunStatus {
+    PendingVersion,
+    Delayed,
+    Queued,
+    Dequeued,
+    Executing,
+    Waiting,
+    Completed,
+    Canceled,
+    Failed,
+    Crashed,
+    SystemFailure,
+    Expired,
+    TimedOut,
+}
+
+impl RunStatus {
+    pub const ALL: [RunStatus; 13] = [
+        RunStatus::PendingVersion,
+        RunStatus::Delayed,
+        RunStatus::Queued,
+        RunStatus::Dequeued,
+        RunStatus::Executing,
+        RunStatus::Waiting,
+        RunStatus::Completed,
+        RunStatus::Canceled,
+        RunStatus::Failed,
+        RunStatus::Crashed,
+        RunStatus::SystemFailure,
+        RunStatus::Expired,
+        RunStatus::TimedOut,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::PendingVersion => "PENDING_VERSION",
+            RunStatus::Delayed => "DELAYED",
+            RunStatus::Queued => "QUEUED",
+            RunStatus::Dequeued => "DEQUEUED",
+            RunStatus::Executing => "EXECUTING",
+            RunStatus::Waiting => "WAITING",
+            RunStatus::Completed => "COMPLETED",
+            RunStatus::Canceled => "CANCELED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Crashed => "CRASHED",
+            RunStatus::SystemFailure => "SYSTEM_FAILURE",
+            RunStatus::Expired => "EXPIRED",
+            RunStatus::TimedOut => "TIMED_OUT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<RunStatus> {
+        RunStatus::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    /// A final status never changes again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Completed
+                | RunStatus::Canceled
+                | RunStatus::Failed
+                | RunStatus::Crashed
+                | RunStatus::SystemFailure
+                | RunStatus::Expired
+                | RunStatus::TimedOut
+        )
+    }
+
+    /// Final and not a success (Trigger.dev's `isFailed`).
+    pub fn is_failure(self) -> bool {
+        matches!(
+            self,
+            RunStatus::Failed
+                | RunStatus::Crashed
+                | RunStatus::SystemFailure
+                | RunStatus::Expired
+                | RunStatus::TimedOut
+        )
+    }
+}
+
+impl fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Status of one attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptStatus {
+    Executing,
+    Completed,
+    Failed,
+    Canceled,
+}
+
+impl AttemptStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttemptStatus::Executing => "EXECUTING",
+            AttemptStatus::Completed => "COMPLETED",
+            AttemptStatus::Failed => "FAILED",
+            AttemptStatus::Canceled => "CANCELED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<AttemptStatus> {
+        [
+            AttemptStatus::Executing,
+            AttemptStatus::Completed,
+            AttemptStatus::Failed,
+            AttemptStatus::Canceled,
+        ]
+        .into_iter()
+        .find(|st| st.as_str() == s)
+    }
+}
+
+/// Machine presets, with Trigger.dev's names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Machine {
+    Micro,
+    #[default]
+    Small1x,
+    Small2x,
+    Medium1x,
+    Medium2x,
+    Large1x,
+    Large2x,
+}
+
+impl Machine {
+    pub const ALL: [Machine; 7] = [
+        Machine::Micro,
+        Machine::Small1x,
+        Machine::Small2x,
+        Machine::Medium1x,
+        Machine::Medium2x,
+        Machine::Large1x,
+        Machine::Large2x,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Machine::Micro => "micro",
+            Machine::Small1x => "small-1x",
+            Machine::Small2x => "small-2x",
+            Machine::Medium1x => "medium-1x",
+            Machine::Medium2x => "medium-2x",
+            Machine::Large1x => "large-1x",
+            Machine::Large2x => "large-2x",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Machine> {
+        Machine::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// Memory a component instance may use in total on this machine: Trigger.dev's preset sizes,
+    /// capped at wasm32's 4 GiB address space.
+    pub fn memory_bytes(self) -> u64 {
+        const MIB: u64 = 1 << 20;
+        let mib = match self {
+            Machine::Micro => 256,
+            Machine::Small1x => 512,
+            Machine::Small2x => 1024,
+            Machine::Medium1x => 2048,
+            Machine::Medium2x | Machine::Large1x | Machine::Large2x => 4096,
+        };
+        mib * MIB
+    }
+
+    /// Fuel budget of one attempt: a runaway loop ends as `FUEL_EXHAUSTED` instead of running
+    /// forever. Scaled with the machine's size; roughly 10 s of compute on small-1x.
+    pub fn fuel_budget(self) -> u64 {
+        const BASE: u64 = 20_000_000_000;
+        match self {
+            Machine::Micro => BASE / 2,
+            Machine::Small1x => BASE,
+            Machine::Small2x => BASE * 2,
+            Machine::Medium1x => BASE * 4,
+            Machine::Medium2x => BASE * 8,
+            Machine::Large1x => BASE * 16,
+            Machine::Large2x => BASE * 32,
+        }
+    }
+}
+
+impl fmt::Display for Machine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Retry policy of a task, every field resolved (host defaults filled in).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub factor: f64,
+    pub min_timeout_ms: u64,
+    pub max_timeout_ms: u64,
+    pub randomize: bool,
+}
+
+impl Default for RetryPolicy {
+    /// Trigger.dev's `defaultRetryOptions`.
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            factor: 2.0,
+            min_timeout_ms: 1_000,
+            max_timeout_ms: 60_000,
+            randomize: true,
+        }
+    }
+}
+
+/// Trigger.dev's global hard cap on attempts of one run.
+pub const MAX_ATTEMPTS_CAP: u32 = 250;
+
+/// A task as declared by a component's `definitions()`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskDefinition {
+    pub id: String,
+    pub description: Option<String>,
+    pub queue: Option<QueueDefinition>,
+    pub retry: RetryDefinition,
+    pub max_duration: Option<Duration>,
+    pub ttl: Option<Duration>,
+    pub machine: Option<Machine>,
+}
+
+/// Retry settings as declared: `None` fields take the host defaults.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RetryDefinition {
+    pub max_attempts: Option<u32>,
+    pub factor: Option<f64>,
+    pub min_timeout_ms: Option<u64>,
+    pub max_timeout_ms: Option<u64>,
+    pub randomize: Option<bool>,
+    pub out_of_memory_machine: Option<Machine>,
+}
+
+impl RetryDefinition {
+    /// Fills the unset fields from `defaults`.
+    pub fn resolve(&self, defaults: RetryPolicy) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
+            factor: self.factor.unwrap_or(defaults.factor),
+            min_timeout_ms: self.min_timeout_ms.unwrap_or(defaults.min_timeout_ms),
+            max_timeout_ms: self.max_timeout_ms.unwrap_or(defaults.max_timeout_ms),
+            randomize: self.randomize.unwrap_or(defaults.randomize),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueDefinition {
+    pub name: String,
+    pub concurrency_limit: Option<u32>,
+}
+
+/// An error as shown to users, in Trigger.dev's `SerializedError` shape plus a kiln code.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunError {
+    /// Machine-readable code, e.g. `TASK_RUN_CRASHED`; `None` for a user error from the task.
+    pub code: Option<String>,
+    pub name: String,
+    pub message: String,
+    pub stack: Option<String>,
+}
+
+/// One environment of one project; every run, deployment and key belongs to exactly one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    pub id: String,
+    pub project_slug: String,
+    pub slug: String,
+}
+
+/// A deployed version of an environment's component.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Deployment {
+    pub id: String,
+    pub environment_id: String,
+    pub version: String,
+    pub component_digest: String,
+    pub created_at: Millis,
+    pub tasks: Vec<TaskDefinition>,
+}
+
+/// A run as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub id: String,
+    pub environment_id: String,
+    pub environment_slug: String,
+    pub task_id: String,
+    pub status: RunStatus,
+    pub payload: String,
+    pub output: Option<String>,
+    pub error: Option<RunError>,
+    /// Deployment the run is locked to (set when its first attempt starts).
+    pub deployment_id: Option<String>,
+    pub version: Option<String>,
+    pub queue: String,
+    pub machine: Machine,
+    pub retry: RetryPolicy,
+    pub attempt_count: u32,
+    /// Order inside the queue; retries keep it.
+    pub queue_timestamp: Millis,
+    /// Not dequeued before this time (retry backoff).
+    pub available_at: Millis,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    /// Fuel consumed by all attempts.
+    pub fuel_used: u64,
+    /// Wall time spent executing attempts, in milliseconds.
+    pub compute_ms: u64,
+}
+
+/// One attempt of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Attempt {
+    pub run_id: String,
+    pub number: u32,
+    pub status: AttemptStatus,
+    pub deployment_id: String,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub error: Option<RunError>,
+    pub fuel_used: u64,
+    pub compute_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Trace => "TRACE",
+            LogLevel::Debug => "DEBUG",
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<LogLevel> {
+        [
+            LogLevel::Trace,
+            LogLevel::Debug,
+            LogLevel::Info,
+            LogLevel::Warn,
+            LogLevel::Error,
+        ]
+        .into_iter()
+        .find(|l| l.as_str() == s)
+    }
+}
+
+/// One line of a run's log: from the `log` import or the guest's stdout/stderr.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub attempt: u32,
+    pub at: Millis,
+    pub level: LogLevel,
+    pub message: String,
+    /// JSON object text, if the guest gave attributes.
+    pub attributes: Option<String>,
+}

@@ -1,0 +1,640 @@
+//! The wasmtime sandbox: one `Engine` per process, the linker with kiln's host imports, and the
+//! execution of `definitions()` and `run()` under fuel, memory and time limits.
+//!
+//! **The only module that imports wasmtime**, and the home of the one `bindgen!`. Whatever a guest
+//! does — trap, loop, allocate without end, print without end, return garbage — comes back as a
+//! value ([`AttemptOutcome`], [`GuestFailure`]); nothing on a guest-controlled path panics or grows
+//! without a bound.
+
+mod output;
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable, types::ComponentItem};
+use wasmtime::{
+    Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ResourceLimiter, Store,
+    Trap, UpdateDeadline,
+};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::model::{LogLevel, LogLine, Machine, now_ms};
+use output::{GuestOutput, LogBuffer};
+
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "wit",
+        world: "kiln:task/task",
+        exports: { default: async },
+    });
+}
+
+use bindings::kiln::task::types as wit;
+
+/// How often the epoch advances. Bounds how late a cancel, a timeout or a yield to the async
+/// runtime can come.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Wall time `definitions()` may take at deploy before the upload is refused.
+const DEFINITIONS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Fuel `definitions()` may burn: generous for building a list, small enough to stop a loop fast.
+const DEFINITIONS_FUEL: u64 = 2_000_000_000;
+
+/// Memory `definitions()` may use.
+const DEFINITIONS_MEMORY: u64 = 256 << 20;
+
+/// Table elements one component instance may hold (function tables of large guests stay far below).
+const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// Largest output a task may return (DESIGN §7).
+pub const MAX_OUTPUT_BYTES: usize = 10 << 20;
+
+/// Sizing of the sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Attempts that may execute at once; sizes the instance pool.
+    pub concurrency: usize,
+}
+
+/// The process-wide sandbox. Cheap to clone.
+#[derive(Clone)]
+pub struct Sandbox {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Engine,
+    linker: Linker<HostState>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A compiled, linked component, ready to instantiate.
+#[derive(Clone)]
+pub struct Prepared {
+    pre: bindings::TaskPre<HostState>,
+}
+
+/// Why an upload could not become a runnable component.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "the upload is not WebAssembly (it does not start with the `\\0asm` magic bytes); upload the `.wasm` file your build produced"
+    )]
+    NotWasm,
+    #[error(
+        "the upload is a core WebAssembly module, not a component; build it with `cargo build --target wasm32-wasip2` (or wrap a core module with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the component is invalid: {0}")]
+    Invalid(String),
+    #[error(
+        "the component does not export {missing}; build it against kiln's `kiln:task/task` world (the Rust SDK's `kiln_sdk::tasks!` does this)"
+    )]
+    MissingExports { missing: String },
+    #[error(
+        "the component imports {detail}, which kiln does not provide; kiln provides `kiln:task/log` and the WASI 0.2 interfaces (no filesystem preopens, no sockets)"
+    )]
+    UnsupportedImport { detail: String },
+}
+
+/// A guest call that did not return normally.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestFailure {
+    pub kind: TrapKind,
+    pub message: String,
+    /// The wasm backtrace, when wasmtime captured one.
+    pub stack: Option<String>,
+}
+
+/// How a guest call ended abnormally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    /// A trap: panic, `unreachable`, out-of-bounds access, stack overflow.
+    Crash,
+    /// A memory growth was denied by the machine's limit.
+    OutOfMemory,
+    /// The fuel budget ran out.
+    FuelExhausted,
+    /// The time limit passed.
+    Timeout,
+    /// The attempt was canceled.
+    Canceled,
+}
+
+/// A task as the component declared it, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredTask {
+    pub id: String,
+    pub description: Option<String>,
+    pub queue_name: Option<String>,
+    pub queue_concurrency_limit: Option<u32>,
+    pub retry: Option<DeclaredRetry>,
+    pub max_duration_ms: Option<u64>,
+    pub ttl_ms: Option<u64>,
+    pub machine: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredRetry {
+    pub max_attempts: Option<u32>,
+    pub factor: Option<f64>,
+    pub min_timeout_ms: Option<u64>,
+    pub max_timeout_ms: Option<u64>,
+    pub randomize: Option<bool>,
+    pub out_of_memory_machine: Option<String>,
+}
+
+/// What the guest sees of its run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunContext {
+    pub run_id: String,
+    pub task_id: String,
+    pub attempt: u32,
+    pub version: String,
+    pub environment: String,
+    pub tags: Vec<String>,
+    pub idempotency_key: Option<String>,
+    pub queue: String,
+    pub machine: Machine,
+    pub parent_run_id: Option<String>,
+    pub root_run_id: Option<String>,
+    pub created_at_ms: u64,
+}
+
+/// One attempt to execute.
+pub struct AttemptRequest {
+    pub payload: String,
+    pub context: RunContext,
+    pub max_duration: Option<Duration>,
+    pub cancel: CancelHandle,
+}
+
+/// Lets another task interrupt an executing attempt within one epoch tick.
+#[derive(Clone, Default)]
+pub struct CancelHandle(Arc<AtomicBool>);
+
+impl CancelHandle {
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The result of one attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttemptOutcome {
+    /// `run` returned output (checked to be JSON within the size limit).
+    Output(String),
+    /// `run` returned `error(..)` (`abort: false`) or `abort(..)` (`abort: true`).
+    TaskError {
+        abort: bool,
+        name: String,
+        message: String,
+        stack: Option<String>,
+    },
+    /// `run` returned something that is not valid JSON or is too large.
+    InvalidOutput(String),
+    /// The guest did not return.
+    Failed(GuestFailure),
+}
+
+/// An attempt's outcome with its usage and logs.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub outcome: AttemptOutcome,
+    pub fuel_used: u64,
+    pub compute: Duration,
+    pub logs: Vec<LogLine>,
+}
+
+/// Why the epoch callback interrupted the guest.
+const STOP_NONE: u8 = 0;
+const STOP_CANCELED: u8 = 1;
+const STOP_TIMEOUT: u8 = 2;
+
+/// Per-store state: WASI context, log capture, memory accounting and the interrupt reasons.
+pub struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    logs: Arc<Mutex<LogBuffer>>,
+    limiter: MemoryLimiter,
+    cancel: CancelHandle,
+    deadline: Option<Instant>,
+    stop: Arc<AtomicU8>,
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl bindings::kiln::task::types::Host for HostState {}
+
+impl bindings::kiln::task::log::Host for HostState {
+    fn log(
+        &mut self,
+        level: bindings::kiln::task::log::Level,
+        message: String,
+        attributes: Option<String>,
+    ) {
+        use bindings::kiln::task::log::Level as L;
+        let level = match level {
+            L::Trace => LogLevel::Trace,
+            L::Debug => LogLevel::Debug,
+            L::Info => LogLevel::Info,
+            L::Warn => LogLevel::Warn,
+            L::Error => LogLevel::Error,
+        };
+        // Attributes that are not a JSON object are kept as a string attribute, not dropped.
+        let attributes = attributes.map(|a| match serde_json::from_str::<serde_json::Value>(&a) {
+            Ok(v @ serde_json::Value::Object(_)) => v.to_string(),
+            _ => serde_json::json!({ "value": a }).to_string(),
+        });
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(level, message, attributes);
+    }
+}
+
+/// Sums every linear memory and table of the component instance against one limit
+/// (`StoreLimits` would apply the limit to each memory separately).
+struct MemoryLimiter {
+    limit: usize,
+    used: usize,
+    /// The total a denied growth asked for; makes the trap that follows an OOM.
+    denied: Option<usize>,
+}
+
+impl ResourceLimiter for MemoryLimiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let next = self.used.saturating_sub(current).saturating_add(desired);
+        if next > self.limit {
+            self.denied = Some(next);
+            return Ok(false);
+        }
+        self.used = next;
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= MAX_TABLE_ELEMENTS)
+    }
+}
+
+impl Sandbox {
+    pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
+        let mut wasm = Config::new();
+        wasm.consume_fuel(true)
+            .epoch_interruption(true)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true);
+        // Instances come from a pool sized for the configured concurrency plus deploy checks.
+        let slots = u32::try_from(config.concurrency.max(1))
+            .unwrap_or(u32::MAX / 64)
+            .saturating_add(8);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(16))
+            .total_memories(slots.saturating_mul(4))
+            .total_tables(slots.saturating_mul(8))
+            .total_stacks(slots)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_memory_size(4 << 30)
+            .table_elements(MAX_TABLE_ELEMENTS);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Task::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticking_engine, stop) = (engine.clone(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("kiln-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    ticking_engine.increment_epoch();
+                }
+            })?;
+        Ok(Sandbox {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                ticker_stop,
+            }),
+        })
+    }
+
+    /// Compiles and links an upload. CPU-heavy: runs on the blocking pool.
+    pub async fn compile(&self, bytes: Vec<u8>) -> Result<Prepared, CompileError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.compile_blocking(&bytes))
+            .await
+            .map_err(|e| CompileError::Invalid(format!("compilation stopped: {e}")))?
+    }
+
+    fn compile_blocking(&self, bytes: &[u8]) -> Result<Prepared, CompileError> {
+        const MAGIC: &[u8; 4] = b"\0asm";
+        const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+        if bytes.len() < 8 || &bytes[..4] != MAGIC {
+            return Err(CompileError::NotWasm);
+        }
+        if bytes[4..8] == CORE_VERSION {
+            return Err(CompileError::CoreModule);
+        }
+        let engine = &self.inner.engine;
+        let component =
+            Component::new(engine, bytes).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        let ty = component.component_type();
+        let exported: Vec<String> = ty
+            .exports(engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let missing: Vec<String> = ["definitions", "run"]
+            .into_iter()
+            .filter(|f| !exported.iter().any(|e| e == f))
+            .map(|f| format!("`{f}`"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(CompileError::MissingExports {
+                missing: missing.join(" and "),
+            });
+        }
+        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            CompileError::UnsupportedImport {
+                detail: describe_link_error(&e),
+            }
+        })?;
+        let pre = bindings::TaskPre::new(instance_pre).map_err(|e| {
+            CompileError::Invalid(format!("exports do not match kiln:task/task: {e:#}"))
+        })?;
+        Ok(Prepared { pre })
+    }
+
+    fn new_store(
+        &self,
+        memory: u64,
+        fuel: u64,
+        deadline: Option<Instant>,
+        cancel: CancelHandle,
+        attempt: u32,
+    ) -> Store<HostState> {
+        let logs = Arc::new(Mutex::new(LogBuffer::new(attempt)));
+        let mut wasi = WasiCtx::builder();
+        wasi.stdout(GuestOutput::new(logs.clone(), LogLevel::Info))
+            .stderr(GuestOutput::new(logs.clone(), LogLevel::Error));
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            logs,
+            limiter: MemoryLimiter {
+                limit: usize::try_from(memory).unwrap_or(usize::MAX),
+                used: 0,
+                denied: None,
+            },
+            cancel,
+            deadline,
+            stop: Arc::new(AtomicU8::new(STOP_NONE)),
+        };
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limiter);
+        // Fuel cannot fail to be set when fuel is enabled, which `Sandbox::new` does.
+        let _ = store.set_fuel(fuel);
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|ctx| {
+            let state = ctx.data();
+            if state.cancel.0.load(Ordering::Relaxed) {
+                state.stop.store(STOP_CANCELED, Ordering::Relaxed);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            if state.deadline.is_some_and(|d| Instant::now() >= d) {
+                state.stop.store(STOP_TIMEOUT, Ordering::Relaxed);
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            // Yield each tick so a CPU-bound guest never holds up the runtime's other work.
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    /// Calls `definitions()` in a fresh instance with deploy-time limits.
+    pub async fn definitions(
+        &self,
+        prepared: &Prepared,
+    ) -> Result<Vec<DeclaredTask>, GuestFailure> {
+        let mut store = self.new_store(
+            DEFINITIONS_MEMORY,
+            DEFINITIONS_FUEL,
+            Some(Instant::now() + DEFINITIONS_TIMEOUT),
+            CancelHandle::default(),
+            0,
+        );
+        let result = async {
+            let task = prepared.pre.instantiate_async(&mut store).await?;
+            task.call_definitions(&mut store).await
+        }
+        .await;
+        match result {
+            Ok(defs) => Ok(defs.into_iter().map(declared).collect()),
+            Err(e) => Err(classify(&store, &e)),
+        }
+    }
+
+    /// Executes one attempt of `run` in a fresh instance.
+    pub async fn run(&self, prepared: &Prepared, req: AttemptRequest) -> AttemptReport {
+        let machine = req.context.machine;
+        let fuel = machine.fuel_budget();
+        let started = Instant::now();
+        let deadline = req.max_duration.map(|d| started + d);
+        let mut store = self.new_store(
+            machine.memory_bytes(),
+            fuel,
+            deadline,
+            req.cancel,
+            req.context.attempt,
+        );
+        let ctx = wit_context(&req.context);
+        let task_id = req.context.task_id.clone();
+        let result = async {
+            let task = prepared.pre.instantiate_async(&mut store).await?;
+            task.call_run(&mut store, &task_id, &req.payload, &ctx)
+                .await
+        }
+        .await;
+        let compute = started.elapsed();
+        let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let outcome = match result {
+            Ok(Ok(output)) => check_output(output),
+            Ok(Err(error)) => {
+                let (abort, info) = match error {
+                    wit::TaskError::Error(info) => (false, info),
+                    wit::TaskError::Abort(info) => (true, info),
+                };
+                AttemptOutcome::TaskError {
+                    abort,
+                    name: info.name,
+                    message: info.message,
+                    stack: info.stack,
+                }
+            }
+            Err(e) => AttemptOutcome::Failed(classify(&store, &e)),
+        };
+        let logs = store
+            .data()
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        AttemptReport {
+            outcome,
+            fuel_used,
+            compute,
+            logs,
+        }
+    }
+}
+
+fn check_output(output: String) -> AttemptOutcome {
+    if output.len() > MAX_OUTPUT_BYTES {
+        return AttemptOutcome::InvalidOutput(format!(
+            "the task returned {} bytes of output; the limit is {MAX_OUTPUT_BYTES} bytes",
+            output.len()
+        ));
+    }
+    match serde_json::from_str::<serde::de::IgnoredAny>(&output) {
+        Ok(_) => AttemptOutcome::Output(output),
+        Err(e) => {
+            AttemptOutcome::InvalidOutput(format!("the task returned output that is not JSON: {e}"))
+        }
+    }
+}
+
+/// Turns a failed guest call into a run-level classification with a one-line message.
+fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> GuestFailure {
+    let state = store.data();
+    let trap = error.downcast_ref::<Trap>().copied();
+    let stack = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.to_string())
+        .filter(|s| !s.trim().is_empty());
+    let stop = state.stop.load(Ordering::Relaxed);
+    let (kind, message) = if trap == Some(Trap::Interrupt) && stop == STOP_CANCELED {
+        (TrapKind::Canceled, "the attempt was canceled".to_owned())
+    } else if trap == Some(Trap::Interrupt) && stop == STOP_TIMEOUT {
+        (
+            TrapKind::Timeout,
+            "the attempt ran past its time limit".to_owned(),
+        )
+    } else if trap == Some(Trap::OutOfFuel) {
+        (
+            TrapKind::FuelExhausted,
+            "the attempt used up its fuel budget (a runaway loop?)".to_owned(),
+        )
+    } else if let Some(requested) = state.limiter.denied {
+        (
+            TrapKind::OutOfMemory,
+            format!(
+                "the attempt ran out of memory: it asked for {requested} bytes in total, the limit is {} bytes",
+                state.limiter.limit
+            ),
+        )
+    } else {
+        let detail = match trap {
+            Some(t) => t.to_string(),
+            None => format!("{error:#}"),
+        };
+        let panic = state
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error_lines(3);
+        let message = if panic.is_empty() {
+            format!("the task crashed: {detail}")
+        } else {
+            format!("the task crashed: {detail}: {panic}")
+        };
+        (TrapKind::Crash, message)
+    };
+    GuestFailure {
+        kind,
+        message,
+        stack,
+    }
+}
+
+/// wasmtime names the missing import in its link error; keep that part, drop the rest.
+fn describe_link_error(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    match text.split_once("component imports ") {
+        Some((_, rest)) => rest.split(", but").next().unwrap_or(rest).trim().to_owned(),
+        None => text,
+    }
+}
+
+fn declared(t: wit::TaskDefinition) -> DeclaredTask {
+    DeclaredTask {
+        id: t.id,
+        description: t.description,
+        queue_name: t.queue.as_ref().map(|q| q.name.clone()),
+        queue_concurrency_limit: t.queue.and_then(|q| q.concurrency_limit),
+        retry: t.retry.map(|r| DeclaredRetry {
+            max_attempts: r.max_attempts,
+            factor: r.factor,
+            min_timeout_ms: r.min_timeout_ms,
+            max_timeout_ms: r.max_timeout_ms,
+            randomize: r.randomize,
+            out_of_memory_machine: r.out_of_memory_machine,
+        }),
+        max_duration_ms: t.max_duration_ms,
+        ttl_ms: t.ttl_ms,
+        machine: t.machine,
+    }
+}
+
+fn wit_context(c: &RunContext) -> wit::RunContext {
+    wit::RunContext {
+        run_id: c.run_id.clone(),
+        task_id: c.task_id.clone(),
+        attempt: c.attempt,
+        version: c.version.clone(),
+        environment: c.environment.clone(),
+        tags: c.tags.clone(),
+        idempotency_key: c.idempotency_key.clone(),
+        queue: c.queue.clone(),
+        machine: c.machine.as_str().to_owned(),
+        parent_run_id: c.parent_run_id.clone(),
+        root_run_id: c.root_run_id.clone(),
+        created_at_ms: c.created_at_ms,
+    }
+}
+
+/// Timestamp for a log line written now.
+fn log_time() -> i64 {
+    now_ms()
+}

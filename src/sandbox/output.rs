@@ -1,0 +1,254 @@
+//! Capture of a guest's logs: `log` import calls and stdout/stderr lines, in the order written,
+//! with per-attempt caps so a chatty guest cannot grow host memory without bound.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use tokio::io::AsyncWrite;
+use wasmtime_wasi::async_trait;
+use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
+use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
+
+use crate::model::{LogLevel, LogLine};
+
+/// Most log lines kept per attempt; later lines are counted, not stored.
+const MAX_LINES: usize = 10_000;
+/// Most log bytes kept per attempt.
+const MAX_BYTES: usize = 4 << 20;
+/// A single line longer than this is cut (and marked) so one line cannot use the whole budget.
+const MAX_LINE: usize = 64 << 10;
+/// How much a guest may write to stdout/stderr in one `write` call.
+const STREAM_BUDGET: usize = 64 << 10;
+
+/// The log lines of one attempt.
+pub struct LogBuffer {
+    attempt: u32,
+    lines: Vec<LogLine>,
+    bytes: usize,
+    dropped: u64,
+    /// Unterminated stdout / stderr text.
+    partial: [Vec<u8>; 2],
+}
+
+impl LogBuffer {
+    pub fn new(attempt: u32) -> LogBuffer {
+        LogBuffer {
+            attempt,
+            lines: Vec::new(),
+            bytes: 0,
+            dropped: 0,
+            partial: [Vec::new(), Vec::new()],
+        }
+    }
+
+    /// Adds one line, or counts it as dropped once the caps are reached.
+    pub fn push(&mut self, level: LogLevel, mut message: String, attributes: Option<String>) {
+        if message.len() > MAX_LINE {
+            let mut cut = MAX_LINE;
+            while !message.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            message.truncate(cut);
+            message.push_str(" … [line truncated]");
+        }
+        let size = message.len() + attributes.as_ref().map_or(0, String::len);
+        if self.lines.len() >= MAX_LINES || self.bytes + size > MAX_BYTES {
+            self.dropped += 1;
+            return;
+        }
+        self.bytes += size;
+        self.lines.push(LogLine {
+            attempt: self.attempt,
+            at: super::log_time(),
+            level,
+            message,
+            attributes,
+        });
+    }
+
+    fn write_stream(&mut self, level: LogLevel, bytes: &[u8]) {
+        let index = usize::from(level == LogLevel::Error);
+        let mut partial = std::mem::take(&mut self.partial[index]);
+        for &b in bytes {
+            if b == b'\n' {
+                self.push_partial(level, &mut partial);
+            } else if partial.len() < MAX_LINE + 1 {
+                partial.push(b);
+            }
+        }
+        self.partial[index] = partial;
+    }
+
+    fn push_partial(&mut self, level: LogLevel, partial: &mut Vec<u8>) {
+        let text = String::from_utf8_lossy(partial)
+            .trim_end_matches('\r')
+            .to_owned();
+        partial.clear();
+        self.push(level, text, None);
+    }
+
+    /// The last `n` lines written to stderr, joined: usually a guest panic message.
+    pub fn last_error_lines(&self, n: usize) -> String {
+        let mut lines: Vec<&str> = self
+            .lines
+            .iter()
+            .rev()
+            .filter(|l| l.level == LogLevel::Error && l.attributes.is_none())
+            .take(n)
+            .map(|l| l.message.as_str())
+            .collect();
+        let tail = String::from_utf8_lossy(&self.partial[1]).into_owned();
+        lines.reverse();
+        let mut text = lines.join(" ");
+        if !tail.is_empty() {
+            text.push(' ');
+            text.push_str(&tail);
+        }
+        text.trim().to_owned()
+    }
+
+    /// Finishes the attempt's log: flushes unterminated lines and notes dropped ones.
+    pub fn take(&mut self) -> Vec<LogLine> {
+        for (index, level) in [(0, LogLevel::Info), (1, LogLevel::Error)] {
+            let mut partial = std::mem::take(&mut self.partial[index]);
+            if !partial.is_empty() {
+                self.push_partial(level, &mut partial);
+            }
+        }
+        let mut lines = std::mem::take(&mut self.lines);
+        if self.dropped > 0 {
+            lines.push(LogLine {
+                attempt: self.attempt,
+                at: super::log_time(),
+                level: LogLevel::Warn,
+                message: format!(
+                    "{} log lines dropped: an attempt keeps at most {MAX_LINES} lines and {MAX_BYTES} bytes",
+                    self.dropped
+                ),
+                attributes: None,
+            });
+        }
+        lines
+    }
+}
+
+/// A guest's stdout or stderr, feeding the attempt's [`LogBuffer`] line by line as it writes, so
+/// stream lines and `log` calls keep their order and nothing is in flight when the attempt ends.
+#[derive(Clone)]
+pub struct GuestOutput {
+    logs: Arc<Mutex<LogBuffer>>,
+    level: LogLevel,
+}
+
+impl GuestOutput {
+    pub fn new(logs: Arc<Mutex<LogBuffer>>, level: LogLevel) -> GuestOutput {
+        GuestOutput { logs, level }
+    }
+
+    fn append(&self, bytes: &[u8]) {
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_stream(self.level, bytes);
+    }
+}
+
+impl IsTerminal for GuestOutput {
+    fn is_terminal(&self) -> bool {
+        false
+    }
+}
+
+impl StdoutStream for GuestOutput {
+    fn p2_stream(&self) -> Box<dyn OutputStream> {
+        Box::new(self.clone())
+    }
+
+    fn async_stream(&self) -> Box<dyn AsyncWrite + Send + Sync> {
+        Box::new(self.clone())
+    }
+}
+
+#[async_trait]
+impl Pollable for GuestOutput {
+    async fn ready(&mut self) {}
+}
+
+#[async_trait]
+impl OutputStream for GuestOutput {
+    fn write(&mut self, bytes: Bytes) -> StreamResult<()> {
+        self.append(&bytes);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> StreamResult<()> {
+        Ok(())
+    }
+
+    fn check_write(&mut self) -> StreamResult<usize> {
+        Ok(STREAM_BUDGET)
+    }
+}
+
+impl AsyncWrite for GuestOutput {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.append(buf);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_bytes_become_lines_and_unterminated_text_is_kept() {
+        let mut buf = LogBuffer::new(1);
+        buf.write_stream(LogLevel::Info, b"one\ntw");
+        buf.write_stream(LogLevel::Info, b"o\nthree");
+        let lines = buf.take();
+        let texts: Vec<&str> = lines.iter().map(|l| l.message.as_str()).collect();
+        assert_eq!(texts, ["one", "two", "three"]);
+    }
+
+    #[test]
+    fn too_many_lines_are_counted_not_kept() {
+        let mut buf = LogBuffer::new(1);
+        for i in 0..MAX_LINES + 5 {
+            buf.push(LogLevel::Info, format!("line {i}"), None);
+        }
+        let lines = buf.take();
+        assert_eq!(lines.len(), MAX_LINES + 1);
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .message
+                .starts_with("5 log lines dropped")
+        );
+    }
+
+    #[test]
+    fn a_huge_line_is_cut() {
+        let mut buf = LogBuffer::new(1);
+        buf.push(LogLevel::Info, "é".repeat(MAX_LINE), None);
+        let line = &buf.take()[0];
+        assert!(line.message.len() < MAX_LINE + 32);
+        assert!(line.message.ends_with("[line truncated]"));
+    }
+}

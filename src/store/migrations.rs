@@ -1,0 +1,123 @@
+//! Numbered schema migrations. Append only: a released migration is never edited, and the index in
+//! [`MIGRATIONS`] plus one is the schema version recorded in SQLite's `user_version`.
+
+/// Every migration, oldest first.
+pub const MIGRATIONS: &[&str] = &[V1_INITIAL];
+
+const V1_INITIAL: &str = r#"
+CREATE TABLE projects (
+    id          TEXT PRIMARY KEY,
+    slug        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE environments (
+    id          TEXT PRIMARY KEY,
+    project_id  TEXT NOT NULL REFERENCES projects(id),
+    slug        TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    UNIQUE (project_id, slug)
+);
+
+-- Secret keys are stored as SHA-256 digests; the plaintext is shown once at creation.
+CREATE TABLE api_keys (
+    id              TEXT PRIMARY KEY,
+    environment_id  TEXT NOT NULL REFERENCES environments(id),
+    key_hash        BLOB NOT NULL UNIQUE,
+    created_at      INTEGER NOT NULL,
+    revoked_at      INTEGER
+);
+
+-- Uploaded component bytes, content-addressed: two deployments of the same bytes share a row.
+CREATE TABLE components (
+    digest      TEXT PRIMARY KEY,
+    bytes       BLOB NOT NULL,
+    created_at  INTEGER NOT NULL
+);
+
+CREATE TABLE deployments (
+    id                TEXT PRIMARY KEY,
+    environment_id    TEXT NOT NULL REFERENCES environments(id),
+    version           TEXT NOT NULL,
+    component_digest  TEXT NOT NULL REFERENCES components(digest),
+    created_at        INTEGER NOT NULL,
+    UNIQUE (environment_id, version)
+);
+
+CREATE TABLE tasks (
+    deployment_id       TEXT NOT NULL REFERENCES deployments(id),
+    position            INTEGER NOT NULL,
+    task_id             TEXT NOT NULL,
+    description         TEXT,
+    queue_name          TEXT,
+    queue_limit         INTEGER,
+    retry_max_attempts  INTEGER,
+    retry_factor        REAL,
+    retry_min_ms        INTEGER,
+    retry_max_ms        INTEGER,
+    retry_randomize     INTEGER,
+    retry_oom_machine   TEXT,
+    max_duration_ms     INTEGER,
+    ttl_ms              INTEGER,
+    machine             TEXT,
+    PRIMARY KEY (deployment_id, task_id)
+);
+
+CREATE TABLE runs (
+    id               TEXT PRIMARY KEY,
+    environment_id   TEXT NOT NULL REFERENCES environments(id),
+    task_id          TEXT NOT NULL,
+    status           TEXT NOT NULL,
+    payload          TEXT NOT NULL,
+    output           TEXT,
+    error            TEXT,
+    deployment_id    TEXT REFERENCES deployments(id),
+    queue            TEXT NOT NULL,
+    machine          TEXT NOT NULL,
+    max_attempts     INTEGER NOT NULL,
+    retry_factor     REAL NOT NULL,
+    retry_min_ms     INTEGER NOT NULL,
+    retry_max_ms     INTEGER NOT NULL,
+    retry_randomize  INTEGER NOT NULL,
+    attempt_count    INTEGER NOT NULL DEFAULT 0,
+    queue_ts         INTEGER NOT NULL,
+    available_at     INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    fuel_used        INTEGER NOT NULL DEFAULT 0,
+    compute_ms       INTEGER NOT NULL DEFAULT 0
+);
+
+-- The ready queue: only QUEUED rows are in it, ordered by due time then queue order.
+CREATE INDEX runs_ready ON runs (available_at, queue_ts) WHERE status = 'QUEUED';
+-- Runs claimed or executing, found again after a restart.
+CREATE INDEX runs_in_flight ON runs (status) WHERE status IN ('DEQUEUED', 'EXECUTING');
+-- Listing newest first (ids are ULIDs, so they sort by creation time).
+CREATE INDEX runs_by_environment ON runs (environment_id, id);
+
+CREATE TABLE attempts (
+    run_id         TEXT NOT NULL REFERENCES runs(id),
+    number         INTEGER NOT NULL,
+    status         TEXT NOT NULL,
+    deployment_id  TEXT NOT NULL REFERENCES deployments(id),
+    started_at     INTEGER NOT NULL,
+    finished_at    INTEGER,
+    error          TEXT,
+    fuel_used      INTEGER NOT NULL DEFAULT 0,
+    compute_ms     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (run_id, number)
+);
+
+CREATE TABLE run_logs (
+    id          INTEGER PRIMARY KEY,
+    run_id      TEXT NOT NULL REFERENCES runs(id),
+    attempt     INTEGER NOT NULL,
+    at          INTEGER NOT NULL,
+    level       TEXT NOT NULL,
+    message     TEXT NOT NULL,
+    attributes  TEXT
+);
+CREATE INDEX run_logs_by_run ON run_logs (run_id, id);
+"#;

@@ -1,0 +1,791 @@
+//! The SQL, next to the code that runs it. Each public async method on [`Store`] is one unit of work.
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde_json::json;
+
+use super::{Store, StoreError};
+use crate::model::{
+    Attempt, AttemptStatus, Deployment, Environment, LogLevel, LogLine, Machine, Millis,
+    QueueDefinition, RetryDefinition, RetryPolicy, Run, RunError, RunStatus, TaskDefinition,
+    new_id,
+};
+
+/// A run to insert (status QUEUED).
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub environment_id: String,
+    pub task_id: String,
+    pub payload: String,
+    pub queue: String,
+    pub machine: Machine,
+    pub retry: RetryPolicy,
+    pub now: Millis,
+}
+
+/// Filters of the runs list; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub statuses: Vec<RunStatus>,
+    pub task_ids: Vec<String>,
+}
+
+/// One page of runs, newest first, with cursors for the neighbouring pages.
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Id to pass as `after` for the next (older) page.
+    pub next: Option<String>,
+    /// Id to pass as `before` for the previous (newer) page.
+    pub previous: Option<String>,
+}
+
+/// A status change computed by the engine, applied with compare-and-set on `expected`.
+#[derive(Debug, Clone)]
+pub struct RunUpdate {
+    pub run_id: String,
+    pub expected: RunStatus,
+    pub status: RunStatus,
+    pub available_at: Option<Millis>,
+    pub error: Option<RunError>,
+    pub now: Millis,
+}
+
+/// The end of one attempt: the run's new state, the attempt's result, usage and logs.
+#[derive(Debug, Clone)]
+pub struct FinishAttempt {
+    pub update: RunUpdate,
+    pub attempt: u32,
+    pub attempt_status: AttemptStatus,
+    /// The attempt's own error; the run's error (in `update`) is only set once it is final.
+    pub attempt_error: Option<RunError>,
+    pub output: Option<String>,
+    pub fuel_used: u64,
+    pub compute_ms: u64,
+    pub logs: Vec<LogLine>,
+}
+
+const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payload, r.output, r.error, \
+     r.deployment_id, d.version, r.queue, r.machine, r.max_attempts, r.retry_factor, r.retry_min_ms, \
+     r.retry_max_ms, r.retry_randomize, r.attempt_count, r.queue_ts, r.available_at, r.created_at, \
+     r.updated_at, r.started_at, r.finished_at, r.fuel_used, r.compute_ms, e.slug";
+
+const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
+     LEFT JOIN deployments d ON d.id = r.deployment_id";
+
+fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
+    let status: String = row.get(3)?;
+    let machine: String = row.get(10)?;
+    let error: Option<String> = row.get(6)?;
+    Ok(Run {
+        id: row.get(0)?,
+        environment_id: row.get(1)?,
+        task_id: row.get(2)?,
+        status: RunStatus::parse(&status).ok_or_else(|| corrupt_col(3, "status", &status))?,
+        payload: row.get(4)?,
+        output: row.get(5)?,
+        error: error.as_deref().map(decode_error),
+        deployment_id: row.get(7)?,
+        version: row.get(8)?,
+        queue: row.get(9)?,
+        machine: Machine::parse(&machine).ok_or_else(|| corrupt_col(10, "machine", &machine))?,
+        retry: RetryPolicy {
+            max_attempts: row.get(11)?,
+            factor: row.get(12)?,
+            min_timeout_ms: row.get(13)?,
+            max_timeout_ms: row.get(14)?,
+            randomize: row.get(15)?,
+        },
+        attempt_count: row.get(16)?,
+        queue_timestamp: row.get(17)?,
+        available_at: row.get(18)?,
+        created_at: row.get(19)?,
+        updated_at: row.get(20)?,
+        started_at: row.get(21)?,
+        finished_at: row.get(22)?,
+        fuel_used: row.get::<_, i64>(23)? as u64,
+        compute_ms: row.get::<_, i64>(24)? as u64,
+        environment_slug: row.get(25)?,
+    })
+}
+
+fn corrupt_col(index: usize, name: &str, value: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(
+        index,
+        rusqlite::types::Type::Text,
+        format!("unknown {name} {value:?}").into(),
+    )
+}
+
+fn encode_error(e: &RunError) -> String {
+    json!({ "code": e.code, "name": e.name, "message": e.message, "stack": e.stack }).to_string()
+}
+
+fn decode_error(text: &str) -> RunError {
+    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
+    RunError {
+        code: s("code"),
+        name: s("name").unwrap_or_else(|| "Error".into()),
+        message: s("message").unwrap_or_default(),
+        stack: s("stack"),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Store {
+    /// Makes sure project `default` with environment `dev` exists. Returns the environment and, if
+    /// it has no active key yet, a freshly created secret key (plaintext, shown once).
+    pub async fn bootstrap(
+        &self,
+        new_key: String,
+        key_hash: [u8; 32],
+        now: Millis,
+    ) -> Result<(Environment, Option<String>), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO projects (id, slug, created_at) VALUES (?1, 'default', ?2)",
+                params![new_id("proj"), now],
+            )?;
+            let project_id: String =
+                c.query_row("SELECT id FROM projects WHERE slug = 'default'", [], |r| r.get(0))?;
+            c.execute(
+                "INSERT OR IGNORE INTO environments (id, project_id, slug, created_at) VALUES (?1, ?2, 'dev', ?3)",
+                params![new_id("env"), project_id, now],
+            )?;
+            let env = Environment {
+                id: c.query_row(
+                    "SELECT id FROM environments WHERE project_id = ?1 AND slug = 'dev'",
+                    [&project_id],
+                    |r| r.get(0),
+                )?,
+                project_slug: "default".into(),
+                slug: "dev".into(),
+            };
+            let active: i64 = c.query_row(
+                "SELECT count(*) FROM api_keys WHERE environment_id = ?1 AND revoked_at IS NULL",
+                [&env.id],
+                |r| r.get(0),
+            )?;
+            if active > 0 {
+                return Ok((env, None));
+            }
+            c.execute(
+                "INSERT INTO api_keys (id, environment_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![new_id("key"), env.id, &key_hash[..], now],
+            )?;
+            Ok((env, Some(new_key)))
+        })
+        .await
+    }
+
+    /// The environment an active key belongs to.
+    pub async fn environment_for_key(
+        &self,
+        key_hash: [u8; 32],
+    ) -> Result<Option<Environment>, StoreError> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT e.id, p.slug, e.slug FROM api_keys k \
+                 JOIN environments e ON e.id = k.environment_id \
+                 JOIN projects p ON p.id = e.project_id \
+                 WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
+                [&key_hash[..]],
+                |r| {
+                    Ok(Environment {
+                        id: r.get(0)?,
+                        project_slug: r.get(1)?,
+                        slug: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// The environment with this project and environment slug.
+    pub async fn environment(
+        &self,
+        project: &str,
+        env: &str,
+    ) -> Result<Option<Environment>, StoreError> {
+        let (project, env) = (project.to_owned(), env.to_owned());
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT e.id, p.slug, e.slug FROM environments e JOIN projects p ON p.id = e.project_id \
+                 WHERE p.slug = ?1 AND e.slug = ?2",
+                params![project, env],
+                |r| {
+                    Ok(Environment {
+                        id: r.get(0)?,
+                        project_slug: r.get(1)?,
+                        slug: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Stores the component (if new) and a deployment with the next version of the day
+    /// (`YYYYMMDD.N`), with its tasks, in one transaction.
+    pub async fn insert_deployment(
+        &self,
+        environment_id: &str,
+        digest: &[u8; 32],
+        bytes: Vec<u8>,
+        tasks: Vec<TaskDefinition>,
+        day: String,
+        now: Millis,
+    ) -> Result<Deployment, StoreError> {
+        let environment_id = environment_id.to_owned();
+        let digest = hex(digest);
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO components (digest, bytes, created_at) VALUES (?1, ?2, ?3)",
+                params![digest, bytes, now],
+            )?;
+            let prefix = format!("{day}.");
+            let last: Option<i64> = c.query_row(
+                "SELECT max(CAST(substr(version, ?2) AS INTEGER)) FROM deployments \
+                 WHERE environment_id = ?1 AND version LIKE ?3",
+                params![environment_id, prefix.len() as i64 + 1, format!("{prefix}%")],
+                |r| r.get(0),
+            )?;
+            let version = format!("{day}.{}", last.unwrap_or(0) + 1);
+            let id = new_id("deployment");
+            c.execute(
+                "INSERT INTO deployments (id, environment_id, version, component_digest, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, environment_id, version, digest, now],
+            )?;
+            for (position, t) in tasks.iter().enumerate() {
+                insert_task(c, &id, position, t)?;
+            }
+            Ok(Deployment {
+                id,
+                environment_id,
+                version,
+                component_digest: digest,
+                created_at: now,
+                tasks,
+            })
+        })
+        .await
+    }
+
+    /// The newest deployment of an environment.
+    pub async fn latest_deployment(
+        &self,
+        environment_id: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.read(move |c| {
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM deployments WHERE environment_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                    [&environment_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            id.map(|id| load_deployment(c, &id)).transpose()
+        })
+        .await
+    }
+
+    /// A deployment by id.
+    pub async fn deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let exists: bool = c
+                .query_row("SELECT 1 FROM deployments WHERE id = ?1", [&id], |_| {
+                    Ok(true)
+                })
+                .optional()?
+                .unwrap_or(false);
+            if exists {
+                load_deployment(c, &id).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+    }
+
+    /// An environment's deployments, newest first.
+    pub async fn list_deployments(
+        &self,
+        environment_id: &str,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.read(move |c| {
+            let ids: Vec<String> = c
+                .prepare("SELECT id FROM deployments WHERE environment_id = ?1 ORDER BY created_at DESC, rowid DESC")?
+                .query_map([&environment_id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.iter().map(|id| load_deployment(c, id)).collect()
+        })
+        .await
+    }
+
+    /// The bytes of a stored component.
+    pub async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let digest = digest.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT bytes FROM components WHERE digest = ?1",
+                [&digest],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound("component"))
+        })
+        .await
+    }
+
+    /// Inserts a QUEUED run.
+    pub async fn insert_run(&self, new: NewRun) -> Result<Run, StoreError> {
+        self.write(move |c| {
+            let id = new_id("run");
+            c.execute(
+                "INSERT INTO runs (id, environment_id, task_id, status, payload, queue, machine, \
+                   max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, \
+                   queue_ts, available_at, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, 'QUEUED', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?12, ?12)",
+                params![
+                    id,
+                    new.environment_id,
+                    new.task_id,
+                    new.payload,
+                    new.queue,
+                    new.machine.as_str(),
+                    new.retry.max_attempts,
+                    new.retry.factor,
+                    new.retry.min_timeout_ms as i64,
+                    new.retry.max_timeout_ms as i64,
+                    new.retry.randomize,
+                    new.now,
+                ],
+            )?;
+            load_run(c, &id)?.ok_or(StoreError::NotFound("run"))
+        })
+        .await
+    }
+
+    /// A run of an environment (another environment's run is `None`, like a missing one).
+    pub async fn run(&self, environment_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
+        self.read(move |c| Ok(load_run(c, &run_id)?.filter(|r| r.environment_id == environment_id)))
+            .await
+    }
+
+    /// A page of an environment's runs, newest first. `after` continues to older runs, `before`
+    /// goes back to newer ones.
+    pub async fn list_runs(
+        &self,
+        environment_id: &str,
+        filter: RunFilter,
+        limit: usize,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> Result<RunPage, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.read(move |c| {
+            let mut sql =
+                format!("SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.environment_id = ?");
+            let mut args: Vec<rusqlite::types::Value> = vec![environment_id.into()];
+            let mut in_list = |sql: &mut String, col: &str, values: Vec<String>| {
+                if !values.is_empty() {
+                    sql.push_str(&format!(
+                        " AND {col} IN ({})",
+                        vec!["?"; values.len()].join(",")
+                    ));
+                    args.extend(values.into_iter().map(Into::into));
+                }
+            };
+            in_list(
+                &mut sql,
+                "r.status",
+                filter
+                    .statuses
+                    .iter()
+                    .map(|s| s.as_str().to_owned())
+                    .collect(),
+            );
+            in_list(&mut sql, "r.task_id", filter.task_ids);
+            let backwards = before.is_some() && after.is_none();
+            if let Some(after) = &after {
+                sql.push_str(" AND r.id < ?");
+                args.push(after.clone().into());
+            } else if let Some(before) = &before {
+                sql.push_str(" AND r.id > ?");
+                args.push(before.clone().into());
+            }
+            sql.push_str(if backwards {
+                " ORDER BY r.id ASC"
+            } else {
+                " ORDER BY r.id DESC"
+            });
+            sql.push_str(" LIMIT ?");
+            args.push(((limit + 1) as i64).into());
+            let mut runs: Vec<Run> = c
+                .prepare(&sql)?
+                .query_map(rusqlite::params_from_iter(args), run_from_row)?
+                .collect::<Result<_, _>>()?;
+            let more = runs.len() > limit;
+            runs.truncate(limit);
+            if backwards {
+                runs.reverse();
+            }
+            let first = runs.first().map(|r| r.id.clone());
+            let last = runs.last().map(|r| r.id.clone());
+            let (next, previous) = if backwards {
+                (last, first.filter(|_| more))
+            } else {
+                (last.filter(|_| more), first.filter(|_| after.is_some()))
+            };
+            Ok(RunPage {
+                runs,
+                next,
+                previous,
+            })
+        })
+        .await
+    }
+
+    /// Claims up to `limit` due QUEUED runs (status DEQUEUED) in queue order, in one statement.
+    pub async fn claim_ready(&self, now: Millis, limit: usize) -> Result<Vec<Run>, StoreError> {
+        self.write(move |c| {
+            let ids: Vec<String> = c
+                .prepare_cached(
+                    "UPDATE runs SET status = 'DEQUEUED', updated_at = ?1 \
+                     WHERE id IN (SELECT id FROM runs WHERE status = 'QUEUED' AND available_at <= ?1 \
+                                  ORDER BY available_at, queue_ts LIMIT ?2) \
+                     RETURNING id",
+                )?
+                .query_map(params![now, limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut runs = Vec::with_capacity(ids.len());
+            for id in ids {
+                runs.push(load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?);
+            }
+            runs.sort_by_key(|r| r.queue_timestamp);
+            Ok(runs)
+        })
+        .await
+    }
+
+    /// When the next QUEUED run becomes due, if any.
+    pub async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT min(available_at) FROM runs WHERE status = 'QUEUED'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Runs a previous process claimed or was executing when it stopped.
+    pub async fn in_flight_runs(&self) -> Result<Vec<Run>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.status IN ('DEQUEUED', 'EXECUTING')"
+            ))?
+            .query_map([], run_from_row)?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// DEQUEUED → EXECUTING: locks the run to `deployment_id` (if not yet locked) and opens
+    /// attempt `attempt`.
+    pub async fn start_attempt(
+        &self,
+        run_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let (run_id, deployment_id) = (run_id.to_owned(), deployment_id.to_owned());
+        self.write(move |c| {
+            let changed = c.execute(
+                "UPDATE runs SET status = 'EXECUTING', attempt_count = ?2, \
+                   deployment_id = coalesce(deployment_id, ?3), \
+                   started_at = coalesce(started_at, ?4), updated_at = ?4 \
+                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 - 1",
+                params![run_id, attempt, deployment_id, now],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Conflict);
+            }
+            c.execute(
+                "INSERT INTO attempts (run_id, number, status, deployment_id, started_at) \
+                 VALUES (?1, ?2, 'EXECUTING', ?3, ?4)",
+                params![run_id, attempt, deployment_id, now],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies a status change with compare-and-set. Returns the run as stored after it.
+    pub async fn update_run(&self, update: RunUpdate) -> Result<(), StoreError> {
+        self.write(move |c| apply_update(c, &update)).await
+    }
+
+    /// Records the end of an attempt and applies the run's new status, in one transaction.
+    ///
+    /// If the run was canceled meanwhile, the attempt is still recorded (as CANCELED) with its
+    /// usage and logs, and the run keeps its CANCELED status.
+    pub async fn finish_attempt(&self, finish: FinishAttempt) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let FinishAttempt {
+                update,
+                attempt,
+                attempt_status,
+                attempt_error,
+                output,
+                fuel_used,
+                compute_ms,
+                logs,
+            } = finish;
+            let canceled = match apply_update(c, &update) {
+                Ok(()) => false,
+                Err(StoreError::Conflict) => {
+                    let status: Option<String> = c
+                        .query_row("SELECT status FROM runs WHERE id = ?1", [&update.run_id], |r| r.get(0))
+                        .optional()?;
+                    if status.as_deref() != Some(RunStatus::Canceled.as_str()) {
+                        return Err(StoreError::Conflict);
+                    }
+                    true
+                }
+                Err(e) => return Err(e),
+            };
+            let attempt_status = if canceled {
+                AttemptStatus::Canceled
+            } else {
+                attempt_status
+            };
+            c.execute(
+                "UPDATE runs SET output = coalesce(?2, output), fuel_used = fuel_used + ?3, \
+                   compute_ms = compute_ms + ?4 WHERE id = ?1",
+                params![
+                    update.run_id,
+                    if canceled { None } else { output },
+                    fuel_used as i64,
+                    compute_ms as i64
+                ],
+            )?;
+            c.execute(
+                "UPDATE attempts SET status = ?3, finished_at = ?4, error = ?5, fuel_used = ?6, compute_ms = ?7 \
+                 WHERE run_id = ?1 AND number = ?2",
+                params![
+                    update.run_id,
+                    attempt,
+                    attempt_status.as_str(),
+                    update.now,
+                    attempt_error.as_ref().map(encode_error),
+                    fuel_used as i64,
+                    compute_ms as i64,
+                ],
+            )?;
+            let mut insert = c.prepare_cached(
+                "INSERT INTO run_logs (run_id, attempt, at, level, message, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for line in &logs {
+                insert.execute(params![
+                    update.run_id,
+                    line.attempt,
+                    line.at,
+                    line.level.as_str(),
+                    line.message,
+                    line.attributes
+                ])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// The attempts of a run, oldest first.
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT run_id, number, status, deployment_id, started_at, finished_at, error, fuel_used, compute_ms \
+                 FROM attempts WHERE run_id = ?1 ORDER BY number",
+            )?
+            .query_map([&run_id], |r| {
+                let status: String = r.get(2)?;
+                let error: Option<String> = r.get(6)?;
+                Ok(Attempt {
+                    run_id: r.get(0)?,
+                    number: r.get(1)?,
+                    status: AttemptStatus::parse(&status).ok_or_else(|| corrupt_col(2, "attempt status", &status))?,
+                    deployment_id: r.get(3)?,
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    error: error.as_deref().map(decode_error),
+                    fuel_used: r.get::<_, i64>(7)? as u64,
+                    compute_ms: r.get::<_, i64>(8)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    /// A run's log lines in the order they were written, at most `limit` after line `after`.
+    pub async fn logs(
+        &self,
+        run_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, LogLine)>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, attempt, at, level, message, attributes FROM run_logs \
+                 WHERE run_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?
+            .query_map(params![run_id, after, limit as i64], |r| {
+                let level: String = r.get(3)?;
+                Ok((
+                    r.get(0)?,
+                    LogLine {
+                        attempt: r.get(1)?,
+                        at: r.get(2)?,
+                        level: LogLevel::parse(&level)
+                            .ok_or_else(|| corrupt_col(3, "log level", &level))?,
+                        message: r.get(4)?,
+                        attributes: r.get(5)?,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}
+
+fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
+    let finished = u.status.is_final().then_some(u.now);
+    let changed = c.execute(
+        "UPDATE runs SET status = ?3, updated_at = ?4, available_at = coalesce(?5, available_at), \
+           error = coalesce(?6, error), finished_at = coalesce(?7, finished_at) \
+         WHERE id = ?1 AND status = ?2",
+        params![
+            u.run_id,
+            u.expected.as_str(),
+            u.status.as_str(),
+            u.now,
+            u.available_at,
+            u.error.as_ref().map(encode_error),
+            finished,
+        ],
+    )?;
+    if changed == 0 {
+        return Err(StoreError::Conflict);
+    }
+    Ok(())
+}
+
+fn load_run(c: &Connection, id: &str) -> Result<Option<Run>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.id = ?1"
+    ))?
+    .query_row([id], run_from_row)
+    .optional()?)
+}
+
+fn insert_task(
+    c: &Connection,
+    deployment_id: &str,
+    position: usize,
+    t: &TaskDefinition,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO tasks (deployment_id, position, task_id, description, queue_name, queue_limit, \
+           retry_max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, \
+           max_duration_ms, ttl_ms, machine) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+        params![
+            deployment_id,
+            position as i64,
+            t.id,
+            t.description,
+            t.queue.as_ref().map(|q| &q.name),
+            t.queue.as_ref().and_then(|q| q.concurrency_limit),
+            t.retry.max_attempts,
+            t.retry.factor,
+            t.retry.min_timeout_ms.map(|v| v as i64),
+            t.retry.max_timeout_ms.map(|v| v as i64),
+            t.retry.randomize,
+            t.retry.out_of_memory_machine.map(Machine::as_str),
+            t.max_duration.map(|d| d.as_millis() as i64),
+            t.ttl.map(|d| d.as_millis() as i64),
+            t.machine.map(Machine::as_str),
+        ],
+    )?;
+    Ok(())
+}
+
+fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
+    let (environment_id, version, component_digest, created_at) = c.query_row(
+        "SELECT environment_id, version, component_digest, created_at FROM deployments WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    let machine = |v: Option<String>, col: usize| -> rusqlite::Result<Option<Machine>> {
+        v.map(|s| Machine::parse(&s).ok_or_else(|| corrupt_col(col, "machine", &s)))
+            .transpose()
+    };
+    let tasks = c
+        .prepare_cached(
+            "SELECT task_id, description, queue_name, queue_limit, retry_max_attempts, retry_factor, \
+               retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, max_duration_ms, ttl_ms, machine \
+             FROM tasks WHERE deployment_id = ?1 ORDER BY position",
+        )?
+        .query_map([id], |r| {
+            let queue_name: Option<String> = r.get(2)?;
+            Ok(TaskDefinition {
+                id: r.get(0)?,
+                description: r.get(1)?,
+                queue: queue_name.map(|name| QueueDefinition {
+                    name,
+                    concurrency_limit: r.get(3).ok().flatten(),
+                }),
+                retry: RetryDefinition {
+                    max_attempts: r.get(4)?,
+                    factor: r.get(5)?,
+                    min_timeout_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                    max_timeout_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    randomize: r.get(8)?,
+                    out_of_memory_machine: machine(r.get(9)?, 9)?,
+                },
+                max_duration: r
+                    .get::<_, Option<i64>>(10)?
+                    .map(|v| std::time::Duration::from_millis(v as u64)),
+                ttl: r
+                    .get::<_, Option<i64>>(11)?
+                    .map(|v| std::time::Duration::from_millis(v as u64)),
+                machine: machine(r.get(12)?, 12)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Deployment {
+        id: id.to_owned(),
+        environment_id,
+        version,
+        component_digest,
+        created_at,
+        tasks,
+    })
+}

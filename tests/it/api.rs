@@ -1,0 +1,146 @@
+//! Auth and error paths of the API.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{TestHost, guests, read};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_without_a_valid_key_are_unauthorized() {
+    let host = TestHost::start().await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/runs", host.url);
+
+    let (status, body) = read(http.get(&url).send().await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"].as_str().unwrap().contains("Authorization"),
+        "{body}"
+    );
+
+    let (status, body) = read(
+        http.get(&url)
+            .bearer_auth("tr_dev_wrong")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["error"].as_str().unwrap().contains("invalid API key"),
+        "{body}"
+    );
+
+    let (status, _) = read(
+        http.get(&url)
+            .header("authorization", "Basic abc")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+
+    let (status, _) = host.get("/api/v1/runs").await;
+    assert_eq!(status, StatusCode::OK, "the dev key works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_runs_tasks_and_paths_are_not_found() {
+    let host = TestHost::start().await;
+    let (status, body) = host
+        .post("/api/v1/tasks/hello/trigger", json!({ "payload": 1 }))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("no version is deployed"),
+        "{body}"
+    );
+
+    host.deploy(guests::HELLO).await;
+    let (status, body) = host
+        .post("/api/v1/tasks/nope/trigger", json!({ "payload": 1 }))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("task `nope` is not in the latest deployed version"),
+        "{body}"
+    );
+
+    for path in ["/api/v3/runs/run_nope", "/api/v1/runs/run_nope/logs"] {
+        let (status, body) = host.get(path).await;
+        assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(body["error"], "run `run_nope` not found");
+    }
+    let (status, _) = host.post("/api/v2/runs/run_nope/cancel", json!({})).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = host.get("/api/v9/nothing").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_trigger_bodies_are_refused_and_nothing_is_stored() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/tasks/hello/trigger", host.url);
+    let send = |body: &'static str, ct: &'static str| {
+        http.post(&url)
+            .bearer_auth(&host.key)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+
+    let (status, body) = read(send("{not json", "application/json").await.unwrap()).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
+
+    let (status, body) = read(send(r#"{"payload":1}"#, "text/plain").await.unwrap()).await;
+    assert_eq!(status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(
+        body["error"].as_str().unwrap().contains("application/json"),
+        "{body}"
+    );
+
+    let (status, body) = read(
+        send(
+            r#"{"payload":1,"options":{"delay":"1h"}}"#,
+            "application/json",
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["error"].as_str().unwrap().contains("options"),
+        "{body}"
+    );
+
+    let big = format!("{{\"payload\":\"{}\"}}", "x".repeat(3 << 20));
+    let resp = http
+        .post(&url)
+        .bearer_auth(&host.key)
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = read(resp).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
+
+    let (_, list) = host.get("/api/v1/runs").await;
+    assert_eq!(list["data"], json!([]), "no run was created");
+}

@@ -1,0 +1,125 @@
+//! The CLI against a real `kiln serve` process.
+
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::restart::ServeProcess;
+use crate::support::{guest_path, guests};
+
+fn kiln(host: &ServeProcess, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .env("KILN_API_URL", &host.url)
+        .env("KILN_SECRET_KEY", &host.key)
+        .output()
+        .expect("kiln runs")
+}
+
+fn ok(output: Output) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "kiln failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_trigger_get_list_logs_and_cancel_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ServeProcess::start(dir.path(), &[]);
+
+    let hello = guest_path(guests::HELLO);
+    let out = ok(kiln(&host, &["deploy", hello.to_str().unwrap()]));
+    assert!(
+        out.starts_with("deployed version ") && out.contains("hello"),
+        "{out}"
+    );
+
+    let id = ok(kiln(&host, &["trigger", "hello", r#"{"name":"Ada"}"#]))
+        .trim()
+        .to_owned();
+    assert!(id.starts_with("run_"), "{id}");
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let run: Value = loop {
+        let run: Value =
+            serde_json::from_str(&ok(kiln(&host, &["runs", "get", &id, "--json"]))).unwrap();
+        if run["status"] == "COMPLETED" {
+            break run;
+        }
+        assert!(Instant::now() < deadline, "{run:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(run["output"]["message"], "Hello, Ada!");
+
+    let text = ok(kiln(&host, &["runs", "get", &id]));
+    assert!(
+        text.contains("COMPLETED") && text.contains("Hello, Ada!"),
+        "{text}"
+    );
+
+    let list = ok(kiln(
+        &host,
+        &["runs", "list", "--status", "completed", "--task", "hello"],
+    ));
+    assert!(list.contains(&id), "{list}");
+    let none = ok(kiln(&host, &["runs", "list", "--status", "FAILED"]));
+    assert_eq!(none.trim(), "no runs");
+
+    let logs = ok(kiln(&host, &["runs", "logs", &id]));
+    assert!(logs.contains("greeting Ada"), "{logs}");
+
+    let cancel = ok(kiln(&host, &["runs", "cancel", &id]));
+    assert!(cancel.contains("already finished"), "{cancel}");
+
+    let bad = kiln(&host, &["trigger", "hello", "{oops"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not valid JSON"));
+
+    let missing = kiln(&host, &["runs", "get", "run_nope"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found (HTTP 404)"));
+}
+
+#[test]
+fn a_client_command_without_a_host_says_how_to_start_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["runs", "list"])
+        .env("KILN_API_URL", "http://127.0.0.1:9")
+        .env("KILN_SECRET_KEY", "tr_dev_x")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("kiln serve"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn every_command_has_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["deploy", "--help"],
+        vec!["trigger", "--help"],
+        vec!["runs", "--help"],
+        vec!["runs", "list", "--help"],
+        vec!["runs", "get", "--help"],
+        vec!["runs", "cancel", "--help"],
+        vec!["runs", "logs", "--help"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}

@@ -1,0 +1,148 @@
+//! Uploads: a valid component becomes the next version; every bad upload is refused with a message
+//! that says what to do, and nothing is stored.
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::support::{Options, TestHost, guest, guests};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_component_becomes_the_next_version() {
+    let host = TestHost::start().await;
+    let first = host.deploy(guests::HELLO).await;
+    let version = first["version"].as_str().unwrap();
+    let today = jiff::Timestamp::now().strftime("%Y%m%d").to_string();
+    assert_eq!(version, format!("{today}.1"));
+    let tasks: Vec<&str> = first["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap())
+        .collect();
+    for task in ["hello", "flaky", "abort", "panic", "echo", "fail", "spin"] {
+        assert!(tasks.contains(&task), "{task} in {tasks:?}");
+    }
+    let second = host.deploy(guests::HELLO).await;
+    assert_eq!(second["version"], format!("{today}.2"));
+    assert_eq!(second["contentHash"], first["contentHash"]);
+
+    let (status, latest) = host.get("/api/v1/deployments/latest").await;
+    assert_eq!(status, 200);
+    assert_eq!(latest["version"], second["version"]);
+    let (_, list) = host.get("/api/v1/deployments").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+
+    // New runs use the latest version.
+    let run = host.trigger("echo", json!([1, 2, 3])).await;
+    let run = host.wait_final(&run).await;
+    assert_eq!(run["version"], second["version"]);
+    assert_eq!(run["output"], json!([1, 2, 3]));
+}
+
+/// Uploads `bytes`, expects `status` and a message containing every `needle`, and checks that
+/// nothing was stored.
+async fn refused(host: &TestHost, bytes: Vec<u8>, status: StatusCode, needles: &[&str]) {
+    let (got, body) = host.upload(bytes).await;
+    assert_eq!(got, status, "{body}");
+    let message = body["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("an error message: {body}"));
+    for needle in needles {
+        assert!(
+            message.contains(needle),
+            "{message:?} should mention {needle:?}"
+        );
+    }
+    let (_, list) = host.get("/api/v1/deployments").await;
+    assert_eq!(
+        list["data"],
+        json!([]),
+        "nothing is stored after: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_uploads_are_refused_and_nothing_is_stored() {
+    let host = TestHost::start().await;
+    let unprocessable = StatusCode::UNPROCESSABLE_ENTITY;
+    refused(&host, Vec::new(), StatusCode::BAD_REQUEST, &["empty"]).await;
+    refused(
+        &host,
+        b"hello, I am not wasm".to_vec(),
+        unprocessable,
+        &["not WebAssembly"],
+    )
+    .await;
+    refused(
+        &host,
+        b"\0asm\x01\0\0\0".to_vec(),
+        unprocessable,
+        &["core WebAssembly module", "wasm32-wasip2"],
+    )
+    .await;
+    let mut truncated = guest(guests::HELLO);
+    truncated.truncate(truncated.len() / 2);
+    refused(&host, truncated, unprocessable, &["component is invalid"]).await;
+    refused(
+        &host,
+        guest(guests::NOT_A_TASK),
+        unprocessable,
+        &["does not export", "`definitions`", "`run`"],
+    )
+    .await;
+    refused(
+        &host,
+        guest(guests::BAD_UNKNOWN_IMPORT),
+        unprocessable,
+        &["example:unknown/thing", "kiln does not provide"],
+    )
+    .await;
+    refused(
+        &host,
+        guest(guests::BAD_DEFINITIONS_TRAP),
+        unprocessable,
+        &["`definitions()` failed", "crashed"],
+    )
+    .await;
+    refused(
+        &host,
+        guest(guests::BAD_DUPLICATE_IDS),
+        unprocessable,
+        &["`dup` is declared more than once"],
+    )
+    .await;
+    refused(
+        &host,
+        guest(guests::BAD_INVALID_ID),
+        unprocessable,
+        &["`not a valid id!` is invalid"],
+    )
+    .await;
+
+    // The host is unaffected by all of that.
+    host.deploy(guests::HELLO).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_over_the_size_limit_is_refused() {
+    let host = TestHost::start_with(Options {
+        max_component_bytes: 1000,
+        ..Options::default()
+    })
+    .await;
+    refused(
+        &host,
+        guest(guests::HELLO),
+        StatusCode::PAYLOAD_TOO_LARGE,
+        &["limit of 1000 bytes"],
+    )
+    .await;
+    // Within the limit, the size check passes and the next check speaks.
+    refused(
+        &host,
+        vec![7u8; 1000],
+        StatusCode::UNPROCESSABLE_ENTITY,
+        &["not WebAssembly"],
+    )
+    .await;
+}

@@ -1,0 +1,9 @@
+//! The integration tests: one binary, one module per area. Each test drives a real host (real
+//! SQLite in a temp dir, real wasmtime, real guests from `guest-examples/`) over loopback HTTP.
+
+mod api;
+mod cli;
+mod deploy;
+mod restart;
+mod runs;
+mod support;

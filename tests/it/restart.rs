@@ -1,0 +1,160 @@
+//! Durability: committed runs survive a restart, and runs interrupted by a killed host are
+//! recovered.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::{Options, TestHost, guest_path, guests};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_every_committed_run_and_the_key() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let done = host.trigger("hello", json!({ "name": "before" })).await;
+    let done_run = host.wait_final(&done).await;
+    let key = host.key.clone();
+    let dir = host.dir.clone();
+    let temp = host.stop().await;
+
+    let host = TestHost::start_in(&dir, Options::default()).await;
+    assert_eq!(host.key, key, "the dev key is kept");
+    let after = host.run(&done).await;
+    for field in [
+        "status",
+        "output",
+        "attemptCount",
+        "version",
+        "createdAt",
+        "finishedAt",
+    ] {
+        assert_eq!(after[field], done_run[field], "{field}");
+    }
+    // The deployed version is still there and runs new work.
+    let next = host.trigger("hello", json!({ "name": "after" })).await;
+    assert_eq!(
+        host.wait_final(&next).await["output"],
+        json!({ "message": "Hello, after!" })
+    );
+    host.stop().await;
+    drop(temp);
+}
+
+/// `kiln serve` as a child process, killed on drop.
+pub struct ServeProcess {
+    child: Child,
+    pub url: String,
+    pub key: String,
+}
+
+impl ServeProcess {
+    pub fn start(dir: &Path, extra: &[&str]) -> ServeProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir)
+            .arg("--deploy")
+            .arg(guest_path(guests::HELLO))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kiln serve starts");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let url = lines
+            .by_ref()
+            .map_while(Result::ok)
+            .find_map(|line| {
+                line.strip_prefix("kiln listening on ")
+                    .map(|u| u.trim().to_owned())
+            })
+            .expect("kiln serve prints where it listens");
+        // Keep draining stdout so the host never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        let key = std::fs::read_to_string(dir.join("dev.key"))
+            .expect("dev.key")
+            .trim()
+            .to_owned();
+        ServeProcess { child, url, key }
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = reqwest::Client::new()
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let (status, body) = crate::support::read(req.send().await.expect("request")).await;
+        assert!(status.is_success(), "{path}: {status} {body}");
+        body
+    }
+
+    pub async fn trigger(&self, task: &str, payload: Value) -> String {
+        let body = self
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/tasks/{task}/trigger"),
+                Some(json!({ "payload": payload })),
+            )
+            .await;
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn wait_for(&self, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = self
+                .call(reqwest::Method::GET, &format!("/api/v3/runs/{id}"), None)
+                .await;
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} did not get there: {run:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_interrupted_by_a_killed_host_are_recovered() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ServeProcess::start(dir.path(), &["--concurrency", "1"]);
+    let executing = host.trigger("spin", json!({ "ms": 1500 })).await;
+    host.wait_for(&executing, |r| r["status"] == "EXECUTING")
+        .await;
+    let queued = host.trigger("hello", json!({ "name": "queued" })).await;
+    host.kill();
+
+    let host = ServeProcess::start(dir.path(), &["--concurrency", "1"]);
+    let run = host
+        .wait_for(&executing, |r| r["isCompleted"] == true)
+        .await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert_eq!(run["attemptCount"], 2);
+    assert_eq!(run["attempts"][0]["status"], "FAILED");
+    assert_eq!(
+        run["attempts"][0]["error"]["code"],
+        "TASK_RUN_STALLED_EXECUTING"
+    );
+    let run = host.wait_for(&queued, |r| r["isCompleted"] == true).await;
+    assert_eq!(run["status"], "COMPLETED");
+    assert_eq!(run["attemptCount"], 1);
+}

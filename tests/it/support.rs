@@ -1,0 +1,228 @@
+//! Test support: the example guests (built once per test process) and a real host on a free
+//! loopback port with a temp data dir, driven over HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kiln::host::{self, HostConfig, RunningHost};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// The example guests, by the name of their `.wasm` file.
+pub mod guests {
+    pub const HELLO: &str = "hello";
+    pub const BAD_DEFINITIONS_TRAP: &str = "bad_definitions_trap";
+    pub const BAD_DUPLICATE_IDS: &str = "bad_duplicate_ids";
+    pub const BAD_INVALID_ID: &str = "bad_invalid_id";
+    pub const BAD_UNKNOWN_IMPORT: &str = "bad_unknown_import";
+    pub const NOT_A_TASK: &str = "not_a_task";
+}
+
+fn guest_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("guest-examples")
+}
+
+/// Builds `guest-examples/` once per test process; returns the directory of the `.wasm` files.
+fn built_guests() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let dir = guest_dir();
+        // CI may keep guest builds in a cache directory outside the checkout.
+        let target = std::env::var_os("KILN_GUEST_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| dir.join("target"));
+        let status = Command::new(env!("CARGO"))
+            .args(["build", "--release", "--target", "wasm32-wasip2", "--target-dir"])
+            .arg(&target)
+            .current_dir(&dir)
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("cargo must be on PATH to build the example guests");
+        assert!(
+            status.success(),
+            "building guest-examples failed; is the wasm32-wasip2 target installed? (`rustup target add wasm32-wasip2`)"
+        );
+        target.join("wasm32-wasip2").join("release")
+    })
+}
+
+/// The bytes of an example guest.
+pub fn guest(name: &str) -> Vec<u8> {
+    let path = guest_path(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+pub fn guest_path(name: &str) -> PathBuf {
+    built_guests().join(format!("{name}.wasm"))
+}
+
+/// A host running in this process.
+pub struct TestHost {
+    pub url: String,
+    pub key: String,
+    pub dir: PathBuf,
+    http: reqwest::Client,
+    host: Option<RunningHost>,
+    _temp: Option<tempfile::TempDir>,
+}
+
+pub struct Options {
+    pub concurrency: usize,
+    pub max_component_bytes: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 4,
+            max_component_bytes: host::DEFAULT_MAX_COMPONENT_BYTES,
+        }
+    }
+}
+
+impl TestHost {
+    pub async fn start() -> TestHost {
+        TestHost::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestHost {
+        let temp = tempfile::tempdir().expect("temp dir");
+        let dir = temp.path().to_path_buf();
+        let mut host = TestHost::start_in(&dir, options).await;
+        host._temp = Some(temp);
+        host
+    }
+
+    /// Starts a host on an existing data dir (for restart tests; the caller keeps the dir alive).
+    pub async fn start_in(dir: &Path, options: Options) -> TestHost {
+        let running = host::start(HostConfig {
+            data_dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            concurrency: options.concurrency,
+            max_component_bytes: options.max_component_bytes,
+            deploy: Vec::new(),
+        })
+        .await
+        .expect("host starts");
+        let key = std::fs::read_to_string(&running.key_file)
+            .expect("the dev key file exists")
+            .trim()
+            .to_owned();
+        TestHost {
+            url: format!("http://{}", running.addr),
+            key,
+            dir: dir.to_path_buf(),
+            http: reqwest::Client::new(),
+            host: Some(running),
+            _temp: None,
+        }
+    }
+
+    /// Stops the host gracefully, keeping the data dir (returned if this host owned it).
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
+        if let Some(h) = self.host.take() {
+            h.shutdown().await.expect("clean shutdown");
+        }
+        self._temp.take()
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.key);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        read(req.send().await.expect("request sent")).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// Uploads raw bytes as a deployment.
+    pub async fn upload(&self, bytes: Vec<u8>) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/deployments", self.url))
+            .bearer_auth(&self.key)
+            .header("content-type", "application/wasm")
+            .body(bytes)
+            .send()
+            .await
+            .expect("upload sent");
+        read(resp).await
+    }
+
+    /// Deploys an example guest; panics unless it is accepted.
+    pub async fn deploy(&self, name: &str) -> Value {
+        let (status, body) = self.upload(guest(name)).await;
+        assert_eq!(status, StatusCode::CREATED, "deploying {name}: {body}");
+        body
+    }
+
+    /// Triggers a run; panics unless it is accepted. Returns the run id.
+    pub async fn trigger(&self, task: &str, payload: Value) -> String {
+        let (status, body) = self
+            .post(
+                &format!("/api/v1/tasks/{task}/trigger"),
+                json!({ "payload": payload }),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "triggering {task}: {body}");
+        body["id"].as_str().expect("run id").to_owned()
+    }
+
+    pub async fn run(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/api/v3/runs/{id}")).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// Polls a run until `done` holds for it (at most 60 s).
+    pub async fn wait_for(&self, id: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let run = self.run(id).await;
+            if done(&run) {
+                return run;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "run {id} never became {what}: {run:#}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Waits until the run reaches a final status.
+    pub async fn wait_final(&self, id: &str) -> Value {
+        self.wait_for(id, "final", |r| r["isCompleted"] == true)
+            .await
+    }
+
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        self.wait_for(id, status, |r| r["status"] == status).await
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
+    let status = resp.status();
+    let text = resp.text().await.expect("response body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
