@@ -9,7 +9,10 @@ use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 
+use std::time::Duration;
+
 use crate::host::{self, DEFAULT_MAX_COMPONENT_BYTES, DEV_KEY_FILE, HostConfig};
+use crate::model::parse_duration;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,6 +43,8 @@ enum Command {
         /// JSON payload (default `null`); `-` reads it from standard input.
         payload: Option<String>,
         #[command(flatten)]
+        options: Box<TriggerArgs>,
+        #[command(flatten)]
         client: ClientArgs,
     },
     /// Inspect and manage runs.
@@ -57,6 +62,9 @@ enum RunsCommand {
         /// Only runs of this task (repeatable).
         #[arg(long)]
         task: Vec<String>,
+        /// Only runs with this tag (repeatable: any of them).
+        #[arg(long)]
+        tag: Vec<String>,
         /// How many runs to show (1–100).
         #[arg(long, default_value_t = 25)]
         limit: usize,
@@ -84,6 +92,121 @@ enum RunsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Trigger a new run with the same task, payload and tags, on the latest version.
+    Replay {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Change when a DELAYED run starts.
+    Reschedule {
+        id: String,
+        /// A duration from now (`30s`, `1h`) or an ISO 8601 date.
+        #[arg(long)]
+        delay: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Add tags to a run.
+    Tag {
+        id: String,
+        /// Tags to add (at most 10 on a run).
+        #[arg(required = true)]
+        tags: Vec<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+/// Trigger options, as in Trigger.dev's `options` (each is checked by the host).
+#[derive(Debug, Args)]
+struct TriggerArgs {
+    /// Start no earlier than this: a duration (`30s`, `1h30m`) or an ISO 8601 date.
+    #[arg(long)]
+    delay: Option<String>,
+    /// Expire the run if it has not started within this duration (`0` opts out of defaults).
+    #[arg(long)]
+    ttl: Option<String>,
+    /// Seconds of head start in the queue.
+    #[arg(long, allow_negative_numbers = true)]
+    priority: Option<f64>,
+    /// A repeat trigger with this key returns the existing run.
+    #[arg(long)]
+    idempotency_key: Option<String>,
+    /// How long the idempotency key holds (default 30d).
+    #[arg(long)]
+    idempotency_key_ttl: Option<String>,
+    /// Tag the run (repeatable, at most 10).
+    #[arg(long = "tag")]
+    tags: Vec<String>,
+    /// Attempts at most, overriding the task's retry policy.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Compute-time limit of an attempt, in seconds (at least 5).
+    #[arg(long)]
+    max_duration: Option<f64>,
+    /// Machine preset, e.g. small-2x.
+    #[arg(long)]
+    machine: Option<String>,
+    /// Run on this named queue.
+    #[arg(long)]
+    queue: Option<String>,
+    /// Concurrency key (per-user queues).
+    #[arg(long)]
+    concurrency_key: Option<String>,
+    /// Initial metadata: a JSON object.
+    #[arg(long)]
+    metadata: Option<String>,
+    /// Run on this deployed version instead of the latest.
+    #[arg(long)]
+    lock_to_version: Option<String>,
+}
+
+impl TriggerArgs {
+    /// The `options` object of the trigger request.
+    fn to_json(&self) -> anyhow::Result<Value> {
+        let mut o = serde_json::Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                o.insert(k.to_owned(), v);
+            }
+        };
+        put("delay", self.delay.clone().map(Value::from));
+        put("ttl", self.ttl.clone().map(Value::from));
+        put("priority", self.priority.map(Value::from));
+        put(
+            "idempotencyKey",
+            self.idempotency_key.clone().map(Value::from),
+        );
+        put(
+            "idempotencyKeyTTL",
+            self.idempotency_key_ttl.clone().map(Value::from),
+        );
+        put(
+            "tags",
+            (!self.tags.is_empty()).then(|| Value::from(self.tags.clone())),
+        );
+        put("maxAttempts", self.max_attempts.map(Value::from));
+        put("maxDuration", self.max_duration.map(Value::from));
+        put("machine", self.machine.clone().map(Value::from));
+        put(
+            "queue",
+            self.queue.clone().map(|q| serde_json::json!({ "name": q })),
+        );
+        put(
+            "concurrencyKey",
+            self.concurrency_key.clone().map(Value::from),
+        );
+        put(
+            "lockToVersion",
+            self.lock_to_version.clone().map(Value::from),
+        );
+        if let Some(m) = &self.metadata {
+            let m: Value = serde_json::from_str(m).context("--metadata must be a JSON object")?;
+            put("metadata", Some(m));
+        }
+        Ok(Value::Object(o))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +227,14 @@ struct ServeArgs {
     /// has the same bytes (repeatable).
     #[arg(long)]
     deploy: Vec<PathBuf>,
+    /// TTL of runs whose trigger and task set none, e.g. `10m` (default: none).
+    #[arg(long, value_parser = duration_arg)]
+    default_ttl: Option<Duration>,
+}
+
+fn duration_arg(text: &str) -> Result<Duration, String> {
+    parse_duration(text)
+        .ok_or_else(|| format!("`{text}` is not a duration; use forms like 30s, 15m, 1h30m, 2d"))
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +308,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Trigger {
             task,
             payload,
+            options,
             client,
         } => {
             let payload = match payload.as_deref() {
@@ -190,14 +322,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let c = Client::new(&client)?;
             let path = format!("/api/v1/tasks/{}/trigger", encode(&task));
-            let r = c
-                .send(
-                    c.post(&path)
-                        .json(&serde_json::json!({ "payload": payload })),
-                )
-                .await?;
+            let body = serde_json::json!({ "payload": payload, "options": options.to_json()? });
+            let r = c.send(c.post(&path).json(&body)).await?;
             if client.json {
                 return print_json(&r);
+            }
+            if r["isCached"] == true {
+                eprintln!("an earlier run has this idempotency key; no new run was made");
             }
             println!("{}", s(&r["id"]));
             Ok(())
@@ -220,11 +351,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )
         .init();
     let running = host::start(HostConfig {
-        data_dir: args.data_dir.clone(),
-        listen: args.listen,
         concurrency: args.concurrency,
         max_component_bytes: args.max_component_bytes,
         deploy: args.deploy,
+        default_ttl: args.default_ttl,
+        ..HostConfig::new(args.data_dir.clone(), args.listen)
     })
     .await?;
     say(format!("kiln listening on http://{}", running.addr));
@@ -269,6 +400,7 @@ async fn runs(cmd: RunsCommand) -> anyhow::Result<()> {
         RunsCommand::List {
             status,
             task,
+            tag,
             limit,
             after,
             client,
@@ -280,6 +412,9 @@ async fn runs(cmd: RunsCommand) -> anyhow::Result<()> {
             }
             if !task.is_empty() {
                 query.push(("filter[taskIdentifier]".into(), task.join(",")));
+            }
+            if !tag.is_empty() {
+                query.push(("filter[tag]".into(), tag.join(",")));
             }
             if let Some(after) = after {
                 query.push(("page[after]".into(), after));
@@ -328,6 +463,22 @@ async fn runs(cmd: RunsCommand) -> anyhow::Result<()> {
             if let Some(f) = r["finishedAt"].as_str() {
                 println!("  finished  {f}");
             }
+            if let Some(d) = r["delayedUntil"].as_str() {
+                println!("  delayed   until {d}");
+            }
+            if let Some(t) = r["ttl"].as_str() {
+                println!("  ttl       {t}");
+            }
+            if let Some(tags) = r["tags"].as_array().filter(|t| !t.is_empty()) {
+                let tags: Vec<String> = tags.iter().map(s).collect();
+                println!("  tags      {}", tags.join(", "));
+            }
+            if let Some(k) = r["idempotencyKey"].as_str() {
+                println!("  idem. key {k}");
+            }
+            if let Some(m) = r.get("metadata") {
+                println!("  metadata  {m}");
+            }
             println!("  attempts  {}", r["attemptCount"]);
             println!(
                 "  usage     {} fuel, {} ms",
@@ -361,6 +512,42 @@ async fn runs(cmd: RunsCommand) -> anyhow::Result<()> {
                 Some(m) => println!("{m}"),
                 None => println!("canceled {}", s(&r["id"])),
             }
+            Ok(())
+        }
+        RunsCommand::Replay { id, client } => {
+            let c = Client::new(&client)?;
+            let r = c
+                .send(c.post(&format!("/api/v1/runs/{}/replay", encode(&id))))
+                .await?;
+            if client.json {
+                return print_json(&r);
+            }
+            println!("{}", s(&r["id"]));
+            Ok(())
+        }
+        RunsCommand::Reschedule { id, delay, client } => {
+            let c = Client::new(&client)?;
+            let path = format!("/api/v1/runs/{}/reschedule", encode(&id));
+            let r = c
+                .send(c.post(&path).json(&serde_json::json!({ "delay": delay })))
+                .await?;
+            if client.json {
+                return print_json(&r);
+            }
+            println!("{} now starts at {}", s(&r["id"]), s(&r["delayedUntil"]));
+            Ok(())
+        }
+        RunsCommand::Tag { id, tags, client } => {
+            let c = Client::new(&client)?;
+            let path = format!("/api/v1/runs/{}/tags", encode(&id));
+            let r = c
+                .send(c.post(&path).json(&serde_json::json!({ "tags": tags })))
+                .await?;
+            if client.json {
+                return print_json(&r);
+            }
+            let all: Vec<String> = r["tags"].as_array().into_iter().flatten().map(s).collect();
+            println!("tags: {}", all.join(", "));
             Ok(())
         }
         RunsCommand::Logs { id, client } => {

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use sha2::{Digest, Sha256};
@@ -13,7 +14,7 @@ use tokio::task::JoinHandle;
 use crate::api::{self, ApiState};
 use crate::deploy::Deployer;
 use crate::engine::{Engine, EngineConfig};
-use crate::model::{Environment, Machine, RetryPolicy, now_ms};
+use crate::model::{Clock, Environment, Machine, RetryPolicy, SystemClock, now_ms};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::store::Store;
 
@@ -23,7 +24,7 @@ pub const DEV_KEY_FILE: &str = "dev.key";
 /// Default size limit of an uploaded component.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HostConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
@@ -32,6 +33,25 @@ pub struct HostConfig {
     /// Components to deploy to the dev environment at start (skipped when the latest version
     /// already has the same bytes).
     pub deploy: Vec<PathBuf>,
+    /// TTL of runs whose trigger and task set none.
+    pub default_ttl: Option<Duration>,
+    /// Where the engine reads the time (tests move a manual clock).
+    pub clock: Arc<dyn Clock>,
+}
+
+impl HostConfig {
+    /// A host on `data_dir` with the defaults of `kiln serve`.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> HostConfig {
+        HostConfig {
+            data_dir,
+            listen,
+            concurrency: 8,
+            max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            deploy: Vec::new(),
+            default_ttl: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 /// A started host. Dropping it does not stop it; call [`RunningHost::shutdown`].
@@ -44,6 +64,8 @@ pub struct RunningHost {
     pub dev: Environment,
     /// Versions deployed at start, as (file, version, task ids).
     pub deployed: Vec<(PathBuf, String, Vec<String>)>,
+    /// The engine, for embedding hosts and tests.
+    pub engine: Arc<Engine>,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<std::io::Result<()>>,
     dispatcher: JoinHandle<()>,
@@ -149,7 +171,9 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             concurrency,
             default_retry: RetryPolicy::default(),
             default_machine: Machine::default(),
+            default_ttl: config.default_ttl,
         },
+        config.clock.clone(),
     ));
     let recovered = engine.recover().await?;
     if recovered > 0 {
@@ -174,7 +198,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         let latest = store.latest_deployment(&dev.id).await?;
         let deployment = match latest.filter(|d| d.component_digest == digest) {
             Some(same) => same,
-            None => deployer
+            None => engine
                 .deploy(&dev, bytes)
                 .await
                 .with_context(|| format!("cannot deploy {}", path.display()))?,
@@ -208,13 +232,14 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             })
             .await
     });
-    let dispatcher = tokio::spawn(engine.dispatch(shutdown_rx));
+    let dispatcher = tokio::spawn(engine.clone().dispatch(shutdown_rx));
     Ok(RunningHost {
         addr,
         new_key,
         key_file,
         dev,
         deployed,
+        engine: engine.clone(),
         shutdown,
         server,
         dispatcher,

@@ -15,6 +15,76 @@ pub fn now_ms() -> Millis {
     jiff::Timestamp::now().as_millisecond()
 }
 
+/// Where the engine reads the time. The host uses [`SystemClock`]; tests that span hours use
+/// [`ManualClock`] and move it forward.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Millis;
+}
+
+/// The real wall clock.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Millis {
+        now_ms()
+    }
+}
+
+/// A clock that only moves when told to.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    pub fn new(start: Millis) -> ManualClock {
+        ManualClock(std::sync::atomic::AtomicI64::new(start))
+    }
+
+    pub fn advance(&self, by: Duration) {
+        let ms = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Millis {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// Default lifetime of an idempotency key (Trigger.dev's).
+pub const DEFAULT_IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
+
+/// When a delayed run should be enqueued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delay {
+    /// This long after the trigger.
+    For(Duration),
+    /// At this time; a time in the past means no delay.
+    Until(Millis),
+}
+
+/// Options given when triggering a run (Trigger.dev's `options`), validated.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TriggerOptions {
+    pub delay: Option<Delay>,
+    /// Time the run may wait to start; `Some(ZERO)` opts out of any default.
+    pub ttl: Option<Duration>,
+    /// Head start in the queue, in milliseconds (Trigger.dev's `priority` seconds × 1000).
+    pub priority_ms: i64,
+    pub idempotency_key: Option<String>,
+    pub idempotency_key_ttl: Option<Duration>,
+    pub tags: Vec<String>,
+    pub max_attempts: Option<u32>,
+    pub max_duration: Option<Duration>,
+    pub machine: Option<Machine>,
+    pub queue: Option<String>,
+    pub concurrency_key: Option<String>,
+    /// Initial metadata: JSON object text.
+    pub metadata: Option<String>,
+    pub lock_to_version: Option<String>,
+}
+
 /// Makes a new sortable id with a type prefix, e.g. `run_01JD…`.
 ///
 /// ULIDs sort by creation time, which the runs list relies on for newest-first paging.
@@ -346,6 +416,22 @@ pub struct Run {
     pub fuel_used: u64,
     /// Wall time spent executing attempts, in milliseconds.
     pub compute_ms: u64,
+    pub priority_ms: i64,
+    /// When a DELAYED run is (or was) to be enqueued.
+    pub delay_until: Option<Millis>,
+    pub ttl: Option<Duration>,
+    /// A run not started by then expires.
+    pub expires_at: Option<Millis>,
+    pub expired_at: Option<Millis>,
+    pub idempotency_key: Option<String>,
+    pub tags: Vec<String>,
+    /// JSON object text.
+    pub metadata: Option<String>,
+    pub max_duration: Option<Duration>,
+    pub concurrency_key: Option<String>,
+    /// Version the trigger asked for; the run starts on it.
+    pub lock_to_version: Option<String>,
+    pub batch_id: Option<String>,
 }
 
 /// One attempt of a run.
@@ -404,4 +490,70 @@ pub struct LogLine {
     pub message: String,
     /// JSON object text, if the guest gave attributes.
     pub attributes: Option<String>,
+}
+
+/// Parses a duration like Trigger.dev's: `"30s"`, `"15m"`, `"1h30m"`, `"2d"`, `"1w"` (units w, d, h,
+/// m, s, in any combination, each a whole number).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit: u64 = match c {
+            'w' => 7 * 24 * 3600,
+            'd' => 24 * 3600,
+            'h' => 3600,
+            'm' => 60,
+            's' => 1,
+            _ => return None,
+        };
+        let n: u64 = number.parse().ok()?;
+        number.clear();
+        total = total.checked_add(n.checked_mul(unit)?)?;
+    }
+    if !number.is_empty() {
+        return None;
+    }
+    Some(Duration::from_secs(total))
+}
+
+/// Parses an ISO 8601 / RFC 3339 timestamp (`2026-11-30T12:00:00Z`) to [`Millis`].
+pub fn parse_timestamp(text: &str) -> Option<Millis> {
+    text.trim()
+        .parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_millisecond())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_like_trigger_dev() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("1h52m18s"), Some(Duration::from_secs(6738)));
+        assert_eq!(parse_duration("2d"), Some(Duration::from_secs(172_800)));
+        assert_eq!(parse_duration("1w"), Some(Duration::from_secs(604_800)));
+        for bad in ["", "10", "h", "1x", "1.5h", "-1h", "99999999999999999999s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn timestamps_parse_from_iso_8601() {
+        assert_eq!(parse_timestamp("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(
+            parse_timestamp("2026-11-30T12:00:00.500+01:00").map(|t| t % 1000),
+            Some(500)
+        );
+        assert_eq!(parse_timestamp("tomorrow"), None);
+    }
 }

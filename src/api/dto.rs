@@ -1,13 +1,35 @@
 //! Wire shapes, following `@trigger.dev/core`'s `v3/schemas/api.ts` where Trigger.dev has the
 //! endpoint. Domain types are converted here; they never serialize themselves.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
+use crate::engine::metadata::{MAX_METADATA_BYTES, MetadataOp};
+use crate::engine::{MAX_IDEMPOTENCY_KEY_LEN, MAX_TAG_LEN, MAX_TAGS};
 use crate::model::{
-    Attempt, Deployment, Environment, LogLine, Millis, Run, RunError, RunStatus, TaskDefinition,
+    Attempt, Delay, Deployment, Environment, LogLine, MAX_ATTEMPTS_CAP, Machine, Millis, Run,
+    RunError, RunStatus, TaskDefinition, TriggerOptions, parse_duration, parse_timestamp,
 };
 use crate::store::RunPage;
+
+/// A duration in Trigger.dev's string form, e.g. `1h30m`, `45s`.
+fn format_duration(d: Duration) -> String {
+    let mut secs = d.as_secs();
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            out.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    out
+}
 
 fn iso(ms: Millis) -> String {
     jiff::Timestamp::from_millisecond(ms)
@@ -24,60 +46,370 @@ fn raw(text: &str) -> Box<RawValue> {
     })
 }
 
+/// `POST /api/v1/tasks/{id}/trigger` body, parsed and validated.
 #[derive(Debug)]
 pub struct TriggerRequest {
     /// The payload as JSON text (`null` when absent).
     pub payload: String,
+    pub options: TriggerOptions,
 }
 
-/// The options kiln does not implement yet; refused by name instead of silently ignored.
-const UNSUPPORTED_OPTIONS: &str = "this kiln does not support trigger options yet (delay, ttl, priority, idempotencyKey, tags, queue, concurrencyKey, maxAttempts, machine, metadata, lockToVersion); remove `options`";
+/// Trigger.dev options kiln does not implement: refused by name rather than ignored.
+const UNSUPPORTED: &[&str] = &[
+    "parentRunId",
+    "resumeParentOnCompletion",
+    "externalDeploymentId",
+    "idempotencyKeyOptions",
+    "debounce",
+    "region",
+    "bulkActionId",
+    "gates",
+    "concurrency",
+    "dependentAttempt",
+    "parentAttempt",
+    "dependentBatch",
+];
+
+const SUPPORTED: &str = "delay, ttl, priority, idempotencyKey, idempotencyKeyTTL, tags, maxAttempts, maxDuration, machine, queue, concurrencyKey, metadata, lockToVersion, payloadType, metadataType, payloadSize, test";
+
+/// Largest |priority|, in seconds: a year of head start (or of holding back) is plenty.
+const MAX_PRIORITY_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
 impl TriggerRequest {
     pub fn parse(body: &[u8]) -> Result<TriggerRequest, String> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(TriggerRequest {
+                payload: "null".into(),
+                options: TriggerOptions::default(),
+            });
+        }
         #[derive(Deserialize)]
         struct Body<'a> {
             #[serde(borrow)]
             payload: Option<&'a RawValue>,
-            #[serde(borrow, default)]
-            options: Option<&'a RawValue>,
-            #[serde(borrow, default)]
-            #[allow(dead_code)]
-            context: Option<&'a RawValue>,
-        }
-        if body.iter().all(u8::is_ascii_whitespace) {
-            return Ok(TriggerRequest {
-                payload: "null".into(),
-            });
+            #[serde(default)]
+            options: Option<Value>,
         }
         let parsed: Body<'_> = serde_json::from_slice(body).map_err(|e| {
             format!(
                 "the body is not valid JSON of the form {{\"payload\": …, \"options\": {{…}}}}: {e}"
             )
         })?;
-        if let Some(options) = parsed.options {
-            let empty = matches!(
-                serde_json::from_str::<serde_json::Value>(options.get()),
-                Ok(serde_json::Value::Null)
-            ) || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
-                options.get(),
-            )
-            .is_ok_and(|m| m.is_empty());
-            if !empty {
-                return Err(UNSUPPORTED_OPTIONS.into());
-            }
-        }
         Ok(TriggerRequest {
             payload: parsed
                 .payload
                 .map_or_else(|| "null".into(), |p| p.get().to_owned()),
+            options: parse_options(parsed.options, "options")?,
         })
+    }
+
+    /// One item of a batch body (`task` present when the batch spans several tasks).
+    pub fn from_item(
+        item: Value,
+        index: usize,
+        need_task: bool,
+    ) -> Result<(Option<String>, TriggerRequest), String> {
+        let Value::Object(mut map) = item else {
+            return Err(format!(
+                "items[{index}] must be an object with `payload` and `options`"
+            ));
+        };
+        let task = match map.remove("task") {
+            Some(Value::String(t)) => Some(t),
+            Some(_) => return Err(format!("items[{index}].task must be a string")),
+            None if need_task => return Err(format!("items[{index}].task is required")),
+            None => None,
+        };
+        map.remove("context");
+        let payload = map.remove("payload").unwrap_or(Value::Null).to_string();
+        let options = parse_options(map.remove("options"), &format!("items[{index}].options"))?;
+        if let Some(k) = map.keys().next() {
+            return Err(format!("items[{index}]: unknown field `{k}`"));
+        }
+        Ok((task, TriggerRequest { payload, options }))
     }
 }
 
+fn duration_or_seconds(v: &Value, field: &str) -> Result<Duration, String> {
+    match v {
+        Value::String(s) => parse_duration(s)
+            .ok_or_else(|| format!("{field}: `{s}` is not a duration; use forms like \"30s\", \"15m\", \"1h30m\", \"2d\"")),
+        Value::Number(n) => n
+            .as_u64()
+            .map(Duration::from_secs)
+            .ok_or_else(|| format!("{field}: {n} must be a whole, non-negative number of seconds")),
+        _ => Err(format!("{field} must be a duration string like \"1h\" or a number of seconds")),
+    }
+}
+
+/// A delay: a duration string, or an ISO 8601 date (a past date means no delay).
+pub fn parse_delay(v: &Value, field: &str) -> Result<Delay, String> {
+    let Value::String(s) = v else {
+        return Err(format!(
+            "{field} must be a string: a duration like \"1h\" or an ISO 8601 date"
+        ));
+    };
+    parse_duration(s)
+        .map(Delay::For)
+        .or_else(|| parse_timestamp(s).map(Delay::Until))
+        .ok_or_else(|| format!("{field}: `{s}` is neither a duration like \"30s\" or \"1h30m\" nor an ISO 8601 date like \"2026-12-01T09:00:00Z\""))
+}
+
+/// Tags: a string or an array of strings; 1–128 characters each, at most 10, repeats dropped.
+pub fn parse_tags(v: &Value, field: &str) -> Result<Vec<String>, String> {
+    let list: Vec<&Value> = match v {
+        Value::Array(items) => items.iter().collect(),
+        one => vec![one],
+    };
+    let mut tags: Vec<String> = Vec::new();
+    for item in list {
+        let Value::String(tag) = item else {
+            return Err(format!("{field} must be a string or an array of strings"));
+        };
+        let len = tag.chars().count();
+        if len == 0 || len > MAX_TAG_LEN {
+            return Err(format!(
+                "{field}: each tag must be 1 to {MAX_TAG_LEN} characters; one has {len}"
+            ));
+        }
+        if !tags.contains(tag) {
+            tags.push(tag.clone());
+        }
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(format!(
+            "{field}: at most {MAX_TAGS} tags per run; got {}",
+            tags.len()
+        ));
+    }
+    Ok(tags)
+}
+
+fn string<'a>(v: &'a Value, field: &str) -> Result<&'a str, String> {
+    v.as_str()
+        .ok_or_else(|| format!("{field} must be a string"))
+}
+
+/// Validates Trigger.dev's `options` object into [`TriggerOptions`]; every error names the field.
+fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerOptions, String> {
+    let map = match options {
+        None | Some(Value::Null) => return Ok(TriggerOptions::default()),
+        Some(Value::Object(map)) => map,
+        Some(_) => return Err(format!("{at} must be an object")),
+    };
+    let mut o = TriggerOptions::default();
+    for (key, v) in &map {
+        let field = format!("{at}.{key}");
+        let field = field.as_str();
+        if v.is_null() {
+            continue;
+        }
+        match key.as_str() {
+            "delay" => o.delay = Some(parse_delay(v, field)?),
+            "ttl" => o.ttl = Some(duration_or_seconds(v, field)?),
+            "priority" => {
+                let p = v.as_f64().filter(|p| p.is_finite() && p.abs() <= MAX_PRIORITY_SECONDS).ok_or_else(|| {
+                    format!("{field} must be a number of seconds between -{MAX_PRIORITY_SECONDS} and {MAX_PRIORITY_SECONDS}")
+                })?;
+                o.priority_ms = (p * 1000.0).round() as i64;
+            }
+            "idempotencyKey" => {
+                let k = string(v, field)?;
+                if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY_LEN {
+                    return Err(format!(
+                        "{field} must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
+                    ));
+                }
+                o.idempotency_key = Some(k.to_owned());
+            }
+            "idempotencyKeyTTL" => o.idempotency_key_ttl = Some(duration_or_seconds(v, field)?),
+            "tags" => o.tags = parse_tags(v, field)?,
+            "maxAttempts" => {
+                let n = v
+                    .as_u64()
+                    .filter(|n| (1..=u64::from(MAX_ATTEMPTS_CAP)).contains(n))
+                    .ok_or_else(|| {
+                        format!("{field} must be a whole number from 1 to {MAX_ATTEMPTS_CAP}")
+                    })?;
+                o.max_attempts = Some(n as u32);
+            }
+            "maxDuration" => {
+                let secs = v
+                    .as_f64()
+                    .filter(|s| s.is_finite() && *s >= 5.0 && *s <= f64::from(i32::MAX))
+                    .ok_or_else(|| format!("{field} must be a number of seconds, at least 5"))?;
+                o.max_duration = Some(Duration::from_secs_f64(secs));
+            }
+            "machine" => {
+                let name = string(v, field)?;
+                let names: Vec<&str> = Machine::ALL.iter().map(|m| m.as_str()).collect();
+                o.machine = Some(Machine::parse(name).ok_or_else(|| {
+                    format!(
+                        "{field}: `{name}` is not a machine preset (use one of {})",
+                        names.join(", ")
+                    )
+                })?);
+            }
+            "queue" => {
+                let name = match v {
+                    Value::String(name) => name.as_str(),
+                    Value::Object(q) => q
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .ok_or_else(|| format!("{field}.name must be a string"))?,
+                    _ => return Err(format!("{field} must be {{\"name\": \"…\"}}")),
+                };
+                let ok = !name.is_empty()
+                    && name.len() <= 128
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+                if !ok {
+                    return Err(format!(
+                        "{field}: queue names are 1–128 characters of letters, digits, `-`, `_`, `.` and `/`"
+                    ));
+                }
+                o.queue = Some(name.to_owned());
+            }
+            "concurrencyKey" => {
+                let k = match v {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => return Err(format!("{field} must be a string or a number")),
+                };
+                if k.is_empty() || k.len() > 1024 {
+                    return Err(format!("{field} must be 1 to 1024 characters"));
+                }
+                o.concurrency_key = Some(k);
+            }
+            "metadata" => {
+                if !v.is_object() {
+                    return Err(format!("{field} must be a JSON object"));
+                }
+                let text = v.to_string();
+                if text.len() > MAX_METADATA_BYTES {
+                    return Err(format!(
+                        "{field} is {} bytes; the limit is {MAX_METADATA_BYTES} bytes",
+                        text.len()
+                    ));
+                }
+                o.metadata = Some(text);
+            }
+            "lockToVersion" => o.lock_to_version = Some(string(v, field)?.to_owned()),
+            "payloadType" | "metadataType" => {
+                let t = string(v, field)?;
+                if t != "application/json" {
+                    return Err(format!(
+                        "{field}: `{t}` is not supported; send plain JSON (`application/json`)"
+                    ));
+                }
+            }
+            "payloadSize" | "test" => {}
+            other if UNSUPPORTED.contains(&other) => {
+                return Err(format!("{field} is not supported by kiln yet; remove it"));
+            }
+            other => {
+                return Err(format!(
+                    "unknown option `{other}` in {at}; kiln supports {SUPPORTED}"
+                ));
+            }
+        }
+    }
+    Ok(o)
+}
+
+/// `PUT /api/v1/runs/{id}/metadata` body (Trigger.dev's `FlushedRunMetadata`): `metadata`
+/// replaces the object, then `operations` apply in order.
+pub fn parse_metadata_body(
+    mut body: serde_json::Map<String, Value>,
+) -> Result<Vec<MetadataOp>, String> {
+    let mut ops = Vec::new();
+    match body.remove("metadata") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(value)) => ops.push(MetadataOp::Update { value }),
+        Some(_) => return Err("`metadata` must be a JSON object".into()),
+    }
+    match body.remove("operations") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (i, op) in list.into_iter().enumerate() {
+                ops.push(parse_metadata_op(op).map_err(|e| format!("operations[{i}]: {e}"))?);
+            }
+        }
+        Some(_) => return Err("`operations` must be an array".into()),
+    }
+    for key in ["parentOperations", "rootOperations"] {
+        if body
+            .remove(key)
+            .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            return Err(format!(
+                "`{key}` is not supported until kiln has child runs"
+            ));
+        }
+    }
+    if let Some(k) = body.keys().next() {
+        return Err(format!(
+            "unknown field `{k}`; send `metadata` and/or `operations`"
+        ));
+    }
+    Ok(ops)
+}
+
+fn parse_metadata_op(op: Value) -> Result<MetadataOp, String> {
+    let Value::Object(mut op) = op else {
+        return Err("each operation must be an object with a `type`".into());
+    };
+    let kind = op
+        .remove("type")
+        .and_then(|t| t.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let key = || match op.get("key") {
+        Some(Value::String(k)) if !k.is_empty() => Ok(k.clone()),
+        _ => Err(format!("`{kind}` needs a non-empty string `key`")),
+    };
+    let value = || {
+        op.get("value")
+            .cloned()
+            .ok_or_else(|| format!("`{kind}` needs a `value`"))
+    };
+    Ok(match kind.as_str() {
+        "set" => MetadataOp::Set {
+            key: key()?,
+            value: value()?,
+        },
+        "delete" => MetadataOp::Delete { key: key()? },
+        "append" => MetadataOp::Append {
+            key: key()?,
+            value: value()?,
+        },
+        "remove" => MetadataOp::Remove {
+            key: key()?,
+            value: value()?,
+        },
+        "increment" => MetadataOp::Increment {
+            key: key()?,
+            by: value()?
+                .as_f64()
+                .ok_or("`increment` needs a number `value`")?,
+        },
+        "update" => match value()? {
+            Value::Object(value) => MetadataOp::Update { value },
+            _ => return Err("`update` needs an object `value`".into()),
+        },
+        other => {
+            return Err(format!(
+                "unknown operation type `{other}`; use set, delete, append, remove, increment or update"
+            ));
+        }
+    })
+}
+
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct TriggerResponse {
     pub id: String,
+    pub is_cached: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -127,6 +459,16 @@ pub struct CommonRunFields {
     #[serde(skip_serializing_if = "Option::is_none")]
     finished_at: Option<String>,
     tags: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delayed_until: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expired_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    metadata: Option<Box<RawValue>>,
     cost_in_cents: f64,
     base_cost_in_cents: f64,
     duration_ms: u64,
@@ -153,7 +495,12 @@ impl CommonRunFields {
             updated_at: iso(run.updated_at),
             started_at: run.started_at.map(iso),
             finished_at: run.finished_at.map(iso),
-            tags: Vec::new(),
+            tags: run.tags.clone(),
+            idempotency_key: run.idempotency_key.clone(),
+            delayed_until: run.delay_until.map(iso),
+            ttl: run.ttl.map(format_duration),
+            expired_at: run.expired_at.map(iso),
+            metadata: run.metadata.as_deref().map(raw),
             cost_in_cents: 0.0,
             base_cost_in_cents: 0.0,
             duration_ms: run.compute_ms,
@@ -191,6 +538,11 @@ pub struct RunDto {
     common: CommonRunFields,
     depth: u32,
     trigger_function: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_id: Option<String>,
+    priority: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    concurrency_key: Option<String>,
     payload: Box<RawValue>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<Box<RawValue>>,
@@ -209,7 +561,14 @@ impl RunDto {
         RunDto {
             common: CommonRunFields::new(run),
             depth: 0,
-            trigger_function: "trigger",
+            trigger_function: if run.batch_id.is_some() {
+                "batchTrigger"
+            } else {
+                "trigger"
+            },
+            batch_id: run.batch_id.clone(),
+            priority: run.priority_ms as f64 / 1000.0,
+            concurrency_key: run.concurrency_key.clone(),
             payload: raw(&run.payload),
             output: run.output.as_deref().map(raw),
             error: run.error.as_ref().map(ErrorDto::from),
@@ -374,27 +733,70 @@ mod tests {
     #[test]
     fn trigger_body_shapes() {
         assert_eq!(TriggerRequest::parse(b"").unwrap().payload, "null");
-        assert_eq!(
-            TriggerRequest::parse(br#"{"payload":{"a":1}}"#)
-                .unwrap()
-                .payload,
-            r#"{"a":1}"#
-        );
-        assert_eq!(
-            TriggerRequest::parse(br#"{"payload":1,"options":{}}"#)
-                .unwrap()
-                .payload,
-            "1"
-        );
-        assert!(
-            TriggerRequest::parse(br#"{"payload":1,"options":{"delay":"1h"}}"#)
-                .unwrap_err()
-                .contains("does not support trigger options")
-        );
+        let p = |body: &[u8]| TriggerRequest::parse(body).unwrap();
+        assert_eq!(p(br#"{"payload":{"a":1}}"#).payload, r#"{"a":1}"#);
+        assert_eq!(p(br#"{"payload":1,"options":{}}"#).payload, "1");
+        let o = p(br#"{"payload":1,"options":{"delay":"1h","priority":10,"tags":"a","ttl":0}}"#)
+            .options;
+        assert_eq!(o.delay, Some(Delay::For(Duration::from_secs(3600))));
+        assert_eq!(o.priority_ms, 10_000);
+        assert_eq!(o.tags, ["a"]);
+        assert_eq!(o.ttl, Some(Duration::ZERO));
+        let o =
+            p(br#"{"options":{"delay":"2026-12-01T00:00:00Z","payloadType":"application/json"}}"#)
+                .options;
+        assert!(matches!(o.delay, Some(Delay::Until(_))));
         assert!(
             TriggerRequest::parse(b"{not json")
                 .unwrap_err()
                 .contains("not valid JSON")
         );
+    }
+
+    #[test]
+    fn bad_options_name_their_field() {
+        let cases = [
+            (r#"{"delay":"soon"}"#, "options.delay"),
+            (r#"{"delay":5}"#, "options.delay"),
+            (r#"{"ttl":"1y"}"#, "options.ttl"),
+            (r#"{"ttl":-1}"#, "options.ttl"),
+            (r#"{"priority":-1e12}"#, "options.priority"),
+            (
+                r#"{"tags":["a","b","c","d","e","f","g","h","i","j","k"]}"#,
+                "at most 10 tags",
+            ),
+            (r#"{"tags":[""]}"#, "options.tags"),
+            (r#"{"maxAttempts":0}"#, "options.maxAttempts"),
+            (r#"{"maxDuration":1}"#, "options.maxDuration"),
+            (r#"{"machine":"huge"}"#, "options.machine"),
+            (r#"{"metadata":[1]}"#, "options.metadata"),
+            (r#"{"debounce":{}}"#, "options.debounce is not supported"),
+            (r#"{"nope":1}"#, "unknown option `nope`"),
+            (
+                r#"{"payloadType":"application/super+json"}"#,
+                "options.payloadType",
+            ),
+        ];
+        for (options, needle) in cases {
+            let body = format!(r#"{{"payload":1,"options":{options}}}"#);
+            let err = TriggerRequest::parse(body.as_bytes()).unwrap_err();
+            assert!(err.contains(needle), "{options}: {err}");
+        }
+        let long_key = format!(
+            r#"{{"options":{{"idempotencyKey":"{}"}}}}"#,
+            "k".repeat(2049)
+        );
+        assert!(
+            TriggerRequest::parse(long_key.as_bytes())
+                .unwrap_err()
+                .contains("idempotencyKey")
+        );
+    }
+
+    #[test]
+    fn durations_print_like_trigger_dev() {
+        assert_eq!(format_duration(Duration::from_secs(5400)), "1h30m");
+        assert_eq!(format_duration(Duration::from_secs(90_061)), "1d1h1m1s");
+        assert_eq!(format_duration(Duration::ZERO), "0s");
     }
 }

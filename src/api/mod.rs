@@ -21,8 +21,11 @@ use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use crate::deploy::DeployError;
-use crate::engine::{CancelOutcome, Engine, EngineError, MAX_PAYLOAD_BYTES};
-use crate::model::{Environment, RunStatus};
+use crate::engine::metadata::MetadataError;
+use crate::engine::{
+    CancelOutcome, Engine, EngineError, MAX_BATCH_ITEMS, MAX_PAYLOAD_BYTES, TriggerItem,
+};
+use crate::model::{Environment, Millis, RunStatus, parse_timestamp};
 use crate::store::{RunFilter, StoreError};
 
 /// Default and largest page of the runs list (Trigger.dev's defaults).
@@ -53,9 +56,28 @@ pub fn router(state: ApiState) -> Router {
         )
         .route("/api/v1/deployments/latest", get(latest_deployment))
         .route("/api/v1/tasks/{task_id}/trigger", post(trigger))
+        .route(
+            "/api/v1/tasks/{task_id}/batch",
+            post(batch_one_task).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
+        .route(
+            "/api/v1/tasks/batch",
+            post(batch_many_tasks).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
+        )
         .route("/api/v3/runs/{run_id}", get(retrieve_run))
         .route("/api/v1/runs", get(list_runs))
         .route("/api/v2/runs/{run_id}/cancel", post(cancel_run))
+        .route("/api/v1/runs/{run_id}/replay", post(replay_run))
+        .route("/api/v1/runs/{run_id}/reschedule", post(reschedule_run))
+        .route("/api/v1/runs/{run_id}/tags", post(add_tags))
+        .route(
+            "/api/v1/runs/{run_id}/metadata",
+            get(get_metadata).put(update_metadata),
+        )
+        .route(
+            "/api/v1/idempotencyKeys/{key}/reset",
+            post(reset_idempotency_key),
+        )
         .route("/api/v1/runs/{run_id}/logs", get(run_logs))
         .fallback(|| async {
             ApiError::new(
@@ -106,13 +128,27 @@ impl From<StoreError> for ApiError {
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
         let status = match &e {
-            EngineError::UnknownTask { .. }
-            | EngineError::NothingDeployed
-            | EngineError::RunNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Deploy(_) => {
+                let EngineError::Deploy(d) = e else {
+                    unreachable!("matched above")
+                };
+                return d.into();
+            }
+            EngineError::NothingDeployed | EngineError::RunNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::UnknownVersion(_)
+            | EngineError::TaskNotInVersion { .. }
+            | EngineError::NotDelayed(_)
+            | EngineError::TooManyTags(_)
+            | EngineError::BatchSize(_) => StatusCode::BAD_REQUEST,
+            EngineError::Metadata(MetadataError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Metadata(_) => StatusCode::BAD_REQUEST,
             EngineError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Contended => StatusCode::CONFLICT,
             EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "engine error");
+        }
         ApiError::new(status, e.to_string())
     }
 }
@@ -217,7 +253,7 @@ async fn deploy(
         ),
         _ => ApiError::new(r.status(), format!("cannot read the request body: {}", r.body_text())),
     })?;
-    let deployment = state.engine.deployer().deploy(&env, body.to_vec()).await?;
+    let deployment = state.engine.deploy(&env, body.to_vec()).await?;
     Ok((
         StatusCode::CREATED,
         Json(dto::DeploymentDto::from(&deployment)),
@@ -264,11 +300,199 @@ async fn trigger(
         return Err(EngineError::PayloadTooLarge { size: body.len() }.into());
     }
     let request = dto::TriggerRequest::parse(&body).map_err(ApiError::bad_request)?;
+    let item = TriggerItem {
+        task_id,
+        payload: request.payload,
+        options: request.options,
+    };
+    let inserted = state.engine.trigger(&env, item).await?;
+    Ok(Json(dto::TriggerResponse {
+        id: inserted.run.id,
+        is_cached: inserted.cached,
+    }))
+}
+
+/// Reads a batch body's `items` (1 to 1,000), each as a trigger request.
+fn batch_items(body: &[u8], task: Option<&str>) -> Result<Vec<TriggerItem>, ApiError> {
+    let mut parsed: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
+        .map_err(|e| {
+            ApiError::bad_request(format!("the body is not a JSON object with `items`: {e}"))
+        })?;
+    let items = match parsed.remove("items") {
+        Some(serde_json::Value::Array(items)) => items,
+        _ => {
+            return Err(ApiError::bad_request(
+                "`items` must be an array of {\"payload\", \"options\"} objects",
+            ));
+        }
+    };
+    if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+        return Err(EngineError::BatchSize(items.len()).into());
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let (item_task, request) = dto::TriggerRequest::from_item(item, i, task.is_none())
+                .map_err(ApiError::bad_request)?;
+            Ok(TriggerItem {
+                task_id: item_task
+                    .or_else(|| task.map(str::to_owned))
+                    .unwrap_or_default(),
+                payload: request.payload,
+                options: request.options,
+            })
+        })
+        .collect()
+}
+
+/// Batches carry up to 1,000 payloads of up to 3 MB; the body limit is that of a batch.
+const MAX_BATCH_BODY: usize = 64 << 20;
+
+async fn batch_one_task(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(task_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_json(&headers)?;
+    let items = batch_items(&body_bytes(body)?, Some(&task_id))?;
+    let inserted = state.engine.trigger_many(&env, items, true).await?;
+    let batch_id = inserted.first().and_then(|i| i.run.batch_id.clone());
+    let runs: Vec<&str> = inserted.iter().map(|i| i.run.id.as_str()).collect();
+    Ok(Json(json!({ "batchId": batch_id, "runs": runs })))
+}
+
+async fn batch_many_tasks(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_json(&headers)?;
+    let items = batch_items(&body_bytes(body)?, None)?;
+    let inserted = state.engine.trigger_many(&env, items, true).await?;
+    let batch_id = inserted.iter().find_map(|i| i.run.batch_id.clone());
+    let runs: Vec<serde_json::Value> = inserted
+        .iter()
+        .map(|i| {
+            json!({
+                "id": i.run.id,
+                "taskIdentifier": i.run.task_id,
+                "isCached": i.cached,
+                "idempotencyKey": i.run.idempotency_key,
+            })
+        })
+        .collect();
+    Ok(Json(
+        json!({ "id": batch_id, "isCached": false, "runs": runs }),
+    ))
+}
+
+async fn replay_run(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(run_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let run = state.engine.replay(&env, &run_id).await?;
+    Ok(Json(json!({ "id": run.id })))
+}
+
+/// Parses a small JSON body into a map; an empty body is an empty map.
+fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(serde_json::Map::new());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body must be a JSON object: {e}")))
+}
+
+async fn reschedule_run(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(run_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<dto::RunDto>, ApiError> {
+    let body = json_object(&body_bytes(body)?)?;
+    let delay = body.get("delay").ok_or_else(|| {
+        ApiError::bad_request("`delay` is required: a duration like \"1h\" or an ISO 8601 date")
+    })?;
+    let delay = dto::parse_delay(delay, "delay").map_err(ApiError::bad_request)?;
+    let run = state.engine.reschedule(&env, &run_id, delay).await?;
+    let attempts = state.engine.store().attempts(&run.id).await?;
+    Ok(Json(dto::RunDto::new(&run, &attempts)))
+}
+
+async fn add_tags(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(run_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = json_object(&body_bytes(body)?)?;
+    let tags = body.get("tags").ok_or_else(|| {
+        ApiError::bad_request("`tags` is required: a string or an array of strings")
+    })?;
+    let tags = dto::parse_tags(tags, "tags").map_err(ApiError::bad_request)?;
+    let all = state.engine.add_tags(&env, &run_id, tags).await?;
+    Ok(Json(
+        json!({ "message": format!("the run has {} tags", all.len()), "tags": all }),
+    ))
+}
+
+async fn get_metadata(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(run_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
     let run = state
         .engine
-        .trigger(&env, &task_id, request.payload)
-        .await?;
-    Ok(Json(dto::TriggerResponse { id: run.id }))
+        .store()
+        .run(&env.id, &run_id)
+        .await?
+        .ok_or_else(|| ApiError::from(EngineError::RunNotFound(run_id)))?;
+    let metadata: serde_json::Value = run
+        .metadata
+        .as_deref()
+        .and_then(|m| serde_json::from_str(m).ok())
+        .unwrap_or_else(|| json!({}));
+    Ok(Json(json!({ "metadata": metadata })))
+}
+
+async fn update_metadata(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(run_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = json_object(&body_bytes(body)?)?;
+    let ops = dto::parse_metadata_body(body).map_err(ApiError::bad_request)?;
+    let metadata = state.engine.update_metadata(&env, &run_id, ops).await?;
+    let metadata: serde_json::Value = serde_json::from_str(&metadata).unwrap_or_default();
+    Ok(Json(json!({ "metadata": metadata })))
+}
+
+async fn reset_idempotency_key(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(key): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let body = json_object(&body_bytes(body)?)?;
+    let task = match body.get("taskIdentifier") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::String(t)) => Some(t.clone()),
+        Some(_) => return Err(ApiError::bad_request("`taskIdentifier` must be a string")),
+    };
+    let removed = state.engine.reset_idempotency_key(&env, &key, task).await?;
+    if removed == 0 {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("idempotency key `{key}` not found"),
+        ));
+    }
+    Ok(Json(json!({ "id": key })))
 }
 
 async fn retrieve_run(
@@ -309,6 +533,12 @@ async fn list_runs(
                 }
             }
             "filter[taskIdentifier]" => filter.task_ids.extend(values().map(str::to_owned)),
+            "filter[version]" => filter.versions.extend(values().map(str::to_owned)),
+            "filter[tag]" => filter.tags.extend(values().map(str::to_owned)),
+            "filter[batch]" => filter.batch_id = Some(value.clone()),
+            "filter[idempotencyKey]" => filter.idempotency_key = Some(value.clone()),
+            "filter[createdAt][from]" => filter.created_from = Some(time_param(key, value)?),
+            "filter[createdAt][to]" => filter.created_to = Some(time_param(key, value)?),
             "page[size]" => {
                 size = value
                     .parse()
@@ -324,7 +554,7 @@ async fn list_runs(
             "page[before]" => before = Some(value.clone()),
             other => {
                 return Err(ApiError::bad_request(format!(
-                    "unknown query parameter `{other}`; supported: filter[status], filter[taskIdentifier], page[size], page[after], page[before]"
+                    "unknown query parameter `{other}`; supported: filter[status], filter[taskIdentifier], filter[version], filter[tag], filter[batch], filter[idempotencyKey], filter[createdAt][from], filter[createdAt][to], page[size], page[after], page[before]"
                 )));
             }
         }
@@ -340,6 +570,19 @@ async fn list_runs(
         .list_runs(&env.id, filter, size, after, before)
         .await?;
     Ok(Json(dto::ListRunsResponse::new(&page, &env)))
+}
+
+/// A time in a query: milliseconds since the epoch or an ISO 8601 date.
+fn time_param(key: &str, value: &str) -> Result<Millis, ApiError> {
+    value
+        .parse::<Millis>()
+        .ok()
+        .or_else(|| parse_timestamp(value))
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "{key} must be an ISO 8601 date or milliseconds since 1970"
+            ))
+        })
 }
 
 async fn cancel_run(

@@ -5,23 +5,38 @@
 //! (store writes with compare-and-set, sandbox calls, interrupts). It knows nothing of HTTP or SQL
 //! text and talks to wasmtime only through `sandbox`.
 
+pub mod metadata;
 pub mod state;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
+use crate::deploy::DeployError;
 use crate::deploy::Deployer;
 use crate::model::{
-    AttemptStatus, Deployment, Environment, Machine, Millis, RetryPolicy, Run, RunError, RunStatus,
-    now_ms,
+    AttemptStatus, Clock, DEFAULT_IDEMPOTENCY_KEY_TTL, Delay, Deployment, Environment, Machine,
+    Millis, RetryPolicy, Run, RunError, RunStatus, TriggerOptions,
 };
 use crate::sandbox::{AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind};
-use crate::store::{FinishAttempt, NewRun, RunUpdate, Store, StoreError};
+use crate::store::{FinishAttempt, Inserted, NewRun, RunUpdate, Store, StoreError};
+use metadata::{MetadataError, MetadataOp};
 use state::{Effect, Event, FailureKind, RunState, transition};
+
+/// Most tags on one run (Trigger.dev's `MAX_TAGS_PER_RUN`).
+pub const MAX_TAGS: usize = 10;
+/// Longest tag.
+pub const MAX_TAG_LEN: usize = 128;
+/// Most items in one batch trigger.
+pub const MAX_BATCH_ITEMS: usize = 1_000;
+/// Longest idempotency key.
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 2_048;
+/// Timer rows handled per pass, so one pass never holds the writer for long.
+const TIMER_BATCH: usize = 1_000;
 
 /// Largest payload a trigger may carry (Trigger.dev's limit).
 pub const MAX_PAYLOAD_BYTES: usize = 3 << 20;
@@ -32,13 +47,23 @@ const CAS_RETRIES: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(
-        "task `{task}` is not in the latest deployed version ({version}); deploy a version that declares it"
-    )]
-    UnknownTask { task: String, version: String },
-    #[error(
         "no version is deployed in this environment yet; deploy a component with `kiln deploy <file.wasm>` first"
     )]
     NothingDeployed,
+    #[error("lockToVersion: version `{0}` is not deployed in this environment")]
+    UnknownVersion(String),
+    #[error("lockToVersion: version `{version}` has no task `{task}`")]
+    TaskNotInVersion { task: String, version: String },
+    #[error("the run is {0}; only DELAYED runs can be rescheduled")]
+    NotDelayed(RunStatus),
+    #[error("a run may have at most {MAX_TAGS} tags; this would make {0}")]
+    TooManyTags(usize),
+    #[error("a batch may have 1 to {MAX_BATCH_ITEMS} items; this one has {0}")]
+    BatchSize(usize),
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Deploy(#[from] DeployError),
     #[error("run `{0}` not found")]
     RunNotFound(String),
     #[error("the payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes")]
@@ -57,6 +82,17 @@ pub struct EngineConfig {
     /// Retry policy for what a task does not set.
     pub default_retry: RetryPolicy,
     pub default_machine: Machine,
+    /// TTL of runs whose trigger and task set none.
+    pub default_ttl: Option<Duration>,
+}
+
+/// One run to trigger.
+#[derive(Debug, Clone)]
+pub struct TriggerItem {
+    pub task_id: String,
+    /// JSON text.
+    pub payload: String,
+    pub options: TriggerOptions,
 }
 
 /// The result of a cancel request.
@@ -73,8 +109,11 @@ pub struct Engine {
     sandbox: Sandbox,
     deployer: Arc<Deployer>,
     config: EngineConfig,
+    clock: Arc<dyn Clock>,
     wake: Notify,
     executing: Mutex<HashMap<String, CancelHandle>>,
+    /// Earliest known delayed-run or TTL deadline; timer passes run only once it has come.
+    timer_due: AtomicI64,
 }
 
 impl Engine {
@@ -83,15 +122,55 @@ impl Engine {
         sandbox: Sandbox,
         deployer: Arc<Deployer>,
         config: EngineConfig,
+        clock: Arc<dyn Clock>,
     ) -> Engine {
         Engine {
             store,
             sandbox,
             deployer,
             config,
+            clock,
             wake: Notify::new(),
             executing: Mutex::new(HashMap::new()),
+            // Unknown at start: the first dispatcher pass looks.
+            timer_due: AtomicI64::new(i64::MIN),
         }
+    }
+
+    /// The engine's current time.
+    pub fn now(&self) -> Millis {
+        self.clock.now()
+    }
+
+    /// Makes the dispatcher look at the queue and the timers again (after a clock change, say).
+    pub fn wake(&self) {
+        self.timer_due.store(i64::MIN, Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    fn arm_timer(&self, at: Option<Millis>) {
+        if let Some(at) = at {
+            self.timer_due.fetch_min(at, Ordering::SeqCst);
+        }
+    }
+
+    /// Deploys a component and queues the runs that were waiting for a version with its tasks.
+    pub async fn deploy(
+        &self,
+        env: &Environment,
+        bytes: Vec<u8>,
+    ) -> Result<Deployment, EngineError> {
+        let deployment = self.deployer.deploy(env, bytes).await?;
+        let tasks = deployment.tasks.iter().map(|t| t.id.clone()).collect();
+        let queued = self
+            .store
+            .enqueue_pending_version(&env.id, tasks, self.now())
+            .await?;
+        if queued > 0 {
+            tracing::info!(runs = queued, version = %deployment.version, "queued runs that waited for a version");
+            self.wake.notify_one();
+        }
+        Ok(deployment)
     }
 
     pub fn store(&self) -> &Store {
@@ -102,49 +181,241 @@ impl Engine {
         &self.deployer
     }
 
-    /// Creates a QUEUED run of `task_id` on the latest deployed version and wakes the dispatcher.
+    /// Triggers one run. A repeat of a live idempotency key returns the earlier run, `cached`.
     pub async fn trigger(
         &self,
         env: &Environment,
-        task_id: &str,
-        payload: String,
-    ) -> Result<Run, EngineError> {
-        if payload.len() > MAX_PAYLOAD_BYTES {
-            return Err(EngineError::PayloadTooLarge {
-                size: payload.len(),
-            });
+        item: TriggerItem,
+    ) -> Result<Inserted, EngineError> {
+        let mut inserted = self.trigger_many(env, vec![item], false).await?;
+        inserted.pop().ok_or(EngineError::BatchSize(0))
+    }
+
+    /// Triggers several runs in one transaction (`batch`: as one batch, with a batch id on each).
+    pub async fn trigger_many(
+        &self,
+        env: &Environment,
+        items: Vec<TriggerItem>,
+        batch: bool,
+    ) -> Result<Vec<Inserted>, EngineError> {
+        if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
+            return Err(EngineError::BatchSize(items.len()));
         }
-        let deployment = self
-            .store
-            .latest_deployment(&env.id)
+        let now = self.now();
+        let latest = self.store.latest_deployment(&env.id).await?;
+        let mut locked: HashMap<String, Deployment> = HashMap::new();
+        let mut runs = Vec::with_capacity(items.len());
+        for item in items {
+            if item.payload.len() > MAX_PAYLOAD_BYTES {
+                return Err(EngineError::PayloadTooLarge {
+                    size: item.payload.len(),
+                });
+            }
+            let deployment = match &item.options.lock_to_version {
+                Some(version) => {
+                    if !locked.contains_key(version) {
+                        let d = self
+                            .store
+                            .deployment_by_version(&env.id, version)
+                            .await?
+                            .ok_or_else(|| EngineError::UnknownVersion(version.clone()))?;
+                        locked.insert(version.clone(), d);
+                    }
+                    let d = &locked[version];
+                    if !d.tasks.iter().any(|t| t.id == item.task_id) {
+                        return Err(EngineError::TaskNotInVersion {
+                            task: item.task_id,
+                            version: version.clone(),
+                        });
+                    }
+                    Some(d)
+                }
+                None => latest.as_ref(),
+            };
+            runs.push(self.new_run(env, item, deployment, now));
+        }
+        let batch_id = batch.then(|| crate::model::new_id("batch"));
+        let inserted = self.store.insert_runs(runs, batch_id).await?;
+        for i in inserted.iter().filter(|i| !i.cached) {
+            self.arm_timer(
+                i.run
+                    .delay_until
+                    .filter(|_| i.run.status == RunStatus::Delayed),
+            );
+            self.arm_timer(i.run.expires_at);
+        }
+        self.wake.notify_one();
+        Ok(inserted)
+    }
+
+    /// Resolves a trigger's options against its task's definition and the host defaults
+    /// (trigger > task > host).
+    fn new_run(
+        &self,
+        env: &Environment,
+        item: TriggerItem,
+        deployment: Option<&Deployment>,
+        now: Millis,
+    ) -> NewRun {
+        let o = item.options;
+        let task = deployment.and_then(|d| d.tasks.iter().find(|t| t.id == item.task_id));
+        let delay_until = o
+            .delay
+            .map(|d| match d {
+                Delay::For(d) => {
+                    now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+                }
+                Delay::Until(at) => at,
+            })
+            .filter(|at| *at > now);
+        let status = if delay_until.is_some() {
+            RunStatus::Delayed
+        } else if task.is_none() {
+            RunStatus::PendingVersion
+        } else {
+            RunStatus::Queued
+        };
+        let mut retry = task
+            .map(|t| t.retry.resolve(self.config.default_retry))
+            .unwrap_or(self.config.default_retry);
+        if let Some(n) = o.max_attempts {
+            retry.max_attempts = n;
+        }
+        let ttl = match o.ttl {
+            Some(ttl) if ttl.is_zero() => None,
+            Some(ttl) => Some(ttl),
+            None => task.and_then(|t| t.ttl).or(self.config.default_ttl),
+        };
+        let queue_timestamp = delay_until.unwrap_or(now);
+        let key_ttl = o.idempotency_key_ttl.unwrap_or(DEFAULT_IDEMPOTENCY_KEY_TTL);
+        NewRun {
+            environment_id: env.id.clone(),
+            status,
+            payload: item.payload,
+            queue: o
+                .queue
+                .or_else(|| task.and_then(|t| t.queue.as_ref()).map(|q| q.name.clone()))
+                .unwrap_or_else(|| format!("task/{}", item.task_id)),
+            task_id: item.task_id,
+            machine: o
+                .machine
+                .or_else(|| task.and_then(|t| t.machine))
+                .unwrap_or(self.config.default_machine),
+            retry,
+            queue_timestamp,
+            priority_ms: o.priority_ms,
+            delay_until,
+            ttl,
+            expires_at: ttl.map(|t| {
+                queue_timestamp.saturating_add(i64::try_from(t.as_millis()).unwrap_or(i64::MAX))
+            }),
+            idempotency: o.idempotency_key.map(|k| {
+                (
+                    k,
+                    now.saturating_add(i64::try_from(key_ttl.as_millis()).unwrap_or(i64::MAX)),
+                )
+            }),
+            tags: o.tags,
+            metadata: o.metadata,
+            max_duration: o.max_duration.or_else(|| task.and_then(|t| t.max_duration)),
+            concurrency_key: o.concurrency_key,
+            lock_to_version: o.lock_to_version,
+            now,
+        }
+    }
+
+    /// A new run with the same task, payload, tags and metadata, on the latest version.
+    pub async fn replay(&self, env: &Environment, run_id: &str) -> Result<Run, EngineError> {
+        let run = self.find(env, run_id).await?;
+        let item = TriggerItem {
+            task_id: run.task_id,
+            payload: run.payload,
+            options: TriggerOptions {
+                tags: run.tags,
+                machine: Some(run.machine),
+                ..TriggerOptions::default()
+            },
+        };
+        Ok(self.trigger(env, item).await?.run)
+    }
+
+    /// Changes the delay of a DELAYED run.
+    pub async fn reschedule(
+        &self,
+        env: &Environment,
+        run_id: &str,
+        delay: Delay,
+    ) -> Result<Run, EngineError> {
+        let run = self.find(env, run_id).await?;
+        if transition(&run_state(&run), Event::Reschedule, self.now()).is_err() {
+            return Err(EngineError::NotDelayed(run.status));
+        }
+        let now = self.now();
+        let until = match delay {
+            Delay::For(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            Delay::Until(at) => at.max(now),
+        };
+        match self.store.reschedule(&run.id, until, now).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                let status = self.find(env, run_id).await?.status;
+                return Err(EngineError::NotDelayed(status));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.wake();
+        self.find(env, run_id).await
+    }
+
+    /// Adds tags to a run (at most [`MAX_TAGS`] in all).
+    pub async fn add_tags(
+        &self,
+        env: &Environment,
+        run_id: &str,
+        tags: Vec<String>,
+    ) -> Result<Vec<String>, EngineError> {
+        let run = self.find(env, run_id).await?;
+        self.store
+            .add_tags(&run.id, tags, MAX_TAGS, self.now())
             .await?
-            .ok_or(EngineError::NothingDeployed)?;
-        let task = deployment
-            .tasks
-            .iter()
-            .find(|t| t.id == task_id)
-            .ok_or_else(|| EngineError::UnknownTask {
-                task: task_id.to_owned(),
-                version: deployment.version.clone(),
-            })?;
-        let run = self
+            .map_err(EngineError::TooManyTags)
+    }
+
+    /// Applies metadata operations to a run's metadata; returns the new metadata (JSON text).
+    pub async fn update_metadata(
+        &self,
+        env: &Environment,
+        run_id: &str,
+        ops: Vec<MetadataOp>,
+    ) -> Result<String, EngineError> {
+        let run = self.find(env, run_id).await?;
+        let result = self
             .store
-            .insert_run(NewRun {
-                environment_id: env.id.clone(),
-                task_id: task_id.to_owned(),
-                payload,
-                queue: task
-                    .queue
-                    .as_ref()
-                    .map(|q| q.name.clone())
-                    .unwrap_or_else(|| format!("task/{task_id}")),
-                machine: task.machine.unwrap_or(self.config.default_machine),
-                retry: task.retry.resolve(self.config.default_retry),
-                now: now_ms(),
+            .change_metadata(&run.id, self.now(), move |current| {
+                metadata::apply(current.as_deref(), &ops)
             })
             .await?;
-        self.wake.notify_one();
-        Ok(run)
+        Ok(result?)
+    }
+
+    /// Forgets an idempotency key so the next trigger with it makes a new run.
+    pub async fn reset_idempotency_key(
+        &self,
+        env: &Environment,
+        key: &str,
+        task_id: Option<String>,
+    ) -> Result<usize, EngineError> {
+        Ok(self
+            .store
+            .reset_idempotency_key(&env.id, key, task_id)
+            .await?)
+    }
+
+    async fn find(&self, env: &Environment, run_id: &str) -> Result<Run, EngineError> {
+        self.store
+            .run(&env.id, run_id)
+            .await?
+            .ok_or_else(|| EngineError::RunNotFound(run_id.to_owned()))
     }
 
     /// Cancels a run in any non-final status; an executing attempt is interrupted within one
@@ -163,7 +434,7 @@ impl Engine {
             if run.status.is_final() {
                 return Ok(CancelOutcome::AlreadyFinished(run.status));
             }
-            let Ok(t) = transition(&run_state(&run), Event::Cancel, now_ms()) else {
+            let Ok(t) = transition(&run_state(&run), Event::Cancel, self.now()) else {
                 return Ok(CancelOutcome::AlreadyFinished(run.status));
             };
             let update = RunUpdate {
@@ -177,7 +448,7 @@ impl Engine {
                     message: "Canceled by user".into(),
                     stack: None,
                 }),
-                now: now_ms(),
+                now: self.now(),
             };
             match self.store.update_run(update).await {
                 Ok(()) => {
@@ -209,7 +480,7 @@ impl Engine {
         let runs = self.store.in_flight_runs().await?;
         let count = runs.len();
         for run in runs {
-            let now = now_ms();
+            let now = self.now();
             let Ok(t) = transition(&run_state(&run), Event::Recover, now) else {
                 continue;
             };
@@ -255,10 +526,11 @@ impl Engine {
     pub async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
         let mut running = JoinSet::new();
         loop {
+            self.run_timers().await;
             let free = self.config.concurrency.saturating_sub(running.len());
             let mut claimed_all = false;
             if free > 0 {
-                match self.store.claim_ready(now_ms(), free).await {
+                match self.store.claim_ready(self.now(), free).await {
                     Ok(runs) => {
                         claimed_all = runs.len() == free;
                         for run in runs {
@@ -274,7 +546,7 @@ impl Engine {
             } else {
                 match self.store.next_due().await {
                     Ok(Some(at)) => Some(Duration::from_millis(
-                        at.saturating_sub(now_ms()).max(0) as u64
+                        at.saturating_sub(self.now()).max(0) as u64,
                     )),
                     Ok(None) => None,
                     Err(e) => {
@@ -298,19 +570,90 @@ impl Engine {
         while running.join_next().await.is_some() {}
     }
 
+    /// Enqueues delayed runs whose time came and expires runs whose TTL passed, once the earliest
+    /// known deadline has come.
+    async fn run_timers(&self) {
+        let now = self.now();
+        if self.timer_due.load(Ordering::SeqCst) > now {
+            return;
+        }
+        // Both transitions come from the state machine; the store applies them in bulk.
+        debug_assert!(
+            transition(
+                &RunState {
+                    status: RunStatus::Delayed,
+                    attempt_count: 0,
+                    retry: self.config.default_retry
+                },
+                Event::Enqueue,
+                now
+            )
+            .is_ok_and(|t| t.state.status == RunStatus::Queued)
+        );
+        let expired = RunError {
+            code: Some("TTL_EXPIRED".into()),
+            name: "Error".into(),
+            message: "the run did not start before its TTL passed".into(),
+            stack: None,
+        };
+        let mut again = false;
+        match self.store.enqueue_delayed(now, TIMER_BATCH).await {
+            Ok(n) => again |= n == TIMER_BATCH,
+            Err(e) => tracing::error!(error = %e, "enqueuing delayed runs failed"),
+        }
+        match self.store.expire_due(now, expired, TIMER_BATCH).await {
+            Ok(n) => again |= n == TIMER_BATCH,
+            Err(e) => tracing::error!(error = %e, "expiring runs failed"),
+        }
+        let next = if again {
+            now
+        } else {
+            match self.store.next_timer().await {
+                Ok(next) => next.unwrap_or(i64::MAX),
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the next timer failed");
+                    now.saturating_add(1_000)
+                }
+            }
+        };
+        // A trigger may have armed an earlier deadline meanwhile; keep the earlier one.
+        let _ = self
+            .timer_due
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |due| {
+                (due <= now).then_some(next)
+            });
+    }
+
+    /// A claimed run whose task is in no usable version waits for a deploy (PENDING_VERSION) if it
+    /// never started; a started run's locked version cannot lose the task, so that is a failure.
+    async fn park_or_fail(&self, run: &Run) {
+        let Ok(t) = transition(&run_state(run), Event::Park, self.now()) else {
+            let message = format!(
+                "task `{}` is not in the deployed version the run is locked to",
+                run.task_id
+            );
+            return self
+                .fail_unstarted(run, "COULD_NOT_FIND_TASK", message)
+                .await;
+        };
+        let update = RunUpdate {
+            run_id: run.id.clone(),
+            expected: run.status,
+            status: t.state.status,
+            available_at: None,
+            error: None,
+            now: self.now(),
+        };
+        if let Err(e) = self.store.update_run(update).await {
+            tracing::error!(run = %run.id, error = %e, "could not park the run");
+        }
+    }
+
     /// Executes one attempt of a claimed (DEQUEUED) run and records its end.
     async fn execute(self: Arc<Self>, run: Run) {
         let deployment = match self.deployment_for(&run).await {
             Ok(Some(d)) => d,
-            Ok(None) => {
-                let message = format!(
-                    "task `{}` is not in the deployed version the run needs; deploy a version that declares it",
-                    run.task_id
-                );
-                return self
-                    .fail_unstarted(&run, "COULD_NOT_FIND_TASK", message)
-                    .await;
-            }
+            Ok(None) => return self.park_or_fail(&run).await,
             Err(e) => {
                 return self
                     .fail_unstarted(&run, "SYSTEM_FAILURE", format!("{e}"))
@@ -325,7 +668,7 @@ impl Engine {
                     .await;
             }
         };
-        let Ok(started) = transition(&run_state(&run), Event::StartAttempt, now_ms()) else {
+        let Ok(started) = transition(&run_state(&run), Event::StartAttempt, self.now()) else {
             return;
         };
         let attempt = started.state.attempt_count;
@@ -337,7 +680,7 @@ impl Engine {
         let _unregister = Unregister(&self.executing, &run.id);
         match self
             .store
-            .start_attempt(&run.id, &deployment.id, attempt, now_ms())
+            .start_attempt(&run.id, &deployment.id, attempt, self.now())
             .await
         {
             Ok(()) => {}
@@ -356,15 +699,17 @@ impl Engine {
                 attempt,
                 version: deployment.version.clone(),
                 environment: run.environment_slug.clone(),
-                tags: Vec::new(),
-                idempotency_key: None,
+                tags: run.tags.clone(),
+                idempotency_key: run.idempotency_key.clone(),
                 queue: run.queue.clone(),
                 machine: run.machine,
                 parent_run_id: None,
                 root_run_id: None,
                 created_at_ms: u64::try_from(run.created_at).unwrap_or(0),
             },
-            max_duration: task.and_then(|t| t.max_duration),
+            max_duration: run
+                .max_duration
+                .or_else(|| task.and_then(|t| t.max_duration)),
             cancel,
         };
         let report = self.sandbox.run(&prepared, request).await;
@@ -372,7 +717,7 @@ impl Engine {
             status: RunStatus::Executing,
             ..started.state
         };
-        let now = now_ms();
+        let now = self.now();
         let (event, output, error) = outcome_event(report.outcome);
         let t = match transition(&executing, event, now) {
             Ok(t) => t,
@@ -416,9 +761,14 @@ impl Engine {
     }
 
     async fn deployment_for(&self, run: &Run) -> Result<Option<Deployment>, StoreError> {
-        let deployment = match &run.deployment_id {
-            Some(id) => self.store.deployment(id).await?,
-            None => self.store.latest_deployment(&run.environment_id).await?,
+        let deployment = match (&run.deployment_id, &run.lock_to_version) {
+            (Some(id), _) => self.store.deployment(id).await?,
+            (None, Some(version)) => {
+                self.store
+                    .deployment_by_version(&run.environment_id, version)
+                    .await?
+            }
+            (None, None) => self.store.latest_deployment(&run.environment_id).await?,
         };
         Ok(deployment.filter(|d| d.tasks.iter().any(|t| t.id == run.task_id)))
     }
@@ -426,7 +776,11 @@ impl Engine {
     /// A claimed run that cannot start fails as SYSTEM_FAILURE without an attempt.
     async fn fail_unstarted(&self, run: &Run, code: &str, message: String) {
         let kind = FailureKind::System;
-        let Ok(t) = transition(&run_state(run), Event::Fail { kind, jitter: 0.0 }, now_ms()) else {
+        let Ok(t) = transition(
+            &run_state(run),
+            Event::Fail { kind, jitter: 0.0 },
+            self.now(),
+        ) else {
             return;
         };
         let update = RunUpdate {
@@ -440,7 +794,7 @@ impl Engine {
                 message,
                 stack: None,
             }),
-            now: now_ms(),
+            now: self.now(),
         };
         if let Err(e) = self.store.update_run(update).await {
             tracing::error!(run = %run.id, error = %e, "could not fail the run");

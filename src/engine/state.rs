@@ -93,6 +93,14 @@ pub enum Event {
     Cancel,
     /// The host restarted and found the run claimed or executing by a process that is gone.
     Recover,
+    /// A delayed run's time came, or a version with its task was deployed.
+    Enqueue,
+    /// The run's TTL passed before it started.
+    Expire,
+    /// A delayed run got a new delay.
+    Reschedule,
+    /// A claimed run's task is in no deployed version yet: wait for a deploy.
+    Park,
 }
 
 /// What the executor must do besides storing the new state.
@@ -128,6 +136,10 @@ impl Event {
             Event::Fail { .. } => "fail",
             Event::Cancel => "cancel",
             Event::Recover => "recover",
+            Event::Enqueue => "enqueue",
+            Event::Expire => "expire",
+            Event::Reschedule => "reschedule",
+            Event::Park => "park",
         }
     }
 }
@@ -190,6 +202,15 @@ pub fn transition(
         (status, Event::Cancel) if !status.is_final() => {
             Ok(to(S::Canceled, vec![Effect::Finished]))
         }
+        (S::Delayed | S::PendingVersion, Event::Enqueue) => {
+            Ok(to(S::Queued, vec![Effect::RequeueAt(now)]))
+        }
+        // Only a run that never started expires; a retrying run is already under way.
+        (S::Queued | S::PendingVersion, Event::Expire) if run.attempt_count == 0 => {
+            Ok(to(S::Expired, vec![Effect::Finished]))
+        }
+        (S::Delayed, Event::Reschedule) => Ok(to(S::Delayed, vec![])),
+        (S::Dequeued, Event::Park) if run.attempt_count == 0 => Ok(to(S::PendingVersion, vec![])),
         _ => Err(invalid()),
     }
 }
@@ -461,7 +482,12 @@ mod tests {
             fail(FailureKind::User),
             Event::Cancel,
             Event::Recover,
+            Event::Enqueue,
+            Event::Expire,
+            Event::Reschedule,
+            Event::Park,
         ];
+        // With one attempt made: a started run neither expires nor parks.
         let valid = |s: RunStatus, e: &Event| match e {
             Event::Dequeue => s == S::Queued,
             Event::StartAttempt => s == S::Dequeued,
@@ -469,6 +495,9 @@ mod tests {
             Event::Fail { .. } => matches!(s, S::Executing | S::Dequeued),
             Event::Cancel => !s.is_final(),
             Event::Recover => matches!(s, S::Dequeued | S::Executing),
+            Event::Enqueue => matches!(s, S::Delayed | S::PendingVersion),
+            Event::Expire | Event::Park => false,
+            Event::Reschedule => s == S::Delayed,
         };
         for status in RunStatus::ALL {
             for event in events {
@@ -483,6 +512,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_started_run_never_expires_or_parks() {
+        assert!(transition(&state(S::Queued, 1), Event::Expire, NOW).is_err());
+        assert!(transition(&state(S::Dequeued, 1), Event::Park, NOW).is_err());
+        assert!(
+            transition(&state(S::Delayed, 0), Event::Expire, NOW).is_err(),
+            "TTL counts from enqueue"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! [`MIGRATIONS`] plus one is the schema version recorded in SQLite's `user_version`.
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[&str] = &[V1_INITIAL];
+pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_TRIGGER_OPTIONS];
 
 const V1_INITIAL: &str = r#"
 CREATE TABLE projects (
@@ -120,4 +120,56 @@ CREATE TABLE run_logs (
     attributes  TEXT
 );
 CREATE INDEX run_logs_by_run ON run_logs (run_id, id);
+"#;
+
+/// Trigger options: delay, TTL, priority, idempotency keys, tags, metadata, per-run limits, batches.
+const V2_TRIGGER_OPTIONS: &str = r#"
+ALTER TABLE runs ADD COLUMN priority_ms INTEGER NOT NULL DEFAULT 0;
+-- Queue order: queue timestamp minus priority. Retries and re-queues keep it.
+ALTER TABLE runs ADD COLUMN score INTEGER NOT NULL DEFAULT 0;
+UPDATE runs SET score = queue_ts;
+ALTER TABLE runs ADD COLUMN delay_until INTEGER;
+ALTER TABLE runs ADD COLUMN ttl_ms INTEGER;
+ALTER TABLE runs ADD COLUMN expires_at INTEGER;
+ALTER TABLE runs ADD COLUMN expired_at INTEGER;
+ALTER TABLE runs ADD COLUMN idempotency_key TEXT;
+ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE runs ADD COLUMN metadata TEXT;
+ALTER TABLE runs ADD COLUMN max_duration_ms INTEGER;
+ALTER TABLE runs ADD COLUMN concurrency_key TEXT;
+ALTER TABLE runs ADD COLUMN lock_to_version TEXT;
+ALTER TABLE runs ADD COLUMN batch_id TEXT;
+
+DROP INDEX runs_ready;
+-- The ready queue in score order; due time is checked per row (only retry backoff is not due).
+CREATE INDEX runs_ready ON runs (score) WHERE status = 'QUEUED';
+CREATE INDEX runs_delayed ON runs (available_at) WHERE status = 'DELAYED';
+CREATE INDEX runs_expiring ON runs (expires_at) WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at IS NOT NULL;
+CREATE INDEX runs_pending_version ON runs (environment_id, task_id) WHERE status = 'PENDING_VERSION';
+CREATE INDEX runs_by_batch ON runs (batch_id) WHERE batch_id IS NOT NULL;
+
+CREATE TABLE run_tags (
+    run_id          TEXT NOT NULL REFERENCES runs(id),
+    environment_id  TEXT NOT NULL,
+    tag             TEXT NOT NULL,
+    PRIMARY KEY (run_id, tag)
+);
+CREATE INDEX run_tags_by_tag ON run_tags (environment_id, tag, run_id);
+
+-- One live key per (environment, task); a repeat trigger within `expires_at` returns `run_id`.
+CREATE TABLE idempotency_keys (
+    environment_id  TEXT NOT NULL,
+    task_id         TEXT NOT NULL,
+    key             TEXT NOT NULL,
+    run_id          TEXT NOT NULL REFERENCES runs(id),
+    expires_at      INTEGER NOT NULL,
+    PRIMARY KEY (environment_id, task_id, key)
+);
+
+CREATE TABLE batches (
+    id              TEXT PRIMARY KEY,
+    environment_id  TEXT NOT NULL REFERENCES environments(id),
+    run_count       INTEGER NOT NULL,
+    created_at      INTEGER NOT NULL
+);
 "#;

@@ -10,16 +10,38 @@ use crate::model::{
     new_id,
 };
 
-/// A run to insert (status QUEUED).
+/// A run to insert, every option resolved by the engine.
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub environment_id: String,
     pub task_id: String,
+    /// QUEUED, DELAYED or PENDING_VERSION.
+    pub status: RunStatus,
     pub payload: String,
     pub queue: String,
     pub machine: Machine,
     pub retry: RetryPolicy,
+    /// Queue timestamp: the trigger time, or the delay's end.
+    pub queue_timestamp: Millis,
+    pub priority_ms: i64,
+    pub delay_until: Option<Millis>,
+    pub ttl: Option<std::time::Duration>,
+    pub expires_at: Option<Millis>,
+    /// The key and when it stops matching repeats.
+    pub idempotency: Option<(String, Millis)>,
+    pub tags: Vec<String>,
+    pub metadata: Option<String>,
+    pub max_duration: Option<std::time::Duration>,
+    pub concurrency_key: Option<String>,
+    pub lock_to_version: Option<String>,
     pub now: Millis,
+}
+
+/// A run as inserted, or the run an idempotency key already pointed to.
+#[derive(Debug, Clone)]
+pub struct Inserted {
+    pub run: Run,
+    pub cached: bool,
 }
 
 /// Filters of the runs list; every field is optional.
@@ -27,6 +49,13 @@ pub struct NewRun {
 pub struct RunFilter {
     pub statuses: Vec<RunStatus>,
     pub task_ids: Vec<String>,
+    pub versions: Vec<String>,
+    /// Runs carrying any of these tags.
+    pub tags: Vec<String>,
+    pub created_from: Option<Millis>,
+    pub created_to: Option<Millis>,
+    pub batch_id: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
 /// One page of runs, newest first, with cursors for the neighbouring pages.
@@ -67,7 +96,9 @@ pub struct FinishAttempt {
 const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payload, r.output, r.error, \
      r.deployment_id, d.version, r.queue, r.machine, r.max_attempts, r.retry_factor, r.retry_min_ms, \
      r.retry_max_ms, r.retry_randomize, r.attempt_count, r.queue_ts, r.available_at, r.created_at, \
-     r.updated_at, r.started_at, r.finished_at, r.fuel_used, r.compute_ms, e.slug";
+     r.updated_at, r.started_at, r.finished_at, r.fuel_used, r.compute_ms, e.slug, r.priority_ms, \
+     r.delay_until, r.ttl_ms, r.expires_at, r.expired_at, r.idempotency_key, r.tags, r.metadata, \
+     r.max_duration_ms, r.concurrency_key, r.lock_to_version, r.batch_id";
 
 const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
      LEFT JOIN deployments d ON d.id = r.deployment_id";
@@ -105,7 +136,27 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         fuel_used: row.get::<_, i64>(23)? as u64,
         compute_ms: row.get::<_, i64>(24)? as u64,
         environment_slug: row.get(25)?,
+        priority_ms: row.get(26)?,
+        delay_until: row.get(27)?,
+        ttl: row.get::<_, Option<i64>>(28)?.map(ms_duration),
+        expires_at: row.get(29)?,
+        expired_at: row.get(30)?,
+        idempotency_key: row.get(31)?,
+        tags: serde_json::from_str(&row.get::<_, String>(32)?).unwrap_or_default(),
+        metadata: row.get(33)?,
+        max_duration: row.get::<_, Option<i64>>(34)?.map(ms_duration),
+        concurrency_key: row.get(35)?,
+        lock_to_version: row.get(36)?,
+        batch_id: row.get(37)?,
     })
+}
+
+fn ms_duration(ms: i64) -> std::time::Duration {
+    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn corrupt_col(index: usize, name: &str, value: &str) -> rusqlite::Error {
@@ -347,31 +398,218 @@ impl Store {
         .await
     }
 
-    /// Inserts a QUEUED run.
-    pub async fn insert_run(&self, new: NewRun) -> Result<Run, StoreError> {
+    /// Inserts runs in one transaction, as one batch when `batch_id` is given. A run whose
+    /// idempotency key matches a live key of an earlier run is not inserted: the earlier run is
+    /// returned with `cached: true`. A key whose run failed or expired is released and reused.
+    pub async fn insert_runs(
+        &self,
+        runs: Vec<NewRun>,
+        batch_id: Option<String>,
+    ) -> Result<Vec<Inserted>, StoreError> {
         self.write(move |c| {
-            let id = new_id("run");
-            c.execute(
-                "INSERT INTO runs (id, environment_id, task_id, status, payload, queue, machine, \
-                   max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, \
-                   queue_ts, available_at, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, 'QUEUED', ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?12, ?12)",
-                params![
-                    id,
-                    new.environment_id,
-                    new.task_id,
-                    new.payload,
-                    new.queue,
-                    new.machine.as_str(),
-                    new.retry.max_attempts,
-                    new.retry.factor,
-                    new.retry.min_timeout_ms as i64,
-                    new.retry.max_timeout_ms as i64,
-                    new.retry.randomize,
-                    new.now,
-                ],
+            if let (Some(batch), Some(first)) = (&batch_id, runs.first()) {
+                c.execute(
+                    "INSERT INTO batches (id, environment_id, run_count, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![batch, first.environment_id, runs.len() as i64, first.now],
+                )?;
+            }
+            let mut out = Vec::with_capacity(runs.len());
+            for new in runs {
+                if let Some(existing) = live_idempotent_run(c, &new)? {
+                    out.push(Inserted {
+                        run: existing,
+                        cached: true,
+                    });
+                    continue;
+                }
+                let id = insert_one(c, &new, batch_id.as_deref())?;
+                out.push(Inserted {
+                    run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
+                    cached: false,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Forgets an idempotency key (for one task, or every task of the environment). Returns how
+    /// many keys were removed.
+    pub async fn reset_idempotency_key(
+        &self,
+        environment_id: &str,
+        key: &str,
+        task_id: Option<String>,
+    ) -> Result<usize, StoreError> {
+        let (environment_id, key) = (environment_id.to_owned(), key.to_owned());
+        self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM idempotency_keys WHERE environment_id = ?1 AND key = ?2 \
+                 AND (?3 IS NULL OR task_id = ?3)",
+                params![environment_id, key, task_id],
+            )?)
+        })
+        .await
+    }
+
+    /// Moves DELAYED runs whose time has come to QUEUED. Returns how many moved.
+    pub async fn enqueue_delayed(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE runs SET status = 'QUEUED', updated_at = ?1 \
+                 WHERE id IN (SELECT id FROM runs WHERE status = 'DELAYED' AND available_at <= ?1 \
+                              ORDER BY available_at LIMIT ?2)",
+            )?
+            .execute(params![now, limit as i64])?)
+        })
+        .await
+    }
+
+    /// Expires runs that were not started before their TTL. Returns how many expired.
+    pub async fn expire_due(
+        &self,
+        now: Millis,
+        error: RunError,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        self.write(move |c| {
+            Ok(c.prepare_cached(
+                "UPDATE runs SET status = 'EXPIRED', updated_at = ?1, expired_at = ?1, finished_at = ?1, error = ?2 \
+                 WHERE id IN (SELECT id FROM runs WHERE status IN ('QUEUED', 'PENDING_VERSION') \
+                              AND expires_at IS NOT NULL AND expires_at <= ?1 AND attempt_count = 0 \
+                              ORDER BY expires_at LIMIT ?3)",
+            )?
+            .execute(params![now, encode_error(&error), limit as i64])?)
+        })
+        .await
+    }
+
+    /// Queues the environment's PENDING_VERSION runs of these tasks (a version with them was
+    /// deployed). They keep their queue order.
+    pub async fn enqueue_pending_version(
+        &self,
+        environment_id: &str,
+        task_ids: Vec<String>,
+        now: Millis,
+    ) -> Result<usize, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.write(move |c| {
+            let mut moved = 0;
+            let mut stmt = c.prepare_cached(
+                "UPDATE runs SET status = 'QUEUED', available_at = ?3, updated_at = ?3 \
+                 WHERE environment_id = ?1 AND task_id = ?2 AND status = 'PENDING_VERSION'",
             )?;
-            load_run(c, &id)?.ok_or(StoreError::NotFound("run"))
+            for task in &task_ids {
+                moved += stmt.execute(params![environment_id, task, now])?;
+            }
+            Ok(moved)
+        })
+        .await
+    }
+
+    /// Gives a DELAYED run a new delay (compare-and-set on DELAYED); its TTL counts from the new
+    /// enqueue time.
+    pub async fn reschedule(
+        &self,
+        run_id: &str,
+        until: Millis,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let run_id = run_id.to_owned();
+        self.write(move |c| {
+            let changed = c.execute(
+                "UPDATE runs SET available_at = ?2, delay_until = ?2, queue_ts = ?2, score = ?2 - priority_ms, \
+                   expires_at = CASE WHEN ttl_ms IS NULL THEN NULL ELSE ?2 + ttl_ms END, updated_at = ?3 \
+                 WHERE id = ?1 AND status = 'DELAYED'",
+                params![run_id, until, now],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Conflict);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Adds tags to a run, keeping order and dropping repeats. `Ok(Err(n))` when the result would
+    /// have `n` tags, more than `max`; nothing changes then.
+    pub async fn add_tags(
+        &self,
+        run_id: &str,
+        tags: Vec<String>,
+        max: usize,
+        now: Millis,
+    ) -> Result<Result<Vec<String>, usize>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.write(move |c| {
+            let (environment_id, current): (String, String) = c.query_row(
+                "SELECT environment_id, tags FROM runs WHERE id = ?1",
+                [&run_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let mut all: Vec<String> = serde_json::from_str(&current).unwrap_or_default();
+            for tag in tags {
+                if !all.contains(&tag) {
+                    all.push(tag);
+                }
+            }
+            if all.len() > max {
+                return Ok(Err(all.len()));
+            }
+            write_tags(c, &run_id, &environment_id, &all)?;
+            c.execute(
+                "UPDATE runs SET updated_at = ?2 WHERE id = ?1",
+                params![run_id, now],
+            )?;
+            Ok(Ok(all))
+        })
+        .await
+    }
+
+    /// Replaces a run's metadata with what `change` makes of the current value, atomically.
+    /// `change` returning `Err` leaves it untouched and passes the error through.
+    pub async fn change_metadata<E: Send + 'static>(
+        &self,
+        run_id: &str,
+        now: Millis,
+        change: impl FnOnce(Option<String>) -> Result<String, E> + Send + 'static,
+    ) -> Result<Result<String, E>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.write(move |c| {
+            let current: Option<String> =
+                c.query_row("SELECT metadata FROM runs WHERE id = ?1", [&run_id], |r| {
+                    r.get(0)
+                })?;
+            match change(current) {
+                Ok(next) => {
+                    c.execute(
+                        "UPDATE runs SET metadata = ?2, updated_at = ?3 WHERE id = ?1",
+                        params![run_id, next, now],
+                    )?;
+                    Ok(Ok(next))
+                }
+                Err(e) => Ok(Err(e)),
+            }
+        })
+        .await
+    }
+
+    /// The deployment of an environment with this version.
+    pub async fn deployment_by_version(
+        &self,
+        environment_id: &str,
+        version: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let (environment_id, version) = (environment_id.to_owned(), version.to_owned());
+        self.read(move |c| {
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM deployments WHERE environment_id = ?1 AND version = ?2",
+                    params![environment_id, version],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            id.map(|id| load_deployment(c, &id)).transpose()
         })
         .await
     }
@@ -417,6 +655,24 @@ impl Store {
                     .collect(),
             );
             in_list(&mut sql, "r.task_id", filter.task_ids);
+            in_list(&mut sql, "d.version", filter.versions);
+            if !filter.tags.is_empty() {
+                sql.push_str(&format!(
+                    " AND EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag IN ({}))",
+                    vec!["?"; filter.tags.len()].join(",")
+                ));
+                args.extend(filter.tags.into_iter().map(Into::into));
+            }
+            let mut compare = |cond: &str, value: Option<rusqlite::types::Value>| {
+                if let Some(v) = value {
+                    sql.push_str(cond);
+                    args.push(v);
+                }
+            };
+            compare(" AND r.created_at >= ?", filter.created_from.map(Into::into));
+            compare(" AND r.created_at <= ?", filter.created_to.map(Into::into));
+            compare(" AND r.batch_id = ?", filter.batch_id.map(Into::into));
+            compare(" AND r.idempotency_key = ?", filter.idempotency_key.map(Into::into));
             let backwards = before.is_some() && after.is_none();
             if let Some(after) = &after {
                 sql.push_str(" AND r.id < ?");
@@ -464,7 +720,7 @@ impl Store {
                 .prepare_cached(
                     "UPDATE runs SET status = 'DEQUEUED', updated_at = ?1 \
                      WHERE id IN (SELECT id FROM runs WHERE status = 'QUEUED' AND available_at <= ?1 \
-                                  ORDER BY available_at, queue_ts LIMIT ?2) \
+                                  ORDER BY score LIMIT ?2) \
                      RETURNING id",
                 )?
                 .query_map(params![now, limit as i64], |r| r.get(0))?
@@ -473,17 +729,37 @@ impl Store {
             for id in ids {
                 runs.push(load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?);
             }
-            runs.sort_by_key(|r| r.queue_timestamp);
+            runs.sort_by_key(|r| r.queue_timestamp - r.priority_ms);
             Ok(runs)
         })
         .await
     }
 
-    /// When the next QUEUED run becomes due, if any.
+    /// When the next timer is due: a queued run's backoff ending, a delayed run's enqueue, or a
+    /// TTL expiring.
     pub async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
-                "SELECT min(available_at) FROM runs WHERE status = 'QUEUED'",
+                "SELECT min(t) FROM ( \
+                   SELECT min(available_at) AS t FROM runs WHERE status = 'QUEUED' \
+                   UNION ALL SELECT min(available_at) FROM runs WHERE status = 'DELAYED' \
+                   UNION ALL SELECT min(expires_at) FROM runs \
+                     WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at IS NOT NULL)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// The earliest delayed-run enqueue or TTL expiry, if any.
+    pub async fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT min(t) FROM ( \
+                   SELECT min(available_at) AS t FROM runs WHERE status = 'DELAYED' \
+                   UNION ALL SELECT min(expires_at) FROM runs \
+                     WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at IS NOT NULL)",
                 [],
                 |r| r.get(0),
             )?)
@@ -788,4 +1064,102 @@ fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
         created_at,
         tasks,
     })
+}
+
+/// The run a live idempotency key points to, unless that run failed or expired (then the key is
+/// released so a new run can take it).
+fn live_idempotent_run(c: &Connection, new: &NewRun) -> Result<Option<Run>, StoreError> {
+    let Some((key, _)) = &new.idempotency else {
+        return Ok(None);
+    };
+    let found: Option<(String, Millis)> = c
+        .prepare_cached(
+            "SELECT run_id, expires_at FROM idempotency_keys WHERE environment_id = ?1 AND task_id = ?2 AND key = ?3",
+        )?
+        .query_row(params![new.environment_id, new.task_id, key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((run_id, expires_at)) = found else {
+        return Ok(None);
+    };
+    if expires_at > new.now
+        && let Some(run) = load_run(c, &run_id)?
+        && !run.status.is_failure()
+    {
+        return Ok(Some(run));
+    }
+    c.execute(
+        "DELETE FROM idempotency_keys WHERE environment_id = ?1 AND task_id = ?2 AND key = ?3",
+        params![new.environment_id, new.task_id, key],
+    )?;
+    Ok(None)
+}
+
+fn insert_one(c: &Connection, new: &NewRun, batch_id: Option<&str>) -> Result<String, StoreError> {
+    let id = new_id("run");
+    let available_at = new.delay_until.unwrap_or(new.now);
+    c.prepare_cached(
+        "INSERT INTO runs (id, environment_id, task_id, status, payload, queue, machine, \
+           max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, \
+           queue_ts, available_at, created_at, updated_at, priority_ms, score, delay_until, ttl_ms, \
+           expires_at, idempotency_key, metadata, max_duration_ms, concurrency_key, lock_to_version, batch_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18, ?19, \
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+    )?
+    .execute(params![
+        id,
+        new.environment_id,
+        new.task_id,
+        new.status.as_str(),
+        new.payload,
+        new.queue,
+        new.machine.as_str(),
+        new.retry.max_attempts,
+        new.retry.factor,
+        new.retry.min_timeout_ms as i64,
+        new.retry.max_timeout_ms as i64,
+        new.retry.randomize,
+        new.queue_timestamp,
+        available_at,
+        new.now,
+        new.priority_ms,
+        new.queue_timestamp.saturating_sub(new.priority_ms),
+        new.delay_until,
+        new.ttl.map(duration_ms),
+        new.expires_at,
+        new.idempotency.as_ref().map(|(k, _)| k),
+        new.metadata,
+        new.max_duration.map(duration_ms),
+        new.concurrency_key,
+        new.lock_to_version,
+        batch_id,
+    ])?;
+    if !new.tags.is_empty() {
+        write_tags(c, &id, &new.environment_id, &new.tags)?;
+    }
+    if let Some((key, expires_at)) = &new.idempotency {
+        c.execute(
+            "INSERT INTO idempotency_keys (environment_id, task_id, key, run_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![new.environment_id, new.task_id, key, id, expires_at],
+        )?;
+    }
+    Ok(id)
+}
+
+fn write_tags(
+    c: &Connection,
+    run_id: &str,
+    environment_id: &str,
+    tags: &[String],
+) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE runs SET tags = ?2 WHERE id = ?1",
+        params![run_id, serde_json::Value::from(tags.to_vec()).to_string()],
+    )?;
+    let mut insert = c.prepare_cached(
+        "INSERT OR IGNORE INTO run_tags (run_id, environment_id, tag) VALUES (?1, ?2, ?3)",
+    )?;
+    for tag in tags {
+        insert.execute(params![run_id, environment_id, tag])?;
+    }
+    Ok(())
 }

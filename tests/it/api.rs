@@ -49,9 +49,7 @@ async fn requests_without_a_valid_key_are_unauthorized() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_runs_tasks_and_paths_are_not_found() {
     let host = TestHost::start().await;
-    let (status, body) = host
-        .post("/api/v1/tasks/hello/trigger", json!({ "payload": 1 }))
-        .await;
+    let (status, body) = host.get("/api/v1/deployments/latest").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert!(
         body["error"]
@@ -60,19 +58,7 @@ async fn unknown_runs_tasks_and_paths_are_not_found() {
             .contains("no version is deployed"),
         "{body}"
     );
-
     host.deploy(guests::HELLO).await;
-    let (status, body) = host
-        .post("/api/v1/tasks/nope/trigger", json!({ "payload": 1 }))
-        .await;
-    assert_eq!(status, StatusCode::NOT_FOUND);
-    assert!(
-        body["error"]
-            .as_str()
-            .unwrap()
-            .contains("task `nope` is not in the latest deployed version"),
-        "{body}"
-    );
 
     for path in ["/api/v3/runs/run_nope", "/api/v1/runs/run_nope/logs"] {
         let (status, body) = host.get(path).await;
@@ -116,7 +102,7 @@ async fn bad_trigger_bodies_are_refused_and_nothing_is_stored() {
 
     let (status, body) = read(
         send(
-            r#"{"payload":1,"options":{"delay":"1h"}}"#,
+            r#"{"payload":1,"options":{"delay":"soon"}}"#,
             "application/json",
         )
         .await
@@ -125,7 +111,7 @@ async fn bad_trigger_bodies_are_refused_and_nothing_is_stored() {
     .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert!(
-        body["error"].as_str().unwrap().contains("options"),
+        body["error"].as_str().unwrap().contains("options.delay"),
         "{body}"
     );
 

@@ -70,6 +70,45 @@ async fn deploy_trigger_get_list_logs_and_cancel_from_the_cli() {
     let none = ok(kiln(&host, &["runs", "list", "--status", "FAILED"]));
     assert_eq!(none.trim(), "no runs");
 
+    let args = [
+        "trigger",
+        "echo",
+        "7",
+        "--tag",
+        "cli",
+        "--idempotency-key",
+        "cli-1",
+        "--priority",
+        "5",
+    ];
+    let first = ok(kiln(&host, &args)).trim().to_owned();
+    assert_eq!(
+        ok(kiln(&host, &args)).trim(),
+        first,
+        "the idempotency key returns the same run"
+    );
+    let tagged = ok(kiln(&host, &["runs", "list", "--tag", "cli"]));
+    assert!(tagged.contains(&first), "{tagged}");
+    let delayed = ok(kiln(&host, &["trigger", "echo", "1", "--delay", "1h"]))
+        .trim()
+        .to_owned();
+    let moved = ok(kiln(
+        &host,
+        &["runs", "reschedule", &delayed, "--delay", "2h"],
+    ));
+    assert!(moved.contains("now starts at"), "{moved}");
+    let shown = ok(kiln(&host, &["runs", "get", &delayed]));
+    assert!(
+        shown.contains("DELAYED") && shown.contains("delayed   until"),
+        "{shown}"
+    );
+    let tags = ok(kiln(&host, &["runs", "tag", &delayed, "a", "b"]));
+    assert_eq!(tags.trim(), "tags: a, b");
+    let replay = ok(kiln(&host, &["runs", "replay", &id])).trim().to_owned();
+    assert!(replay.starts_with("run_") && replay != id);
+    let bad = kiln(&host, &["trigger", "echo", "1", "--delay", "someday"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("options.delay"));
+
     let logs = ok(kiln(&host, &["runs", "logs", &id]));
     assert!(logs.contains("greeting Ada"), "{logs}");
 
@@ -111,6 +150,9 @@ fn every_command_has_help() {
         vec!["runs", "get", "--help"],
         vec!["runs", "cancel", "--help"],
         vec!["runs", "logs", "--help"],
+        vec!["runs", "replay", "--help"],
+        vec!["runs", "reschedule", "--help"],
+        vec!["runs", "tag", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(&args)

@@ -4,6 +4,7 @@
 mod api;
 mod cli;
 mod deploy;
+mod options;
 mod restart;
 mod runs;
 mod support;

@@ -6,7 +6,10 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use kiln::host::{self, HostConfig, RunningHost};
+use kiln::model::ManualClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -73,6 +76,9 @@ pub struct TestHost {
 pub struct Options {
     pub concurrency: usize,
     pub max_component_bytes: usize,
+    pub default_ttl: Option<Duration>,
+    /// Drive the engine's time by hand (for rules measured in hours or days).
+    pub clock: Option<Arc<ManualClock>>,
 }
 
 impl Default for Options {
@@ -80,7 +86,23 @@ impl Default for Options {
         Options {
             concurrency: 4,
             max_component_bytes: host::DEFAULT_MAX_COMPONENT_BYTES,
+            default_ttl: None,
+            clock: None,
         }
+    }
+}
+
+impl Options {
+    /// Default options with a manual clock starting now.
+    pub fn manual_clock() -> (Options, Arc<ManualClock>) {
+        let clock = Arc::new(ManualClock::new(kiln::model::now_ms()));
+        (
+            Options {
+                clock: Some(clock.clone()),
+                ..Options::default()
+            },
+            clock,
+        )
     }
 }
 
@@ -99,15 +121,14 @@ impl TestHost {
 
     /// Starts a host on an existing data dir (for restart tests; the caller keeps the dir alive).
     pub async fn start_in(dir: &Path, options: Options) -> TestHost {
-        let running = host::start(HostConfig {
-            data_dir: dir.to_path_buf(),
-            listen: "127.0.0.1:0".parse().unwrap(),
-            concurrency: options.concurrency,
-            max_component_bytes: options.max_component_bytes,
-            deploy: Vec::new(),
-        })
-        .await
-        .expect("host starts");
+        let mut config = HostConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+        config.concurrency = options.concurrency;
+        config.max_component_bytes = options.max_component_bytes;
+        config.default_ttl = options.default_ttl;
+        if let Some(clock) = options.clock {
+            config.clock = clock;
+        }
+        let running = host::start(config).await.expect("host starts");
         let key = std::fs::read_to_string(&running.key_file)
             .expect("the dev key file exists")
             .trim()
@@ -119,6 +140,13 @@ impl TestHost {
             http: reqwest::Client::new(),
             host: Some(running),
             _temp: None,
+        }
+    }
+
+    /// Tells the engine its (manual) clock moved.
+    pub fn wake(&self) {
+        if let Some(h) = &self.host {
+            h.engine.wake();
         }
     }
 
@@ -177,10 +205,15 @@ impl TestHost {
 
     /// Triggers a run; panics unless it is accepted. Returns the run id.
     pub async fn trigger(&self, task: &str, payload: Value) -> String {
+        self.trigger_with(task, payload, json!({})).await
+    }
+
+    /// Triggers a run with options; panics unless it is accepted. Returns the run id.
+    pub async fn trigger_with(&self, task: &str, payload: Value, options: Value) -> String {
         let (status, body) = self
             .post(
                 &format!("/api/v1/tasks/{task}/trigger"),
-                json!({ "payload": payload }),
+                json!({ "payload": payload, "options": options }),
             )
             .await;
         assert_eq!(status, StatusCode::OK, "triggering {task}: {body}");
