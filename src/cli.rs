@@ -11,8 +11,11 @@ use serde_json::Value;
 
 use std::time::Duration;
 
-use crate::host::{self, DEFAULT_MAX_COMPONENT_BYTES, DEV_KEY_FILE, HostConfig};
-use crate::model::parse_duration;
+use crate::host::{
+    self, ADMIN_KEY_FILE, DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MEMORY_POOL_BYTES, DEV_KEY_FILE,
+    HostConfig,
+};
+use crate::model::{DEFAULT_FUEL_BUDGET, parse_duration};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -50,6 +53,11 @@ enum Command {
     /// Inspect and manage runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Manage projects, environments and their secret keys (with the host's admin key).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Measure throughput, latency, metering and cold starts against baselines (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -209,6 +217,50 @@ impl TriggerArgs {
     }
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a secret key for an environment (creating the project and environment if new);
+    /// prints the key once.
+    Create {
+        /// Project name, e.g. `acme`.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Environment name, e.g. `dev`, `staging`, `prod`.
+        #[arg(long = "env")]
+        environment: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// List every key: id, project, environment, prefix, and whether it is revoked.
+    List {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Revoke a key: requests with it are refused at once.
+    Revoke {
+        /// The key's id (`key_…`, from `kiln keys list`).
+        id: String,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+#[derive(Debug, Args)]
+struct AdminArgs {
+    /// URL of the kiln API.
+    #[arg(long, env = "KILN_API_URL", default_value = "http://127.0.0.1:3030")]
+    api_url: String,
+    /// The host's admin key; default: the one in <data-dir>/admin.key.
+    #[arg(long, env = "KILN_ADMIN_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
+    /// Data dir of a local host, to find its admin key.
+    #[arg(long, env = "KILN_DATA_DIR", default_value = ".kiln")]
+    data_dir: PathBuf,
+    /// Print the API's JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Debug, Args)]
 struct ServeArgs {
     /// Where the SQLite database and the dev key live.
@@ -230,6 +282,26 @@ struct ServeArgs {
     /// TTL of runs whose trigger and task set none, e.g. `10m` (default: none).
     #[arg(long, value_parser = duration_arg)]
     default_ttl: Option<Duration>,
+    /// Compute-time limit of attempts whose trigger and task set none, e.g. `1h` (at least 5s;
+    /// default: none).
+    #[arg(long, value_parser = max_duration_arg)]
+    default_max_duration: Option<Duration>,
+    /// Fuel budget of one attempt on small-1x (bigger machines get more, by vCPU); a runaway loop
+    /// ends as FUEL_EXHAUSTED when it is used up.
+    #[arg(long, default_value_t = DEFAULT_FUEL_BUDGET)]
+    fuel_budget: u64,
+    /// Guest memory lent out at once, in MiB: an attempt starts only when its machine's memory
+    /// fits (small-1x: 512 MiB).
+    #[arg(long, default_value_t = DEFAULT_MEMORY_POOL_BYTES >> 20)]
+    memory_pool_mib: u64,
+}
+
+fn max_duration_arg(text: &str) -> Result<Duration, String> {
+    let d = duration_arg(text)?;
+    if d < Duration::from_secs(5) {
+        return Err("the maximum duration must be at least 5s".into());
+    }
+    Ok(d)
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {
@@ -286,7 +358,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .send(
                     c.post("/api/v1/deployments")
                         .header("content-type", "application/wasm")
-                        .body(bytes),
+                        .header("content-length", bytes.len())
+                        .body(upload_with_progress(bytes)),
                 )
                 .await?;
             if client.json {
@@ -334,7 +407,48 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Runs(cmd) => runs(cmd).await,
+        Command::Keys(cmd) => keys(cmd).await,
+        Command::Bench(args) => crate::bench::main(args).await,
     }
+}
+
+/// Components above this size report upload progress on stderr.
+const PROGRESS_FROM_BYTES: usize = 4 << 20;
+
+/// The request body of an upload: sent in chunks, reporting progress on stderr for a large
+/// component, then saying that the host is compiling it (which takes a while for big ones).
+fn upload_with_progress(bytes: Vec<u8>) -> reqwest::Body {
+    const CHUNK: usize = 256 << 10;
+    let total = bytes.len();
+    if total < PROGRESS_FROM_BYTES {
+        return reqwest::Body::from(bytes);
+    }
+    let mib = |n: usize| n as f64 / f64::from(1 << 20);
+    eprintln!("uploading {:.1} MiB", mib(total));
+    let chunks: Vec<bytes::Bytes> = bytes
+        .chunks(CHUNK)
+        .map(bytes::Bytes::copy_from_slice)
+        .collect();
+    let mut sent = 0usize;
+    let mut last_tenth = 0;
+    let stream = futures_util::stream::iter(chunks.into_iter().map(move |chunk| {
+        sent += chunk.len();
+        let tenth = sent * 10 / total;
+        if tenth > last_tenth {
+            last_tenth = tenth;
+            eprintln!(
+                "  {:>3}% ({:.1} of {:.1} MiB)",
+                tenth * 10,
+                mib(sent),
+                mib(total)
+            );
+        }
+        if sent == total {
+            eprintln!("uploaded; the host is compiling and checking the component…");
+        }
+        Ok::<_, std::io::Error>(chunk)
+    }));
+    reqwest::Body::wrap_stream(stream)
 }
 
 fn parse_payload(text: &str) -> anyhow::Result<Value> {
@@ -355,6 +469,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         max_component_bytes: args.max_component_bytes,
         deploy: args.deploy,
         default_ttl: args.default_ttl,
+        default_max_duration: args.default_max_duration,
+        fuel_budget: args.fuel_budget,
+        memory_pool_bytes: args.memory_pool_mib.saturating_mul(1 << 20),
         ..HostConfig::new(args.data_dir.clone(), args.listen)
     })
     .await?;
@@ -386,6 +503,63 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ));
     }
     running.serve_until_signal().await
+}
+
+async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
+    let show = |k: &Value| {
+        let revoked = k["revokedAt"]
+            .as_str()
+            .map(|r| format!("  revoked {r}"))
+            .unwrap_or_default();
+        println!(
+            "{}  {}/{}  {}…  created {}{revoked}",
+            s(&k["id"]),
+            s(&k["project"]),
+            s(&k["environment"]),
+            s(&k["prefix"]),
+            s(&k["createdAt"])
+        );
+    };
+    match cmd {
+        KeysCommand::Create {
+            project,
+            environment,
+            admin,
+        } => {
+            let c = Client::admin(&admin)?;
+            let body = serde_json::json!({ "project": project, "environment": environment });
+            let k = c.send(c.post("/api/v1/admin/keys").json(&body)).await?;
+            if admin.json {
+                return print_json(&k);
+            }
+            println!("{}", s(&k["key"]));
+            eprintln!(
+                "secret key {} for {}/{}: shown once, store it now",
+                s(&k["id"]),
+                s(&k["project"]),
+                s(&k["environment"])
+            );
+        }
+        KeysCommand::List { admin } => {
+            let c = Client::admin(&admin)?;
+            let list = c.send(c.get("/api/v1/admin/keys")).await?;
+            if admin.json {
+                return print_json(&list);
+            }
+            list["data"].as_array().into_iter().flatten().for_each(show);
+        }
+        KeysCommand::Revoke { id, admin } => {
+            let c = Client::admin(&admin)?;
+            let k = c
+                .send(c.post(&format!("/api/v1/admin/keys/{}/revoke", encode(&id))))
+                .await?;
+            if admin.json {
+                return print_json(&k);
+            }
+            show(&k);
+        }
+    }
+    Ok(())
 }
 
 /// Prints a line of the host's startup banner. A closed stdout (`kiln serve | head -1`) must not
@@ -623,11 +797,12 @@ struct Client {
     key: String,
 }
 
-fn read_key(data_dir: &Path) -> anyhow::Result<String> {
-    let path = data_dir.join(DEV_KEY_FILE);
+/// Reads a key file `kiln serve` wrote into its data dir.
+fn read_key(data_dir: &Path, file: &str, how: &str) -> anyhow::Result<String> {
+    let path = data_dir.join(file);
     let key = std::fs::read_to_string(&path).with_context(|| {
         format!(
-            "no secret key: set KILN_SECRET_KEY or --secret-key, or run from the directory where `kiln serve` created {}",
+            "no key: {how}, or run from the directory where `kiln serve` created {}",
             path.display()
         )
     })?;
@@ -638,13 +813,33 @@ impl Client {
     fn new(args: &ClientArgs) -> anyhow::Result<Client> {
         let key = match &args.secret_key {
             Some(k) => k.clone(),
-            None => read_key(&args.data_dir)?,
+            None => read_key(
+                &args.data_dir,
+                DEV_KEY_FILE,
+                "set KILN_SECRET_KEY or --secret-key",
+            )?,
         };
-        Ok(Client {
+        Ok(Client::with_key(&args.api_url, key))
+    }
+
+    fn admin(args: &AdminArgs) -> anyhow::Result<Client> {
+        let key = match &args.admin_key {
+            Some(k) => k.clone(),
+            None => read_key(
+                &args.data_dir,
+                ADMIN_KEY_FILE,
+                "set KILN_ADMIN_KEY or --admin-key",
+            )?,
+        };
+        Ok(Client::with_key(&args.api_url, key))
+    }
+
+    fn with_key(api_url: &str, key: String) -> Client {
+        Client {
             http: reqwest::Client::new(),
-            base: args.api_url.trim_end_matches('/').to_owned(),
+            base: api_url.trim_end_matches('/').to_owned(),
             key,
-        })
+        }
     }
 
     fn get(&self, path: &str) -> reqwest::RequestBuilder {

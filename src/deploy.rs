@@ -6,6 +6,7 @@
 //! something kiln does not provide, or its `definitions()` fails or returns invalid tasks.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -49,21 +50,61 @@ pub enum DeployError {
     Store(#[from] StoreError),
 }
 
-/// Validates and stores deployments, and caches compiled components by content digest.
+/// Validates and stores deployments, and caches compiled components by content digest: in
+/// memory, and on disk as precompiled artifacts so a restarted host does not compile again.
 pub struct Deployer {
     store: Store,
     sandbox: Sandbox,
     max_component_bytes: usize,
     compiled: Mutex<HashMap<String, Prepared>>,
+    /// Where precompiled artifacts are kept (`<data-dir>/compiled`); `None` keeps none.
+    artifacts: Option<PathBuf>,
 }
 
 impl Deployer {
-    pub fn new(store: Store, sandbox: Sandbox, max_component_bytes: usize) -> Deployer {
+    pub fn new(
+        store: Store,
+        sandbox: Sandbox,
+        max_component_bytes: usize,
+        artifacts: Option<PathBuf>,
+    ) -> Deployer {
         Deployer {
             store,
             sandbox,
             max_component_bytes,
             compiled: Mutex::new(HashMap::new()),
+            artifacts,
+        }
+    }
+
+    /// Components compiled from wasm bytes by this process (artifact loads are not counted).
+    pub fn compilations(&self) -> u64 {
+        self.sandbox.compilations()
+    }
+
+    /// The artifact file of a component for this engine configuration.
+    fn artifact_path(&self, digest: &str) -> Option<PathBuf> {
+        let dir = self.artifacts.as_ref()?;
+        Some(dir.join(format!("{digest}-{}.cwasm", self.sandbox.fingerprint())))
+    }
+
+    /// Writes a component's artifact (best effort: a failure only costs a compile after restart).
+    fn save_artifact(&self, digest: &str, prepared: &Prepared) {
+        let Some(path) = self.artifact_path(digest) else {
+            return;
+        };
+        let write = || -> anyhow::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            // Write aside and rename, so a crash never leaves a torn artifact under the real name.
+            let tmp = path.with_extension("cwasm.tmp");
+            std::fs::write(&tmp, self.sandbox.artifact(prepared)?)?;
+            std::fs::rename(&tmp, &path)?;
+            Ok(())
+        };
+        if let Err(e) = write() {
+            tracing::warn!(path = %path.display(), error = %e, "could not save the compiled artifact");
         }
     }
 
@@ -98,24 +139,41 @@ impl Deployer {
             .store
             .insert_deployment(&env.id, &digest, bytes, tasks, day, now)
             .await?;
+        self.save_artifact(&deployment.component_digest, &prepared);
         self.cache()
             .insert(deployment.component_digest.clone(), prepared);
         Ok(deployment)
     }
 
-    /// The compiled component of a deployment, compiling it from the stored bytes if this process
-    /// has not yet.
+    /// The compiled component of a deployment: from memory, else from its artifact on disk, else
+    /// compiled from the stored bytes (and the artifact written for the next start).
     pub async fn prepared(&self, deployment: &Deployment) -> Result<Prepared, DeployError> {
-        if let Some(p) = self.cache().get(&deployment.component_digest) {
+        let digest = &deployment.component_digest;
+        if let Some(p) = self.cache().get(digest) {
             return Ok(p.clone());
         }
-        let bytes = self
-            .store
-            .component_bytes(&deployment.component_digest)
-            .await?;
-        let prepared = self.sandbox.compile(bytes).await?;
-        self.cache()
-            .insert(deployment.component_digest.clone(), prepared.clone());
+        let loaded = match self.artifact_path(digest).filter(|p| p.exists()) {
+            Some(path) => match self.sandbox.load_artifact(&path) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "compiling again: the artifact did not load");
+                    None
+                }
+            },
+            None => None,
+        };
+        let prepared = match loaded {
+            Some(p) => p,
+            None => {
+                let bytes = self.store.component_bytes(digest).await?;
+                let started = std::time::Instant::now();
+                let p = self.sandbox.compile(bytes).await?;
+                tracing::info!(digest = %digest, ms = started.elapsed().as_millis() as u64, "compiled component");
+                self.save_artifact(digest, &p);
+                p
+            }
+        };
+        self.cache().insert(digest.clone(), prepared.clone());
         Ok(prepared)
     }
 

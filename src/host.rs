@@ -14,12 +14,21 @@ use tokio::task::JoinHandle;
 use crate::api::{self, ApiState};
 use crate::deploy::Deployer;
 use crate::engine::{Engine, EngineConfig};
-use crate::model::{Clock, Environment, Machine, RetryPolicy, SystemClock, now_ms};
+use crate::keys;
+use crate::model::{
+    Clock, DEFAULT_FUEL_BUDGET, Environment, Machine, RetryPolicy, SystemClock, now_ms,
+};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::store::Store;
 
 /// Name of the file in the data dir holding the dev environment's secret key.
 pub const DEV_KEY_FILE: &str = "dev.key";
+
+/// Name of the file in the data dir holding the host's admin key (written once, mode 0600).
+pub const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// Default guest memory lent out at once: 8 GiB, sixteen small-1x attempts.
+pub const DEFAULT_MEMORY_POOL_BYTES: u64 = 8 << 30;
 
 /// Default size limit of an uploaded component.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
@@ -37,6 +46,12 @@ pub struct HostConfig {
     pub default_ttl: Option<Duration>,
     /// Where the engine reads the time (tests move a manual clock).
     pub clock: Arc<dyn Clock>,
+    /// Compute-time limit of attempts whose trigger and task set none.
+    pub default_max_duration: Option<Duration>,
+    /// Fuel budget of an attempt on `small-1x`.
+    pub fuel_budget: u64,
+    /// Guest memory lent out at once, in bytes.
+    pub memory_pool_bytes: u64,
 }
 
 impl HostConfig {
@@ -50,6 +65,9 @@ impl HostConfig {
             deploy: Vec::new(),
             default_ttl: None,
             clock: Arc::new(SystemClock),
+            default_max_duration: None,
+            fuel_budget: DEFAULT_FUEL_BUDGET,
+            memory_pool_bytes: DEFAULT_MEMORY_POOL_BYTES,
         }
     }
 }
@@ -109,16 +127,6 @@ async fn shutdown_signal() {
     }
 }
 
-fn generate_key() -> String {
-    use rand::Rng;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    let secret: String = (0..32)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect();
-    format!("tr_dev_{secret}")
-}
-
 fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
@@ -146,14 +154,20 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         )
     })?;
     let store = Store::open(&config.data_dir)?;
-    let key = generate_key();
-    let (dev, new_key) = store
-        .bootstrap(key.clone(), api::key_hash(&key), now_ms())
+    let boot = store
+        .bootstrap(keys::environment_key("dev"), keys::admin_key(), now_ms())
         .await?;
     let key_file = config.data_dir.join(DEV_KEY_FILE);
-    if let Some(key) = &new_key {
-        write_key_file(&key_file, key)
-            .with_context(|| format!("cannot write the secret key to {}", key_file.display()))?;
+    let new_key = boot.dev_key;
+    let dev = boot.dev;
+    for (file, key) in [
+        (&key_file, &new_key),
+        (&config.data_dir.join(ADMIN_KEY_FILE), &boot.admin_key),
+    ] {
+        if let Some(key) = key {
+            write_key_file(file, key)
+                .with_context(|| format!("cannot write a secret key to {}", file.display()))?;
+        }
     }
 
     let concurrency = config.concurrency.max(1);
@@ -162,6 +176,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         store.clone(),
         sandbox.clone(),
         config.max_component_bytes,
+        Some(config.data_dir.join("compiled")),
     ));
     let engine = Arc::new(Engine::new(
         store.clone(),
@@ -172,6 +187,9 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             default_retry: RetryPolicy::default(),
             default_machine: Machine::default(),
             default_ttl: config.default_ttl,
+            default_max_duration: config.default_max_duration,
+            fuel_budget: config.fuel_budget,
+            memory_pool_bytes: config.memory_pool_bytes,
         },
         config.clock.clone(),
     ));

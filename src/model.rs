@@ -52,6 +52,10 @@ impl Clock for ManualClock {
     }
 }
 
+/// Default fuel budget of an attempt on `small-1x`: about five minutes of busy compute on a
+/// current core. A safety net against runaway loops, not a quota; `maxDuration` is the time limit.
+pub const DEFAULT_FUEL_BUDGET: u64 = 600_000_000_000;
+
 /// Default lifetime of an idempotency key (Trigger.dev's).
 pub const DEFAULT_IDEMPOTENCY_KEY_TTL: Duration = Duration::from_secs(30 * 24 * 60 * 60);
 
@@ -267,19 +271,20 @@ impl Machine {
         mib * MIB
     }
 
-    /// Fuel budget of one attempt: a runaway loop ends as `FUEL_EXHAUSTED` instead of running
-    /// forever. Scaled with the machine's size; roughly 10 s of compute on small-1x.
-    pub fn fuel_budget(self) -> u64 {
-        const BASE: u64 = 20_000_000_000;
-        match self {
-            Machine::Micro => BASE / 2,
-            Machine::Small1x => BASE,
-            Machine::Small2x => BASE * 2,
-            Machine::Medium1x => BASE * 4,
-            Machine::Medium2x => BASE * 8,
-            Machine::Large1x => BASE * 16,
-            Machine::Large2x => BASE * 32,
-        }
+    /// Fuel budget of one attempt on this machine, given the budget of `small-1x`: scaled with
+    /// Trigger.dev's vCPUs (micro 0.25, small-1x 0.5, small-2x and medium-1x 1, medium-2x 2,
+    /// large-1x 4, large-2x 8), so a bigger machine may compute longer before a runaway loop ends
+    /// as `FUEL_EXHAUSTED`.
+    pub fn fuel_budget(self, small_1x: u64) -> u64 {
+        let (num, den) = match self {
+            Machine::Micro => (1, 2),
+            Machine::Small1x => (1, 1),
+            Machine::Small2x | Machine::Medium1x => (2, 1),
+            Machine::Medium2x => (4, 1),
+            Machine::Large1x => (8, 1),
+            Machine::Large2x => (16, 1),
+        };
+        small_1x.saturating_mul(num) / den
     }
 }
 
@@ -367,6 +372,18 @@ pub struct RunError {
     pub stack: Option<String>,
 }
 
+impl RunError {
+    /// An error kiln itself reports, with a code (`name` is plain `Error`).
+    pub fn coded(code: &str, message: impl Into<String>) -> RunError {
+        RunError {
+            code: Some(code.to_owned()),
+            name: "Error".into(),
+            message: message.into(),
+            stack: None,
+        }
+    }
+}
+
 /// One environment of one project; every run, deployment and key belongs to exactly one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Environment {
@@ -432,6 +449,8 @@ pub struct Run {
     /// Version the trigger asked for; the run starts on it.
     pub lock_to_version: Option<String>,
     pub batch_id: Option<String>,
+    /// Where the run retries after running out of memory.
+    pub oom_machine: Option<Machine>,
 }
 
 /// One attempt of a run.

@@ -13,7 +13,7 @@ use crate::model::{
     Attempt, Delay, Deployment, Environment, LogLine, MAX_ATTEMPTS_CAP, Machine, Millis, Run,
     RunError, RunStatus, TaskDefinition, TriggerOptions, parse_duration, parse_timestamp,
 };
-use crate::store::RunPage;
+use crate::store::{KeyInfo, RunPage};
 
 /// A duration in Trigger.dev's string form, e.g. `1h30m`, `45s`.
 fn format_duration(d: Duration) -> String {
@@ -700,6 +700,18 @@ impl From<&Deployment> for DeploymentDto {
             tasks: d.tasks.iter().map(TaskDto::from).collect(),
         }
     }
+}
+
+/// A key as the admin API shows it: never the secret (creation adds it once).
+pub fn key_json(k: &KeyInfo) -> Value {
+    serde_json::json!({
+        "id": k.id,
+        "project": k.project,
+        "environment": k.environment,
+        "prefix": k.prefix,
+        "createdAt": iso(k.created_at),
+        "revokedAt": k.revoked_at.map(iso),
+    })
 }
 
 #[derive(Debug, Serialize)]

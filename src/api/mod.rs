@@ -18,13 +18,13 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::deploy::DeployError;
 use crate::engine::metadata::MetadataError;
 use crate::engine::{
     CancelOutcome, Engine, EngineError, MAX_BATCH_ITEMS, MAX_PAYLOAD_BYTES, TriggerItem,
 };
+use crate::keys;
 use crate::model::{Environment, Millis, RunStatus, parse_timestamp};
 use crate::store::{RunFilter, StoreError};
 
@@ -78,6 +78,8 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/idempotencyKeys/{key}/reset",
             post(reset_idempotency_key),
         )
+        .route("/api/v1/admin/keys", get(list_keys).post(create_key))
+        .route("/api/v1/admin/keys/{key_id}/revoke", post(revoke_key))
         .route("/api/v1/runs/{run_id}/logs", get(run_logs))
         .fallback(|| async {
             ApiError::new(
@@ -170,9 +172,46 @@ impl From<DeployError> for ApiError {
 /// The environment of the request's secret key (`Authorization: Bearer <key>`).
 pub struct Authed(pub Environment);
 
-/// SHA-256 of a secret key, as stored.
-pub fn key_hash(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
+/// The bearer token of a request, or a 401 saying what is expected.
+fn bearer<'a>(parts: &'a Parts, which: &str) -> Result<&'a str, ApiError> {
+    let unauthorized = |m: String| ApiError::new(StatusCode::UNAUTHORIZED, m);
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .ok_or_else(|| unauthorized(format!("missing `Authorization: Bearer <{which}>` header")))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| {
+            unauthorized(format!(
+                "the Authorization header must be `Bearer <{which}>`"
+            ))
+        })
+}
+
+/// A request made with the host's admin key (`<data-dir>/admin.key`).
+pub struct Admin;
+
+impl FromRequestParts<ApiState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &ApiState,
+    ) -> Result<Self, Self::Rejection> {
+        let key = bearer(parts, "admin key")?;
+        if state.engine.store().is_admin_key(keys::hash(key)).await? {
+            Ok(Admin)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid admin key: the admin API takes the key in <data-dir>/admin.key",
+            ))
+        }
+    }
 }
 
 impl FromRequestParts<ApiState> for Authed {
@@ -182,27 +221,19 @@ impl FromRequestParts<ApiState> for Authed {
         parts: &mut Parts,
         state: &ApiState,
     ) -> Result<Self, Self::Rejection> {
-        let unauthorized = |m: &str| ApiError::new(StatusCode::UNAUTHORIZED, m);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| unauthorized("missing `Authorization: Bearer <secret key>` header; the dev key is in <data-dir>/dev.key"))?;
-        let key = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(|| {
-                unauthorized("the Authorization header must be `Bearer <secret key>`")
-            })?;
+        let key = bearer(parts, "secret key; the dev key is in <data-dir>/dev.key")?;
         // Keys are looked up by their hash, so no comparison ever runs over the plaintext.
         let env = state
             .engine
             .store()
-            .environment_for_key(key_hash(key))
+            .environment_for_key(keys::hash(key))
             .await?
-            .ok_or_else(|| unauthorized("invalid API key: it is unknown or revoked"))?;
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid API key: it is unknown or revoked",
+                )
+            })?;
         Ok(Authed(env))
     }
 }
@@ -408,6 +439,16 @@ fn json_object(body: &[u8]) -> Result<serde_json::Map<String, serde_json::Value>
         .map_err(|e| ApiError::bad_request(format!("the body must be a JSON object: {e}")))
 }
 
+/// A field the body must have; the error says what it should hold.
+fn required<'a>(
+    body: &'a serde_json::Map<String, serde_json::Value>,
+    field: &str,
+    what: &str,
+) -> Result<&'a serde_json::Value, ApiError> {
+    body.get(field)
+        .ok_or_else(|| ApiError::bad_request(format!("`{field}` is required: {what}")))
+}
+
 async fn reschedule_run(
     State(state): State<ApiState>,
     Authed(env): Authed,
@@ -415,9 +456,7 @@ async fn reschedule_run(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<dto::RunDto>, ApiError> {
     let body = json_object(&body_bytes(body)?)?;
-    let delay = body.get("delay").ok_or_else(|| {
-        ApiError::bad_request("`delay` is required: a duration like \"1h\" or an ISO 8601 date")
-    })?;
+    let delay = required(&body, "delay", "a duration like \"1h\" or an ISO 8601 date")?;
     let delay = dto::parse_delay(delay, "delay").map_err(ApiError::bad_request)?;
     let run = state.engine.reschedule(&env, &run_id, delay).await?;
     let attempts = state.engine.store().attempts(&run.id).await?;
@@ -431,9 +470,7 @@ async fn add_tags(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let body = json_object(&body_bytes(body)?)?;
-    let tags = body.get("tags").ok_or_else(|| {
-        ApiError::bad_request("`tags` is required: a string or an array of strings")
-    })?;
+    let tags = required(&body, "tags", "a string or an array of strings")?;
     let tags = dto::parse_tags(tags, "tags").map_err(ApiError::bad_request)?;
     let all = state.engine.add_tags(&env, &run_id, tags).await?;
     Ok(Json(
@@ -625,4 +662,58 @@ async fn run_logs(
         .map(|(id, l)| dto::LogDto::new(*id, l))
         .collect();
     Ok(Json(json!({ "data": data, "next": next })))
+}
+
+async fn create_key(
+    State(state): State<ApiState>,
+    _admin: Admin,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let body = json_object(&body_bytes(body)?)?;
+    let slug = |field: &str| -> Result<String, ApiError> {
+        let value = required(&body, field, "a name of lowercase letters, digits and `-`")?;
+        value
+            .as_str()
+            .filter(|s| keys::valid_slug(s))
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`{field}` must be 1–32 lowercase letters, digits and `-`, starting with a letter"
+                ))
+            })
+    };
+    let (project, environment) = (slug("project")?, slug("environment")?);
+    let key = keys::environment_key(&environment);
+    let secret = key.plaintext.clone();
+    let info = state
+        .engine
+        .store()
+        .create_key(&project, &environment, key, state.engine.now())
+        .await?;
+    let mut shown = dto::key_json(&info);
+    shown["key"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(shown)))
+}
+
+async fn list_keys(
+    State(state): State<ApiState>,
+    _admin: Admin,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let keys = state.engine.store().list_keys().await?;
+    let data: Vec<serde_json::Value> = keys.iter().map(dto::key_json).collect();
+    Ok(Json(json!({ "data": data })))
+}
+
+async fn revoke_key(
+    State(state): State<ApiState>,
+    _admin: Admin,
+    Path(key_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let info = state
+        .engine
+        .store()
+        .revoke_key(&key_id, state.engine.now())
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("key `{key_id}` not found")))?;
+    Ok(Json(dto::key_json(&info)))
 }

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
 use crate::deploy::DeployError;
@@ -84,6 +84,13 @@ pub struct EngineConfig {
     pub default_machine: Machine,
     /// TTL of runs whose trigger and task set none.
     pub default_ttl: Option<Duration>,
+    /// Compute-time limit of attempts whose trigger and task set none.
+    pub default_max_duration: Option<Duration>,
+    /// Fuel budget of an attempt on `small-1x` (other machines scale with their vCPUs).
+    pub fuel_budget: u64,
+    /// Guest memory the host lends out at once: an attempt starts only when its machine's memory
+    /// fits, so attempts together can never use more.
+    pub memory_pool_bytes: u64,
 }
 
 /// One run to trigger.
@@ -114,6 +121,9 @@ pub struct Engine {
     executing: Mutex<HashMap<String, CancelHandle>>,
     /// Earliest known delayed-run or TTL deadline; timer passes run only once it has come.
     timer_due: AtomicI64,
+    /// The memory pool in MiB permits; each executing attempt holds its machine's memory.
+    memory: Arc<Semaphore>,
+    memory_pool_mib: u32,
 }
 
 impl Engine {
@@ -124,16 +134,19 @@ impl Engine {
         config: EngineConfig,
         clock: Arc<dyn Clock>,
     ) -> Engine {
+        let pool_mib = u32::try_from(config.memory_pool_bytes >> 20).unwrap_or(u32::MAX);
         Engine {
             store,
             sandbox,
             deployer,
-            config,
             clock,
             wake: Notify::new(),
             executing: Mutex::new(HashMap::new()),
             // Unknown at start: the first dispatcher pass looks.
             timer_due: AtomicI64::new(i64::MIN),
+            memory: Arc::new(Semaphore::new(pool_mib as usize)),
+            memory_pool_mib: pool_mib,
+            config,
         }
     }
 
@@ -302,6 +315,7 @@ impl Engine {
                 .or_else(|| task.and_then(|t| t.machine))
                 .unwrap_or(self.config.default_machine),
             retry,
+            oom_machine: task.and_then(|t| t.retry.out_of_memory_machine),
             queue_timestamp,
             priority_ms: o.priority_ms,
             delay_until,
@@ -438,16 +452,12 @@ impl Engine {
                 return Ok(CancelOutcome::AlreadyFinished(run.status));
             };
             let update = RunUpdate {
+                machine: None,
                 run_id: run.id.clone(),
                 expected: run.status,
                 status: t.state.status,
                 available_at: None,
-                error: Some(RunError {
-                    code: Some("TASK_RUN_CANCELLED".into()),
-                    name: "Error".into(),
-                    message: "Canceled by user".into(),
-                    stack: None,
-                }),
+                error: Some(RunError::coded("TASK_RUN_CANCELLED", "Canceled by user")),
                 now: self.now(),
             };
             match self.store.update_run(update).await {
@@ -485,13 +495,14 @@ impl Engine {
                 continue;
             };
             let requeue_at = requeue_time(&t.effects);
-            let error = RunError {
-                code: FailureKind::Stalled.code().map(str::to_owned),
-                name: "Error".into(),
-                message: "the host stopped while this attempt was executing".into(),
-                stack: None,
-            };
+            let error = RunError::coded(
+                FailureKind::Stalled
+                    .code()
+                    .unwrap_or("TASK_RUN_STALLED_EXECUTING"),
+                "the host stopped while this attempt was executing",
+            );
             let update = RunUpdate {
+                machine: None,
                 run_id: run.id.clone(),
                 expected: run.status,
                 status: t.state.status,
@@ -583,19 +594,16 @@ impl Engine {
                 &RunState {
                     status: RunStatus::Delayed,
                     attempt_count: 0,
-                    retry: self.config.default_retry
+                    retry: self.config.default_retry,
+                    machine: self.config.default_machine,
+                    oom_machine: None,
                 },
                 Event::Enqueue,
                 now
             )
             .is_ok_and(|t| t.state.status == RunStatus::Queued)
         );
-        let expired = RunError {
-            code: Some("TTL_EXPIRED".into()),
-            name: "Error".into(),
-            message: "the run did not start before its TTL passed".into(),
-            stack: None,
-        };
+        let expired = RunError::coded("TTL_EXPIRED", "the run did not start before its TTL passed");
         let mut again = false;
         match self.store.enqueue_delayed(now, TIMER_BATCH).await {
             Ok(n) => again |= n == TIMER_BATCH,
@@ -637,6 +645,7 @@ impl Engine {
                 .await;
         };
         let update = RunUpdate {
+            machine: None,
             run_id: run.id.clone(),
             expected: run.status,
             status: t.state.status,
@@ -668,6 +677,18 @@ impl Engine {
                     .await;
             }
         };
+        // Wait until the machine's memory fits in the pool; the run holds its slot meanwhile.
+        let need_mib = u32::try_from(run.machine.memory_bytes() >> 20).unwrap_or(u32::MAX);
+        if need_mib > self.memory_pool_mib {
+            let message = format!(
+                "machine {} needs {need_mib} MiB but the host lends at most {} MiB at once; pick a smaller machine or raise --memory-pool-mib",
+                run.machine, self.memory_pool_mib
+            );
+            return self.fail_unstarted(&run, "SYSTEM_FAILURE", message).await;
+        }
+        let Ok(_memory) = self.memory.clone().acquire_many_owned(need_mib).await else {
+            return;
+        };
         let Ok(started) = transition(&run_state(&run), Event::StartAttempt, self.now()) else {
             return;
         };
@@ -693,6 +714,7 @@ impl Engine {
         let task = deployment.tasks.iter().find(|t| t.id == run.task_id);
         let request = AttemptRequest {
             payload: run.payload.clone(),
+            fuel: run.machine.fuel_budget(self.config.fuel_budget),
             context: RunContext {
                 run_id: run.id.clone(),
                 task_id: run.task_id.clone(),
@@ -729,6 +751,10 @@ impl Engine {
         let requeue_at = requeue_time(&t.effects);
         let finish = FinishAttempt {
             update: RunUpdate {
+                machine: t.effects.iter().find_map(|e| match e {
+                    Effect::SwitchMachine(m) => Some(*m),
+                    _ => None,
+                }),
                 run_id: run.id.clone(),
                 expected: RunStatus::Executing,
                 status: t.state.status,
@@ -784,16 +810,12 @@ impl Engine {
             return;
         };
         let update = RunUpdate {
+            machine: None,
             run_id: run.id.clone(),
             expected: run.status,
             status: t.state.status,
             available_at: None,
-            error: Some(RunError {
-                code: Some(code.into()),
-                name: "Error".into(),
-                message,
-                stack: None,
-            }),
+            error: Some(RunError::coded(code, message)),
             now: self.now(),
         };
         if let Err(e) = self.store.update_run(update).await {
@@ -819,6 +841,8 @@ fn run_state(run: &Run) -> RunState {
         status: run.status,
         attempt_count: run.attempt_count,
         retry: run.retry,
+        machine: run.machine,
+        oom_machine: run.oom_machine,
     }
 }
 

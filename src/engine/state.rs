@@ -5,7 +5,7 @@
 //! randomness in, and persist the result with a compare-and-set on the old status. Every edge is
 //! covered by the table tests at the bottom.
 
-use crate::model::{Millis, RetryPolicy, RunStatus};
+use crate::model::{Machine, Millis, RetryPolicy, RunStatus};
 
 /// What kind of failure ended an attempt; decides retry and final status (DESIGN §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +77,10 @@ pub struct RunState {
     /// Attempts started so far.
     pub attempt_count: u32,
     pub retry: RetryPolicy,
+    /// The machine the next attempt runs on.
+    pub machine: Machine,
+    /// Where to retry after running out of memory (Trigger.dev's `retry.outOfMemory.machine`).
+    pub oom_machine: Option<Machine>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,6 +116,8 @@ pub enum Effect {
     RequeueAt(Millis),
     /// The run reached a final status.
     Finished,
+    /// The next attempt runs on this machine (after running out of memory).
+    SwitchMachine(Machine),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -216,7 +222,11 @@ pub fn transition(
 }
 
 fn fail(run: &RunState, kind: FailureKind, jitter: f64, now: Millis) -> Transition {
-    let retry_in = if kind.retriable() {
+    // Out of memory retries only onto a different machine, once it is set (Trigger.dev's rule).
+    let bigger = run
+        .oom_machine
+        .filter(|m| kind == FailureKind::OutOfMemory && *m != run.machine);
+    let retry_in = if kind.retriable() || bigger.is_some() {
         retry_delay_ms(&run.retry, run.attempt_count, jitter)
     } else {
         None
@@ -224,12 +234,15 @@ fn fail(run: &RunState, kind: FailureKind, jitter: f64, now: Millis) -> Transiti
     match retry_in {
         Some(delay) => {
             let at = now.saturating_add(i64::try_from(delay).unwrap_or(i64::MAX));
+            let mut effects = vec![Effect::RequeueAt(at)];
+            effects.extend(bigger.map(Effect::SwitchMachine));
             Transition {
                 state: RunState {
                     status: RunStatus::Queued,
+                    machine: bigger.unwrap_or(run.machine),
                     ..*run
                 },
-                effects: vec![Effect::RequeueAt(at)],
+                effects,
             }
         }
         None => Transition {
@@ -262,6 +275,8 @@ mod tests {
             status,
             attempt_count,
             retry: policy(3),
+            machine: Machine::Small1x,
+            oom_machine: None,
         }
     }
 
@@ -512,6 +527,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn out_of_memory_retries_once_onto_the_bigger_machine() {
+        let oom = fail(FailureKind::OutOfMemory);
+        let with_bigger = RunState {
+            oom_machine: Some(Machine::Small2x),
+            ..state(S::Executing, 1)
+        };
+        let t = transition(&with_bigger, oom, NOW).unwrap();
+        assert_eq!(t.state.status, S::Queued);
+        assert_eq!(t.state.machine, Machine::Small2x);
+        assert_eq!(
+            t.effects,
+            [
+                Effect::RequeueAt(NOW + 1_000),
+                Effect::SwitchMachine(Machine::Small2x)
+            ]
+        );
+        // On the bigger machine already: no more retries.
+        let again = RunState {
+            attempt_count: 2,
+            ..t.state
+        };
+        let again = RunState {
+            status: S::Executing,
+            ..again
+        };
+        assert_eq!(
+            transition(&again, oom, NOW).unwrap().state.status,
+            S::Crashed
+        );
+        // Without an OOM machine: crashed at once.
+        let t = transition(&state(S::Executing, 1), oom, NOW).unwrap();
+        assert_eq!(t.state.status, S::Crashed);
     }
 
     #[test]

@@ -6,9 +6,10 @@
 //! value ([`AttemptOutcome`], [`GuestFailure`]); nothing on a guest-controlled path panics or grows
 //! without a bound.
 
+pub mod baseline;
 mod output;
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,10 @@ struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
     ticker_stop: Arc<AtomicBool>,
+    /// Components compiled from wasm bytes by this process (loading an artifact is not counted).
+    compilations: AtomicU64,
+    /// Identifies the engine configuration a compiled artifact was made for.
+    fingerprint: String,
 }
 
 impl Drop for Inner {
@@ -80,6 +85,7 @@ impl Drop for Inner {
 #[derive(Clone)]
 pub struct Prepared {
     pre: bindings::TaskPre<HostState>,
+    component: Component,
 }
 
 /// Why an upload could not become a runnable component.
@@ -172,6 +178,8 @@ pub struct RunContext {
 /// One attempt to execute.
 pub struct AttemptRequest {
     pub payload: String,
+    /// Fuel budget of the attempt.
+    pub fuel: u64,
     pub context: RunContext,
     pub max_duration: Option<Duration>,
     pub cancel: CancelHandle,
@@ -326,6 +334,13 @@ impl Sandbox {
             .table_elements(MAX_TABLE_ELEMENTS);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm)?;
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            env!("CARGO_PKG_VERSION").hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
@@ -346,6 +361,8 @@ impl Sandbox {
                 engine,
                 linker,
                 ticker_stop,
+                compilations: AtomicU64::new(0),
+                fingerprint,
             }),
         })
     }
@@ -368,8 +385,43 @@ impl Sandbox {
             return Err(CompileError::CoreModule);
         }
         let engine = &self.inner.engine;
+        self.inner.compilations.fetch_add(1, Ordering::Relaxed);
         let component =
             Component::new(engine, bytes).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        self.link(component)
+    }
+
+    /// How many components this process compiled from wasm bytes.
+    pub fn compilations(&self) -> u64 {
+        self.inner.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Names the engine configuration; artifacts are only loaded by an engine with the same one.
+    pub fn fingerprint(&self) -> &str {
+        &self.inner.fingerprint
+    }
+
+    /// The compiled machine code of a component, to be loaded later with [`Sandbox::load_artifact`].
+    pub fn artifact(&self, prepared: &Prepared) -> anyhow::Result<Vec<u8>> {
+        Ok(prepared.component.serialize()?)
+    }
+
+    /// Loads an artifact written by [`Sandbox::artifact`] from the host's own data dir.
+    pub fn load_artifact(&self, path: &std::path::Path) -> Result<Prepared, CompileError> {
+        // SAFETY: `deserialize_file` trusts the file to be machine code wasmtime produced for a
+        // compatible engine. kiln only passes files it wrote itself, into its own data dir, named
+        // by the component digest and this engine's fingerprint; they never come from a client.
+        #[allow(unsafe_code)]
+        let component =
+            unsafe { Component::deserialize_file(&self.inner.engine, path) }.map_err(|e| {
+                CompileError::Invalid(format!("cannot load the compiled artifact: {e:#}"))
+            })?;
+        self.link(component)
+    }
+
+    /// Checks exports and imports and links the component against kiln's host interfaces.
+    fn link(&self, component: Component) -> Result<Prepared, CompileError> {
+        let engine = &self.inner.engine;
         let ty = component.component_type();
         let exported: Vec<String> = ty
             .exports(engine)
@@ -394,7 +446,7 @@ impl Sandbox {
         let pre = bindings::TaskPre::new(instance_pre).map_err(|e| {
             CompileError::Invalid(format!("exports do not match kiln:task/task: {e:#}"))
         })?;
-        Ok(Prepared { pre })
+        Ok(Prepared { pre, component })
     }
 
     fn new_store(
@@ -469,7 +521,7 @@ impl Sandbox {
     /// Executes one attempt of `run` in a fresh instance.
     pub async fn run(&self, prepared: &Prepared, req: AttemptRequest) -> AttemptReport {
         let machine = req.context.machine;
-        let fuel = machine.fuel_budget();
+        let fuel = req.fuel;
         let started = Instant::now();
         let deadline = req.max_duration.map(|d| started + d);
         let mut store = self.new_store(

@@ -2,7 +2,12 @@
 //! [`MIGRATIONS`] plus one is the schema version recorded in SQLite's `user_version`.
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_TRIGGER_OPTIONS];
+pub const MIGRATIONS: &[&str] = &[
+    V1_INITIAL,
+    V2_TRIGGER_OPTIONS,
+    V3_OOM_MACHINE,
+    V4_TENANT_KEYS,
+];
 
 const V1_INITIAL: &str = r#"
 CREATE TABLE projects (
@@ -171,5 +176,22 @@ CREATE TABLE batches (
     environment_id  TEXT NOT NULL REFERENCES environments(id),
     run_count       INTEGER NOT NULL,
     created_at      INTEGER NOT NULL
+);
+"#;
+
+/// The machine a run retries on after running out of memory.
+const V3_OOM_MACHINE: &str = r#"
+ALTER TABLE runs ADD COLUMN oom_machine TEXT;
+"#;
+
+/// Tenant administration: a display prefix for API keys, and the host's admin keys.
+const V4_TENANT_KEYS: &str = r#"
+ALTER TABLE api_keys ADD COLUMN prefix TEXT NOT NULL DEFAULT '';
+
+-- Keys for the admin API (creating environments and keys); stored as SHA-256 digests.
+CREATE TABLE admin_keys (
+    id          TEXT PRIMARY KEY,
+    key_hash    BLOB NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL
 );
 "#;

@@ -19,7 +19,9 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
-pub use queries::{FinishAttempt, Inserted, NewRun, RunFilter, RunPage, RunUpdate};
+pub use queries::{
+    Bootstrapped, FinishAttempt, Inserted, KeyInfo, NewKey, NewRun, RunFilter, RunPage, RunUpdate,
+};
 
 /// Most write requests joined into one transaction. Bounds the time a request waits for others.
 const MAX_GROUP: usize = 512;

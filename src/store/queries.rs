@@ -10,6 +10,35 @@ use crate::model::{
     new_id,
 };
 
+/// A secret key about to be stored: the plaintext (shown once) and its SHA-256 digest.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub plaintext: String,
+    pub hash: [u8; 32],
+}
+
+/// What a start found or created.
+#[derive(Debug, Clone)]
+pub struct Bootstrapped {
+    pub dev: Environment,
+    /// The dev environment's first key, when this start created it.
+    pub dev_key: Option<String>,
+    /// The host's first admin key, when this start created it.
+    pub admin_key: Option<String>,
+}
+
+/// A stored key as shown to an admin: never the secret.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: String,
+    pub project: String,
+    pub environment: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
 /// A run to insert, every option resolved by the engine.
 #[derive(Debug, Clone)]
 pub struct NewRun {
@@ -21,6 +50,7 @@ pub struct NewRun {
     pub queue: String,
     pub machine: Machine,
     pub retry: RetryPolicy,
+    pub oom_machine: Option<Machine>,
     /// Queue timestamp: the trigger time, or the delay's end.
     pub queue_timestamp: Millis,
     pub priority_ms: i64,
@@ -76,6 +106,8 @@ pub struct RunUpdate {
     pub status: RunStatus,
     pub available_at: Option<Millis>,
     pub error: Option<RunError>,
+    /// The machine for the next attempt, when it changes.
+    pub machine: Option<Machine>,
     pub now: Millis,
 }
 
@@ -98,7 +130,7 @@ const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payloa
      r.retry_max_ms, r.retry_randomize, r.attempt_count, r.queue_ts, r.available_at, r.created_at, \
      r.updated_at, r.started_at, r.finished_at, r.fuel_used, r.compute_ms, e.slug, r.priority_ms, \
      r.delay_until, r.ttl_ms, r.expires_at, r.expired_at, r.idempotency_key, r.tags, r.metadata, \
-     r.max_duration_ms, r.concurrency_key, r.lock_to_version, r.batch_id";
+     r.max_duration_ms, r.concurrency_key, r.lock_to_version, r.batch_id, r.oom_machine";
 
 const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
      LEFT JOIN deployments d ON d.id = r.deployment_id";
@@ -148,6 +180,11 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         concurrency_key: row.get(35)?,
         lock_to_version: row.get(36)?,
         batch_id: row.get(37)?,
+        oom_machine: {
+            let m: Option<String> = row.get(38)?;
+            m.map(|m| Machine::parse(&m).ok_or_else(|| corrupt_col(38, "machine", &m)))
+                .transpose()?
+        },
     })
 }
 
@@ -187,47 +224,101 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Store {
-    /// Makes sure project `default` with environment `dev` exists. Returns the environment and, if
-    /// it has no active key yet, a freshly created secret key (plaintext, shown once).
+    /// Makes sure project `default` with environment `dev` exists. A dev environment that never
+    /// had a key gets `dev_key` (returned, to be shown once); a host that never had an admin key
+    /// gets `admin_key` (returned likewise).
     pub async fn bootstrap(
         &self,
-        new_key: String,
-        key_hash: [u8; 32],
+        dev_key: NewKey,
+        admin_key: NewKey,
         now: Millis,
-    ) -> Result<(Environment, Option<String>), StoreError> {
+    ) -> Result<Bootstrapped, StoreError> {
         self.write(move |c| {
-            c.execute(
-                "INSERT OR IGNORE INTO projects (id, slug, created_at) VALUES (?1, 'default', ?2)",
-                params![new_id("proj"), now],
-            )?;
-            let project_id: String =
-                c.query_row("SELECT id FROM projects WHERE slug = 'default'", [], |r| r.get(0))?;
-            c.execute(
-                "INSERT OR IGNORE INTO environments (id, project_id, slug, created_at) VALUES (?1, ?2, 'dev', ?3)",
-                params![new_id("env"), project_id, now],
-            )?;
-            let env = Environment {
-                id: c.query_row(
-                    "SELECT id FROM environments WHERE project_id = ?1 AND slug = 'dev'",
-                    [&project_id],
-                    |r| r.get(0),
-                )?,
-                project_slug: "default".into(),
-                slug: "dev".into(),
-            };
-            let active: i64 = c.query_row(
-                "SELECT count(*) FROM api_keys WHERE environment_id = ?1 AND revoked_at IS NULL",
+            let env = ensure_environment(c, "default", "dev", now)?;
+            let keys: i64 = c.query_row(
+                "SELECT count(*) FROM api_keys WHERE environment_id = ?1",
                 [&env.id],
                 |r| r.get(0),
             )?;
-            if active > 0 {
-                return Ok((env, None));
-            }
+            let dev_key = if keys == 0 {
+                insert_key(c, &env.id, &dev_key, now)?;
+                Some(dev_key.plaintext)
+            } else {
+                None
+            };
+            let admins: i64 = c.query_row("SELECT count(*) FROM admin_keys", [], |r| r.get(0))?;
+            let admin_key = if admins == 0 {
+                c.execute(
+                    "INSERT INTO admin_keys (id, key_hash, created_at) VALUES (?1, ?2, ?3)",
+                    params![new_id("admin"), &admin_key.hash[..], now],
+                )?;
+                Some(admin_key.plaintext)
+            } else {
+                None
+            };
+            Ok(Bootstrapped {
+                dev: env,
+                dev_key,
+                admin_key,
+            })
+        })
+        .await
+    }
+
+    /// Whether this is an admin key of the host.
+    pub async fn is_admin_key(&self, key_hash: [u8; 32]) -> Result<bool, StoreError> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT 1 FROM admin_keys WHERE key_hash = ?1",
+                [&key_hash[..]],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+        })
+        .await
+    }
+
+    /// Creates a secret key for an environment, creating the project and environment if needed.
+    pub async fn create_key(
+        &self,
+        project: &str,
+        environment: &str,
+        key: NewKey,
+        now: Millis,
+    ) -> Result<KeyInfo, StoreError> {
+        let (project, environment) = (project.to_owned(), environment.to_owned());
+        self.write(move |c| {
+            let env = ensure_environment(c, &project, &environment, now)?;
+            let id = insert_key(c, &env.id, &key, now)?;
+            load_key(c, &id)?.ok_or(StoreError::NotFound("key"))
+        })
+        .await
+    }
+
+    /// Every secret key of the host (never the secret itself), newest first.
+    pub async fn list_keys(&self) -> Result<Vec<KeyInfo>, StoreError> {
+        self.read(|c| {
+            let ids: Vec<String> = c
+                .prepare("SELECT id FROM api_keys ORDER BY created_at DESC, id DESC")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.iter()
+                .filter_map(|id| load_key(c, id).transpose())
+                .collect()
+        })
+        .await
+    }
+
+    /// Revokes a key; requests with it are refused from now on. `None` if there is no such key.
+    pub async fn revoke_key(&self, id: &str, now: Millis) -> Result<Option<KeyInfo>, StoreError> {
+        let id = id.to_owned();
+        self.write(move |c| {
             c.execute(
-                "INSERT INTO api_keys (id, environment_id, key_hash, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![new_id("key"), env.id, &key_hash[..], now],
+                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
+                params![id, now],
             )?;
-            Ok((env, Some(new_key)))
+            load_key(c, &id)
         })
         .await
     }
@@ -244,31 +335,6 @@ impl Store {
                  JOIN projects p ON p.id = e.project_id \
                  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
                 [&key_hash[..]],
-                |r| {
-                    Ok(Environment {
-                        id: r.get(0)?,
-                        project_slug: r.get(1)?,
-                        slug: r.get(2)?,
-                    })
-                },
-            )
-            .optional()?)
-        })
-        .await
-    }
-
-    /// The environment with this project and environment slug.
-    pub async fn environment(
-        &self,
-        project: &str,
-        env: &str,
-    ) -> Result<Option<Environment>, StoreError> {
-        let (project, env) = (project.to_owned(), env.to_owned());
-        self.read(move |c| {
-            Ok(c.query_row(
-                "SELECT e.id, p.slug, e.slug FROM environments e JOIN projects p ON p.id = e.project_id \
-                 WHERE p.slug = ?1 AND e.slug = ?2",
-                params![project, env],
                 |r| {
                     Ok(Environment {
                         id: r.get(0)?,
@@ -614,6 +680,25 @@ impl Store {
         .await
     }
 
+    /// How many of an environment's runs have `status` (a scan of the environment's runs: for
+    /// benchmarks and checks, not for request paths).
+    pub async fn count_runs(
+        &self,
+        environment_id: &str,
+        status: RunStatus,
+    ) -> Result<u64, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.read(move |c| {
+            let n: i64 = c
+                .prepare_cached(
+                    "SELECT count(*) FROM runs WHERE environment_id = ?1 AND status = ?2",
+                )?
+                .query_row(params![environment_id, status.as_str()], |r| r.get(0))?;
+            Ok(u64::try_from(n).unwrap_or(0))
+        })
+        .await
+    }
+
     /// A run of an environment (another environment's run is `None`, like a missing one).
     pub async fn run(&self, environment_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {
         let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
@@ -955,7 +1040,8 @@ fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
     let finished = u.status.is_final().then_some(u.now);
     let changed = c.execute(
         "UPDATE runs SET status = ?3, updated_at = ?4, available_at = coalesce(?5, available_at), \
-           error = coalesce(?6, error), finished_at = coalesce(?7, finished_at) \
+           error = coalesce(?6, error), finished_at = coalesce(?7, finished_at), \
+           machine = coalesce(?8, machine) \
          WHERE id = ?1 AND status = ?2",
         params![
             u.run_id,
@@ -965,6 +1051,7 @@ fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
             u.available_at,
             u.error.as_ref().map(encode_error),
             finished,
+            u.machine.map(Machine::as_str),
         ],
     )?;
     if changed == 0 {
@@ -1101,9 +1188,10 @@ fn insert_one(c: &Connection, new: &NewRun, batch_id: Option<&str>) -> Result<St
         "INSERT INTO runs (id, environment_id, task_id, status, payload, queue, machine, \
            max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, \
            queue_ts, available_at, created_at, updated_at, priority_ms, score, delay_until, ttl_ms, \
-           expires_at, idempotency_key, metadata, max_duration_ms, concurrency_key, lock_to_version, batch_id) \
+           expires_at, idempotency_key, metadata, max_duration_ms, concurrency_key, lock_to_version, batch_id, \
+           oom_machine) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18, ?19, \
-                 ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
     )?
     .execute(params![
         id,
@@ -1132,6 +1220,7 @@ fn insert_one(c: &Connection, new: &NewRun, batch_id: Option<&str>) -> Result<St
         new.concurrency_key,
         new.lock_to_version,
         batch_id,
+        new.oom_machine.map(Machine::as_str),
     ])?;
     if !new.tags.is_empty() {
         write_tags(c, &id, &new.environment_id, &new.tags)?;
@@ -1162,4 +1251,72 @@ fn write_tags(
         insert.execute(params![run_id, environment_id, tag])?;
     }
     Ok(())
+}
+
+/// The environment `project`/`environment`, created (with its project) if it does not exist.
+fn ensure_environment(
+    c: &Connection,
+    project: &str,
+    environment: &str,
+    now: Millis,
+) -> Result<Environment, StoreError> {
+    c.execute(
+        "INSERT OR IGNORE INTO projects (id, slug, created_at) VALUES (?1, ?2, ?3)",
+        params![new_id("proj"), project, now],
+    )?;
+    let project_id: String =
+        c.query_row("SELECT id FROM projects WHERE slug = ?1", [project], |r| {
+            r.get(0)
+        })?;
+    c.execute(
+        "INSERT OR IGNORE INTO environments (id, project_id, slug, created_at) VALUES (?1, ?2, ?3, ?4)",
+        params![new_id("env"), project_id, environment, now],
+    )?;
+    Ok(Environment {
+        id: c.query_row(
+            "SELECT id FROM environments WHERE project_id = ?1 AND slug = ?2",
+            params![project_id, environment],
+            |r| r.get(0),
+        )?,
+        project_slug: project.to_owned(),
+        slug: environment.to_owned(),
+    })
+}
+
+/// Length of the key prefix kept for display (the `tr_<env>_` part and a few secret characters).
+const KEY_PREFIX_CHARS: usize = 12;
+
+fn insert_key(
+    c: &Connection,
+    environment_id: &str,
+    key: &NewKey,
+    now: Millis,
+) -> Result<String, StoreError> {
+    let id = new_id("key");
+    let prefix: String = key.plaintext.chars().take(KEY_PREFIX_CHARS).collect();
+    c.execute(
+        "INSERT INTO api_keys (id, environment_id, key_hash, created_at, prefix) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id, environment_id, &key.hash[..], now, prefix],
+    )?;
+    Ok(id)
+}
+
+fn load_key(c: &Connection, id: &str) -> Result<Option<KeyInfo>, StoreError> {
+    Ok(c.query_row(
+        "SELECT k.id, p.slug, e.slug, k.prefix, k.created_at, k.revoked_at FROM api_keys k \
+         JOIN environments e ON e.id = k.environment_id JOIN projects p ON p.id = e.project_id \
+         WHERE k.id = ?1",
+        [id],
+        |r| {
+            Ok(KeyInfo {
+                id: r.get(0)?,
+                project: r.get(1)?,
+                environment: r.get(2)?,
+                prefix: r.get(3)?,
+                created_at: r.get(4)?,
+                revoked_at: r.get(5)?,
+            })
+        },
+    )
+    .optional()?)
 }

@@ -109,6 +109,41 @@ async fn deploy_trigger_get_list_logs_and_cancel_from_the_cli() {
     let bad = kiln(&host, &["trigger", "echo", "1", "--delay", "someday"]);
     assert!(String::from_utf8_lossy(&bad.stderr).contains("options.delay"));
 
+    let admin = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    let admin = admin.trim();
+    let created = kiln(
+        &host,
+        &[
+            "keys",
+            "create",
+            "--project",
+            "acme",
+            "--env",
+            "prod",
+            "--admin-key",
+            admin,
+        ],
+    );
+    let new_key = ok(created).trim().to_owned();
+    assert!(new_key.starts_with("tr_prod_"), "{new_key}");
+    let listed = ok(kiln(&host, &["keys", "list", "--admin-key", admin]));
+    assert!(
+        listed.contains("acme/prod") && !listed.contains(&new_key),
+        "{listed}"
+    );
+    let key_id = listed
+        .lines()
+        .find(|l| l.contains("acme/prod"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let revoked = ok(kiln(
+        &host,
+        &["keys", "revoke", key_id, "--admin-key", admin],
+    ));
+    assert!(revoked.contains("revoked"), "{revoked}");
+
     let logs = ok(kiln(&host, &["runs", "logs", &id]));
     assert!(logs.contains("greeting Ada"), "{logs}");
 
@@ -153,6 +188,9 @@ fn every_command_has_help() {
         vec!["runs", "replay", "--help"],
         vec!["runs", "reschedule", "--help"],
         vec!["runs", "tag", "--help"],
+        vec!["keys", "create", "--help"],
+        vec!["keys", "list", "--help"],
+        vec!["keys", "revoke", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(&args)

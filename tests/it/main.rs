@@ -2,9 +2,12 @@
 //! SQLite in a temp dir, real wasmtime, real guests from `guest-examples/`) over loopback HTTP.
 
 mod api;
+mod bench;
 mod cli;
 mod deploy;
+mod limits;
 mod options;
 mod restart;
 mod runs;
 mod support;
+mod tenants;

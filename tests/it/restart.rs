@@ -51,12 +51,25 @@ pub struct ServeProcess {
 }
 
 impl ServeProcess {
+    /// `kiln serve` with the hello guest deployed.
     pub fn start(dir: &Path, extra: &[&str]) -> ServeProcess {
+        ServeProcess::start_deploying(dir, extra, &[guest_path(guests::HELLO)])
+    }
+
+    /// `kiln serve` with these components deployed at start (the last one is the latest).
+    pub fn start_deploying(
+        dir: &Path,
+        extra: &[&str],
+        deploy: &[std::path::PathBuf],
+    ) -> ServeProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
-            .arg("--deploy")
-            .arg(guest_path(guests::HELLO))
+            .args(
+                deploy
+                    .iter()
+                    .flat_map(|p| [std::ffi::OsStr::new("--deploy"), p.as_os_str()]),
+            )
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -78,6 +91,10 @@ impl ServeProcess {
             .trim()
             .to_owned();
         ServeProcess { child, url, key }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn kill(mut self) {

@@ -16,11 +16,14 @@ use serde_json::{Value, json};
 /// The example guests, by the name of their `.wasm` file.
 pub mod guests {
     pub const HELLO: &str = "hello";
+    pub const BENCH: &str = "bench";
     pub const BAD_DEFINITIONS_TRAP: &str = "bad_definitions_trap";
     pub const BAD_DUPLICATE_IDS: &str = "bad_duplicate_ids";
     pub const BAD_INVALID_ID: &str = "bad_invalid_id";
     pub const BAD_UNKNOWN_IMPORT: &str = "bad_unknown_import";
     pub const NOT_A_TASK: &str = "not_a_task";
+    pub const ADVERSARY: &str = "adversary";
+    pub const BAD_UTF8: &str = "bad_utf8";
 }
 
 fn guest_dir() -> PathBuf {
@@ -77,6 +80,8 @@ pub struct Options {
     pub concurrency: usize,
     pub max_component_bytes: usize,
     pub default_ttl: Option<Duration>,
+    pub fuel_budget: u64,
+    pub memory_pool_bytes: u64,
     /// Drive the engine's time by hand (for rules measured in hours or days).
     pub clock: Option<Arc<ManualClock>>,
 }
@@ -87,6 +92,8 @@ impl Default for Options {
             concurrency: 4,
             max_component_bytes: host::DEFAULT_MAX_COMPONENT_BYTES,
             default_ttl: None,
+            fuel_budget: kiln::model::DEFAULT_FUEL_BUDGET,
+            memory_pool_bytes: host::DEFAULT_MEMORY_POOL_BYTES,
             clock: None,
         }
     }
@@ -125,6 +132,8 @@ impl TestHost {
         config.concurrency = options.concurrency;
         config.max_component_bytes = options.max_component_bytes;
         config.default_ttl = options.default_ttl;
+        config.fuel_budget = options.fuel_budget;
+        config.memory_pool_bytes = options.memory_pool_bytes;
         if let Some(clock) = options.clock {
             config.clock = clock;
         }
@@ -141,6 +150,13 @@ impl TestHost {
             host: Some(running),
             _temp: None,
         }
+    }
+
+    /// Components this host compiled from wasm bytes (not loaded from an artifact).
+    pub fn compilations(&self) -> u64 {
+        self.host
+            .as_ref()
+            .map_or(0, |h| h.engine.deployer().compilations())
     }
 
     /// Tells the engine its (manual) clock moved.
@@ -164,14 +180,33 @@ impl TestHost {
         path: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.request_as(&self.key, method, path, body).await
+    }
+
+    /// A request made with another key (a second tenant, a revoked key, the admin key).
+    pub async fn request_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self
             .http
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.key);
+            .bearer_auth(key);
         if let Some(body) = body {
             req = req.json(&body);
         }
         read(req.send().await.expect("request sent")).await
+    }
+
+    /// The host's admin key.
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.dir.join(host::ADMIN_KEY_FILE))
+            .expect("admin.key")
+            .trim()
+            .to_owned()
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {

@@ -1,0 +1,116 @@
+//! Adversarial tasks: each pushes one sandbox limit, so the host's tests can check the limit is
+//! obeyed (a legal amount) and enforced (too much). None of them is retried on an ordinary crash,
+//! to keep the tests short.
+//!
+//! | task        | payload                  | does                                                          |
+//! |-------------|--------------------------|---------------------------------------------------------------|
+//! | `loop`      | anything                 | loops forever (ends by fuel, time limit or cancel)             |
+//! | `alloc`     | `{"mb": N}`              | allocates and touches N MiB in 1 MiB chunks; `{"mb": N}` back |
+//! | `alloc-oom-retry` | `{"mb": N}`        | as `alloc`; out of memory retries once on `small-2x`          |
+//! | `recurse`   | `{"depth": N}`           | recurses N frames deep; `{"depth": N}` back                   |
+//! | `log-flood` | `{"lines": N}`           | logs N lines (half via `log`, half via stdout)                |
+//! | `output`    | `{"mb": N}`              | returns a JSON string of N MiB                                |
+//! | `oob`       | anything                 | reads far outside linear memory (a trap)                      |
+//! | `divide`    | `{"by": N}`              | 100 / N (N = 0 panics)                                        |
+
+use std::hint::black_box;
+
+use kiln_sdk::prelude::*;
+use serde::Deserialize;
+use serde::de::IgnoredAny;
+use serde_json::{Value, json};
+
+kiln_sdk::tasks![
+    Task::new("loop", spin_forever).retry(Retry::never()),
+    Task::new("alloc", alloc).retry(Retry::never()),
+    Task::new("alloc-oom-retry", alloc).retry(
+        Retry::attempts(2)
+            .min_timeout_ms(100)
+            .randomize(false)
+            .out_of_memory_machine("small-2x")
+    ),
+    Task::new("recurse", recurse).retry(Retry::never()),
+    Task::new("log-flood", log_flood).retry(Retry::never()),
+    Task::new("output", output).retry(Retry::never()),
+    Task::new("oob", oob).retry(Retry::never()),
+    Task::new("divide", divide).retry(Retry::never()),
+];
+
+fn spin_forever(_payload: IgnoredAny, _ctx: &Context) -> Result<(), TaskError> {
+    let mut x = 0u64;
+    loop {
+        x = black_box(x.wrapping_add(1));
+    }
+}
+
+#[derive(Deserialize)]
+struct Mb {
+    mb: usize,
+}
+
+fn alloc(payload: Mb, _ctx: &Context) -> Result<Value, TaskError> {
+    const CHUNK: usize = 1 << 20;
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    for i in 0..payload.mb {
+        // Touch every page so the memory is really used, not just reserved.
+        chunks.push(vec![(i % 251) as u8 + 1; CHUNK]);
+    }
+    black_box(&chunks);
+    Ok(json!({ "mb": chunks.len() }))
+}
+
+#[derive(Deserialize)]
+struct Depth {
+    depth: u64,
+}
+
+fn down(n: u64) -> u64 {
+    // The array keeps each frame large and `black_box` keeps the recursion from being optimized.
+    let frame = black_box([n; 16]);
+    if n == 0 {
+        frame[0]
+    } else {
+        black_box(down(n - 1) + frame[1] - n + 1)
+    }
+}
+
+fn recurse(payload: Depth, _ctx: &Context) -> Result<Value, TaskError> {
+    let reached = down(payload.depth);
+    Ok(json!({ "depth": payload.depth, "reached": reached }))
+}
+
+#[derive(Deserialize)]
+struct Lines {
+    lines: u64,
+}
+
+fn log_flood(payload: Lines, _ctx: &Context) -> Result<Value, TaskError> {
+    for i in 0..payload.lines {
+        if i % 2 == 0 {
+            kiln_sdk::info!("flood line {i}");
+        } else {
+            println!("flood line {i}");
+        }
+    }
+    Ok(json!({ "lines": payload.lines }))
+}
+
+fn output(payload: Mb, _ctx: &Context) -> Result<String, TaskError> {
+    Ok("x".repeat(payload.mb << 20))
+}
+
+fn oob(_payload: IgnoredAny, _ctx: &Context) -> Result<u64, TaskError> {
+    // The top of the 32-bit address space is beyond any memory a task gets: the read traps.
+    let far = black_box(0xFFFF_FFF0usize) as *const u64;
+    // SAFETY: deliberately not safe — this guest exists to show the host contains the trap.
+    Ok(unsafe { far.read_volatile() })
+}
+
+#[derive(Deserialize)]
+struct By {
+    by: i64,
+}
+
+fn divide(payload: By, _ctx: &Context) -> Result<i64, TaskError> {
+    Ok(black_box(100) / black_box(payload.by))
+}

@@ -1,0 +1,210 @@
+//! Tenants: projects → environments → keys. Every request is scoped to its key's environment; a
+//! foreign id answers 404 exactly like a missing one, and a revoked key is refused at once.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::support::{TestHost, guests};
+
+/// Creates a key for `project`/`environment` with the admin API; returns (key id, secret).
+async fn new_key(host: &TestHost, project: &str, environment: &str) -> (String, String) {
+    let (status, body) = host
+        .request_as(
+            &host.admin_key(),
+            Method::POST,
+            "/api/v1/admin/keys",
+            Some(json!({ "project": project, "environment": environment })),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["project"], project);
+    assert_eq!(body["environment"], environment);
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_environments_ids_answer_404_on_every_endpoint() {
+    let host = TestHost::start().await;
+    let (_, other) = new_key(&host, "acme", "prod").await;
+
+    // Tenant A (the dev environment) deploys and makes runs of every kind.
+    host.deploy(guests::HELLO).await;
+    let done = host
+        .trigger_with(
+            "echo",
+            json!(1),
+            json!({ "idempotencyKey": "a-key", "tags": ["a-tag"] }),
+        )
+        .await;
+    host.wait_final(&done).await;
+    let delayed = host
+        .trigger_with("hello", json!(null), json!({ "delay": "1h" }))
+        .await;
+    let (_, batch) = host
+        .post(
+            "/api/v1/tasks/echo/batch",
+            json!({ "items": [{ "payload": 2 }] }),
+        )
+        .await;
+    let batch_id = batch["batchId"].as_str().unwrap().to_owned();
+
+    // Tenant B sees none of it: each foreign id is a 404, as if it did not exist.
+    let foreign: Vec<(Method, String, Option<Value>)> = vec![
+        (Method::GET, format!("/api/v3/runs/{done}"), None),
+        (Method::GET, format!("/api/v1/runs/{done}/logs"), None),
+        (
+            Method::POST,
+            format!("/api/v2/runs/{delayed}/cancel"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runs/{done}/replay"),
+            Some(json!({})),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runs/{delayed}/reschedule"),
+            Some(json!({ "delay": "2h" })),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/runs/{done}/tags"),
+            Some(json!({ "tags": ["x"] })),
+        ),
+        (Method::GET, format!("/api/v1/runs/{done}/metadata"), None),
+        (
+            Method::PUT,
+            format!("/api/v1/runs/{done}/metadata"),
+            Some(json!({ "operations": [{ "type": "set", "key": "k", "value": 1 }] })),
+        ),
+        (
+            Method::POST,
+            "/api/v1/idempotencyKeys/a-key/reset".into(),
+            Some(json!({})),
+        ),
+        (Method::GET, "/api/v1/deployments/latest".into(), None),
+    ];
+    for (method, path, body) in foreign {
+        let (status, answer) = host
+            .request_as(&other, method.clone(), &path, body.clone())
+            .await;
+        assert_eq!(status, 404, "{method} {path} as another tenant: {answer}");
+        // The same request with an id that never existed answers the same way.
+        let missing = path
+            .replace(&done, "run_missing")
+            .replace(&delayed, "run_missing");
+        if missing != path {
+            let (status, _) = host.request_as(&other, method, &missing, body).await;
+            assert_eq!(status, 404, "{missing}");
+        }
+    }
+    for path in [
+        "/api/v1/runs".to_owned(),
+        format!("/api/v1/runs?filter[batch]={batch_id}"),
+        "/api/v1/runs?filter[tag]=a-tag".to_owned(),
+        "/api/v1/runs?filter[idempotencyKey]=a-key".to_owned(),
+    ] {
+        let (status, list) = host.request_as(&other, Method::GET, &path, None).await;
+        assert_eq!(status, 200);
+        assert_eq!(list["data"], json!([]), "{path}");
+    }
+    let (_, deployments) = host
+        .request_as(&other, Method::GET, "/api/v1/deployments", None)
+        .await;
+    assert_eq!(deployments["data"], json!([]));
+
+    // B's trigger of A's task makes B's own run, waiting for B's first deploy.
+    let (status, mine) = host
+        .request_as(
+            &other,
+            Method::POST,
+            "/api/v1/tasks/echo/trigger",
+            Some(json!({ "payload": 3 })),
+        )
+        .await;
+    assert_eq!(status, 200, "{mine}");
+    let (_, run) = host
+        .request_as(
+            &other,
+            Method::GET,
+            &format!("/api/v3/runs/{}", mine["id"].as_str().unwrap()),
+            None,
+        )
+        .await;
+    assert_eq!(run["status"], "PENDING_VERSION");
+    // And A's data is unchanged by all of it.
+    assert_eq!(host.run(&delayed).await["status"], "DELAYED");
+    assert_eq!(host.run(&done).await["tags"], json!(["a-tag"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_listed_without_secrets_and_revoked_at_once() {
+    let host = TestHost::start().await;
+    let (id, key) = new_key(&host, "acme", "staging").await;
+    assert!(key.starts_with("tr_staging_"), "{key}");
+    let (status, _) = host
+        .request_as(&key, Method::GET, "/api/v1/runs", None)
+        .await;
+    assert_eq!(status, 200);
+
+    let admin = host.admin_key();
+    let (_, list) = host
+        .request_as(&admin, Method::GET, "/api/v1/admin/keys", None)
+        .await;
+    let listed = list["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2, "the dev key and the new one: {list}");
+    assert!(!list.to_string().contains(&key), "secrets are never listed");
+    assert!(
+        listed
+            .iter()
+            .any(|k| k["id"] == id.as_str() && key.starts_with(k["prefix"].as_str().unwrap()))
+    );
+
+    let (status, revoked) = host
+        .request_as(
+            &admin,
+            Method::POST,
+            &format!("/api/v1/admin/keys/{id}/revoke"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(revoked["revokedAt"].is_string());
+    let (status, body) = host
+        .request_as(&key, Method::GET, "/api/v1/runs", None)
+        .await;
+    assert_eq!(status, 401, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("revoked"));
+
+    // The admin API takes only the admin key, and checks names.
+    let (status, _) = host
+        .request_as(&host.key, Method::GET, "/api/v1/admin/keys", None)
+        .await;
+    assert_eq!(status, 401, "an environment key is not an admin key");
+    let (status, body) = host
+        .request_as(
+            &admin,
+            Method::POST,
+            "/api/v1/admin/keys",
+            Some(json!({ "project": "Acme Inc", "environment": "prod" })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error"].as_str().unwrap().contains("`project`"),
+        "{body}"
+    );
+    let (status, _) = host
+        .request_as(
+            &admin,
+            Method::POST,
+            "/api/v1/admin/keys/key_nope/revoke",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}
