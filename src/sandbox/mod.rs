@@ -690,3 +690,46 @@ fn wit_context(c: &RunContext) -> wit::RunContext {
 fn log_time() -> i64 {
     now_ms()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limiter_sums_every_memory_and_remembers_a_denial() {
+        let mut l = MemoryLimiter {
+            limit: 100,
+            used: 0,
+            denied: None,
+        };
+        assert!(l.memory_growing(0, 60, None).unwrap(), "a first memory");
+        assert!(
+            l.memory_growing(0, 30, None).unwrap(),
+            "a second memory: 90 in all"
+        );
+        assert!(
+            !l.memory_growing(30, 50, None).unwrap(),
+            "110 in all is over the limit"
+        );
+        assert_eq!(l.denied, Some(110));
+        assert_eq!(l.used, 90, "a denied growth uses nothing");
+        assert!(
+            l.memory_growing(60, 70, None).unwrap(),
+            "growing within the limit still works"
+        );
+    }
+
+    #[test]
+    fn the_table_limit_is_obeyed_and_enforced() {
+        let mut l = MemoryLimiter {
+            limit: 0,
+            used: 0,
+            denied: None,
+        };
+        assert!(l.table_growing(0, MAX_TABLE_ELEMENTS, None).unwrap());
+        assert!(
+            !l.table_growing(MAX_TABLE_ELEMENTS, MAX_TABLE_ELEMENTS + 1, None)
+                .unwrap()
+        );
+    }
+}

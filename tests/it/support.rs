@@ -201,6 +201,21 @@ impl TestHost {
         read(req.send().await.expect("request sent")).await
     }
 
+    /// A secret key for another environment of this host, made with the admin API.
+    pub async fn new_environment_key(&self, project: &str, environment: &str) -> (String, String) {
+        let (status, body) = self
+            .request_as(
+                &self.admin_key(),
+                reqwest::Method::POST,
+                "/api/v1/admin/keys",
+                Some(json!({ "project": project, "environment": environment })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        let field = |f: &str| body[f].as_str().expect("key field").to_owned();
+        (field("id"), field("key"))
+    }
+
     /// The host's admin key.
     pub fn admin_key(&self) -> String {
         std::fs::read_to_string(self.dir.join(host::ADMIN_KEY_FILE))
@@ -219,10 +234,15 @@ impl TestHost {
 
     /// Uploads raw bytes as a deployment.
     pub async fn upload(&self, bytes: Vec<u8>) -> (StatusCode, Value) {
+        self.upload_as(&self.key, bytes).await
+    }
+
+    /// Uploads raw bytes as a deployment of the environment of `key`.
+    pub async fn upload_as(&self, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
         let resp = self
             .http
             .post(format!("{}/api/v1/deployments", self.url))
-            .bearer_auth(&self.key)
+            .bearer_auth(key)
             .header("content-type", "application/wasm")
             .body(bytes)
             .send()

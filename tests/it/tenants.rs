@@ -6,29 +6,10 @@ use serde_json::{Value, json};
 
 use crate::support::{TestHost, guests};
 
-/// Creates a key for `project`/`environment` with the admin API; returns (key id, secret).
-async fn new_key(host: &TestHost, project: &str, environment: &str) -> (String, String) {
-    let (status, body) = host
-        .request_as(
-            &host.admin_key(),
-            Method::POST,
-            "/api/v1/admin/keys",
-            Some(json!({ "project": project, "environment": environment })),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    assert_eq!(body["project"], project);
-    assert_eq!(body["environment"], environment);
-    (
-        body["id"].as_str().unwrap().to_owned(),
-        body["key"].as_str().unwrap().to_owned(),
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_environments_ids_answer_404_on_every_endpoint() {
     let host = TestHost::start().await;
-    let (_, other) = new_key(&host, "acme", "prod").await;
+    let (_, other) = host.new_environment_key("acme", "prod").await;
 
     // Tenant A (the dev environment) deploys and makes runs of every kind.
     host.deploy(guests::HELLO).await;
@@ -144,7 +125,7 @@ async fn another_environments_ids_answer_404_on_every_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_are_listed_without_secrets_and_revoked_at_once() {
     let host = TestHost::start().await;
-    let (id, key) = new_key(&host, "acme", "staging").await;
+    let (id, key) = host.new_environment_key("acme", "staging").await;
     assert!(key.starts_with("tr_staging_"), "{key}");
     let (status, _) = host
         .request_as(&key, Method::GET, "/api/v1/runs", None)
