@@ -23,6 +23,10 @@ async fn throughput_scenario_completes_every_run_and_reports_rates() {
         ("kiln µs/run", report.kiln_us_per_run),
         ("bare µs/run", report.bare_us_per_run),
         ("ratio", report.ratio),
+        (
+            "bare runs/s, 1 at once",
+            report.bare_sequential_runs_per_sec,
+        ),
     ] {
         assert!(x.is_finite() && x > 0.0, "{what} is {x}: {report:?}");
     }
