@@ -6,19 +6,12 @@
 //! Nothing here is on a run's path: the host never builds an unmetered sandbox, which could not
 //! stop a runaway guest.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use tokio::task::JoinSet;
-use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-use super::{
-    CancelHandle, EPOCH_TICK, MAX_TABLE_ELEMENTS, Prepared, RunContext, Sandbox, SandboxConfig,
-    bindings, wit, wit_context,
-};
+use super::{CancelHandle, Prepared, RunContext, Sandbox, SandboxConfig, wit, wit_context};
 use crate::model::{DEFAULT_FUEL_BUDGET, Machine};
 
 /// Which of the sandbox's interruption mechanisms a benchmark sandbox has on.
@@ -44,51 +37,7 @@ impl Sandbox {
     /// are on only as `metering` says. Benchmarks compare these sandboxes with each other, so each
     /// one (including [`Metering::HOST`]) is built here, by the same code.
     pub fn with_metering(config: &SandboxConfig, metering: Metering) -> anyhow::Result<Sandbox> {
-        // Keep in step with `Sandbox::new`: the same flags and pool, with the two toggles.
-        let mut wasm = Config::new();
-        wasm.consume_fuel(metering.fuel)
-            .epoch_interruption(metering.epochs)
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true);
-        let slots = u32::try_from(config.concurrency.max(1))
-            .unwrap_or(u32::MAX / 64)
-            .saturating_add(8);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(16))
-            .total_memories(slots.saturating_mul(4))
-            .total_tables(slots.saturating_mul(8))
-            .total_stacks(slots)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_memory_size(4 << 30)
-            .table_elements(MAX_TABLE_ELEMENTS);
-        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm)?;
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        bindings::Task::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
-
-        // Start from a host sandbox so every field it has keeps the host's value, then swap in
-        // this engine. The ticker `Sandbox::new` started keeps ticking the replaced engine,
-        // which nothing uses, until the sandbox is dropped.
-        let mut sandbox = Sandbox::new(config)?;
-        let inner = Arc::get_mut(&mut sandbox.inner).context("a new sandbox is not shared")?;
-        inner.engine = engine;
-        inner.linker = linker;
-        if metering.epochs {
-            let (ticking_engine, stop) = (inner.engine.clone(), inner.ticker_stop.clone());
-            std::thread::Builder::new()
-                .name("kiln-bench-epoch".into())
-                .spawn(move || {
-                    while !stop.load(Ordering::Relaxed) {
-                        std::thread::sleep(EPOCH_TICK);
-                        ticking_engine.increment_epoch();
-                    }
-                })?;
-        }
-        Ok(sandbox)
+        Sandbox::build(config, metering.fuel, metering.epochs)
     }
 
     /// Calls `run(task_id, payload)` once in a fresh instance, with a store set up exactly as for
