@@ -672,6 +672,25 @@ async fn runs(cmd: RunsCommand) -> anyhow::Result<()> {
                     .unwrap_or_default();
                 println!("  attempt {} {}{err}", a["number"], s(&a["status"]));
             }
+            // The first log lines, so one command shows what happened; `runs logs` has them all.
+            const SHOWN_LOG_LINES: usize = 20;
+            let path = format!("/api/v1/runs/{}/logs", encode(&id));
+            let logs = c.send(c.get(&path)).await?;
+            let lines = logs["data"].as_array().cloned().unwrap_or_default();
+            if !lines.is_empty() {
+                println!("  logs");
+            }
+            for l in lines.iter().take(SHOWN_LOG_LINES) {
+                println!(
+                    "    #{} {:<5} {}",
+                    l["attempt"],
+                    s(&l["level"]),
+                    s(&l["message"])
+                );
+            }
+            if lines.len() > SHOWN_LOG_LINES {
+                println!("    … more: kiln runs logs {id}");
+            }
             Ok(())
         }
         RunsCommand::Cancel { id, client } => {
