@@ -61,6 +61,10 @@ async fn deploy_trigger_get_list_logs_and_cancel_from_the_cli() {
         text.contains("COMPLETED") && text.contains("Hello, Ada!"),
         "{text}"
     );
+    assert!(
+        text.contains("greeting Ada"),
+        "runs get shows the logs: {text}"
+    );
 
     let list = ok(kiln(
         &host,
