@@ -129,13 +129,12 @@ impl From<StoreError> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
+        let e = match e {
+            EngineError::Deploy(d) => return d.into(),
+            other => other,
+        };
         let status = match &e {
-            EngineError::Deploy(_) => {
-                let EngineError::Deploy(d) = e else {
-                    unreachable!("matched above")
-                };
-                return d.into();
-            }
+            EngineError::Deploy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::NothingDeployed | EngineError::RunNotFound(_) => StatusCode::NOT_FOUND,
             EngineError::UnknownVersion(_)
             | EngineError::TaskNotInVersion { .. }
