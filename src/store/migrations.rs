@@ -7,7 +7,6 @@ pub const MIGRATIONS: &[&str] = &[
     V2_TRIGGER_OPTIONS,
     V3_OOM_MACHINE,
     V4_TENANT_KEYS,
-    V5_QUEUED_DUE_INDEX,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -195,11 +194,4 @@ CREATE TABLE admin_keys (
     key_hash    BLOB NOT NULL UNIQUE,
     created_at  INTEGER NOT NULL
 );
-"#;
-
-/// The dispatcher asks when the next queued run becomes due (`min(available_at)` over QUEUED runs)
-/// after every finished attempt; `runs_ready` is ordered by score, so that was a walk over every
-/// queued run. This index answers it from its first entry.
-const V5_QUEUED_DUE_INDEX: &str = r#"
-CREATE INDEX runs_queued_due ON runs (available_at) WHERE status = 'QUEUED';
 "#;
