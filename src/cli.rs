@@ -1,6 +1,8 @@
 //! The command line: `kiln serve` runs the host; every other command is an HTTP client of a
 //! running host's API (never SQL, never wasmtime).
 
+mod queues;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,8 +14,8 @@ use serde_json::Value;
 use std::time::Duration;
 
 use crate::host::{
-    self, ADMIN_KEY_FILE, DEFAULT_MAX_COMPONENT_BYTES, DEFAULT_MEMORY_POOL_BYTES, DEV_KEY_FILE,
-    HostConfig,
+    self, ADMIN_KEY_FILE, DEFAULT_ENVIRONMENT_CONCURRENCY, DEFAULT_MAX_COMPONENT_BYTES,
+    DEFAULT_MEMORY_POOL_BYTES, DEV_KEY_FILE, HostConfig,
 };
 use crate::model::{DEFAULT_FUEL_BUDGET, parse_duration};
 
@@ -56,6 +58,12 @@ enum Command {
     /// Manage projects, environments and their secret keys (with the host's admin key).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Inspect queues, pause and resume them, override their concurrency limits.
+    #[command(subcommand)]
+    Queues(queues::QueuesCommand),
+    /// Environments' concurrency limits (with the host's admin key).
+    #[command(subcommand)]
+    Envs(queues::EnvsCommand),
     /// Measure throughput, latency, metering and cold starts against baselines (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
 }
@@ -269,9 +277,13 @@ struct ServeArgs {
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:3030")]
     listen: SocketAddr,
-    /// Attempts executing at once.
+    /// Attempts executing at once, over all environments.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
+    /// Runs one environment may hold at once (dequeued or executing) unless the admin sets
+    /// another limit for it (`kiln envs limit`); a queue's limit never exceeds it.
+    #[arg(long, default_value_t = DEFAULT_ENVIRONMENT_CONCURRENCY)]
+    environment_concurrency: u32,
     /// Largest component upload, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_COMPONENT_BYTES)]
     max_component_bytes: usize,
@@ -408,6 +420,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Runs(cmd) => runs(cmd).await,
         Command::Keys(cmd) => keys(cmd).await,
+        Command::Queues(cmd) => queues::queues(cmd).await,
+        Command::Envs(cmd) => queues::envs(cmd).await,
         Command::Bench(args) => crate::bench::main(args).await,
     }
 }
@@ -466,6 +480,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .init();
     let running = host::start(HostConfig {
         concurrency: args.concurrency,
+        environment_concurrency: args.environment_concurrency,
         max_component_bytes: args.max_component_bytes,
         deploy: args.deploy,
         default_ttl: args.default_ttl,
@@ -864,6 +879,12 @@ impl Client {
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    fn put(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .put(format!("{}{path}", self.base))
             .bearer_auth(&self.key)
     }
 

@@ -207,6 +207,10 @@ fn machine(
     parsed
 }
 
+fn show_limit(limit: Option<u32>) -> String {
+    limit.map_or_else(|| "none".to_owned(), |l| l.to_string())
+}
+
 /// Checks every declared task; returns all problems found, not just the first.
 pub fn validate(declared: Vec<DeclaredTask>) -> Result<Vec<TaskDefinition>, Vec<String>> {
     let mut problems = Vec::new();
@@ -222,6 +226,9 @@ pub fn validate(declared: Vec<DeclaredTask>) -> Result<Vec<TaskDefinition>, Vec<
         )]);
     }
     let mut seen = std::collections::HashSet::new();
+    // Named queue → (first task declaring it, its limit): tasks sharing a queue must agree.
+    let mut queue_limits: std::collections::HashMap<String, (String, Option<u32>)> =
+        std::collections::HashMap::new();
     let mut tasks = Vec::with_capacity(declared.len());
     for d in declared {
         let id = d.id;
@@ -244,9 +251,11 @@ pub fn validate(declared: Vec<DeclaredTask>) -> Result<Vec<TaskDefinition>, Vec<
             ));
         }
         let queue = d.queue_name.map(|name| {
-            if !valid_name(&name) {
+            // A task may limit its own queue, `task/<its id>`; other names are named queues.
+            let own = name.strip_prefix(crate::model::TASK_QUEUE_PREFIX) == Some(id.as_str());
+            if !own && !valid_name(&name) {
                 problems.push(format!(
-                    "task `{shown}`: queue name `{}` is invalid: use 1–{MAX_ID_LEN} characters of letters, digits, `-`, `_` and `.`",
+                    "task `{shown}`: queue name `{}` is invalid: use 1–{MAX_ID_LEN} characters of letters, digits, `-`, `_` and `.` (or `task/{shown}` for the task's own queue)",
                     name.chars().take(MAX_ID_LEN).collect::<String>()
                 ));
             }
@@ -255,6 +264,22 @@ pub fn validate(declared: Vec<DeclaredTask>) -> Result<Vec<TaskDefinition>, Vec<
                 concurrency_limit: d.queue_concurrency_limit,
             }
         });
+        if let Some(q) = &queue {
+            match queue_limits.get(&q.name) {
+                Some((first, limit)) if *limit != q.concurrency_limit => {
+                    problems.push(format!(
+                        "task `{shown}`: queue `{}` is declared with concurrency limit {} here but {} by task `{first}`; declare one limit for a shared queue",
+                        q.name,
+                        show_limit(q.concurrency_limit),
+                        show_limit(*limit),
+                    ));
+                }
+                Some(_) => {}
+                None => {
+                    queue_limits.insert(q.name.clone(), (shown.to_string(), q.concurrency_limit));
+                }
+            }
+        }
         if d.queue_concurrency_limit
             .is_some_and(|l| l > MAX_QUEUE_LIMIT)
         {
@@ -377,6 +402,21 @@ mod tests {
         assert!(problems[1].contains("`not a valid id!` is invalid"));
         assert!(problems[3].contains("huge-9x"));
         assert!(problems[4].contains("at least 5 seconds"));
+    }
+
+    #[test]
+    fn tasks_sharing_a_queue_must_agree_on_its_limit() {
+        let with_queue = |id: &str, limit: Option<u32>| {
+            let mut t = task(id);
+            t.queue_name = Some("shared".into());
+            t.queue_concurrency_limit = limit;
+            t
+        };
+        assert!(validate(vec![with_queue("a", Some(2)), with_queue("b", Some(2))]).is_ok());
+        let problems =
+            validate(vec![with_queue("a", Some(2)), with_queue("b", Some(3))]).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("queue `shared`"), "{problems:?}");
     }
 
     #[test]

@@ -30,6 +30,9 @@ pub const ADMIN_KEY_FILE: &str = "admin.key";
 /// Default guest memory lent out at once: 8 GiB, sixteen small-1x attempts.
 pub const DEFAULT_MEMORY_POOL_BYTES: u64 = 8 << 30;
 
+/// Default concurrency limit of an environment (Trigger.dev's default environment limit).
+pub const DEFAULT_ENVIRONMENT_CONCURRENCY: u32 = 100;
+
 /// Default size limit of an uploaded component.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 
@@ -38,6 +41,8 @@ pub struct HostConfig {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
     pub concurrency: usize,
+    /// Runs one environment may hold at once unless the admin sets another limit for it.
+    pub environment_concurrency: u32,
     pub max_component_bytes: usize,
     /// Components to deploy to the dev environment at start (skipped when the latest version
     /// already has the same bytes).
@@ -61,6 +66,7 @@ impl HostConfig {
             data_dir,
             listen,
             concurrency: 8,
+            environment_concurrency: DEFAULT_ENVIRONMENT_CONCURRENCY,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             deploy: Vec::new(),
             default_ttl: None,
@@ -184,6 +190,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         deployer.clone(),
         EngineConfig {
             concurrency,
+            environment_concurrency: config.environment_concurrency,
             default_retry: RetryPolicy::default(),
             default_machine: Machine::default(),
             default_ttl: config.default_ttl,

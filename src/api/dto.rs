@@ -31,7 +31,7 @@ fn format_duration(d: Duration) -> String {
     out
 }
 
-fn iso(ms: Millis) -> String {
+pub(super) fn iso(ms: Millis) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.to_string())
         .unwrap_or_default()

@@ -5,6 +5,7 @@
 //! and deploy calls and domain values into DTOs ([`dto`]); no SQL, no wasmtime.
 
 mod dto;
+mod queues;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
@@ -78,6 +79,22 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/idempotencyKeys/{key}/reset",
             post(reset_idempotency_key),
         )
+        .route("/api/v1/queues", get(queues::list_queues))
+        .route("/api/v1/queues/{queue}", get(queues::retrieve_queue))
+        .route("/api/v1/queues/{queue}/pause", post(queues::pause_queue))
+        .route(
+            "/api/v1/queues/{queue}/concurrency/override",
+            post(queues::override_queue_limit),
+        )
+        .route(
+            "/api/v1/queues/{queue}/concurrency/reset",
+            post(queues::reset_queue_limit),
+        )
+        .route("/api/v1/admin/environments", get(queues::list_environments))
+        .route(
+            "/api/v1/admin/environments/{project}/{environment}",
+            put(queues::update_environment),
+        )
         .route("/api/v1/admin/keys", get(list_keys).post(create_key))
         .route("/api/v1/admin/keys/{key_id}/revoke", post(revoke_key))
         .route("/api/v1/runs/{run_id}/logs", get(run_logs))
@@ -135,12 +152,15 @@ impl From<EngineError> for ApiError {
         };
         let status = match &e {
             EngineError::Deploy(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            EngineError::NothingDeployed | EngineError::RunNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::NothingDeployed
+            | EngineError::RunNotFound(_)
+            | EngineError::QueueNotFound(_) => StatusCode::NOT_FOUND,
             EngineError::UnknownVersion(_)
             | EngineError::TaskNotInVersion { .. }
             | EngineError::NotDelayed(_)
             | EngineError::TooManyTags(_)
-            | EngineError::BatchSize(_) => StatusCode::BAD_REQUEST,
+            | EngineError::BatchSize(_)
+            | EngineError::LimitAboveEnvironment { .. } => StatusCode::BAD_REQUEST,
             EngineError::Metadata(MetadataError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Metadata(_) => StatusCode::BAD_REQUEST,
             EngineError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

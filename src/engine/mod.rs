@@ -6,6 +6,7 @@
 //! text and talks to wasmtime only through `sandbox`.
 
 pub mod metadata;
+pub mod scheduler;
 pub mod state;
 
 use std::collections::HashMap;
@@ -19,12 +20,14 @@ use tokio::task::JoinSet;
 use crate::deploy::DeployError;
 use crate::deploy::Deployer;
 use crate::model::{
-    AttemptStatus, Clock, DEFAULT_IDEMPOTENCY_KEY_TTL, Delay, Deployment, Environment, Machine,
-    Millis, RetryPolicy, Run, RunError, RunStatus, TriggerOptions,
+    AttemptStatus, Clock, DEFAULT_IDEMPOTENCY_KEY_TTL, Delay, Deployment, Environment, Lane,
+    Machine, Millis, Queue, QueueRef, RetryPolicy, Run, RunError, RunStatus, TASK_QUEUE_PREFIX,
+    TriggerOptions,
 };
 use crate::sandbox::{AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind};
 use crate::store::{FinishAttempt, Inserted, NewRun, RunUpdate, Store, StoreError};
 use metadata::{MetadataError, MetadataOp};
+use scheduler::{QueueLimits, Scheduler};
 use state::{Effect, Event, FailureKind, RunState, transition};
 
 /// Most tags on one run (Trigger.dev's `MAX_TAGS_PER_RUN`).
@@ -70,6 +73,12 @@ pub enum EngineError {
     PayloadTooLarge { size: usize },
     #[error("the run changed concurrently too many times; try again")]
     Contended,
+    #[error("queue `{0}` not found")]
+    QueueNotFound(String),
+    #[error(
+        "concurrencyLimit: {limit} is more than the environment's limit of {environment_limit}; ask the host admin to raise it"
+    )]
+    LimitAboveEnvironment { limit: u32, environment_limit: u32 },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -77,8 +86,11 @@ pub enum EngineError {
 /// Host-wide defaults and sizes of the engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Attempts executing at once.
+    /// Attempts executing at once, over all environments.
     pub concurrency: usize,
+    /// Runs one environment may hold at once (DEQUEUED or EXECUTING) unless the admin sets
+    /// another limit for it.
+    pub environment_concurrency: u32,
     /// Retry policy for what a task does not set.
     pub default_retry: RetryPolicy,
     pub default_machine: Machine,
@@ -124,6 +136,8 @@ pub struct Engine {
     /// The memory pool in MiB permits; each executing attempt holds its machine's memory.
     memory: Arc<Semaphore>,
     memory_pool_mib: u32,
+    /// Which runs start next; slots are counted here.
+    scheduler: Mutex<Scheduler>,
 }
 
 impl Engine {
@@ -146,6 +160,7 @@ impl Engine {
             timer_due: AtomicI64::new(i64::MIN),
             memory: Arc::new(Semaphore::new(pool_mib as usize)),
             memory_pool_mib: pool_mib,
+            scheduler: Mutex::new(Scheduler::new(config.environment_concurrency)),
             config,
         }
     }
@@ -174,20 +189,196 @@ impl Engine {
         bytes: Vec<u8>,
     ) -> Result<Deployment, EngineError> {
         let deployment = self.deployer.deploy(env, bytes).await?;
+        // The deployment set its queues' limits from the definitions.
+        for queue in self.store.environment_queues(&env.id).await? {
+            self.apply_queue(&queue);
+        }
         let tasks = deployment.tasks.iter().map(|t| t.id.clone()).collect();
-        let queued = self
+        let lanes = self
             .store
             .enqueue_pending_version(&env.id, tasks, self.now())
             .await?;
-        if queued > 0 {
-            tracing::info!(runs = queued, version = %deployment.version, "queued runs that waited for a version");
-            self.wake.notify_one();
+        if !lanes.is_empty() {
+            tracing::info!(version = %deployment.version, "queued runs that waited for a version");
+            self.activate(lanes);
         }
+        self.wake.notify_one();
         Ok(deployment)
     }
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    fn scheduler(&self) -> std::sync::MutexGuard<'_, Scheduler> {
+        self.scheduler.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Tells the scheduler these lanes may have ready runs, and wakes the dispatcher.
+    fn activate(&self, lanes: impl IntoIterator<Item = Lane>) {
+        let mut scheduler = self.scheduler();
+        for lane in lanes {
+            scheduler.activate(lane);
+        }
+        drop(scheduler);
+        self.wake.notify_one();
+    }
+
+    fn apply_queue(&self, queue: &Queue) {
+        self.scheduler().set_queue(
+            &queue.environment_id,
+            &queue.name,
+            QueueLimits {
+                limit: queue.effective_limit(),
+                paused: queue.paused,
+            },
+        );
+    }
+
+    /// Loads what the scheduler needs from the store: queue and environment limits, and the lanes
+    /// with ready runs. Called once before dispatching.
+    async fn load_scheduler(&self) -> Result<(), EngineError> {
+        for env in self.store.environments().await? {
+            self.scheduler()
+                .set_environment_limit(&env.environment.id, env.concurrency_limit);
+        }
+        for queue in self.store.all_queues().await? {
+            self.apply_queue(&queue);
+        }
+        self.activate(self.store.ready_lanes().await?);
+        Ok(())
+    }
+
+    /// A queue of the environment with the runs it holds now.
+    pub async fn queue(
+        &self,
+        env: &Environment,
+        queue: QueueRef,
+    ) -> Result<QueueStats, EngineError> {
+        let shown = queue_ref_name(&queue);
+        let queue = self
+            .store
+            .queue(&env.id, queue)
+            .await?
+            .ok_or(EngineError::QueueNotFound(shown))?;
+        self.queue_stats(queue).await
+    }
+
+    async fn queue_stats(&self, queue: Queue) -> Result<QueueStats, EngineError> {
+        let queued = self
+            .store
+            .queued_count(&queue.environment_id, &queue.name)
+            .await?;
+        let running = self
+            .scheduler()
+            .queue_running(&queue.environment_id, &queue.name);
+        Ok(QueueStats {
+            queue,
+            running,
+            queued,
+        })
+    }
+
+    /// One page of the environment's queues, and how many there are.
+    pub async fn list_queues(
+        &self,
+        env: &Environment,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<QueueStats>, u64), EngineError> {
+        let (queues, total) = self.store.list_queues(&env.id, offset, limit).await?;
+        let mut out = Vec::with_capacity(queues.len());
+        for queue in queues {
+            out.push(self.queue_stats(queue).await?);
+        }
+        Ok((out, total))
+    }
+
+    /// Pauses (no run of the queue starts; executing ones finish) or resumes a queue.
+    pub async fn pause_queue(
+        &self,
+        env: &Environment,
+        queue: QueueRef,
+        paused: bool,
+    ) -> Result<QueueStats, EngineError> {
+        let shown = queue_ref_name(&queue);
+        let queue = self
+            .store
+            .set_queue_paused(&env.id, queue, paused, self.now())
+            .await?
+            .ok_or(EngineError::QueueNotFound(shown))?;
+        self.apply_queue(&queue);
+        self.wake.notify_one();
+        self.queue_stats(queue).await
+    }
+
+    /// Overrides a queue's concurrency limit (`None`: back to the limit its definition sets). The
+    /// limit may not exceed the environment's.
+    pub async fn override_queue_limit(
+        &self,
+        env: &Environment,
+        queue: QueueRef,
+        limit: Option<u32>,
+    ) -> Result<QueueStats, EngineError> {
+        if let Some(limit) = limit {
+            let environment_limit = self.scheduler().environment_limit(&env.id);
+            if limit > environment_limit {
+                return Err(EngineError::LimitAboveEnvironment {
+                    limit,
+                    environment_limit,
+                });
+            }
+        }
+        let shown = queue_ref_name(&queue);
+        let queue = self
+            .store
+            .override_queue_limit(&env.id, queue, limit, self.now())
+            .await?
+            .ok_or(EngineError::QueueNotFound(shown))?;
+        self.apply_queue(&queue);
+        self.wake.notify_one();
+        self.queue_stats(queue).await
+    }
+
+    /// Sets an environment's concurrency limit (`None`: the host default). `None` if there is no
+    /// such environment.
+    pub async fn set_environment_limit(
+        &self,
+        project: &str,
+        environment: &str,
+        limit: Option<u32>,
+    ) -> Result<Option<EnvironmentLimit>, EngineError> {
+        let Some(info) = self
+            .store
+            .set_environment_limit(project, environment, limit)
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.scheduler()
+            .set_environment_limit(&info.environment.id, limit);
+        self.wake.notify_one();
+        Ok(Some(self.environment_limit(info.environment)))
+    }
+
+    /// Every environment with its limit and the runs it holds now.
+    pub async fn environments(&self) -> Result<Vec<EnvironmentLimit>, EngineError> {
+        Ok(self
+            .store
+            .environments()
+            .await?
+            .into_iter()
+            .map(|info| self.environment_limit(info.environment))
+            .collect())
+    }
+
+    fn environment_limit(&self, environment: Environment) -> EnvironmentLimit {
+        let scheduler = self.scheduler();
+        EnvironmentLimit {
+            concurrency_limit: scheduler.environment_limit(&environment.id),
+            running: scheduler.environment_running(&environment.id),
+            environment,
+        }
     }
 
     pub fn deployer(&self) -> &Deployer {
@@ -257,7 +448,12 @@ impl Engine {
             );
             self.arm_timer(i.run.expires_at);
         }
-        self.wake.notify_one();
+        self.activate(
+            inserted
+                .iter()
+                .filter(|i| !i.cached && i.run.status == RunStatus::Queued)
+                .map(|i| i.run.lane()),
+        );
         Ok(inserted)
     }
 
@@ -308,7 +504,7 @@ impl Engine {
             queue: o
                 .queue
                 .or_else(|| task.and_then(|t| t.queue.as_ref()).map(|q| q.name.clone()))
-                .unwrap_or_else(|| format!("task/{}", item.task_id)),
+                .unwrap_or_else(|| format!("{TASK_QUEUE_PREFIX}{}", item.task_id)),
             task_id: item.task_id,
             machine: o
                 .machine
@@ -534,45 +730,69 @@ impl Engine {
     }
 
     /// Runs the dispatcher until `shutdown` turns true; then waits for executing attempts.
+    ///
+    /// Each pass: timers that came due, then a plan from the scheduler for the free slots, claimed
+    /// from the store in one transaction. It sleeps until a trigger, a finished attempt or the next
+    /// timer.
     pub async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        if let Err(e) = self.load_scheduler().await {
+            tracing::error!(error = %e, "loading the queues failed; queued runs start as they are triggered again");
+        }
         let mut running = JoinSet::new();
         loop {
             self.run_timers().await;
             let free = self.config.concurrency.saturating_sub(running.len());
-            let mut claimed_all = false;
+            let mut again = false;
             if free > 0 {
-                match self.store.claim_ready(self.now(), free).await {
-                    Ok(runs) => {
-                        claimed_all = runs.len() == free;
-                        for run in runs {
-                            running.spawn(self.clone().execute(run));
+                let plan = self.scheduler().plan(free);
+                if !plan.is_empty() {
+                    let request = plan.iter().map(|c| (c.lane.clone(), c.count)).collect();
+                    match self.store.claim_lanes(request, self.now()).await {
+                        Ok(lanes) => {
+                            let mut started = Vec::new();
+                            let mut short = false;
+                            let mut scheduler = self.scheduler();
+                            for (claim, runs) in plan.iter().zip(lanes) {
+                                scheduler.claimed(claim, runs.len());
+                                short |= runs.len() < claim.count;
+                                started.extend(runs.into_iter().map(|r| (r, claim.lane.clone())));
+                            }
+                            // Lanes that came up short went idle; others may fill the slots left.
+                            again = short && started.len() < free && scheduler.has_ready();
+                            drop(scheduler);
+                            for (run, lane) in started {
+                                let slot = Slot {
+                                    engine: self.clone(),
+                                    lane,
+                                };
+                                running.spawn(self.clone().execute(run, slot));
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "claiming runs failed");
+                            let mut scheduler = self.scheduler();
+                            for claim in &plan {
+                                scheduler.abandoned(claim);
+                            }
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "claiming runs failed"),
                 }
             }
-            // Sleep until something can change: a trigger, a finished attempt, or the next due run.
-            let sleep_for = if claimed_all {
-                None
-            } else {
-                match self.store.next_due().await {
-                    Ok(Some(at)) => Some(Duration::from_millis(
-                        at.saturating_sub(self.now()).max(0) as u64,
-                    )),
-                    Ok(None) => None,
-                    Err(e) => {
-                        tracing::error!(error = %e, "reading the next due run failed");
-                        Some(Duration::from_secs(1))
-                    }
-                }
-            };
-            if free == 0 || !claimed_all {
-                tokio::select! {
-                    _ = self.wake.notified() => {}
-                    Some(_) = running.join_next(), if !running.is_empty() => {}
-                    _ = tokio::time::sleep(sleep_for.unwrap_or(Duration::from_secs(3600))), if sleep_for.is_some() && free > 0 => {}
-                    _ = shutdown.changed() => {}
-                }
+            if *shutdown.borrow() {
+                break;
+            }
+            if again {
+                continue;
+            }
+            // Sleep until something can change: a trigger, a finished attempt, or the next timer.
+            let due = self.timer_due.load(Ordering::SeqCst);
+            let sleep_for =
+                Duration::from_millis(due.saturating_sub(self.now()).clamp(0, 3_600_000) as u64);
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = tokio::time::sleep(sleep_for) => {}
+                _ = shutdown.changed() => {}
             }
             if *shutdown.borrow() {
                 break;
@@ -606,8 +826,18 @@ impl Engine {
         let expired = RunError::coded("TTL_EXPIRED", "the run did not start before its TTL passed");
         let mut again = false;
         match self.store.enqueue_delayed(now, TIMER_BATCH).await {
-            Ok(n) => again |= n == TIMER_BATCH,
+            Ok(lanes) => {
+                again |= lanes.len() == TIMER_BATCH;
+                self.activate(lanes);
+            }
             Err(e) => tracing::error!(error = %e, "enqueuing delayed runs failed"),
+        }
+        match self.store.end_backoffs(now, TIMER_BATCH).await {
+            Ok(lanes) => {
+                again |= lanes.len() == TIMER_BATCH;
+                self.activate(lanes);
+            }
+            Err(e) => tracing::error!(error = %e, "ending retry backoffs failed"),
         }
         match self.store.expire_due(now, expired, TIMER_BATCH).await {
             Ok(n) => again |= n == TIMER_BATCH,
@@ -658,8 +888,9 @@ impl Engine {
         }
     }
 
-    /// Executes one attempt of a claimed (DEQUEUED) run and records its end.
-    async fn execute(self: Arc<Self>, run: Run) {
+    /// Executes one attempt of a claimed (DEQUEUED) run and records its end. The run's slot is
+    /// released when this returns, however it returns.
+    async fn execute(self: Arc<Self>, run: Run, _slot: Slot) {
         let deployment = match self.deployment_for(&run).await {
             Ok(Some(d)) => d,
             Ok(None) => return self.park_or_fail(&run).await,
@@ -778,11 +1009,18 @@ impl Engine {
             compute_ms: u64::try_from(report.compute.as_millis()).unwrap_or(u64::MAX),
             logs: report.logs,
         };
-        if let Err(e) = self.store.finish_attempt(finish).await {
-            tracing::error!(run = %run.id, error = %e, "could not record the attempt's end");
-        }
-        if requeue_at.is_some() {
-            self.wake.notify_one();
+        match self.store.finish_attempt(finish).await {
+            Ok(()) => match requeue_at {
+                Some(at) if at <= now => self.activate([run.lane()]),
+                Some(at) => {
+                    self.arm_timer(Some(at));
+                    self.wake.notify_one();
+                }
+                None => {}
+            },
+            Err(e) => {
+                tracing::error!(run = %run.id, error = %e, "could not record the attempt's end")
+            }
         }
     }
 
@@ -821,6 +1059,45 @@ impl Engine {
         if let Err(e) = self.store.update_run(update).await {
             tracing::error!(run = %run.id, error = %e, "could not fail the run");
         }
+    }
+}
+
+/// A run's hold on its lane's slot: released when the attempt's task ends, however it ends.
+struct Slot {
+    engine: Arc<Engine>,
+    lane: Lane,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.engine.scheduler().release(&self.lane);
+        self.engine.wake.notify_one();
+    }
+}
+
+/// A queue with the runs it holds and the runs waiting in it.
+#[derive(Debug, Clone)]
+pub struct QueueStats {
+    pub queue: Queue,
+    /// Runs holding a slot (DEQUEUED or EXECUTING).
+    pub running: u32,
+    /// Runs waiting (QUEUED, including retry backoff).
+    pub queued: u64,
+}
+
+/// An environment with the concurrency limit in force and the runs holding a slot.
+#[derive(Debug, Clone)]
+pub struct EnvironmentLimit {
+    pub environment: Environment,
+    pub concurrency_limit: u32,
+    pub running: u32,
+}
+
+fn queue_ref_name(queue: &QueueRef) -> String {
+    match queue {
+        QueueRef::Id(id) => id.clone(),
+        QueueRef::Task(task) => format!("{TASK_QUEUE_PREFIX}{task}"),
+        QueueRef::Custom(name) => name.clone(),
     }
 }
 

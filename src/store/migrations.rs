@@ -7,6 +7,7 @@ pub const MIGRATIONS: &[&str] = &[
     V2_TRIGGER_OPTIONS,
     V3_OOM_MACHINE,
     V4_TENANT_KEYS,
+    V5_QUEUES,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -194,4 +195,39 @@ CREATE TABLE admin_keys (
     key_hash    BLOB NOT NULL UNIQUE,
     created_at  INTEGER NOT NULL
 );
+"#;
+
+/// Queues with limits and pause, environment limits, and a ready queue split into lanes.
+const V5_QUEUES: &str = r#"
+-- NULL: the host's default environment limit.
+ALTER TABLE environments ADD COLUMN concurrency_limit INTEGER;
+
+-- A task's own queue is `task/<task id>` (kind 'task'); named queues are kind 'custom'.
+CREATE TABLE queues (
+    id                 TEXT PRIMARY KEY,
+    environment_id     TEXT NOT NULL REFERENCES environments(id),
+    name               TEXT NOT NULL,
+    kind               TEXT NOT NULL,
+    -- From the latest deployed definition; NULL: the environment's limit.
+    concurrency_limit  INTEGER,
+    -- Set over the API; wins over the definition until reset.
+    override_limit     INTEGER,
+    overridden_at      INTEGER,
+    paused             INTEGER NOT NULL DEFAULT 0,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL,
+    UNIQUE (environment_id, name)
+);
+
+-- A QUEUED run in retry backoff is out of the ready index until its time comes.
+ALTER TABLE runs ADD COLUMN backoff INTEGER NOT NULL DEFAULT 0;
+UPDATE runs SET backoff = 1
+ WHERE status = 'QUEUED' AND available_at > CAST(unixepoch('subsec') * 1000 AS INTEGER);
+
+-- The ready queue, one index range per lane (environment, queue, concurrency key) in score order:
+-- the scheduler reads a lane's head without passing another lane's runs.
+DROP INDEX runs_ready;
+CREATE INDEX runs_ready ON runs (environment_id, queue, concurrency_key, score)
+ WHERE status = 'QUEUED' AND backoff = 0;
+CREATE INDEX runs_backoff ON runs (available_at) WHERE status = 'QUEUED' AND backoff = 1;
 "#;

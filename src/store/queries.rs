@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::{Store, StoreError};
 use crate::model::{
-    Attempt, AttemptStatus, Deployment, Environment, LogLevel, LogLine, Machine, Millis,
+    Attempt, AttemptStatus, Deployment, Environment, Lane, LogLevel, LogLine, Machine, Millis,
     QueueDefinition, RetryDefinition, RetryPolicy, Run, RunError, RunStatus, TaskDefinition,
     new_id,
 };
@@ -135,6 +135,14 @@ const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payloa
 const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
      LEFT JOIN deployments d ON d.id = r.deployment_id";
 
+pub(super) fn lane_from_row(row: &Row<'_>) -> rusqlite::Result<Lane> {
+    Ok(Lane {
+        environment_id: row.get(0)?,
+        queue: row.get(1)?,
+        concurrency_key: row.get(2)?,
+    })
+}
+
 fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
     let status: String = row.get(3)?;
     let machine: String = row.get(10)?;
@@ -196,7 +204,7 @@ fn duration_ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn corrupt_col(index: usize, name: &str, value: &str) -> rusqlite::Error {
+pub(super) fn corrupt_col(index: usize, name: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         index,
         rusqlite::types::Type::Text,
@@ -383,6 +391,7 @@ impl Store {
             for (position, t) in tasks.iter().enumerate() {
                 insert_task(c, &id, position, t)?;
             }
+            super::queues::sync_queues(c, &environment_id, &tasks, now)?;
             Ok(Deployment {
                 id,
                 environment_id,
@@ -488,6 +497,7 @@ impl Store {
                     });
                     continue;
                 }
+                super::queues::ensure_queue(c, &new.environment_id, &new.queue, new.now)?;
                 let id = insert_one(c, &new, batch_id.as_deref())?;
                 out.push(Inserted {
                     run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
@@ -518,15 +528,21 @@ impl Store {
         .await
     }
 
-    /// Moves DELAYED runs whose time has come to QUEUED. Returns how many moved.
-    pub async fn enqueue_delayed(&self, now: Millis, limit: usize) -> Result<usize, StoreError> {
+    /// Moves DELAYED runs whose time has come to QUEUED. Returns the lanes of the runs moved.
+    pub async fn enqueue_delayed(
+        &self,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<Lane>, StoreError> {
         self.write(move |c| {
             Ok(c.prepare_cached(
                 "UPDATE runs SET status = 'QUEUED', updated_at = ?1 \
                  WHERE id IN (SELECT id FROM runs WHERE status = 'DELAYED' AND available_at <= ?1 \
-                              ORDER BY available_at LIMIT ?2)",
+                              ORDER BY available_at LIMIT ?2) \
+                 RETURNING environment_id, queue, concurrency_key",
             )?
-            .execute(params![now, limit as i64])?)
+            .query_map(params![now, limit as i64], lane_from_row)?
+            .collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -557,18 +573,24 @@ impl Store {
         environment_id: &str,
         task_ids: Vec<String>,
         now: Millis,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<Vec<Lane>, StoreError> {
         let environment_id = environment_id.to_owned();
         self.write(move |c| {
-            let mut moved = 0;
+            let mut lanes = Vec::new();
             let mut stmt = c.prepare_cached(
-                "UPDATE runs SET status = 'QUEUED', available_at = ?3, updated_at = ?3 \
-                 WHERE environment_id = ?1 AND task_id = ?2 AND status = 'PENDING_VERSION'",
+                "UPDATE runs SET status = 'QUEUED', available_at = ?3, updated_at = ?3, backoff = 0 \
+                 WHERE environment_id = ?1 AND task_id = ?2 AND status = 'PENDING_VERSION' \
+                 RETURNING environment_id, queue, concurrency_key",
             )?;
             for task in &task_ids {
-                moved += stmt.execute(params![environment_id, task, now])?;
+                for lane in stmt.query_map(params![environment_id, task, now], lane_from_row)? {
+                    let lane = lane?;
+                    if !lanes.contains(&lane) {
+                        lanes.push(lane);
+                    }
+                }
             }
-            Ok(moved)
+            Ok(lanes)
         })
         .await
     }
@@ -798,51 +820,13 @@ impl Store {
         .await
     }
 
-    /// Claims up to `limit` due QUEUED runs (status DEQUEUED) in queue order, in one statement.
-    pub async fn claim_ready(&self, now: Millis, limit: usize) -> Result<Vec<Run>, StoreError> {
-        self.write(move |c| {
-            let ids: Vec<String> = c
-                .prepare_cached(
-                    "UPDATE runs SET status = 'DEQUEUED', updated_at = ?1 \
-                     WHERE id IN (SELECT id FROM runs WHERE status = 'QUEUED' AND available_at <= ?1 \
-                                  ORDER BY score LIMIT ?2) \
-                     RETURNING id",
-                )?
-                .query_map(params![now, limit as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut runs = Vec::with_capacity(ids.len());
-            for id in ids {
-                runs.push(load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?);
-            }
-            runs.sort_by_key(|r| r.queue_timestamp - r.priority_ms);
-            Ok(runs)
-        })
-        .await
-    }
-
-    /// When the next timer is due: a queued run's backoff ending, a delayed run's enqueue, or a
-    /// TTL expiring.
-    pub async fn next_due(&self) -> Result<Option<Millis>, StoreError> {
-        self.read(|c| {
-            Ok(c.query_row(
-                "SELECT min(t) FROM ( \
-                   SELECT min(available_at) AS t FROM runs WHERE status = 'QUEUED' \
-                   UNION ALL SELECT min(available_at) FROM runs WHERE status = 'DELAYED' \
-                   UNION ALL SELECT min(expires_at) FROM runs \
-                     WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at IS NOT NULL)",
-                [],
-                |r| r.get(0),
-            )?)
-        })
-        .await
-    }
-
-    /// The earliest delayed-run enqueue or TTL expiry, if any.
+    /// The earliest delayed-run enqueue, retry backoff end or TTL expiry, if any.
     pub async fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
                 "SELECT min(t) FROM ( \
                    SELECT min(available_at) AS t FROM runs WHERE status = 'DELAYED' \
+                   UNION ALL SELECT min(available_at) FROM runs WHERE status = 'QUEUED' AND backoff = 1 \
                    UNION ALL SELECT min(expires_at) FROM runs \
                      WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at IS NOT NULL)",
                 [],
@@ -1041,7 +1025,8 @@ fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
     let changed = c.execute(
         "UPDATE runs SET status = ?3, updated_at = ?4, available_at = coalesce(?5, available_at), \
            error = coalesce(?6, error), finished_at = coalesce(?7, finished_at), \
-           machine = coalesce(?8, machine) \
+           machine = coalesce(?8, machine), \
+           backoff = (?3 = 'QUEUED' AND coalesce(?5, available_at) > ?4) \
          WHERE id = ?1 AND status = ?2",
         params![
             u.run_id,
@@ -1060,7 +1045,7 @@ fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn load_run(c: &Connection, id: &str) -> Result<Option<Run>, StoreError> {
+pub(super) fn load_run(c: &Connection, id: &str) -> Result<Option<Run>, StoreError> {
     Ok(c.prepare_cached(&format!(
         "SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.id = ?1"
     ))?

@@ -7,6 +7,7 @@ mod cli;
 mod deploy;
 mod limits;
 mod options;
+mod queues;
 mod restart;
 mod runs;
 mod support;

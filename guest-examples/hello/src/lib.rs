@@ -1,4 +1,4 @@
-//! The example kiln task component. One component, seven tasks, each showing one behaviour a
+//! The example kiln task component. One component, ten tasks, each showing one behaviour a
 //! task can have:
 //!
 //! | task    | does                                                                              |
@@ -10,6 +10,8 @@
 //! | `echo`  | returns its payload unchanged                                                     |
 //! | `fail`  | always fails with an ordinary error; 2 attempts                                   |
 //! | `spin`  | `{"ms": N}`: keeps the CPU busy for N milliseconds, then returns `{"spun": N}`     |
+//! | `limited`, `limited-too` | `spin` on the shared queue `limited` (at most 2 at once)          |
+//! | `single` | `spin` on its own queue, limited to 1 at once                                     |
 
 use kiln_sdk::prelude::*;
 use serde::de::IgnoredAny;
@@ -36,6 +38,15 @@ kiln_sdk::tasks![
         .description("Always fails with an ordinary error")
         .retry(Retry::attempts(2).min_timeout_ms(100).randomize(false)),
     Task::new("spin", spin).description("Keeps the CPU busy for `ms` milliseconds"),
+    Task::new("limited", spin)
+        .description("Spins on the queue `limited`, which runs at most 2 at once")
+        .queue(Queue::named("limited").concurrency_limit(2)),
+    Task::new("limited-too", spin)
+        .description("Spins on the queue `limited` too")
+        .queue(Queue::named("limited").concurrency_limit(2)),
+    Task::new("single", spin)
+        .description("Spins on its own queue, one at a time")
+        .queue_concurrency_limit(1),
 ];
 
 /// Payload of `hello`; `null`, `{}` and a missing name all greet the world.

@@ -107,12 +107,11 @@ impl Task {
 
     /// Most runs of the task's queue that may execute at once.
     ///
-    /// When no [`queue`](Task::queue) is set, this declares a queue named after the task id
-    /// (the WIT `queue-definition` needs a name).
+    /// When no [`queue`](Task::queue) is set, this limits the task's own queue, `task/<id>`.
     pub fn queue_concurrency_limit(mut self, limit: u32) -> Task {
         let id = &self.id;
         self.queue
-            .get_or_insert_with(|| Queue::named(id.clone()))
+            .get_or_insert_with(|| Queue::named(format!("task/{id}")))
             .concurrency_limit = Some(limit);
         self
     }
