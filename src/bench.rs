@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::engine::{Engine, MAX_BATCH_ITEMS, TriggerItem};
 use crate::host::{self, HostConfig, RunningHost};
-use crate::model::{Environment, Run, RunStatus, TriggerOptions};
+use crate::model::{Environment, Lane, QueueRef, Run, RunStatus, TriggerOptions};
 use crate::sandbox::baseline::Metering;
 use crate::sandbox::{Prepared, Sandbox, SandboxConfig};
 use crate::store::Store;
@@ -71,14 +71,17 @@ pub enum Scenario {
     Sandbox,
     /// Deploy → first run, and host restart → first run.
     ColdStart,
+    /// Claim cost and drain rate with 1k, 100k and 1M runs queued.
+    Queue,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 4] = [
+    const ALL: [Scenario; 5] = [
         Scenario::Throughput,
         Scenario::Latency,
         Scenario::Sandbox,
         Scenario::ColdStart,
+        Scenario::Queue,
     ];
 
     fn name(self) -> &'static str {
@@ -87,6 +90,7 @@ impl Scenario {
             Scenario::Latency => "latency",
             Scenario::Sandbox => "sandbox",
             Scenario::ColdStart => "cold-start",
+            Scenario::Queue => "queue",
         }
     }
 }
@@ -108,6 +112,10 @@ baseline, and reports kiln ÷ baseline as well as the raw numbers:
               epoch interruption each on and off.
   cold-start  deploy → first run COMPLETED on a fresh data dir, and host restart → first run,
               vs compiling and calling the component with bare wasmtime.
+  queue       for each backlog (--queue-sizes, default 1k, 100k, 1M): fill a paused queue with
+              Engine::trigger_many, time the store's lane claim (the dispatcher's own call) over
+              1,000 runs in claims of 50, then resume and time the dispatcher draining 1,000 runs
+              to COMPLETED. Reported per run and as a ratio to the smallest backlog (flat = 1×).
 
 The guests come from --guest-dir; build them with
   (cd guest-examples && cargo build --release --target wasm32-wasip2)
@@ -131,6 +139,9 @@ pub struct BenchArgs {
     /// MiB the `hash` task of the sandbox scenario generates and hashes.
     #[arg(long, value_name = "MB", default_value_t = DEFAULT_HASH_MB)]
     pub hash_mb: u32,
+    /// Backlogs of the queue scenario (default: 1000, 100000 and 1000000).
+    #[arg(long, value_name = "N", value_delimiter = ',')]
+    pub queue_sizes: Vec<usize>,
     /// Directory holding bench.wasm and hello.wasm.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_GUEST_DIR)]
     pub guest_dir: PathBuf,
@@ -175,6 +186,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         latency: None,
         sandbox: None,
         cold_start: None,
+        queue: None,
         rows: Vec::new(),
     };
     for scenario in scenarios {
@@ -224,6 +236,22 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
                 results.rows.extend(r.rows());
                 results.cold_start = Some(r);
             }
+            Scenario::Queue => {
+                let sizes = if args.queue_sizes.is_empty() {
+                    DEFAULT_QUEUE_SIZES.to_vec()
+                } else {
+                    args.queue_sizes.clone()
+                };
+                let r = queue_scale(&QueueScaleConfig {
+                    sizes,
+                    concurrency,
+                    bench_wasm: bench_wasm.clone(),
+                })
+                .await
+                .context("the queue scenario failed")?;
+                results.rows.extend(r.rows());
+                results.queue = Some(r);
+            }
         }
     }
 
@@ -264,6 +292,7 @@ pub struct Results {
     pub latency: Option<LatencyReport>,
     pub sandbox: Option<SandboxReport>,
     pub cold_start: Option<ColdStartReport>,
+    pub queue: Option<QueueScaleReport>,
     /// The printed table.
     pub rows: Vec<Row>,
 }
@@ -1104,6 +1133,193 @@ pub async fn cold_start(config: &ColdStartConfig) -> anyhow::Result<ColdStartRep
         restart_to_first_run_ms: median(restart_to_run),
         bare_new_sandbox_compile_and_call_ms: median(bare_new),
     })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Queue scale
+
+/// Default backlogs of the queue scenario.
+pub const DEFAULT_QUEUE_SIZES: [usize; 3] = [1_000, 100_000, 1_000_000];
+/// Runs claimed, and runs drained, at each backlog.
+const QUEUE_PROBE_RUNS: usize = 1_000;
+/// Runs per claim when timing the claim alone (the dispatcher claims as many as it has slots).
+const QUEUE_CLAIM_BATCH: usize = 50;
+/// Most a claim or the drain may cost at the largest backlog, relative to the smallest.
+const TARGET_QUEUE_FLATNESS: f64 = 1.5;
+
+/// Configuration of the queue scenario.
+#[derive(Debug, Clone)]
+pub struct QueueScaleConfig {
+    pub sizes: Vec<usize>,
+    pub concurrency: usize,
+    pub bench_wasm: PathBuf,
+}
+
+/// One backlog of the queue scenario.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueScalePoint {
+    pub queued: usize,
+    /// Engine::trigger_many into a queue already this deep.
+    pub fill_us_per_run: f64,
+    /// The store's lane claim (select the lane's head, one UPDATE … RETURNING, load the runs).
+    pub claim_us_per_run: f64,
+    /// The dispatcher taking runs off this backlog to COMPLETED.
+    pub drain_runs_per_sec: f64,
+}
+
+/// What the queue scenario measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct QueueScaleReport {
+    pub points: Vec<QueueScalePoint>,
+    /// Claim cost at the largest backlog ÷ at the smallest.
+    pub claim_ratio: f64,
+    /// Drain time per run at the largest backlog ÷ at the smallest.
+    pub drain_ratio: f64,
+}
+
+impl QueueScaleReport {
+    fn rows(&self) -> Vec<Row> {
+        let Some(first) = self.points.first() else {
+            return Vec::new();
+        };
+        let mut rows = Vec::new();
+        for p in &self.points {
+            let queued = thousands(p.queued as f64);
+            rows.push(
+                Row::new(
+                    "queue",
+                    format!("claim µs/run, {queued} queued"),
+                    format!("{:.1}", p.claim_us_per_run),
+                )
+                .baseline(
+                    format!("{:.1}", first.claim_us_per_run),
+                    p.claim_us_per_run / first.claim_us_per_run,
+                ),
+            );
+            rows.push(
+                Row::new(
+                    "queue",
+                    format!("drain runs/s, {queued} queued"),
+                    thousands(p.drain_runs_per_sec),
+                )
+                .baseline(
+                    thousands(first.drain_runs_per_sec),
+                    first.drain_runs_per_sec / p.drain_runs_per_sec,
+                ),
+            );
+            rows.push(Row::new(
+                "queue",
+                format!("trigger µs/run into {queued} queued"),
+                format!("{:.1}", p.fill_us_per_run),
+            ));
+        }
+        if self.points.len() > 1 {
+            rows.push(
+                Row::new("queue", "largest ÷ smallest backlog, per run", "").targets(&[
+                    (
+                        format!(
+                            "claim ≤ {TARGET_QUEUE_FLATNESS}× ({:.2}×)",
+                            self.claim_ratio
+                        ),
+                        self.claim_ratio <= TARGET_QUEUE_FLATNESS,
+                    ),
+                    (
+                        format!(
+                            "drain ≤ {TARGET_QUEUE_FLATNESS}× ({:.2}×)",
+                            self.drain_ratio
+                        ),
+                        self.drain_ratio <= TARGET_QUEUE_FLATNESS,
+                    ),
+                ]),
+            );
+        }
+        rows
+    }
+}
+
+/// Dequeue cost at growing backlogs: the claim alone, and the whole dispatcher draining runs.
+pub async fn queue_scale(config: &QueueScaleConfig) -> anyhow::Result<QueueScaleReport> {
+    let mut points = Vec::new();
+    for &size in &config.sizes {
+        let size = size.max(QUEUE_PROBE_RUNS * 2);
+        eprintln!("  {} queued …", thousands(size as f64));
+        points.push(queue_point(config, size).await?);
+    }
+    let (first, last) = match (points.first(), points.last()) {
+        (Some(f), Some(l)) => (f, l),
+        _ => bail!("no queue sizes to measure"),
+    };
+    Ok(QueueScaleReport {
+        claim_ratio: last.claim_us_per_run / first.claim_us_per_run,
+        drain_ratio: first.drain_runs_per_sec / last.drain_runs_per_sec,
+        points,
+    })
+}
+
+async fn queue_point(config: &QueueScaleConfig, size: usize) -> anyhow::Result<QueueScalePoint> {
+    let dir = TempDir::new("queue")?;
+    let host = start_host(
+        dir.path(),
+        config.concurrency.max(1),
+        vec![config.bench_wasm.clone()],
+    )
+    .await?;
+    let result = async {
+        let (engine, env) = (host.engine.clone(), host.dev.clone());
+        let noop = || QueueRef::Task("noop".into());
+        engine.pause_queue(&env, noop(), true).await?;
+
+        // Fill; keep the id of the last run the drain must reach (runs leave in trigger order).
+        let drain_last_index = QUEUE_PROBE_RUNS * 2 - 1;
+        let mut drain_last = None;
+        let started = Instant::now();
+        let mut filled = 0;
+        while filled < size {
+            let batch = (size - filled).min(MAX_BATCH_ITEMS);
+            let items = (0..batch).map(|_| noop_item("noop", "null")).collect();
+            let inserted = engine.trigger_many(&env, items, false).await?;
+            if (filled..filled + batch).contains(&drain_last_index) {
+                drain_last = Some(inserted[drain_last_index - filled].run.id.clone());
+            }
+            filled += batch;
+        }
+        let fill_us = started.elapsed().as_secs_f64() * 1e6 / size as f64;
+        let drain_last = drain_last.context("the backlog is too small to drain")?;
+
+        // The claim alone, on the paused queue (the dispatcher leaves it alone meanwhile).
+        let lane = Lane {
+            environment_id: env.id.clone(),
+            queue: "task/noop".into(),
+            concurrency_key: None,
+        };
+        let started = Instant::now();
+        let mut claimed = 0;
+        while claimed < QUEUE_PROBE_RUNS {
+            let got = engine
+                .store()
+                .claim_lanes(vec![(lane.clone(), QUEUE_CLAIM_BATCH)], engine.now())
+                .await?;
+            claimed += got.iter().map(Vec::len).sum::<usize>();
+        }
+        let claim_us = started.elapsed().as_secs_f64() * 1e6 / claimed as f64;
+
+        // The dispatcher drains the next runs.
+        let started = Instant::now();
+        engine.pause_queue(&env, noop(), false).await?;
+        wait_completed(engine.store(), &env.id, &drain_last, POLL).await?;
+        let drain = started.elapsed();
+        anyhow::Ok(QueueScalePoint {
+            queued: size,
+            fill_us_per_run: fill_us,
+            claim_us_per_run: claim_us,
+            drain_runs_per_sec: QUEUE_PROBE_RUNS as f64 / drain.as_secs_f64(),
+        })
+    }
+    .await;
+    let stopped = host.shutdown().await;
+    let point = result?;
+    stopped?;
+    Ok(point)
 }
 
 // ---------------------------------------------------------------------------------------------

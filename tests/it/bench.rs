@@ -1,7 +1,7 @@
 //! `kiln bench`'s scenarios run to the end and report what they measured. No timing is asserted:
 //! the numbers depend on the machine; the benchmark itself compares them with its baselines.
 
-use kiln::bench::{ThroughputConfig, throughput};
+use kiln::bench::{QueueScaleConfig, ThroughputConfig, queue_scale, throughput};
 
 use crate::support::{guest_path, guests};
 
@@ -30,4 +30,23 @@ async fn throughput_scenario_completes_every_run_and_reports_rates() {
     ] {
         assert!(x.is_finite() && x > 0.0, "{what} is {x}: {report:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_scenario_claims_and_drains_at_each_backlog() {
+    let report = queue_scale(&QueueScaleConfig {
+        sizes: vec![2_000, 3_000],
+        concurrency: 2,
+        bench_wasm: guest_path(guests::BENCH),
+    })
+    .await
+    .expect("the queue scenario runs");
+    let queued: Vec<usize> = report.points.iter().map(|p| p.queued).collect();
+    assert_eq!(queued, [2_000, 3_000]);
+    for p in &report.points {
+        for x in [p.fill_us_per_run, p.claim_us_per_run, p.drain_runs_per_sec] {
+            assert!(x.is_finite() && x > 0.0, "{report:?}");
+        }
+    }
+    assert!(report.claim_ratio > 0.0 && report.drain_ratio > 0.0);
 }

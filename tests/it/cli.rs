@@ -207,3 +207,73 @@ fn every_command_has_help() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queues_and_environment_limits_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ServeProcess::start(dir.path(), &["--environment-concurrency", "7"]);
+
+    let list = ok(kiln(&host, &["queues", "list"]));
+    assert!(
+        list.contains("task/echo  limit environment's  running 0  queued 0"),
+        "{list}"
+    );
+    assert!(list.contains("limited  limit 2"), "{list}");
+    assert!(list.contains("task/single  limit 1"), "{list}");
+
+    let paused = ok(kiln(&host, &["queues", "pause", "task/echo"]));
+    assert!(paused.contains("PAUSED"), "{paused}");
+    let id = ok(kiln(&host, &["trigger", "echo", "1"])).trim().to_owned();
+    let got: Value =
+        serde_json::from_str(&ok(kiln(&host, &["queues", "get", "task/echo", "--json"]))).unwrap();
+    assert_eq!(
+        (got["paused"].clone(), got["queued"].clone()),
+        (Value::Bool(true), 1.into())
+    );
+    let resumed = ok(kiln(&host, &["queues", "resume", "task/echo"]));
+    assert!(!resumed.contains("PAUSED"), "{resumed}");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ok(kiln(&host, &["runs", "get", &id])).contains("COMPLETED") {
+        assert!(Instant::now() < deadline, "the resumed run never completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let limited = ok(kiln(&host, &["queues", "limit", "limited", "1"]));
+    assert!(limited.starts_with("limited  limit 1"), "{limited}");
+    let reset = ok(kiln(&host, &["queues", "reset", "limited"]));
+    assert!(reset.starts_with("limited  limit 2"), "{reset}");
+    let too_high = kiln(&host, &["queues", "limit", "limited", "8"]);
+    assert!(!too_high.status.success());
+    assert!(
+        String::from_utf8_lossy(&too_high.stderr).contains("environment's limit of 7"),
+        "{too_high:?}"
+    );
+    let missing = kiln(&host, &["queues", "get", "nope"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("queue `nope` not found"));
+
+    let admin = std::fs::read_to_string(dir.path().join("admin.key")).unwrap();
+    let admin = admin.trim();
+    let envs = ok(kiln(&host, &["envs", "list", "--admin-key", admin]));
+    assert!(
+        envs.starts_with("default/dev  limit 7  running 0"),
+        "{envs}"
+    );
+    let set = ok(kiln(
+        &host,
+        &["envs", "limit", "--env", "dev", "20", "--admin-key", admin],
+    ));
+    assert!(set.starts_with("default/dev  limit 20"), "{set}");
+    let bad = kiln(
+        &host,
+        &[
+            "envs",
+            "limit",
+            "--env",
+            "dev",
+            "many",
+            "--admin-key",
+            admin,
+        ],
+    );
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("whole number or `default`"));
+}
