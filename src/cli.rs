@@ -306,6 +306,10 @@ struct ServeArgs {
     /// fits (small-1x: 512 MiB).
     #[arg(long, default_value_t = DEFAULT_MEMORY_POOL_BYTES >> 20)]
     memory_pool_mib: u64,
+    /// Waits in a task up to this long sleep in place and keep the run's slot; longer ones
+    /// checkpoint the run (no instance, no slot) and resume it when the time comes.
+    #[arg(long, value_parser = duration_arg, default_value = "5s")]
+    wait_threshold: Duration,
 }
 
 fn max_duration_arg(text: &str) -> Result<Duration, String> {
@@ -487,6 +491,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         default_max_duration: args.default_max_duration,
         fuel_budget: args.fuel_budget,
         memory_pool_bytes: args.memory_pool_mib.saturating_mul(1 << 20),
+        wait_threshold: args.wait_threshold,
         ..HostConfig::new(args.data_dir.clone(), args.listen)
     })
     .await?;

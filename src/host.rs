@@ -57,6 +57,8 @@ pub struct HostConfig {
     pub fuel_budget: u64,
     /// Guest memory lent out at once, in bytes.
     pub memory_pool_bytes: u64,
+    /// Waits up to this long sleep in place; longer ones checkpoint the run.
+    pub wait_threshold: Duration,
 }
 
 impl HostConfig {
@@ -74,6 +76,7 @@ impl HostConfig {
             default_max_duration: None,
             fuel_budget: DEFAULT_FUEL_BUDGET,
             memory_pool_bytes: DEFAULT_MEMORY_POOL_BYTES,
+            wait_threshold: crate::sandbox::DEFAULT_WAIT_THRESHOLD,
         }
     }
 }
@@ -197,6 +200,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             default_max_duration: config.default_max_duration,
             fuel_budget: config.fuel_budget,
             memory_pool_bytes: config.memory_pool_bytes,
+            wait_threshold: config.wait_threshold,
         },
         config.clock.clone(),
     ));

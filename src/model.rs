@@ -451,6 +451,10 @@ pub struct Run {
     pub batch_id: Option<String>,
     /// Where the run retries after running out of memory.
     pub oom_machine: Option<Machine>,
+    /// Seeds the guest's randomness (the same on every replay).
+    pub seed: u64,
+    /// The current attempt has a checkpoint: its next execution replays the journal.
+    pub checkpointed: bool,
 }
 
 impl Run {

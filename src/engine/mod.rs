@@ -24,11 +24,13 @@ use crate::model::{
     Machine, Millis, Queue, QueueRef, RetryPolicy, Run, RunError, RunStatus, TASK_QUEUE_PREFIX,
     TriggerOptions,
 };
-use crate::sandbox::{AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind};
+use crate::sandbox::{
+    AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind, journal,
+};
 use crate::store::{FinishAttempt, Inserted, NewRun, RunUpdate, Store, StoreError};
 use metadata::{MetadataError, MetadataOp};
 use scheduler::{QueueLimits, Scheduler};
-use state::{Effect, Event, FailureKind, RunState, transition};
+use state::{Effect, Event, FailureKind, RunState, Transition, transition};
 
 /// Most tags on one run (Trigger.dev's `MAX_TAGS_PER_RUN`).
 pub const MAX_TAGS: usize = 10;
@@ -100,6 +102,8 @@ pub struct EngineConfig {
     pub default_max_duration: Option<Duration>,
     /// Fuel budget of an attempt on `small-1x` (other machines scale with their vCPUs).
     pub fuel_budget: u64,
+    /// Waits up to this long sleep in place and keep the slot; longer ones checkpoint the run.
+    pub wait_threshold: Duration,
     /// Guest memory the host lends out at once: an attempt starts only when its machine's memory
     /// fits, so attempts together can never use more.
     pub memory_pool_bytes: u64,
@@ -208,6 +212,11 @@ impl Engine {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Guest instances alive now (a checkpointed run holds none).
+    pub fn live_instances(&self) -> usize {
+        self.sandbox.live_instances()
     }
 
     fn scheduler(&self) -> std::sync::MutexGuard<'_, Scheduler> {
@@ -648,13 +657,8 @@ impl Engine {
                 return Ok(CancelOutcome::AlreadyFinished(run.status));
             };
             let update = RunUpdate {
-                machine: None,
-                run_id: run.id.clone(),
-                expected: run.status,
-                status: t.state.status,
-                available_at: None,
                 error: Some(RunError::coded("TASK_RUN_CANCELLED", "Canceled by user")),
-                now: self.now(),
+                ..run_update(&run, &t, self.now())
             };
             match self.store.update_run(update).await {
                 Ok(()) => {
@@ -690,29 +694,29 @@ impl Engine {
             let Ok(t) = transition(&run_state(&run), Event::Recover, now) else {
                 continue;
             };
-            let requeue_at = requeue_time(&t.effects);
             let error = RunError::coded(
                 FailureKind::Stalled
                     .code()
                     .unwrap_or("TASK_RUN_STALLED_EXECUTING"),
                 "the host stopped while this attempt was executing",
             );
+            // A checkpointed attempt continues from its journal; any other executing one ended.
+            let continues = t.state.checkpointed;
             let update = RunUpdate {
-                machine: None,
-                run_id: run.id.clone(),
-                expected: run.status,
-                status: t.state.status,
-                available_at: requeue_at,
                 error: t.state.status.is_final().then(|| error.clone()),
-                now,
+                ..run_update(&run, &t, now)
             };
             let result = if run.status == RunStatus::Executing {
                 self.store
                     .finish_attempt(FinishAttempt {
                         update,
                         attempt: run.attempt_count,
-                        attempt_status: AttemptStatus::Failed,
-                        attempt_error: Some(error),
+                        attempt_status: if continues {
+                            AttemptStatus::Executing
+                        } else {
+                            AttemptStatus::Failed
+                        },
+                        attempt_error: (!continues).then_some(error),
                         output: None,
                         fuel_used: 0,
                         compute_ms: 0,
@@ -817,6 +821,7 @@ impl Engine {
                     retry: self.config.default_retry,
                     machine: self.config.default_machine,
                     oom_machine: None,
+                    checkpointed: false,
                 },
                 Event::Enqueue,
                 now
@@ -831,6 +836,13 @@ impl Engine {
                 self.activate(lanes);
             }
             Err(e) => tracing::error!(error = %e, "enqueuing delayed runs failed"),
+        }
+        match self.store.resume_due(now, TIMER_BATCH).await {
+            Ok(lanes) => {
+                again |= lanes.len() == TIMER_BATCH;
+                self.activate(lanes);
+            }
+            Err(e) => tracing::error!(error = %e, "resuming waiting runs failed"),
         }
         match self.store.end_backoffs(now, TIMER_BATCH).await {
             Ok(lanes) => {
@@ -874,15 +886,7 @@ impl Engine {
                 .fail_unstarted(run, "COULD_NOT_FIND_TASK", message)
                 .await;
         };
-        let update = RunUpdate {
-            machine: None,
-            run_id: run.id.clone(),
-            expected: run.status,
-            status: t.state.status,
-            available_at: None,
-            error: None,
-            now: self.now(),
-        };
+        let update = run_update(run, &t, self.now());
         if let Err(e) = self.store.update_run(update).await {
             tracing::error!(run = %run.id, error = %e, "could not park the run");
         }
@@ -943,6 +947,31 @@ impl Engine {
             }
         }
         let task = deployment.tasks.iter().find(|t| t.id == run.task_id);
+        // A checkpointed attempt replays what it observed before.
+        let journal = if run.checkpointed {
+            match self
+                .store
+                .journal(&run.id, attempt)
+                .await
+                .map(|b| journal::decode(&b))
+            {
+                Ok(Some(entries)) => entries,
+                Ok(None) => {
+                    let message = "the run's checkpoint is corrupt; it cannot continue".to_owned();
+                    return self
+                        .fail_started(&run, &started.state, attempt, message)
+                        .await;
+                }
+                Err(e) => {
+                    tracing::error!(run = %run.id, error = %e, "could not read the run's journal");
+                    return self
+                        .fail_started(&run, &started.state, attempt, format!("{e}"))
+                        .await;
+                }
+            }
+        } else {
+            Vec::new()
+        };
         let request = AttemptRequest {
             payload: run.payload.clone(),
             fuel: run.machine.fuel_budget(self.config.fuel_budget),
@@ -964,6 +993,10 @@ impl Engine {
                 .max_duration
                 .or_else(|| task.and_then(|t| t.max_duration)),
             cancel,
+            journal,
+            seed: run.seed,
+            clock: self.clock.clone(),
+            wait_threshold: self.config.wait_threshold,
         };
         let report = self.sandbox.run(&prepared, request).await;
         let executing = RunState {
@@ -971,6 +1004,39 @@ impl Engine {
             ..started.state
         };
         let now = self.now();
+        let compute_ms = u64::try_from(report.compute.as_millis()).unwrap_or(u64::MAX);
+        if let AttemptOutcome::Suspended { until, recorded } = report.outcome {
+            let Ok(t) = transition(&executing, Event::Suspend, now) else {
+                return;
+            };
+            let checkpoint = FinishAttempt {
+                update: RunUpdate {
+                    expected: RunStatus::Executing,
+                    ..run_update(&run, &t, now)
+                },
+                attempt,
+                attempt_status: AttemptStatus::Executing,
+                attempt_error: None,
+                output: None,
+                fuel_used: report.fuel_used,
+                compute_ms,
+                logs: report.logs,
+            };
+            match self
+                .store
+                .checkpoint(checkpoint, journal::encode(&recorded), until)
+                .await
+            {
+                Ok(()) => {
+                    self.arm_timer(Some(until));
+                    self.wake.notify_one();
+                }
+                Err(e) => {
+                    tracing::error!(run = %run.id, error = %e, "could not checkpoint the run")
+                }
+            }
+            return;
+        }
         let (event, output, error) = outcome_event(report.outcome);
         let t = match transition(&executing, event, now) {
             Ok(t) => t,
@@ -982,20 +1048,13 @@ impl Engine {
         let requeue_at = requeue_time(&t.effects);
         let finish = FinishAttempt {
             update: RunUpdate {
-                machine: t.effects.iter().find_map(|e| match e {
-                    Effect::SwitchMachine(m) => Some(*m),
-                    _ => None,
-                }),
-                run_id: run.id.clone(),
                 expected: RunStatus::Executing,
-                status: t.state.status,
-                available_at: requeue_at,
                 error: if t.state.status.is_final() {
                     error.clone()
                 } else {
                     None
                 },
-                now,
+                ..run_update(&run, &t, now)
             },
             attempt,
             attempt_status: if error.is_some() {
@@ -1006,7 +1065,7 @@ impl Engine {
             attempt_error: error,
             output,
             fuel_used: report.fuel_used,
-            compute_ms: u64::try_from(report.compute.as_millis()).unwrap_or(u64::MAX),
+            compute_ms,
             logs: report.logs,
         };
         match self.store.finish_attempt(finish).await {
@@ -1021,6 +1080,38 @@ impl Engine {
             Err(e) => {
                 tracing::error!(run = %run.id, error = %e, "could not record the attempt's end")
             }
+        }
+    }
+
+    /// An attempt that started but cannot go on (its checkpoint cannot be read) fails as
+    /// SYSTEM_FAILURE.
+    async fn fail_started(&self, run: &Run, started: &RunState, attempt: u32, message: String) {
+        let executing = RunState {
+            status: RunStatus::Executing,
+            ..*started
+        };
+        let kind = FailureKind::System;
+        let now = self.now();
+        let Ok(t) = transition(&executing, Event::Fail { kind, jitter: 0.0 }, now) else {
+            return;
+        };
+        let error = RunError::coded(kind.code().unwrap_or("SYSTEM_FAILURE"), message);
+        let finish = FinishAttempt {
+            update: RunUpdate {
+                expected: RunStatus::Executing,
+                error: Some(error.clone()),
+                ..run_update(run, &t, now)
+            },
+            attempt,
+            attempt_status: AttemptStatus::Failed,
+            attempt_error: Some(error),
+            output: None,
+            fuel_used: 0,
+            compute_ms: 0,
+            logs: Vec::new(),
+        };
+        if let Err(e) = self.store.finish_attempt(finish).await {
+            tracing::error!(run = %run.id, error = %e, "could not fail the run");
         }
     }
 
@@ -1048,13 +1139,8 @@ impl Engine {
             return;
         };
         let update = RunUpdate {
-            machine: None,
-            run_id: run.id.clone(),
-            expected: run.status,
-            status: t.state.status,
-            available_at: None,
             error: Some(RunError::coded(code, message)),
-            now: self.now(),
+            ..run_update(run, &t, self.now())
         };
         if let Err(e) = self.store.update_run(update).await {
             tracing::error!(run = %run.id, error = %e, "could not fail the run");
@@ -1120,6 +1206,24 @@ fn run_state(run: &Run) -> RunState {
         retry: run.retry,
         machine: run.machine,
         oom_machine: run.oom_machine,
+        checkpointed: run.checkpointed,
+    }
+}
+
+/// The store change for transition `t` of `run`: compare-and-set on the run's status as loaded.
+fn run_update(run: &Run, t: &Transition, now: Millis) -> RunUpdate {
+    RunUpdate {
+        run_id: run.id.clone(),
+        expected: run.status,
+        status: t.state.status,
+        available_at: requeue_time(&t.effects),
+        error: None,
+        machine: t.effects.iter().find_map(|e| match e {
+            Effect::SwitchMachine(m) => Some(*m),
+            _ => None,
+        }),
+        checkpointed: t.state.checkpointed,
+        now,
     }
 }
 
@@ -1140,6 +1244,13 @@ fn outcome_event(outcome: AttemptOutcome) -> (Event, Option<String>, Option<RunE
     };
     match outcome {
         AttemptOutcome::Output(output) => (Event::Succeed, Some(output), None),
+        // Handled by the caller before the outcome becomes an event.
+        AttemptOutcome::Suspended { .. } => fail(
+            FailureKind::System,
+            "Error".into(),
+            "a suspended attempt reached the end-of-attempt path".into(),
+            None,
+        ),
         AttemptOutcome::TaskError {
             abort,
             name,
@@ -1167,6 +1278,7 @@ fn outcome_event(outcome: AttemptOutcome) -> (Event, Option<String>, Option<RunE
                 TrapKind::Timeout => FailureKind::MaxDuration,
                 // The run is already CANCELED; the attempt's end is recorded as canceled.
                 TrapKind::Canceled => FailureKind::Abort,
+                TrapKind::Nondeterministic => FailureKind::Nondeterministic,
             };
             fail(kind, "Error".into(), f.message, f.stack)
         }

@@ -28,6 +28,8 @@ pub enum FailureKind {
     Stalled,
     /// kiln itself failed (database error, bug).
     System,
+    /// On replay after a checkpoint the guest made other host calls than it had recorded.
+    Nondeterministic,
 }
 
 impl FailureKind {
@@ -42,6 +44,7 @@ impl FailureKind {
             FailureKind::InvalidOutput => Some("TASK_OUTPUT_ERROR"),
             FailureKind::Stalled => Some("TASK_RUN_STALLED_EXECUTING"),
             FailureKind::System => Some("SYSTEM_FAILURE"),
+            FailureKind::Nondeterministic => Some("TASK_NONDETERMINISTIC"),
         }
     }
 
@@ -61,9 +64,10 @@ impl FailureKind {
             | FailureKind::Abort
             | FailureKind::InvalidOutput
             | FailureKind::Stalled => RunStatus::Failed,
-            FailureKind::Crashed | FailureKind::OutOfMemory | FailureKind::FuelExhausted => {
-                RunStatus::Crashed
-            }
+            FailureKind::Crashed
+            | FailureKind::OutOfMemory
+            | FailureKind::FuelExhausted
+            | FailureKind::Nondeterministic => RunStatus::Crashed,
             FailureKind::MaxDuration => RunStatus::TimedOut,
             FailureKind::System => RunStatus::SystemFailure,
         }
@@ -81,6 +85,9 @@ pub struct RunState {
     pub machine: Machine,
     /// Where to retry after running out of memory (Trigger.dev's `retry.outOfMemory.machine`).
     pub oom_machine: Option<Machine>,
+    /// The current attempt has a checkpoint: its next execution replays the journal and continues
+    /// the attempt instead of starting a new one.
+    pub checkpointed: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -105,6 +112,10 @@ pub enum Event {
     Reschedule,
     /// A claimed run's task is in no deployed version yet: wait for a deploy.
     Park,
+    /// The attempt waits long: its journal is checkpointed and the run leaves its slot.
+    Suspend,
+    /// What the run waited for happened: back to the queue, to continue the attempt.
+    Resume,
 }
 
 /// What the executor must do besides storing the new state.
@@ -146,6 +157,8 @@ impl Event {
             Event::Expire => "expire",
             Event::Reschedule => "reschedule",
             Event::Park => "park",
+            Event::Suspend => "suspend",
+            Event::Resume => "resume",
         }
     }
 }
@@ -183,24 +196,46 @@ pub fn transition(
         state: RunState { status, ..*run },
         effects,
     };
+    // The attempt is over: the next one starts fresh.
+    let ended = |t: Transition| Transition {
+        state: RunState {
+            checkpointed: false,
+            ..t.state
+        },
+        ..t
+    };
     match (run.status, event) {
         (S::Queued, Event::Dequeue) => Ok(to(S::Dequeued, vec![])),
+        // A checkpointed attempt continues; otherwise a new attempt begins.
         (S::Dequeued, Event::StartAttempt) => Ok(Transition {
             state: RunState {
                 status: S::Executing,
-                attempt_count: run.attempt_count + 1,
+                attempt_count: run.attempt_count + u32::from(!run.checkpointed),
                 ..*run
             },
             effects: vec![],
         }),
-        (S::Executing, Event::Succeed) => Ok(to(S::Completed, vec![Effect::Finished])),
-        (S::Executing, Event::Fail { kind, jitter }) => Ok(fail(run, kind, jitter, now)),
+        (S::Executing, Event::Succeed) => Ok(ended(to(S::Completed, vec![Effect::Finished]))),
+        (S::Executing, Event::Fail { kind, jitter }) => Ok(ended(fail(run, kind, jitter, now))),
+        (S::Executing, Event::Suspend) => Ok(Transition {
+            state: RunState {
+                status: S::Waiting,
+                checkpointed: true,
+                ..*run
+            },
+            effects: vec![],
+        }),
+        (S::Waiting, Event::Resume) => Ok(to(S::Queued, vec![Effect::RequeueAt(now)])),
+        // A host that stopped during a checkpointed attempt: continue it from the journal.
+        (S::Executing, Event::Recover) if run.checkpointed => {
+            Ok(to(S::Queued, vec![Effect::RequeueAt(now)]))
+        }
         // A claimed run that cannot start (its task or version is gone) fails without an attempt.
         (S::Dequeued, Event::Fail { kind, .. }) => {
             Ok(to(kind.final_status(), vec![Effect::Finished]))
         }
         (S::Dequeued, Event::Recover) => Ok(to(S::Queued, vec![Effect::RequeueAt(now)])),
-        (S::Executing, Event::Recover) => Ok(fail(run, FailureKind::Stalled, 0.0, now)),
+        (S::Executing, Event::Recover) => Ok(ended(fail(run, FailureKind::Stalled, 0.0, now))),
         (S::Executing, Event::Cancel) => Ok(to(
             S::Canceled,
             vec![Effect::InterruptAttempt, Effect::Finished],
@@ -277,6 +312,7 @@ mod tests {
             retry: policy(3),
             machine: Machine::Small1x,
             oom_machine: None,
+            checkpointed: false,
         }
     }
 
@@ -501,6 +537,8 @@ mod tests {
             Event::Expire,
             Event::Reschedule,
             Event::Park,
+            Event::Suspend,
+            Event::Resume,
         ];
         // With one attempt made: a started run neither expires nor parks.
         let valid = |s: RunStatus, e: &Event| match e {
@@ -513,6 +551,8 @@ mod tests {
             Event::Enqueue => matches!(s, S::Delayed | S::PendingVersion),
             Event::Expire | Event::Park => false,
             Event::Reschedule => s == S::Delayed,
+            Event::Suspend => s == S::Executing,
+            Event::Resume => s == S::Waiting,
         };
         for status in RunStatus::ALL {
             for event in events {
@@ -527,6 +567,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_checkpointed_attempt_waits_resumes_and_continues() {
+        let t = transition(&state(S::Executing, 1), Event::Suspend, NOW).unwrap();
+        assert_eq!((t.state.status, t.state.checkpointed), (S::Waiting, true));
+        assert!(t.effects.is_empty(), "the slot is released by the executor");
+        let t = transition(&t.state, Event::Resume, NOW).unwrap();
+        assert_eq!(t.state.status, S::Queued);
+        assert_eq!(t.effects, [Effect::RequeueAt(NOW)]);
+        let dequeued = RunState {
+            status: S::Dequeued,
+            ..t.state
+        };
+        // The same attempt continues.
+        let t = transition(&dequeued, Event::StartAttempt, NOW).unwrap();
+        assert_eq!((t.state.status, t.state.attempt_count), (S::Executing, 1));
+        // A host stop while it continues resumes it again rather than failing the attempt.
+        let r = transition(&t.state, Event::Recover, NOW).unwrap();
+        assert_eq!((r.state.status, r.state.attempt_count), (S::Queued, 1));
+        // Its end closes the attempt: a retry starts fresh.
+        let f = transition(&t.state, fail(FailureKind::User), NOW).unwrap();
+        assert_eq!((f.state.status, f.state.checkpointed), (S::Queued, false));
+        let done = transition(&t.state, Event::Succeed, NOW).unwrap();
+        assert!(!done.state.checkpointed);
     }
 
     #[test]

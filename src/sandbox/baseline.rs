@@ -58,6 +58,7 @@ impl Sandbox {
             None,
             CancelHandle::default(),
             1,
+            super::Replay::fresh(),
         );
         let ctx = wit_context(&bench_context(task_id, machine));
         let task = prepared

@@ -7,6 +7,7 @@
 //! without a bound.
 
 pub mod baseline;
+pub mod journal;
 mod output;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
@@ -20,13 +21,18 @@ use wasmtime::{
 };
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use crate::model::{LogLevel, LogLine, Machine, now_ms};
+use crate::model::{Clock, LogLevel, LogLine, Machine, Millis, now_ms};
+use journal::{Divergence, Entry, Journal, Kind};
 use output::{GuestOutput, LogBuffer};
 
 mod bindings {
     wasmtime::component::bindgen!({
         path: "wit",
         world: "kiln:task/task",
+        imports: {
+            "kiln:task/wait.for-duration": async | trappable,
+            "kiln:task/wait.until": async | trappable,
+        },
         exports: { default: async },
     });
 }
@@ -73,6 +79,17 @@ struct Inner {
     compilations: AtomicU64,
     /// Identifies the engine configuration a compiled artifact was made for.
     fingerprint: String,
+    /// Stores (guest instances) alive now.
+    live: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counts a store as alive until its state is dropped.
+struct Live(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Inner {
@@ -133,6 +150,8 @@ pub enum TrapKind {
     Timeout,
     /// The attempt was canceled.
     Canceled,
+    /// On replay the guest made other host calls than the journal recorded.
+    Nondeterministic,
 }
 
 /// A task as the component declared it, before validation.
@@ -183,6 +202,15 @@ pub struct AttemptRequest {
     pub context: RunContext,
     pub max_duration: Option<Duration>,
     pub cancel: CancelHandle,
+    /// What the attempt observed before its last checkpoint, replayed first (empty for a fresh
+    /// attempt).
+    pub journal: Vec<Entry>,
+    /// Seeds the guest's randomness, so a replay sees the same numbers.
+    pub seed: u64,
+    /// The clock waits and the guest's clocks read (the engine's).
+    pub clock: Arc<dyn Clock>,
+    /// Waits up to this long sleep in place; longer ones checkpoint.
+    pub wait_threshold: Duration,
 }
 
 /// Lets another task interrupt an executing attempt within one epoch tick.
@@ -211,6 +239,9 @@ pub enum AttemptOutcome {
     InvalidOutput(String),
     /// The guest did not return.
     Failed(GuestFailure),
+    /// The guest waits until `until`: checkpoint the run with the journal `recorded` since the
+    /// execution began (appended to what it replayed).
+    Suspended { until: Millis, recorded: Vec<Entry> },
 }
 
 /// An attempt's outcome with its usage and logs.
@@ -227,15 +258,163 @@ const STOP_NONE: u8 = 0;
 const STOP_CANCELED: u8 = 1;
 const STOP_TIMEOUT: u8 = 2;
 
-/// Per-store state: WASI context, log capture, memory accounting and the interrupt reasons.
+/// Per-store state: WASI context, log capture, memory accounting, the interrupt reasons and the
+/// journal.
 pub struct HostState {
     wasi: WasiCtx,
     table: ResourceTable,
     logs: Arc<Mutex<LogBuffer>>,
     limiter: MemoryLimiter,
     cancel: CancelHandle,
+    /// When `maxDuration` runs out; pushed back by in-place waits, which are not compute.
     deadline: Option<Instant>,
     stop: Arc<AtomicU8>,
+    journal: Arc<Mutex<Journal>>,
+    clock: Arc<dyn Clock>,
+    wait_threshold: Duration,
+    _live: Live,
+}
+
+/// How an execution replays and waits: the journal to answer from, the randomness seed, the clock
+/// and the in-place wait threshold.
+pub struct Replay {
+    pub journal: Vec<Entry>,
+    pub seed: u64,
+    pub clock: Arc<dyn Clock>,
+    pub wait_threshold: Duration,
+}
+
+/// Waits up to this long sleep in place unless the host is configured otherwise (Trigger.dev's 5 s).
+pub const DEFAULT_WAIT_THRESHOLD: Duration = Duration::from_secs(5);
+
+impl Replay {
+    /// Nothing to replay, fresh randomness, the system clock.
+    pub fn fresh() -> Replay {
+        Replay {
+            journal: Vec::new(),
+            seed: rand::random(),
+            clock: Arc::new(crate::model::SystemClock),
+            wait_threshold: DEFAULT_WAIT_THRESHOLD,
+        }
+    }
+}
+
+/// The error a wait returns to unwind the guest when the run checkpoints.
+#[derive(Debug)]
+struct Suspend {
+    until: Millis,
+}
+
+impl std::fmt::Display for Suspend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "the run checkpoints until {}", self.until)
+    }
+}
+
+impl std::error::Error for Suspend {}
+
+impl HostState {
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A wait: its deadline is journaled (so a replay waits for the same instant), then it sleeps
+    /// in place if short, or unwinds the guest to checkpoint.
+    async fn wait(
+        &mut self,
+        digest: u64,
+        deadline: impl FnOnce(Millis) -> Millis,
+    ) -> wasmtime::Result<()> {
+        let now = self.clock.now();
+        let until = self
+            .journal()
+            .call(Kind::Wait, digest, || deadline(now) as u64)
+            .map_err(wasmtime::Error::new)?;
+        let until = i64::try_from(until).unwrap_or(i64::MAX);
+        let remaining = until.saturating_sub(now);
+        if remaining <= 0 {
+            return Ok(());
+        }
+        let remaining = Duration::from_millis(remaining as u64);
+        if remaining > self.wait_threshold {
+            return Err(wasmtime::Error::new(Suspend { until }));
+        }
+        tokio::time::sleep(remaining).await;
+        // Waiting is not compute: the time limit moves by the time slept.
+        self.deadline = self.deadline.map(|d| d + remaining);
+        Ok(())
+    }
+}
+
+impl bindings::kiln::task::wait::Host for HostState {
+    async fn for_duration(&mut self, ms: u64) -> wasmtime::Result<()> {
+        let digest = journal::digest(&[b"for-duration", &ms.to_le_bytes()]);
+        self.wait(digest, |now| {
+            now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+        })
+        .await
+    }
+
+    async fn until(&mut self, at_ms: u64) -> wasmtime::Result<()> {
+        let digest = journal::digest(&[b"until", &at_ms.to_le_bytes()]);
+        self.wait(digest, |_| i64::try_from(at_ms).unwrap_or(i64::MAX))
+            .await
+    }
+}
+
+/// The guest's wall clock: the engine's clock, journaled.
+struct JournaledWallClock {
+    journal: Arc<Mutex<Journal>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl wasmtime_wasi::HostWallClock for JournaledWallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_millis(1)
+    }
+
+    fn now(&self) -> Duration {
+        let live = || {
+            u64::try_from(self.clock.now())
+                .unwrap_or(0)
+                .saturating_mul(1_000_000)
+        };
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        // A divergence is remembered by the journal and fails the attempt at its next wait or end.
+        let ns = journal
+            .call(Kind::WallClock, 0, live)
+            .unwrap_or_else(|_| live());
+        Duration::from_nanos(ns)
+    }
+}
+
+/// The guest's monotonic clock: real nanoseconds since the Unix epoch, never going back,
+/// journaled. Absolute, so it keeps counting across checkpoints and hosts. (Real time rather than
+/// the engine's clock: a guest measuring elapsed time must see time pass under a manual clock.)
+struct JournaledMonotonicClock {
+    journal: Arc<Mutex<Journal>>,
+    last: AtomicU64,
+}
+
+impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        let live = || {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
+            self.last.fetch_max(now, Ordering::Relaxed).max(now)
+        };
+        let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
+        let ns = journal
+            .call(Kind::MonotonicClock, 0, live)
+            .unwrap_or_else(|_| live());
+        self.last.fetch_max(ns, Ordering::Relaxed);
+        ns
+    }
 }
 
 impl WasiView for HostState {
@@ -371,6 +550,7 @@ impl Sandbox {
                 ticker_stop,
                 compilations: AtomicU64::new(0),
                 fingerprint,
+                live: Arc::default(),
             }),
         })
     }
@@ -400,6 +580,11 @@ impl Sandbox {
     }
 
     /// How many components this process compiled from wasm bytes.
+    /// Guest instances (stores) alive now: executing attempts, and `definitions()` calls.
+    pub fn live_instances(&self) -> usize {
+        self.inner.live.load(Ordering::Relaxed)
+    }
+
     pub fn compilations(&self) -> u64 {
         self.inner.compilations.load(Ordering::Relaxed)
     }
@@ -464,11 +649,32 @@ impl Sandbox {
         deadline: Option<Instant>,
         cancel: CancelHandle,
         attempt: u32,
+        replay: Replay,
     ) -> Store<HostState> {
-        let logs = Arc::new(Mutex::new(LogBuffer::new(attempt)));
+        let journal = Journal::replaying(replay.journal);
+        let mut logs = LogBuffer::new(attempt);
+        logs.mute_while(journal.replaying_flag());
+        let logs = Arc::new(Mutex::new(logs));
+        let journal = Arc::new(Mutex::new(journal));
         let mut wasi = WasiCtx::builder();
         wasi.stdout(GuestOutput::new(logs.clone(), LogLevel::Info))
-            .stderr(GuestOutput::new(logs.clone(), LogLevel::Error));
+            .stderr(GuestOutput::new(logs.clone(), LogLevel::Error))
+            .wall_clock(JournaledWallClock {
+                journal: journal.clone(),
+                clock: replay.clock.clone(),
+            })
+            .monotonic_clock(JournaledMonotonicClock {
+                journal: journal.clone(),
+                last: AtomicU64::new(0),
+            });
+        // Randomness replays by construction: every generator is seeded from the run's seed.
+        {
+            use rand_wasi::SeedableRng;
+            let seeded = |salt: u64| rand_wasi::rngs::StdRng::seed_from_u64(replay.seed ^ salt);
+            wasi.secure_random(seeded(0x5ec0_0000_0000_0001))
+                .insecure_random(seeded(0x1a5e_0000_0000_0002))
+                .insecure_random_seed(u128::from(replay.seed) << 64 | u128::from(!replay.seed));
+        }
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
@@ -481,6 +687,13 @@ impl Sandbox {
             cancel,
             deadline,
             stop: Arc::new(AtomicU8::new(STOP_NONE)),
+            journal,
+            clock: replay.clock,
+            wait_threshold: replay.wait_threshold,
+            _live: {
+                self.inner.live.fetch_add(1, Ordering::Relaxed);
+                Live(self.inner.live.clone())
+            },
         };
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limiter);
@@ -514,6 +727,7 @@ impl Sandbox {
             Some(Instant::now() + DEFINITIONS_TIMEOUT),
             CancelHandle::default(),
             0,
+            Replay::fresh(),
         );
         let result = async {
             let task = prepared.pre.instantiate_async(&mut store).await?;
@@ -538,6 +752,12 @@ impl Sandbox {
             deadline,
             req.cancel,
             req.context.attempt,
+            Replay {
+                journal: req.journal,
+                seed: req.seed,
+                clock: req.clock,
+                wait_threshold: req.wait_threshold,
+            },
         );
         let ctx = wit_context(&req.context);
         let task_id = req.context.task_id.clone();
@@ -549,7 +769,13 @@ impl Sandbox {
         .await;
         let compute = started.elapsed();
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
+        let unfinished = store.data().journal().unfinished();
         let outcome = match result {
+            // A guest that ended out of step with its journal diverged, whatever it returned.
+            Ok(_) if unfinished.is_some() => {
+                let d = unfinished.unwrap_or_else(|| Divergence(String::new()));
+                AttemptOutcome::Failed(nondeterministic(&d))
+            }
             Ok(Ok(output)) => check_output(output),
             Ok(Err(error)) => {
                 let (abort, info) = match error {
@@ -563,7 +789,20 @@ impl Sandbox {
                     stack: info.stack,
                 }
             }
-            Err(e) => AttemptOutcome::Failed(classify(&store, &e)),
+            Err(e) => match e.downcast_ref::<Suspend>() {
+                Some(s) => match store.data().journal().take_recorded() {
+                    Ok(recorded) => AttemptOutcome::Suspended {
+                        until: s.until,
+                        recorded,
+                    },
+                    Err(message) => AttemptOutcome::Failed(GuestFailure {
+                        kind: TrapKind::Crash,
+                        message,
+                        stack: None,
+                    }),
+                },
+                None => AttemptOutcome::Failed(classify(&store, &e)),
+            },
         };
         let logs = store
             .data()
@@ -595,9 +834,24 @@ fn check_output(output: String) -> AttemptOutcome {
     }
 }
 
+fn nondeterministic(d: &Divergence) -> GuestFailure {
+    GuestFailure {
+        kind: TrapKind::Nondeterministic,
+        message: d.to_string(),
+        stack: None,
+    }
+}
+
 /// Turns a failed guest call into a run-level classification with a one-line message.
 fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> GuestFailure {
     let state = store.data();
+    let divergence = error
+        .downcast_ref::<Divergence>()
+        .cloned()
+        .or_else(|| state.journal().divergence().cloned());
+    if let Some(d) = divergence {
+        return nondeterministic(&d);
+    }
     let trap = error.downcast_ref::<Trap>().copied();
     let stack = error
         .downcast_ref::<wasmtime::WasmBacktrace>()

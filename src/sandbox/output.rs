@@ -31,6 +31,8 @@ pub struct LogBuffer {
     dropped: u64,
     /// Unterminated stdout / stderr text.
     partial: [Vec<u8>; 2],
+    /// Set while the journal replays: the lines were stored by the execution that recorded it.
+    replaying: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl LogBuffer {
@@ -41,11 +43,24 @@ impl LogBuffer {
             bytes: 0,
             dropped: 0,
             partial: [Vec::new(), Vec::new()],
+            replaying: None,
         }
+    }
+
+    /// Drops lines while `replaying` is set.
+    pub fn mute_while(&mut self, replaying: Arc<std::sync::atomic::AtomicBool>) {
+        self.replaying = Some(replaying);
     }
 
     /// Adds one line, or counts it as dropped once the caps are reached.
     pub fn push(&mut self, level: LogLevel, mut message: String, attributes: Option<String>) {
+        if self
+            .replaying
+            .as_ref()
+            .is_some_and(|r| r.load(std::sync::atomic::Ordering::Relaxed))
+        {
+            return;
+        }
         if message.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !message.is_char_boundary(cut) {

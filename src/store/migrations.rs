@@ -8,6 +8,7 @@ pub const MIGRATIONS: &[&str] = &[
     V3_OOM_MACHINE,
     V4_TENANT_KEYS,
     V5_QUEUES,
+    V6_CHECKPOINTS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -230,4 +231,37 @@ DROP INDEX runs_ready;
 CREATE INDEX runs_ready ON runs (environment_id, queue, concurrency_key, score)
  WHERE status = 'QUEUED' AND backoff = 0;
 CREATE INDEX runs_backoff ON runs (available_at) WHERE status = 'QUEUED' AND backoff = 1;
+"#;
+
+/// Checkpoints: a per-run randomness seed, the journal of a checkpointed attempt, and waitpoints.
+const V6_CHECKPOINTS: &str = r#"
+-- Seeds the guest's randomness, so a replayed execution sees the same numbers.
+ALTER TABLE runs ADD COLUMN seed INTEGER NOT NULL DEFAULT 0;
+-- The current attempt has a checkpoint: it continues from its journal.
+ALTER TABLE runs ADD COLUMN checkpointed INTEGER NOT NULL DEFAULT 0;
+
+-- What an attempt observed, in segments appended at each checkpoint (see sandbox::journal).
+CREATE TABLE journal_segments (
+    run_id      TEXT NOT NULL REFERENCES runs(id),
+    attempt     INTEGER NOT NULL,
+    segment     INTEGER NOT NULL,
+    entries     BLOB NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (run_id, attempt, segment)
+);
+
+-- Something a run waits for. DATETIME waitpoints complete at `completes_at`.
+CREATE TABLE waitpoints (
+    id              TEXT PRIMARY KEY,
+    environment_id  TEXT NOT NULL REFERENCES environments(id),
+    run_id          TEXT REFERENCES runs(id),
+    kind            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    completes_at    INTEGER,
+    created_at      INTEGER NOT NULL,
+    completed_at    INTEGER
+);
+CREATE INDEX waitpoints_due ON waitpoints (completes_at)
+ WHERE status = 'PENDING' AND completes_at IS NOT NULL;
+CREATE INDEX waitpoints_by_run ON waitpoints (run_id);
 "#;

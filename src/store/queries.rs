@@ -108,6 +108,8 @@ pub struct RunUpdate {
     pub error: Option<RunError>,
     /// The machine for the next attempt, when it changes.
     pub machine: Option<Machine>,
+    /// Whether the current attempt has a checkpoint after the change.
+    pub checkpointed: bool,
     pub now: Millis,
 }
 
@@ -130,10 +132,88 @@ const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payloa
      r.retry_max_ms, r.retry_randomize, r.attempt_count, r.queue_ts, r.available_at, r.created_at, \
      r.updated_at, r.started_at, r.finished_at, r.fuel_used, r.compute_ms, e.slug, r.priority_ms, \
      r.delay_until, r.ttl_ms, r.expires_at, r.expired_at, r.idempotency_key, r.tags, r.metadata, \
-     r.max_duration_ms, r.concurrency_key, r.lock_to_version, r.batch_id, r.oom_machine";
+     r.max_duration_ms, r.concurrency_key, r.lock_to_version, r.batch_id, r.oom_machine, r.seed, \
+     r.checkpointed";
 
 const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
      LEFT JOIN deployments d ON d.id = r.deployment_id";
+
+/// Records an attempt's end (or checkpoint) and the run's change; returns whether the run had
+/// been canceled meanwhile (the attempt is then recorded as canceled, the run left as it is).
+fn record_attempt(c: &Connection, finish: FinishAttempt) -> Result<bool, StoreError> {
+    let FinishAttempt {
+        update,
+        attempt,
+        attempt_status,
+        attempt_error,
+        output,
+        fuel_used,
+        compute_ms,
+        logs,
+    } = finish;
+    let canceled = match apply_update(c, &update) {
+        Ok(()) => false,
+        Err(StoreError::Conflict) => {
+            let status: Option<String> = c
+                .query_row(
+                    "SELECT status FROM runs WHERE id = ?1",
+                    [&update.run_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if status.as_deref() != Some(RunStatus::Canceled.as_str()) {
+                return Err(StoreError::Conflict);
+            }
+            true
+        }
+        Err(e) => return Err(e),
+    };
+    let attempt_status = if canceled {
+        AttemptStatus::Canceled
+    } else {
+        attempt_status
+    };
+    c.execute(
+        "UPDATE runs SET output = coalesce(?2, output), fuel_used = fuel_used + ?3, \
+           compute_ms = compute_ms + ?4 WHERE id = ?1",
+        params![
+            update.run_id,
+            if canceled { None } else { output },
+            fuel_used as i64,
+            compute_ms as i64
+        ],
+    )?;
+    // A checkpointed attempt is still under way: no end time yet.
+    c.execute(
+        "UPDATE attempts SET status = ?3, \
+           finished_at = CASE WHEN ?3 = 'EXECUTING' THEN NULL ELSE ?4 END, error = ?5, \
+           fuel_used = fuel_used + ?6, compute_ms = compute_ms + ?7 \
+         WHERE run_id = ?1 AND number = ?2",
+        params![
+            update.run_id,
+            attempt,
+            attempt_status.as_str(),
+            update.now,
+            attempt_error.as_ref().map(encode_error),
+            fuel_used as i64,
+            compute_ms as i64,
+        ],
+    )?;
+    let mut insert = c.prepare_cached(
+        "INSERT INTO run_logs (run_id, attempt, at, level, message, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for line in &logs {
+        insert.execute(params![
+            update.run_id,
+            line.attempt,
+            line.at,
+            line.level.as_str(),
+            line.message,
+            line.attributes
+        ])?;
+    }
+    Ok(canceled)
+}
 
 pub(super) fn lane_from_row(row: &Row<'_>) -> rusqlite::Result<Lane> {
     Ok(Lane {
@@ -193,6 +273,8 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
             m.map(|m| Machine::parse(&m).ok_or_else(|| corrupt_col(38, "machine", &m)))
                 .transpose()?
         },
+        seed: row.get::<_, i64>(39)? as u64,
+        checkpointed: row.get(40)?,
     })
 }
 
@@ -827,6 +909,8 @@ impl Store {
                 "SELECT min(t) FROM ( \
                    SELECT min(available_at) AS t FROM runs WHERE status = 'DELAYED' \
                    UNION ALL SELECT min(available_at) FROM runs WHERE status = 'QUEUED' AND backoff = 1 \
+                   UNION ALL SELECT min(completes_at) FROM waitpoints \
+                     WHERE status = 'PENDING' AND completes_at IS NOT NULL \
                    UNION ALL SELECT min(expires_at) FROM runs \
                      WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at IS NOT NULL)",
                 [],
@@ -859,11 +943,20 @@ impl Store {
     ) -> Result<(), StoreError> {
         let (run_id, deployment_id) = (run_id.to_owned(), deployment_id.to_owned());
         self.write(move |c| {
+            // A checkpointed attempt continues: same number, its row stays.
+            let continued = c.execute(
+                "UPDATE runs SET status = 'EXECUTING', updated_at = ?3 \
+                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 AND checkpointed = 1",
+                params![run_id, attempt, now],
+            )?;
+            if continued == 1 {
+                return Ok(());
+            }
             let changed = c.execute(
                 "UPDATE runs SET status = 'EXECUTING', attempt_count = ?2, \
                    deployment_id = coalesce(deployment_id, ?3), \
                    started_at = coalesce(started_at, ?4), updated_at = ?4 \
-                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 - 1",
+                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 - 1 AND checkpointed = 0",
                 params![run_id, attempt, deployment_id, now],
             )?;
             if changed == 0 {
@@ -889,72 +982,89 @@ impl Store {
     /// If the run was canceled meanwhile, the attempt is still recorded (as CANCELED) with its
     /// usage and logs, and the run keeps its CANCELED status.
     pub async fn finish_attempt(&self, finish: FinishAttempt) -> Result<(), StoreError> {
+        self.write(move |c| record_attempt(c, finish).map(|_| ()))
+            .await
+    }
+
+    /// Checkpoints an executing attempt that waits until `until`, in one transaction: the run
+    /// becomes WAITING (in `checkpoint.update`), the journal recorded since the last checkpoint is
+    /// appended, a DATETIME waitpoint is created, and the logs and usage so far are stored. A run
+    /// canceled meanwhile keeps its status; the attempt is recorded as canceled.
+    pub async fn checkpoint(
+        &self,
+        checkpoint: FinishAttempt,
+        journal: Vec<u8>,
+        until: Millis,
+    ) -> Result<(), StoreError> {
         self.write(move |c| {
-            let FinishAttempt {
-                update,
-                attempt,
-                attempt_status,
-                attempt_error,
-                output,
-                fuel_used,
-                compute_ms,
-                logs,
-            } = finish;
-            let canceled = match apply_update(c, &update) {
-                Ok(()) => false,
-                Err(StoreError::Conflict) => {
-                    let status: Option<String> = c
-                        .query_row("SELECT status FROM runs WHERE id = ?1", [&update.run_id], |r| r.get(0))
-                        .optional()?;
-                    if status.as_deref() != Some(RunStatus::Canceled.as_str()) {
-                        return Err(StoreError::Conflict);
-                    }
-                    true
-                }
-                Err(e) => return Err(e),
-            };
-            let attempt_status = if canceled {
-                AttemptStatus::Canceled
-            } else {
-                attempt_status
-            };
-            c.execute(
-                "UPDATE runs SET output = coalesce(?2, output), fuel_used = fuel_used + ?3, \
-                   compute_ms = compute_ms + ?4 WHERE id = ?1",
-                params![
-                    update.run_id,
-                    if canceled { None } else { output },
-                    fuel_used as i64,
-                    compute_ms as i64
-                ],
-            )?;
-            c.execute(
-                "UPDATE attempts SET status = ?3, finished_at = ?4, error = ?5, fuel_used = ?6, compute_ms = ?7 \
-                 WHERE run_id = ?1 AND number = ?2",
-                params![
-                    update.run_id,
-                    attempt,
-                    attempt_status.as_str(),
-                    update.now,
-                    attempt_error.as_ref().map(encode_error),
-                    fuel_used as i64,
-                    compute_ms as i64,
-                ],
-            )?;
-            let mut insert = c.prepare_cached(
-                "INSERT INTO run_logs (run_id, attempt, at, level, message, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for line in &logs {
-                insert.execute(params![
-                    update.run_id,
-                    line.attempt,
-                    line.at,
-                    line.level.as_str(),
-                    line.message,
-                    line.attributes
-                ])?;
+            let (run_id, attempt, now) = (
+                checkpoint.update.run_id.clone(),
+                checkpoint.attempt,
+                checkpoint.update.now,
+            );
+            if record_attempt(c, checkpoint)? {
+                return Ok(());
             }
+            c.execute(
+                "INSERT INTO journal_segments (run_id, attempt, segment, entries, created_at) \
+                 SELECT ?1, ?2, coalesce(max(segment) + 1, 0), ?3, ?4 FROM journal_segments \
+                 WHERE run_id = ?1 AND attempt = ?2",
+                params![run_id, attempt, journal, now],
+            )?;
+            c.execute(
+                "INSERT INTO waitpoints (id, environment_id, run_id, kind, status, completes_at, created_at) \
+                 SELECT ?1, environment_id, id, 'DATETIME', 'PENDING', ?2, ?3 FROM runs WHERE id = ?4",
+                params![new_id("waitpoint"), until, now, run_id],
+            )?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The journal of an attempt: its segments in order, concatenated.
+    pub async fn journal(&self, run_id: &str, attempt: u32) -> Result<Vec<u8>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut out = Vec::new();
+            let mut stmt = c.prepare_cached(
+                "SELECT entries FROM journal_segments WHERE run_id = ?1 AND attempt = ?2 ORDER BY segment",
+            )?;
+            let mut rows = stmt.query(params![run_id, attempt])?;
+            while let Some(row) = rows.next()? {
+                out.extend_from_slice(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Completes DATETIME waitpoints whose time came and puts their WAITING runs back in the queue
+    /// (keeping their score). Returns the lanes of the runs queued.
+    pub async fn resume_due(&self, now: Millis, limit: usize) -> Result<Vec<Lane>, StoreError> {
+        self.write(move |c| {
+            let runs: Vec<Option<String>> = c
+                .prepare_cached(
+                    "UPDATE waitpoints SET status = 'COMPLETED', completed_at = ?1 \
+                     WHERE id IN (SELECT id FROM waitpoints WHERE status = 'PENDING' \
+                                  AND completes_at IS NOT NULL AND completes_at <= ?1 \
+                                  ORDER BY completes_at LIMIT ?2) \
+                     RETURNING run_id",
+                )?
+                .query_map(params![now, limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut lanes = Vec::new();
+            let mut resume = c.prepare_cached(
+                "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
+                 WHERE id = ?1 AND status = 'WAITING' \
+                 RETURNING environment_id, queue, concurrency_key",
+            )?;
+            for run in runs.into_iter().flatten() {
+                // A run canceled while it waited stays canceled.
+                if let Some(lane) = resume.query_row(params![run, now], lane_from_row).optional()? {
+                    lanes.push(lane);
+                }
+            }
+            Ok(lanes)
         })
         .await
     }
@@ -1026,7 +1136,7 @@ fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
         "UPDATE runs SET status = ?3, updated_at = ?4, available_at = coalesce(?5, available_at), \
            error = coalesce(?6, error), finished_at = coalesce(?7, finished_at), \
            machine = coalesce(?8, machine), \
-           backoff = (?3 = 'QUEUED' AND coalesce(?5, available_at) > ?4) \
+           backoff = (?3 = 'QUEUED' AND coalesce(?5, available_at) > ?4), checkpointed = ?9 \
          WHERE id = ?1 AND status = ?2",
         params![
             u.run_id,
@@ -1037,6 +1147,7 @@ fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
             u.error.as_ref().map(encode_error),
             finished,
             u.machine.map(Machine::as_str),
+            u.checkpointed,
         ],
     )?;
     if changed == 0 {
@@ -1174,9 +1285,9 @@ fn insert_one(c: &Connection, new: &NewRun, batch_id: Option<&str>) -> Result<St
            max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, \
            queue_ts, available_at, created_at, updated_at, priority_ms, score, delay_until, ttl_ms, \
            expires_at, idempotency_key, metadata, max_duration_ms, concurrency_key, lock_to_version, batch_id, \
-           oom_machine) \
+           oom_machine, seed) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18, ?19, \
-                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
     )?
     .execute(params![
         id,
@@ -1206,6 +1317,7 @@ fn insert_one(c: &Connection, new: &NewRun, batch_id: Option<&str>) -> Result<St
         new.lock_to_version,
         batch_id,
         new.oom_machine.map(Machine::as_str),
+        rand::random::<i64>(),
     ])?;
     if !new.tags.is_empty() {
         write_tags(c, &id, &new.environment_id, &new.tags)?;

@@ -12,3 +12,4 @@ mod restart;
 mod runs;
 mod support;
 mod tenants;
+mod waits;

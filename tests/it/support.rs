@@ -84,6 +84,8 @@ pub struct Options {
     pub memory_pool_bytes: u64,
     /// Drive the engine's time by hand (for rules measured in hours or days).
     pub clock: Option<Arc<ManualClock>>,
+    /// Waits longer than this checkpoint (the host default when `None`).
+    pub wait_threshold: Option<Duration>,
 }
 
 impl Default for Options {
@@ -95,6 +97,7 @@ impl Default for Options {
             fuel_budget: kiln::model::DEFAULT_FUEL_BUDGET,
             memory_pool_bytes: host::DEFAULT_MEMORY_POOL_BYTES,
             clock: None,
+            wait_threshold: None,
         }
     }
 }
@@ -133,6 +136,9 @@ impl TestHost {
         config.max_component_bytes = options.max_component_bytes;
         config.default_ttl = options.default_ttl;
         config.fuel_budget = options.fuel_budget;
+        if let Some(threshold) = options.wait_threshold {
+            config.wait_threshold = threshold;
+        }
         config.memory_pool_bytes = options.memory_pool_bytes;
         if let Some(clock) = options.clock {
             config.clock = clock;
@@ -150,6 +156,15 @@ impl TestHost {
             host: Some(running),
             _temp: None,
         }
+    }
+
+    /// Guest instances alive in the host now.
+    pub fn live_instances(&self) -> usize {
+        self.host
+            .as_ref()
+            .expect("host running")
+            .engine
+            .live_instances()
     }
 
     /// Components this host compiled from wasm bytes (not loaded from an artifact).

@@ -1,4 +1,4 @@
-//! The example kiln task component. One component, ten tasks, each showing one behaviour a
+//! The example kiln task component. One component, eleven tasks, each showing one behaviour a
 //! task can have:
 //!
 //! | task    | does                                                                              |
@@ -12,6 +12,7 @@
 //! | `spin`  | `{"ms": N}`: keeps the CPU busy for N milliseconds, then returns `{"spun": N}`     |
 //! | `limited`, `limited-too` | `spin` on the shared queue `limited` (at most 2 at once)          |
 //! | `single` | `spin` on its own queue, limited to 1 at once                                     |
+//! | `wait`  | `{"ms": N, "times": K, "spin_ms": S}`: reads the clock and randomness, then K times waits N ms and spins S ms; returns what it read |
 
 use kiln_sdk::prelude::*;
 use serde::de::IgnoredAny;
@@ -47,6 +48,7 @@ kiln_sdk::tasks![
     Task::new("single", spin)
         .description("Spins on its own queue, one at a time")
         .queue_concurrency_limit(1),
+    Task::new("wait", wait).description("Reads the clock and randomness, then waits"),
 ];
 
 /// Payload of `hello`; `null`, `{}` and a missing name all greet the world.
@@ -122,4 +124,57 @@ fn spin(payload: Spin, _ctx: &Context) -> Result<Spun, TaskError> {
         counter = std::hint::black_box(counter.wrapping_add(1));
     }
     Ok(Spun { spun: payload.ms })
+}
+
+/// Payload of `wait`.
+#[derive(Deserialize)]
+struct WaitPayload {
+    ms: u64,
+    #[serde(default = "one")]
+    times: u32,
+    #[serde(default)]
+    spin_ms: u64,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Output of `wait`: what the task read before its first wait, and when it finished.
+#[derive(Serialize)]
+struct Waited {
+    before_ms: u64,
+    random: u64,
+    after_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn wait(payload: WaitPayload, ctx: &Context) -> Result<Waited, TaskError> {
+    use std::hash::{BuildHasher, Hasher};
+    let before_ms = now_ms();
+    // `RandomState` draws its keys from WASI randomness.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(42);
+    let random = hasher.finish();
+    kiln_sdk::info!("before the wait: clock {before_ms}, random {random}");
+    for i in 0..payload.times {
+        kiln_sdk::wait::for_duration(std::time::Duration::from_millis(payload.ms));
+        kiln_sdk::info!("after wait {}", i + 1);
+        spin(
+            Spin {
+                ms: payload.spin_ms,
+            },
+            ctx,
+        )?;
+    }
+    Ok(Waited {
+        before_ms,
+        random,
+        after_ms: now_ms(),
+    })
 }

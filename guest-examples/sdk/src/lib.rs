@@ -77,6 +77,7 @@
 //! * [`TaskError`] is how a handler fails ([`error`](mod@error)).
 //! * [`Context`] tells a handler about the run ([`context`]).
 //! * [`log`](mod@log) writes structured log lines.
+//! * [`wait`] waits inside a run; long waits checkpoint it.
 //! * [`bindings`] holds the raw bindings generated from the WIT; you rarely need them.
 //!
 //! The crate re-exports [`serde`] and [`serde_json`]; derive macros still need `serde` (with its
@@ -88,6 +89,7 @@ pub mod context;
 pub mod error;
 pub mod log;
 pub mod task;
+pub mod wait;
 
 #[doc(hidden)]
 pub mod __private;

@@ -1,0 +1,294 @@
+//! The journal: what a guest observed from the host, so a checkpointed run can be replayed.
+//!
+//! wasmtime cannot save a guest's stack, so a run that waits long is dropped and later executed
+//! again from the start; every host call the guest makes is answered from the journal (its kind
+//! and request digest checked) until the journal ends, and from then on live — recorded again for
+//! the next checkpoint. Journaled: wall- and monotonic-clock reads and waits. Randomness is not
+//! journaled: it comes from a per-run seed. Log lines are not journaled either; they are dropped
+//! while replaying, since the first execution already stored them.
+//!
+//! Entries are kept in memory while the guest runs; the engine persists the new ones with the
+//! checkpoint. A guest that reads the clock without end only fills the journal up to
+//! [`MAX_JOURNAL_BYTES`]; a checkpoint past that fails the run instead of storing it.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Most bytes of journal one attempt may record before its checkpoint is refused.
+pub const MAX_JOURNAL_BYTES: usize = 4 << 20;
+
+/// The kind of a journaled host call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    WallClock = 1,
+    MonotonicClock = 2,
+    Wait = 3,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        match b {
+            1 => Some(Kind::WallClock),
+            2 => Some(Kind::MonotonicClock),
+            3 => Some(Kind::Wait),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::WallClock => "wall-clock.now",
+            Kind::MonotonicClock => "monotonic-clock.now",
+            Kind::Wait => "wait",
+        }
+    }
+}
+
+/// One answered host call: its kind, a digest of its arguments, and the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub kind: Kind,
+    pub digest: u64,
+    pub value: u64,
+}
+
+/// Bytes one entry takes encoded.
+const ENTRY_BYTES: usize = 1 + 8 + 8;
+
+/// Encodes entries for storage: per entry, the kind byte, the digest and the value (little endian).
+pub fn encode(entries: &[Entry]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    for e in entries {
+        out.push(e.kind as u8);
+        out.extend_from_slice(&e.digest.to_le_bytes());
+        out.extend_from_slice(&e.value.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes stored entries; `None` if the bytes are not a journal.
+pub fn decode(bytes: &[u8]) -> Option<Vec<Entry>> {
+    if !bytes.len().is_multiple_of(ENTRY_BYTES) {
+        return None;
+    }
+    bytes
+        .chunks_exact(ENTRY_BYTES)
+        .map(|c| {
+            Some(Entry {
+                kind: Kind::from_u8(c[0])?,
+                digest: u64::from_le_bytes(c[1..9].try_into().ok()?),
+                value: u64::from_le_bytes(c[9..17].try_into().ok()?),
+            })
+        })
+        .collect()
+}
+
+/// A host call that did not match the journal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Divergence(pub String);
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Divergence {}
+
+/// The journal of one execution: entries to replay, then entries recorded live.
+#[derive(Debug, Default)]
+pub struct Journal {
+    replay: VecDeque<Entry>,
+    /// Position of the next replayed entry, for messages.
+    position: usize,
+    recorded: Vec<Entry>,
+    /// The first divergence seen (a clock read cannot fail, so it is remembered here).
+    diverged: Option<Divergence>,
+    /// Set once recording stopped at [`MAX_JOURNAL_BYTES`].
+    overflowed: bool,
+    /// True while entries remain to replay; shared with the log capture, which drops lines then.
+    replaying_flag: Arc<AtomicBool>,
+}
+
+impl Journal {
+    /// A journal that replays `entries` first.
+    pub fn replaying(entries: Vec<Entry>) -> Journal {
+        Journal {
+            replaying_flag: Arc::new(AtomicBool::new(!entries.is_empty())),
+            replay: entries.into(),
+            ..Journal::default()
+        }
+    }
+
+    /// A flag that is true while entries remain to replay.
+    pub fn replaying_flag(&self) -> Arc<AtomicBool> {
+        self.replaying_flag.clone()
+    }
+
+    /// Whether calls are still answered from the journal.
+    pub fn is_replaying(&self) -> bool {
+        !self.replay.is_empty()
+    }
+
+    /// Answers a host call: from the journal while replaying (the kind and digest must match),
+    /// else with `live()`, recorded.
+    pub fn call(
+        &mut self,
+        kind: Kind,
+        digest: u64,
+        live: impl FnOnce() -> u64,
+    ) -> Result<u64, Divergence> {
+        if let Some(d) = &self.diverged {
+            return Err(d.clone());
+        }
+        if let Some(expected) = self.replay.pop_front() {
+            self.position += 1;
+            if self.replay.is_empty() {
+                self.replaying_flag.store(false, Ordering::Relaxed);
+            }
+            if expected.kind != kind || expected.digest != digest {
+                let d = Divergence(format!(
+                    "on replay, host call #{} was {} ({:016x}) but the recorded run made {} ({:016x}) there; the task must reach its waits the same way every time",
+                    self.position,
+                    kind.name(),
+                    digest,
+                    expected.kind.name(),
+                    expected.digest
+                ));
+                self.diverged = Some(d.clone());
+                return Err(d);
+            }
+            return Ok(expected.value);
+        }
+        let value = live();
+        if (self.recorded.len() + 1) * ENTRY_BYTES > MAX_JOURNAL_BYTES {
+            self.overflowed = true;
+        } else {
+            self.recorded.push(Entry {
+                kind,
+                digest,
+                value,
+            });
+        }
+        Ok(value)
+    }
+
+    /// The divergence seen, if any.
+    pub fn divergence(&self) -> Option<&Divergence> {
+        self.diverged.as_ref()
+    }
+
+    /// Why the execution ended out of step with the journal, if it did: a divergence, or the
+    /// guest finished before using every recorded call.
+    pub fn unfinished(&self) -> Option<Divergence> {
+        if let Some(d) = &self.diverged {
+            return Some(d.clone());
+        }
+        self.replay.front().map(|next| {
+            Divergence(format!(
+                "on replay the task ended before host call #{} ({}) that the recorded run made; the task must reach its waits the same way every time",
+                self.position + 1,
+                next.kind.name()
+            ))
+        })
+    }
+
+    /// The entries recorded live, for the checkpoint; an error if the journal overflowed.
+    pub fn take_recorded(&mut self) -> Result<Vec<Entry>, String> {
+        if self.overflowed {
+            return Err(format!(
+                "the run made more host calls (clock reads, waits) before waiting than a checkpoint can hold ({} MiB)",
+                MAX_JOURNAL_BYTES >> 20
+            ));
+        }
+        Ok(std::mem::take(&mut self.recorded))
+    }
+}
+
+/// A stable 64-bit digest of a call's arguments (FNV-1a: the same on every host and version).
+pub fn digest(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.iter().chain(&[0xff]) {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_garbage_is_refused() {
+        let entries = vec![
+            Entry {
+                kind: Kind::WallClock,
+                digest: 0,
+                value: 1_700_000_000_000_000_000,
+            },
+            Entry {
+                kind: Kind::Wait,
+                digest: digest(&[b"for", &5u64.to_le_bytes()]),
+                value: 42,
+            },
+        ];
+        assert_eq!(decode(&encode(&entries)).unwrap(), entries);
+        assert_eq!(decode(&[9; ENTRY_BYTES]), None);
+        assert_eq!(decode(&[1; 5]), None);
+    }
+
+    #[test]
+    fn replay_answers_from_the_record_then_goes_live() {
+        let mut j = Journal::replaying(vec![Entry {
+            kind: Kind::MonotonicClock,
+            digest: 0,
+            value: 7,
+        }]);
+        assert!(j.is_replaying());
+        assert_eq!(j.call(Kind::MonotonicClock, 0, || 99), Ok(7));
+        assert!(!j.is_replaying());
+        assert_eq!(j.call(Kind::MonotonicClock, 0, || 99), Ok(99));
+        assert_eq!(j.take_recorded().unwrap().len(), 1);
+        assert!(j.unfinished().is_none());
+    }
+
+    #[test]
+    fn a_different_call_on_replay_is_a_divergence_naming_both() {
+        let mut j = Journal::replaying(vec![Entry {
+            kind: Kind::Wait,
+            digest: 1,
+            value: 7,
+        }]);
+        let d = j.call(Kind::Wait, 2, || 0).unwrap_err();
+        assert!(d.0.contains("wait") && d.0.contains("#1"), "{d}");
+        // Sticky: later calls fail the same way.
+        assert!(j.call(Kind::WallClock, 0, || 0).is_err());
+        assert!(j.unfinished().is_some());
+    }
+
+    #[test]
+    fn ending_before_the_record_does_is_a_divergence() {
+        let j = Journal::replaying(vec![Entry {
+            kind: Kind::Wait,
+            digest: 1,
+            value: 7,
+        }]);
+        assert!(j.unfinished().unwrap().0.contains("ended before"));
+    }
+
+    #[test]
+    fn recording_stops_at_the_cap_and_the_checkpoint_is_refused() {
+        let mut j = Journal::default();
+        for _ in 0..=(MAX_JOURNAL_BYTES / ENTRY_BYTES) {
+            j.call(Kind::MonotonicClock, 0, || 1).unwrap();
+        }
+        assert!(j.recorded.len() * ENTRY_BYTES <= MAX_JOURNAL_BYTES);
+        assert!(j.take_recorded().is_err());
+    }
+}
