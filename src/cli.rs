@@ -1,6 +1,8 @@
 //! The command line: `kiln serve` runs the host; every other command is an HTTP client of a
 //! running host's API (never SQL, never wasmtime).
 
+mod schedules;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -53,6 +55,10 @@ enum Command {
     /// Inspect and manage runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Cron schedules that trigger tasks: create, list, get, update, delete, activate,
+    /// deactivate, and the time zones they can use.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Manage projects, environments and their secret keys (with the host's admin key).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -407,6 +413,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Runs(cmd) => runs(cmd).await,
+        Command::Schedules(cmd) => schedules::run(cmd).await,
         Command::Keys(cmd) => keys(cmd).await,
         Command::Bench(args) => crate::bench::main(args).await,
     }

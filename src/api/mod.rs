@@ -5,6 +5,7 @@
 //! and deploy calls and domain values into DTOs ([`dto`]); no SQL, no wasmtime.
 
 mod dto;
+mod schedules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -81,6 +82,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/admin/keys", get(list_keys).post(create_key))
         .route("/api/v1/admin/keys/{key_id}/revoke", post(revoke_key))
         .route("/api/v1/runs/{run_id}/logs", get(run_logs))
+        .merge(schedules::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

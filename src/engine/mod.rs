@@ -6,6 +6,7 @@
 //! text and talks to wasmtime only through `sandbox`.
 
 pub mod metadata;
+pub mod schedules;
 pub mod state;
 
 use std::collections::HashMap;
@@ -119,7 +120,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     wake: Notify,
     executing: Mutex<HashMap<String, CancelHandle>>,
-    /// Earliest known delayed-run or TTL deadline; timer passes run only once it has come.
+    /// Earliest known delayed-run, TTL or schedule deadline; timer passes run only once it has come.
     timer_due: AtomicI64,
     /// The memory pool in MiB permits; each executing attempt holds its machine's memory.
     memory: Arc<Semaphore>,
@@ -167,6 +168,13 @@ impl Engine {
         }
     }
 
+    /// The earlier of `due` and the armed timer deadline (cron fires are only in the latter).
+    fn with_timer(&self, due: Option<Millis>) -> Option<Millis> {
+        let timer = self.timer_due.load(Ordering::SeqCst);
+        let timer = (timer != i64::MIN && timer != i64::MAX).then_some(timer);
+        due.into_iter().chain(timer).min()
+    }
+
     /// Deploys a component and queues the runs that were waiting for a version with its tasks.
     pub async fn deploy(
         &self,
@@ -182,6 +190,10 @@ impl Engine {
         if queued > 0 {
             tracing::info!(runs = queued, version = %deployment.version, "queued runs that waited for a version");
             self.wake.notify_one();
+        }
+        // The deployment is stored either way; a failure here is repaired at the next start.
+        if let Err(e) = self.sync_declarative(env, &deployment).await {
+            tracing::error!(error = %e, version = %deployment.version, "updating the declarative schedules failed");
         }
         Ok(deployment)
     }
@@ -555,7 +567,7 @@ impl Engine {
             let sleep_for = if claimed_all {
                 None
             } else {
-                match self.store.next_due().await {
+                match self.store.next_due().await.map(|due| self.with_timer(due)) {
                     Ok(Some(at)) => Some(Duration::from_millis(
                         at.saturating_sub(self.now()).max(0) as u64,
                     )),
@@ -581,8 +593,8 @@ impl Engine {
         while running.join_next().await.is_some() {}
     }
 
-    /// Enqueues delayed runs whose time came and expires runs whose TTL passed, once the earliest
-    /// known deadline has come.
+    /// Enqueues delayed runs whose time came, expires runs whose TTL passed and fires due cron
+    /// schedules, once the earliest known deadline has come.
     async fn run_timers(&self) {
         let now = self.now();
         if self.timer_due.load(Ordering::SeqCst) > now {
@@ -613,6 +625,7 @@ impl Engine {
             Ok(n) => again |= n == TIMER_BATCH,
             Err(e) => tracing::error!(error = %e, "expiring runs failed"),
         }
+        let schedules_next = self.fire_schedules(now).await;
         let next = if again {
             now
         } else {
@@ -624,6 +637,7 @@ impl Engine {
                 }
             }
         };
+        let next = schedules_next.map_or(next, |at| at.min(next));
         // A trigger may have armed an earlier deadline meanwhile; keep the earlier one.
         let _ = self
             .timer_due

@@ -11,6 +11,7 @@
 
 mod migrations;
 mod queries;
+mod schedules;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 pub use queries::{
     Bootstrapped, FinishAttempt, Inserted, KeyInfo, NewKey, NewRun, RunFilter, RunPage, RunUpdate,
 };
+pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};
 
 /// Most write requests joined into one transaction. Bounds the time a request waits for others.
 const MAX_GROUP: usize = 512;

@@ -9,5 +9,6 @@ mod limits;
 mod options;
 mod restart;
 mod runs;
+mod schedules;
 mod support;
 mod tenants;

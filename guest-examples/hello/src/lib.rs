@@ -1,4 +1,4 @@
-//! The example kiln task component. One component, seven tasks, each showing one behaviour a
+//! The example kiln task component. One component, eight tasks, each showing one behaviour a
 //! task can have:
 //!
 //! | task    | does                                                                              |
@@ -10,6 +10,7 @@
 //! | `echo`  | returns its payload unchanged                                                     |
 //! | `fail`  | always fails with an ordinary error; 2 attempts                                   |
 //! | `spin`  | `{"ms": N}`: keeps the CPU busy for N milliseconds, then returns `{"spun": N}`     |
+//! | `new-year` | scheduled: fires at midnight on 1 January in Berlin; returns its schedule payload |
 
 use kiln_sdk::prelude::*;
 use serde::de::IgnoredAny;
@@ -36,6 +37,9 @@ kiln_sdk::tasks![
         .description("Always fails with an ordinary error")
         .retry(Retry::attempts(2).min_timeout_ms(100).randomize(false)),
     Task::new("spin", spin).description("Keeps the CPU busy for `ms` milliseconds"),
+    Task::new("new-year", echo)
+        .description("Returns its schedule payload; fires at midnight on New Year's Day in Berlin")
+        .schedule(Schedule::cron("0 0 1 1 *").timezone("Europe/Berlin")),
 ];
 
 /// Payload of `hello`; `null`, `{}` and a missing name all greet the world.
