@@ -2,6 +2,7 @@
 //! running host's API (never SQL, never wasmtime).
 
 mod queues;
+mod schedules;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,6 +56,10 @@ enum Command {
     /// Inspect and manage runs.
     #[command(subcommand)]
     Runs(RunsCommand),
+    /// Cron schedules that trigger tasks: create, list, get, update, delete, activate,
+    /// deactivate, and the time zones they can use.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Manage projects, environments and their secret keys (with the host's admin key).
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -423,6 +428,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Runs(cmd) => runs(cmd).await,
+        Command::Schedules(cmd) => schedules::run(cmd).await,
         Command::Keys(cmd) => keys(cmd).await,
         Command::Queues(cmd) => queues::queues(cmd).await,
         Command::Envs(cmd) => queues::envs(cmd).await,

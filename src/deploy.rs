@@ -14,9 +14,10 @@ use sha2::{Digest, Sha256};
 
 use crate::model::{
     Deployment, Environment, MAX_ATTEMPTS_CAP, Machine, QueueDefinition, RetryDefinition,
-    TaskDefinition, now_ms,
+    TaskDefinition, TaskSchedule, now_ms,
 };
 use crate::sandbox::{CompileError, DeclaredTask, GuestFailure, Prepared, Sandbox};
+use crate::schedule::CronSchedule;
 use crate::store::{Store, StoreError};
 
 /// Most tasks one component may declare.
@@ -342,7 +343,21 @@ pub fn validate(declared: Vec<DeclaredTask>) -> Result<Vec<TaskDefinition>, Vec<
                 "task `{shown}`: max duration must be at least 5 seconds"
             ));
         }
+        let schedule =
+            d.schedule.and_then(
+                |s| match CronSchedule::parse(&s.cron, s.timezone.as_deref()) {
+                    Ok(cron) => Some(TaskSchedule {
+                        cron: cron.expression().to_owned(),
+                        timezone: cron.timezone().to_owned(),
+                    }),
+                    Err(e) => {
+                        problems.push(format!("task `{shown}`: schedule {e}"));
+                        None
+                    }
+                },
+            );
         tasks.push(TaskDefinition {
+            schedule,
             machine: machine("machine", &shown, d.machine, &mut problems),
             id,
             description: d.description,
@@ -373,6 +388,7 @@ mod tests {
             max_duration_ms: None,
             ttl_ms: None,
             machine: None,
+            schedule: None,
         }
     }
 
@@ -436,5 +452,38 @@ mod tests {
             out_of_memory_machine: Some("nope".into()),
         });
         assert_eq!(validate(vec![t]).unwrap_err().len(), 4);
+    }
+
+    #[test]
+    fn bad_schedules_name_the_task_and_the_field() {
+        let declared = |id: &str, cron: &str, timezone: Option<&str>| {
+            let mut t = task(id);
+            t.schedule = Some(crate::sandbox::DeclaredSchedule {
+                cron: cron.into(),
+                timezone: timezone.map(Into::into),
+            });
+            t
+        };
+        let problems = validate(vec![
+            declared("cron", "61 * * * *", None),
+            declared("zone", "0 * * * *", Some("Mars/Olympus_Mons")),
+        ])
+        .unwrap_err();
+        assert!(
+            problems[0].starts_with("task `cron`: schedule cron `61 * * * *`"),
+            "{problems:#?}"
+        );
+        assert!(
+            problems[1].starts_with("task `zone`: schedule timezone `Mars/Olympus_Mons`"),
+            "{problems:#?}"
+        );
+        let ok = validate(vec![declared("good", "0  9 * * *", Some("Europe/Berlin"))]).unwrap();
+        assert_eq!(
+            ok[0].schedule,
+            Some(TaskSchedule {
+                cron: "0 9 * * *".into(),
+                timezone: "Europe/Berlin".into()
+            })
+        );
     }
 }

@@ -205,6 +205,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         config.clock.clone(),
     ));
     let recovered = engine.recover().await?;
+    engine.sync_declarative_schedules().await?;
     if recovered > 0 {
         tracing::info!(
             runs = recovered,

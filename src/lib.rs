@@ -17,4 +17,5 @@ pub mod host;
 pub mod keys;
 pub mod model;
 pub mod sandbox;
+pub mod schedule;
 pub mod store;

@@ -330,6 +330,15 @@ pub struct TaskDefinition {
     pub max_duration: Option<Duration>,
     pub ttl: Option<Duration>,
     pub machine: Option<Machine>,
+    /// A declarative cron schedule, validated.
+    pub schedule: Option<TaskSchedule>,
+}
+
+/// A task's declarative schedule: a validated 5-field cron expression and its IANA time zone.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskSchedule {
+    pub cron: String,
+    pub timezone: String,
 }
 
 /// Retry settings as declared: `None` fields take the host defaults.

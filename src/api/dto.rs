@@ -662,6 +662,9 @@ pub struct TaskDto {
     max_duration_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_attempts: Option<u32>,
+    /// The declared cron schedule: `{cron, timezone}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<Value>,
 }
 
 impl From<&TaskDefinition> for TaskDto {
@@ -675,6 +678,10 @@ impl From<&TaskDefinition> for TaskDto {
                 .max_duration
                 .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             max_attempts: t.retry.max_attempts,
+            schedule: t
+                .schedule
+                .as_ref()
+                .map(|s| serde_json::json!({ "cron": s.cron, "timezone": s.timezone })),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 mod dto;
 mod queues;
+mod schedules;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -98,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/admin/keys", get(list_keys).post(create_key))
         .route("/api/v1/admin/keys/{key_id}/revoke", post(revoke_key))
         .route("/api/v1/runs/{run_id}/logs", get(run_logs))
+        .merge(schedules::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,

@@ -7,6 +7,7 @@
 
 pub mod metadata;
 pub mod scheduler;
+pub mod schedules;
 pub mod state;
 
 use std::collections::HashMap;
@@ -135,7 +136,7 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     wake: Notify,
     executing: Mutex<HashMap<String, CancelHandle>>,
-    /// Earliest known delayed-run or TTL deadline; timer passes run only once it has come.
+    /// Earliest known delayed-run, TTL or schedule deadline; timer passes run only once it has come.
     timer_due: AtomicI64,
     /// The memory pool in MiB permits; each executing attempt holds its machine's memory.
     memory: Arc<Semaphore>,
@@ -205,6 +206,10 @@ impl Engine {
         if !lanes.is_empty() {
             tracing::info!(version = %deployment.version, "queued runs that waited for a version");
             self.activate(lanes);
+        }
+        // The deployment is stored either way; a failure here is repaired at the next start.
+        if let Err(e) = self.sync_declarative(env, &deployment).await {
+            tracing::error!(error = %e, version = %deployment.version, "updating the declarative schedules failed");
         }
         self.wake.notify_one();
         Ok(deployment)
@@ -805,8 +810,8 @@ impl Engine {
         while running.join_next().await.is_some() {}
     }
 
-    /// Enqueues delayed runs whose time came and expires runs whose TTL passed, once the earliest
-    /// known deadline has come.
+    /// Enqueues delayed runs whose time came, expires runs whose TTL passed and fires due cron
+    /// schedules, once the earliest known deadline has come.
     async fn run_timers(&self) {
         let now = self.now();
         if self.timer_due.load(Ordering::SeqCst) > now {
@@ -855,6 +860,7 @@ impl Engine {
             Ok(n) => again |= n == TIMER_BATCH,
             Err(e) => tracing::error!(error = %e, "expiring runs failed"),
         }
+        let schedules_next = self.fire_schedules(now).await;
         let next = if again {
             now
         } else {
@@ -866,6 +872,7 @@ impl Engine {
                 }
             }
         };
+        let next = schedules_next.map_or(next, |at| at.min(next));
         // A trigger may have armed an earlier deadline meanwhile; keep the earlier one.
         let _ = self
             .timer_due

@@ -165,6 +165,13 @@ pub struct DeclaredTask {
     pub max_duration_ms: Option<u64>,
     pub ttl_ms: Option<u64>,
     pub machine: Option<String>,
+    pub schedule: Option<DeclaredSchedule>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeclaredSchedule {
+    pub cron: String,
+    pub timezone: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -928,6 +935,10 @@ fn declared(t: wit::TaskDefinition) -> DeclaredTask {
         max_duration_ms: t.max_duration_ms,
         ttl_ms: t.ttl_ms,
         machine: t.machine,
+        schedule: t.schedule.map(|s| DeclaredSchedule {
+            cron: s.cron,
+            timezone: s.timezone,
+        }),
     }
 }
 

@@ -9,6 +9,7 @@ pub const MIGRATIONS: &[&str] = &[
     V4_TENANT_KEYS,
     V5_QUEUES,
     V6_CHECKPOINTS,
+    V7_SCHEDULES,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -264,4 +265,37 @@ CREATE TABLE waitpoints (
 CREATE INDEX waitpoints_due ON waitpoints (completes_at)
  WHERE status = 'PENDING' AND completes_at IS NOT NULL;
 CREATE INDEX waitpoints_by_run ON waitpoints (run_id);
+"#;
+
+/// Cron schedules: a task's declared schedule, and the schedules that fire runs.
+const V7_SCHEDULES: &str = r#"
+ALTER TABLE tasks ADD COLUMN schedule_cron TEXT;
+ALTER TABLE tasks ADD COLUMN schedule_timezone TEXT;
+
+CREATE TABLE schedules (
+    id                 TEXT PRIMARY KEY,
+    environment_id     TEXT NOT NULL REFERENCES environments(id),
+    -- DECLARATIVE (from the deployed task definition) or IMPERATIVE (created over the API).
+    kind               TEXT NOT NULL,
+    task_id            TEXT NOT NULL,
+    cron               TEXT NOT NULL,
+    timezone           TEXT NOT NULL,
+    external_id        TEXT,
+    deduplication_key  TEXT,
+    active             INTEGER NOT NULL DEFAULT 1,
+    -- The next fire time; NULL while inactive. Firing and moving it on happen in one transaction.
+    next_fire_at       INTEGER,
+    last_fire_at       INTEGER,
+    created_at         INTEGER NOT NULL,
+    updated_at         INTEGER NOT NULL
+);
+-- Creating with a deduplication key that exists updates that schedule.
+CREATE UNIQUE INDEX schedules_by_dedup_key ON schedules (environment_id, deduplication_key)
+    WHERE deduplication_key IS NOT NULL;
+-- One declarative schedule per task of an environment.
+CREATE UNIQUE INDEX schedules_declarative ON schedules (environment_id, task_id)
+    WHERE kind = 'DECLARATIVE';
+-- The timer pass: active schedules by next fire time.
+CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE next_fire_at IS NOT NULL;
+CREATE INDEX schedules_by_environment ON schedules (environment_id, created_at);
 "#;

@@ -12,6 +12,7 @@
 mod migrations;
 mod queries;
 mod queues;
+mod schedules;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,6 +25,7 @@ pub use queries::{
     Bootstrapped, FinishAttempt, Inserted, KeyInfo, NewKey, NewRun, RunFilter, RunPage, RunUpdate,
 };
 pub use queues::{EnvironmentInfo, task_queue_name};
+pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};
 
 /// Most write requests joined into one transaction. Bounds the time a request waits for others.
 const MAX_GROUP: usize = 512;

@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 use crate::model::{
     Attempt, AttemptStatus, Deployment, Environment, Lane, LogLevel, LogLine, Machine, Millis,
     QueueDefinition, RetryDefinition, RetryPolicy, Run, RunError, RunStatus, TaskDefinition,
-    new_id,
+    TaskSchedule, new_id,
 };
 
 /// A secret key about to be stored: the plaintext (shown once) and its SHA-256 digest.
@@ -579,7 +579,6 @@ impl Store {
                     });
                     continue;
                 }
-                super::queues::ensure_queue(c, &new.environment_id, &new.queue, new.now)?;
                 let id = insert_one(c, &new, batch_id.as_deref())?;
                 out.push(Inserted {
                     run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
@@ -1173,8 +1172,8 @@ fn insert_task(
     c.execute(
         "INSERT INTO tasks (deployment_id, position, task_id, description, queue_name, queue_limit, \
            retry_max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, \
-           max_duration_ms, ttl_ms, machine) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+           max_duration_ms, ttl_ms, machine, schedule_cron, schedule_timezone) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         params![
             deployment_id,
             position as i64,
@@ -1191,6 +1190,8 @@ fn insert_task(
             t.max_duration.map(|d| d.as_millis() as i64),
             t.ttl.map(|d| d.as_millis() as i64),
             t.machine.map(Machine::as_str),
+            t.schedule.as_ref().map(|s| &s.cron),
+            t.schedule.as_ref().map(|s| &s.timezone),
         ],
     )?;
     Ok(())
@@ -1209,7 +1210,8 @@ fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
     let tasks = c
         .prepare_cached(
             "SELECT task_id, description, queue_name, queue_limit, retry_max_attempts, retry_factor, \
-               retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, max_duration_ms, ttl_ms, machine \
+               retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, max_duration_ms, ttl_ms, machine, \
+               schedule_cron, schedule_timezone \
              FROM tasks WHERE deployment_id = ?1 ORDER BY position",
         )?
         .query_map([id], |r| {
@@ -1236,6 +1238,14 @@ fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
                     .get::<_, Option<i64>>(11)?
                     .map(|v| std::time::Duration::from_millis(v as u64)),
                 machine: machine(r.get(12)?, 12)?,
+                schedule: r.get::<_, Option<String>>(13)?.map(|cron| TaskSchedule {
+                    cron,
+                    timezone: r
+                        .get::<_, Option<String>>(14)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| crate::schedule::DEFAULT_TIMEZONE.to_owned()),
+                }),
             })
         })?
         .collect::<Result<_, _>>()?;
@@ -1251,7 +1261,7 @@ fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
 
 /// The run a live idempotency key points to, unless that run failed or expired (then the key is
 /// released so a new run can take it).
-fn live_idempotent_run(c: &Connection, new: &NewRun) -> Result<Option<Run>, StoreError> {
+pub(super) fn live_idempotent_run(c: &Connection, new: &NewRun) -> Result<Option<Run>, StoreError> {
     let Some((key, _)) = &new.idempotency else {
         return Ok(None);
     };
@@ -1277,7 +1287,12 @@ fn live_idempotent_run(c: &Connection, new: &NewRun) -> Result<Option<Run>, Stor
     Ok(None)
 }
 
-fn insert_one(c: &Connection, new: &NewRun, batch_id: Option<&str>) -> Result<String, StoreError> {
+pub(super) fn insert_one(
+    c: &Connection,
+    new: &NewRun,
+    batch_id: Option<&str>,
+) -> Result<String, StoreError> {
+    super::queues::ensure_queue(c, &new.environment_id, &new.queue, new.now)?;
     let id = new_id("run");
     let available_at = new.delay_until.unwrap_or(new.now);
     c.prepare_cached(

@@ -10,6 +10,7 @@ mod options;
 mod queues;
 mod restart;
 mod runs;
+mod schedules;
 mod support;
 mod tenants;
 mod waits;

@@ -20,6 +20,7 @@ pub mod guests {
     pub const BAD_DEFINITIONS_TRAP: &str = "bad_definitions_trap";
     pub const BAD_DUPLICATE_IDS: &str = "bad_duplicate_ids";
     pub const BAD_INVALID_ID: &str = "bad_invalid_id";
+    pub const BAD_SCHEDULE: &str = "bad_schedule";
     pub const BAD_UNKNOWN_IMPORT: &str = "bad_unknown_import";
     pub const NOT_A_TASK: &str = "not_a_task";
     pub const ADVERSARY: &str = "adversary";

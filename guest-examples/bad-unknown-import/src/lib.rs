@@ -35,6 +35,7 @@ impl Guest for Component {
             max_duration_ms: None,
             ttl_ms: None,
             machine: None,
+            schedule: None,
         }]
     }
 

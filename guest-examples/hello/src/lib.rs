@@ -1,4 +1,4 @@
-//! The example kiln task component. One component, eleven tasks, each showing one behaviour a
+//! The example kiln task component. One component, twelve tasks, each showing one behaviour a
 //! task can have:
 //!
 //! | task    | does                                                                              |
@@ -13,6 +13,7 @@
 //! | `limited`, `limited-too` | `spin` on the shared queue `limited` (at most 2 at once)          |
 //! | `single` | `spin` on its own queue, limited to 1 at once                                     |
 //! | `wait`  | `{"ms": N, "times": K, "spin_ms": S}`: reads the clock and randomness, then K times waits N ms and spins S ms; returns what it read |
+//! | `new-year` | scheduled: fires at midnight on 1 January in Berlin; returns its schedule payload |
 
 use kiln_sdk::prelude::*;
 use serde::de::IgnoredAny;
@@ -49,6 +50,9 @@ kiln_sdk::tasks![
         .description("Spins on its own queue, one at a time")
         .queue_concurrency_limit(1),
     Task::new("wait", wait).description("Reads the clock and randomness, then waits"),
+    Task::new("new-year", echo)
+        .description("Returns its schedule payload; fires at midnight on New Year's Day in Berlin")
+        .schedule(Schedule::cron("0 0 1 1 *").timezone("Europe/Berlin")),
 ];
 
 /// Payload of `hello`; `null`, `{}` and a missing name all greet the world.

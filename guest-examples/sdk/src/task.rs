@@ -1,4 +1,5 @@
-//! Describing tasks: the [`Task`] builder and its [`Retry`] policy and [`Queue`].
+//! Describing tasks: the [`Task`] builder and its [`Retry`] policy, [`Queue`] and cron
+//! [`Schedule`].
 //!
 //! A [`Task`] pairs an id with a handler function and carries every field of the WIT
 //! `task-definition`; fields you do not set take kiln's defaults.
@@ -37,6 +38,14 @@ type Handler = Box<dyn Fn(&str, &Context) -> Result<String, TaskError>>;
 ///     .ttl(Duration::from_secs(3600))
 ///     .machine("small-2x");
 /// assert_eq!(task.id(), "resize-image");
+///
+/// fn report(payload: serde_json::Value, _ctx: &Context) -> Result<serde_json::Value, TaskError> {
+///     Ok(payload) // {"type": "DECLARATIVE", "timestamp": "…", "upcoming": […], …}
+/// }
+///
+/// let daily = Task::new("daily-report", report).cron("0 9 * * *");
+/// let berlin = Task::new("berlin-report", report)
+///     .schedule(Schedule::cron("0 9 * * 1-5").timezone("Europe/Berlin"));
 /// ```
 #[must_use]
 pub struct Task {
@@ -47,6 +56,7 @@ pub struct Task {
     max_duration: Option<Duration>,
     ttl: Option<Duration>,
     machine: Option<String>,
+    schedule: Option<Schedule>,
     handler: Handler,
 }
 
@@ -82,6 +92,7 @@ impl Task {
             max_duration: None,
             ttl: None,
             machine: None,
+            schedule: None,
             handler: Box::new(handler),
         }
     }
@@ -141,6 +152,24 @@ impl Task {
         self
     }
 
+    /// Runs the task on a cron schedule: five fields (minute hour day-of-month month
+    /// day-of-week) read in UTC, e.g. `"0 9 * * *"` for 09:00 UTC every day.
+    ///
+    /// Each fire triggers a run whose payload is Trigger.dev's schedule payload: `type`
+    /// (`"DECLARATIVE"`), `timestamp`, `lastTimestamp`, `timezone`, `scheduleId`, `upcoming`
+    /// (the next five fire times), times as ISO 8601 strings. kiln refuses a deploy whose cron
+    /// is invalid. Same as `.schedule(Schedule::cron(expression))`.
+    pub fn cron(self, expression: impl Into<String>) -> Task {
+        self.schedule(Schedule::cron(expression))
+    }
+
+    /// Runs the task on a cron [`Schedule`], e.g. in a time zone. Deploying a version replaces
+    /// the environment's declared schedules with the new version's.
+    pub fn schedule(mut self, schedule: Schedule) -> Task {
+        self.schedule = Some(schedule);
+        self
+    }
+
     /// The task's id.
     pub fn id(&self) -> &str {
         &self.id
@@ -156,6 +185,7 @@ impl Task {
             max_duration_ms: self.max_duration.map(millis),
             ttl_ms: self.ttl.map(millis),
             machine: self.machine.clone(),
+            schedule: self.schedule.clone().map(Into::into),
         }
     }
 
@@ -176,6 +206,7 @@ impl fmt::Debug for Task {
             .field("max_duration", &self.max_duration)
             .field("ttl", &self.ttl)
             .field("machine", &self.machine)
+            .field("schedule", &self.schedule)
             .finish_non_exhaustive()
     }
 }
@@ -337,6 +368,59 @@ impl From<Queue> for wit::QueueDefinition {
         wit::QueueDefinition {
             name: q.name,
             concurrency_limit: q.concurrency_limit,
+        }
+    }
+}
+
+/// A cron schedule for a task: five fields (minute hour day-of-month month day-of-week) and
+/// the IANA time zone they are read in (UTC unless set). Daylight saving is handled: a time
+/// skipped by a spring-forward runs at the first minute after the gap, and a time repeated by a
+/// fall-back runs once.
+///
+/// ```
+/// use kiln_sdk::Schedule;
+///
+/// let schedule = Schedule::cron("30 2 * * *").timezone("America/New_York");
+/// assert_eq!(schedule.cron, "30 2 * * *");
+/// assert_eq!(schedule.timezone.as_deref(), Some("America/New_York"));
+/// assert_eq!(Schedule::from("0 * * * *").timezone, None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Schedule {
+    /// The cron expression.
+    pub cron: String,
+    /// IANA time zone name, e.g. `Europe/Berlin`; `None` for UTC.
+    pub timezone: Option<String>,
+}
+
+impl Schedule {
+    /// The schedule `expression`, read in UTC.
+    pub fn cron(expression: impl Into<String>) -> Schedule {
+        Schedule {
+            cron: expression.into(),
+            timezone: None,
+        }
+    }
+
+    /// Reads the expression in this IANA time zone instead of UTC.
+    pub fn timezone(mut self, timezone: impl Into<String>) -> Schedule {
+        self.timezone = Some(timezone.into());
+        self
+    }
+}
+
+impl From<&str> for Schedule {
+    fn from(expression: &str) -> Schedule {
+        Schedule::cron(expression)
+    }
+}
+
+impl From<Schedule> for wit::ScheduleDefinition {
+    fn from(s: Schedule) -> wit::ScheduleDefinition {
+        wit::ScheduleDefinition {
+            cron: s.cron,
+            timezone: s.timezone,
         }
     }
 }

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::__private;
 use crate::bindings::kiln::task::types as wit;
-use crate::{Context, ErrorKind, Queue, Retry, Task, TaskError};
+use crate::{Context, ErrorKind, Queue, Retry, Schedule, Task, TaskError};
 
 fn run_context(task_id: &str, attempt: u32) -> wit::RunContext {
     wit::RunContext {
@@ -272,4 +272,25 @@ fn payload_helpers_accept_null_and_anything() {
         any.invoke(r#"{"whatever":[1,2]}"#, &ctx).unwrap(),
         r#"{"ok":true}"#
     );
+}
+
+#[test]
+fn a_cron_schedule_goes_into_the_definition() {
+    let noop = |_: Value, _: &Context| Ok(());
+    let s = Task::new("t", noop)
+        .cron("0 9 * * *")
+        .definition()
+        .schedule
+        .unwrap();
+    assert_eq!((s.cron.as_str(), s.timezone), ("0 9 * * *", None));
+    let s = Task::new("t", noop)
+        .schedule(Schedule::cron("30 2 * * *").timezone("Europe/Berlin"))
+        .definition()
+        .schedule
+        .unwrap();
+    assert_eq!(
+        (s.cron.as_str(), s.timezone.as_deref()),
+        ("30 2 * * *", Some("Europe/Berlin"))
+    );
+    assert!(Task::new("t", noop).definition().schedule.is_none());
 }
