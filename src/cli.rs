@@ -3,6 +3,7 @@
 
 mod queues;
 mod schedules;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -69,6 +70,9 @@ enum Command {
     /// Environments' concurrency limits (with the host's admin key).
     #[command(subcommand)]
     Envs(queues::EnvsCommand),
+    /// Wait tokens: make, list, show, and complete them (runs waiting for one resume).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Measure throughput, latency, metering and cold starts against baselines (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
 }
@@ -315,6 +319,10 @@ struct ServeArgs {
     /// checkpoint the run (no instance, no slot) and resume it when the time comes.
     #[arg(long, value_parser = duration_arg, default_value = "5s")]
     wait_threshold: Duration,
+    /// The API's base URL as clients reach it (behind a proxy, say), for the callback URLs of
+    /// wait tokens; default: http://<listen address>.
+    #[arg(long, env = "KILN_PUBLIC_URL")]
+    public_url: Option<String>,
 }
 
 fn max_duration_arg(text: &str) -> Result<Duration, String> {
@@ -432,6 +440,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys(cmd) => keys(cmd).await,
         Command::Queues(cmd) => queues::queues(cmd).await,
         Command::Envs(cmd) => queues::envs(cmd).await,
+        Command::Tokens(cmd) => tokens::tokens(cmd).await,
         Command::Bench(args) => crate::bench::main(args).await,
     }
 }
@@ -498,6 +507,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         fuel_budget: args.fuel_budget,
         memory_pool_bytes: args.memory_pool_mib.saturating_mul(1 << 20),
         wait_threshold: args.wait_threshold,
+        public_url: args.public_url,
         ..HostConfig::new(args.data_dir.clone(), args.listen)
     })
     .await?;

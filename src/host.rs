@@ -59,6 +59,9 @@ pub struct HostConfig {
     pub memory_pool_bytes: u64,
     /// Waits up to this long sleep in place; longer ones checkpoint the run.
     pub wait_threshold: Duration,
+    /// The API's base URL as clients reach it, for wait tokens' callback URLs (default: the
+    /// listen address over http).
+    pub public_url: Option<String>,
 }
 
 impl HostConfig {
@@ -77,6 +80,7 @@ impl HostConfig {
             fuel_budget: DEFAULT_FUEL_BUDGET,
             memory_pool_bytes: DEFAULT_MEMORY_POOL_BYTES,
             wait_threshold: crate::sandbox::DEFAULT_WAIT_THRESHOLD,
+            public_url: None,
         }
     }
 }
@@ -249,6 +253,13 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             )
         })?;
     let addr = listener.local_addr()?;
+    engine.set_token_urls(crate::engine::tokens::TokenUrls {
+        base: config
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{addr}")),
+        secret: store.host_secret("token-callback").await?,
+    });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let app = api::router(ApiState {
         engine: engine.clone(),

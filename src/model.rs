@@ -559,6 +559,62 @@ pub enum QueueRef {
     Custom(String),
 }
 
+/// Where a wait token stands (Trigger.dev's `WAITING`, `COMPLETED`, `TIMED_OUT`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenStatus {
+    Waiting,
+    Completed,
+    TimedOut,
+}
+
+impl TokenStatus {
+    /// Trigger.dev's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenStatus::Waiting => "WAITING",
+            TokenStatus::Completed => "COMPLETED",
+            TokenStatus::TimedOut => "TIMED_OUT",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<TokenStatus> {
+        match s {
+            "WAITING" => Some(TokenStatus::Waiting),
+            "COMPLETED" => Some(TokenStatus::Completed),
+            "TIMED_OUT" => Some(TokenStatus::TimedOut),
+            _ => None,
+        }
+    }
+}
+
+/// A wait token: a waitpoint completed from outside the run, with JSON data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitToken {
+    pub id: String,
+    pub environment_id: String,
+    pub status: TokenStatus,
+    pub idempotency_key: Option<String>,
+    pub idempotency_expires_at: Option<Millis>,
+    pub tags: Vec<String>,
+    /// JSON text: the completion data, or the timeout error when `output_is_error`.
+    pub output: Option<String>,
+    pub output_is_error: bool,
+    pub timeout_at: Option<Millis>,
+    pub created_at: Millis,
+    pub completed_at: Option<Millis>,
+}
+
+/// A wait token to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewToken {
+    pub environment_id: String,
+    pub timeout_at: Option<Millis>,
+    /// The key and when it stops matching repeats.
+    pub idempotency: Option<(String, Millis)>,
+    pub tags: Vec<String>,
+    pub now: Millis,
+}
+
 /// One attempt of a run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Attempt {

@@ -7,6 +7,7 @@
 mod dto;
 mod queues;
 mod schedules;
+mod tokens;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -79,6 +80,22 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/v1/idempotencyKeys/{key}/reset",
             post(reset_idempotency_key),
+        )
+        .route(
+            "/api/v1/waitpoints/tokens",
+            get(tokens::list_tokens).post(tokens::create_token),
+        )
+        .route(
+            "/api/v1/waitpoints/tokens/{token_id}",
+            get(tokens::retrieve_token),
+        )
+        .route(
+            "/api/v1/waitpoints/tokens/{token_id}/complete",
+            post(tokens::complete_token),
+        )
+        .route(
+            "/api/v1/waitpoints/tokens/{token_id}/callback/{capability}",
+            post(tokens::callback),
         )
         .route("/api/v1/queues", get(queues::list_queues))
         .route("/api/v1/queues/{queue}", get(queues::retrieve_queue))
@@ -156,13 +173,15 @@ impl From<EngineError> for ApiError {
             EngineError::Deploy(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::NothingDeployed
             | EngineError::RunNotFound(_)
-            | EngineError::QueueNotFound(_) => StatusCode::NOT_FOUND,
+            | EngineError::QueueNotFound(_)
+            | EngineError::TokenNotFound(_) => StatusCode::NOT_FOUND,
             EngineError::UnknownVersion(_)
             | EngineError::TaskNotInVersion { .. }
             | EngineError::NotDelayed(_)
             | EngineError::TooManyTags(_)
             | EngineError::BatchSize(_)
-            | EngineError::LimitAboveEnvironment { .. } => StatusCode::BAD_REQUEST,
+            | EngineError::LimitAboveEnvironment { .. }
+            | EngineError::InvalidToken(_) => StatusCode::BAD_REQUEST,
             EngineError::Metadata(MetadataError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Metadata(_) => StatusCode::BAD_REQUEST,
             EngineError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -9,6 +9,7 @@ pub mod metadata;
 pub mod scheduler;
 pub mod schedules;
 pub mod state;
+pub mod tokens;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -26,7 +27,7 @@ use crate::model::{
     TriggerOptions,
 };
 use crate::sandbox::{
-    AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind, journal,
+    AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind, WaitFor, journal,
 };
 use crate::store::{FinishAttempt, Inserted, NewRun, RunUpdate, Store, StoreError};
 use metadata::{MetadataError, MetadataOp};
@@ -82,6 +83,10 @@ pub enum EngineError {
         "concurrencyLimit: {limit} is more than the environment's limit of {environment_limit}; ask the host admin to raise it"
     )]
     LimitAboveEnvironment { limit: u32, environment_limit: u32 },
+    #[error("wait token `{0}` not found")]
+    TokenNotFound(String),
+    #[error("{0}")]
+    InvalidToken(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -143,6 +148,8 @@ pub struct Engine {
     memory_pool_mib: u32,
     /// Which runs start next; slots are counted here.
     scheduler: Mutex<Scheduler>,
+    /// Where wait tokens' callback URLs point; set once the host listens.
+    token_urls: std::sync::OnceLock<tokens::TokenUrls>,
 }
 
 impl Engine {
@@ -166,6 +173,7 @@ impl Engine {
             memory: Arc::new(Semaphore::new(pool_mib as usize)),
             memory_pool_mib: pool_mib,
             scheduler: Mutex::new(Scheduler::new(config.environment_concurrency)),
+            token_urls: std::sync::OnceLock::new(),
             config,
         }
     }
@@ -842,7 +850,11 @@ impl Engine {
             }
             Err(e) => tracing::error!(error = %e, "enqueuing delayed runs failed"),
         }
-        match self.store.resume_due(now, TIMER_BATCH).await {
+        match self
+            .store
+            .resume_due(now, TIMER_BATCH, tokens::timeout_error)
+            .await
+        {
             Ok(lanes) => {
                 again |= lanes.len() == TIMER_BATCH;
                 self.activate(lanes);
@@ -1004,6 +1016,12 @@ impl Engine {
             seed: run.seed,
             clock: self.clock.clone(),
             wait_threshold: self.config.wait_threshold,
+            services: Arc::new(tokens::RunHost {
+                engine: self.clone(),
+                run_id: run.id.clone(),
+                environment_id: run.environment_id.clone(),
+                attempt,
+            }),
         };
         let report = self.sandbox.run(&prepared, request).await;
         let executing = RunState {
@@ -1012,7 +1030,7 @@ impl Engine {
         };
         let now = self.now();
         let compute_ms = u64::try_from(report.compute.as_millis()).unwrap_or(u64::MAX);
-        if let AttemptOutcome::Suspended { until, recorded } = report.outcome {
+        if let AttemptOutcome::Suspended { wait, recorded } = report.outcome {
             let Ok(t) = transition(&executing, Event::Suspend, now) else {
                 return;
             };
@@ -1029,15 +1047,21 @@ impl Engine {
                 compute_ms,
                 logs: report.logs,
             };
-            match self
-                .store
-                .checkpoint(checkpoint, journal::encode(&recorded), until)
-                .await
-            {
-                Ok(()) => {
+            let entries = journal::encode(&recorded);
+            let stored = match wait {
+                WaitFor::Until(until) => {
                     self.arm_timer(Some(until));
-                    self.wake.notify_one();
+                    self.store.checkpoint(checkpoint, entries, until).await
                 }
+                // The token may have been completed meanwhile: then the run is queued at once.
+                WaitFor::Token(token) => self
+                    .store
+                    .checkpoint_on_token(checkpoint, entries, token)
+                    .await
+                    .map(|lane| self.activate(lane)),
+            };
+            match stored {
+                Ok(()) => self.wake.notify_one(),
                 Err(e) => {
                     tracing::error!(run = %run.id, error = %e, "could not checkpoint the run")
                 }

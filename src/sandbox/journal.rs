@@ -3,9 +3,9 @@
 //! wasmtime cannot save a guest's stack, so a run that waits long is dropped and later executed
 //! again from the start; every host call the guest makes is answered from the journal (its kind
 //! and request digest checked) until the journal ends, and from then on live — recorded again for
-//! the next checkpoint. Journaled: wall- and monotonic-clock reads and waits. Randomness is not
-//! journaled: it comes from a per-run seed. Log lines are not journaled either; they are dropped
-//! while replaying, since the first execution already stored them.
+//! the next checkpoint. Journaled: wall- and monotonic-clock reads, waits, wait-token creation and
+//! results. Randomness is not journaled: it comes from a per-run seed. Log lines are not journaled
+//! either; they are dropped while replaying, since the first execution already stored them.
 //!
 //! Entries are kept in memory while the guest runs; the engine persists the new ones with the
 //! checkpoint. A guest that reads the clock without end only fills the journal up to
@@ -26,6 +26,11 @@ pub enum Kind {
     WallClock = 1,
     MonotonicClock = 2,
     Wait = 3,
+    CreateToken = 4,
+    /// The completion of a token the guest waited for.
+    TokenResult = 5,
+    /// The guest suspended waiting for a token here (the result follows on a later execution).
+    TokenPending = 6,
 }
 
 impl Kind {
@@ -34,6 +39,9 @@ impl Kind {
             1 => Some(Kind::WallClock),
             2 => Some(Kind::MonotonicClock),
             3 => Some(Kind::Wait),
+            4 => Some(Kind::CreateToken),
+            5 => Some(Kind::TokenResult),
+            6 => Some(Kind::TokenPending),
             _ => None,
         }
     }
@@ -43,6 +51,8 @@ impl Kind {
             Kind::WallClock => "wall-clock.now",
             Kind::MonotonicClock => "monotonic-clock.now",
             Kind::Wait => "wait",
+            Kind::CreateToken => "wait.create-token",
+            Kind::TokenResult | Kind::TokenPending => "wait.for-token",
         }
     }
 }
@@ -52,38 +62,65 @@ impl Kind {
 pub struct Entry {
     pub kind: Kind,
     pub digest: u64,
-    pub value: u64,
+    pub value: Vec<u8>,
 }
 
-/// Bytes one entry takes encoded.
-const ENTRY_BYTES: usize = 1 + 8 + 8;
+impl Entry {
+    /// Bytes the entry takes encoded.
+    fn size(&self) -> usize {
+        HEADER_BYTES + self.value.len()
+    }
+}
 
-/// Encodes entries for storage: per entry, the kind byte, the digest and the value (little endian).
+/// Bytes of an entry before its value: kind, digest, value length.
+const HEADER_BYTES: usize = 1 + 8 + 4;
+
+/// Encodes entries for storage: per entry, the kind byte, the digest, the value's length and the
+/// value (integers little endian).
 pub fn encode(entries: &[Entry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * ENTRY_BYTES);
+    let mut out = Vec::with_capacity(entries.iter().map(Entry::size).sum());
     for e in entries {
         out.push(e.kind as u8);
         out.extend_from_slice(&e.digest.to_le_bytes());
-        out.extend_from_slice(&e.value.to_le_bytes());
+        // Values are bounded far below 4 GiB (MAX_JOURNAL_BYTES).
+        out.extend_from_slice(&(e.value.len() as u32).to_le_bytes());
+        out.extend_from_slice(&e.value);
     }
     out
 }
 
 /// Decodes stored entries; `None` if the bytes are not a journal.
-pub fn decode(bytes: &[u8]) -> Option<Vec<Entry>> {
-    if !bytes.len().is_multiple_of(ENTRY_BYTES) {
-        return None;
+pub fn decode(mut bytes: &[u8]) -> Option<Vec<Entry>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        if bytes.len() < HEADER_BYTES {
+            return None;
+        }
+        let kind = Kind::from_u8(bytes[0])?;
+        let digest = u64::from_le_bytes(bytes[1..9].try_into().ok()?);
+        let len = u32::from_le_bytes(bytes[9..13].try_into().ok()?) as usize;
+        let rest = &bytes[HEADER_BYTES..];
+        if rest.len() < len {
+            return None;
+        }
+        out.push(Entry {
+            kind,
+            digest,
+            value: rest[..len].to_vec(),
+        });
+        bytes = &rest[len..];
     }
-    bytes
-        .chunks_exact(ENTRY_BYTES)
-        .map(|c| {
-            Some(Entry {
-                kind: Kind::from_u8(c[0])?,
-                digest: u64::from_le_bytes(c[1..9].try_into().ok()?),
-                value: u64::from_le_bytes(c[9..17].try_into().ok()?),
-            })
-        })
-        .collect()
+    Some(out)
+}
+
+/// A journaled number (clock readings, wait deadlines).
+pub fn number(value: u64) -> Vec<u8> {
+    value.to_le_bytes().to_vec()
+}
+
+/// The number in a journaled value; `None` if it is not one.
+pub fn as_number(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.try_into().ok()?))
 }
 
 /// A host call that did not match the journal.
@@ -109,6 +146,8 @@ pub struct Journal {
     diverged: Option<Divergence>,
     /// Set once recording stopped at [`MAX_JOURNAL_BYTES`].
     overflowed: bool,
+    /// Bytes recorded (for the cap).
+    recorded_bytes: usize,
     /// True while entries remain to replay; shared with the log capture, which drops lines then.
     replaying_flag: Arc<AtomicBool>,
 }
@@ -139,41 +178,65 @@ impl Journal {
         &mut self,
         kind: Kind,
         digest: u64,
-        live: impl FnOnce() -> u64,
-    ) -> Result<u64, Divergence> {
+        live: impl FnOnce() -> Vec<u8>,
+    ) -> Result<Vec<u8>, Divergence> {
+        if let Some(value) = self.replayed(kind, digest)? {
+            return Ok(value);
+        }
+        let value = live();
+        self.record(kind, digest, value.clone());
+        Ok(value)
+    }
+
+    /// The recorded answer to a host call while replaying (the kind and digest must match), or
+    /// `None` once the journal has ended and the call must be answered live.
+    pub fn replayed(&mut self, kind: Kind, digest: u64) -> Result<Option<Vec<u8>>, Divergence> {
         if let Some(d) = &self.diverged {
             return Err(d.clone());
         }
-        if let Some(expected) = self.replay.pop_front() {
-            self.position += 1;
-            if self.replay.is_empty() {
-                self.replaying_flag.store(false, Ordering::Relaxed);
-            }
-            if expected.kind != kind || expected.digest != digest {
-                let d = Divergence(format!(
-                    "on replay, host call #{} was {} ({:016x}) but the recorded run made {} ({:016x}) there; the task must reach its waits the same way every time",
-                    self.position,
-                    kind.name(),
-                    digest,
-                    expected.kind.name(),
-                    expected.digest
-                ));
-                self.diverged = Some(d.clone());
-                return Err(d);
-            }
-            return Ok(expected.value);
-        }
-        let value = live();
-        if (self.recorded.len() + 1) * ENTRY_BYTES > MAX_JOURNAL_BYTES {
-            self.overflowed = true;
-        } else {
-            self.recorded.push(Entry {
-                kind,
+        let Some(expected) = self.replay.front() else {
+            return Ok(None);
+        };
+        if expected.kind != kind || expected.digest != digest {
+            let d = Divergence(format!(
+                "on replay, host call #{} was {} ({:016x}) but the recorded run made {} ({:016x}) there; the task must reach its waits the same way every time",
+                self.position + 1,
+                kind.name(),
                 digest,
-                value,
-            });
+                expected.kind.name(),
+                expected.digest
+            ));
+            self.diverged = Some(d.clone());
+            return Err(d);
+        }
+        self.position += 1;
+        let value = self.replay.pop_front().map(|e| e.value);
+        if self.replay.is_empty() {
+            self.replaying_flag.store(false, Ordering::Relaxed);
         }
         Ok(value)
+    }
+
+    /// Whether the next recorded call is of this kind and digest (without taking it).
+    pub fn next_is(&self, kind: Kind, digest: u64) -> bool {
+        self.replay
+            .front()
+            .is_some_and(|e| e.kind == kind && e.digest == digest)
+    }
+
+    /// Records a call answered live.
+    pub fn record(&mut self, kind: Kind, digest: u64, value: Vec<u8>) {
+        let entry = Entry {
+            kind,
+            digest,
+            value,
+        };
+        if self.recorded_bytes + entry.size() > MAX_JOURNAL_BYTES {
+            self.overflowed = true;
+        } else {
+            self.recorded_bytes += entry.size();
+            self.recorded.push(entry);
+        }
     }
 
     /// The divergence seen, if any.
@@ -204,6 +267,7 @@ impl Journal {
                 MAX_JOURNAL_BYTES >> 20
             ));
         }
+        self.recorded_bytes = 0;
         Ok(std::mem::take(&mut self.recorded))
     }
 }
@@ -230,16 +294,18 @@ mod tests {
             Entry {
                 kind: Kind::WallClock,
                 digest: 0,
-                value: 1_700_000_000_000_000_000,
+                value: number(1_700_000_000_000_000_000),
             },
             Entry {
-                kind: Kind::Wait,
+                kind: Kind::TokenResult,
                 digest: digest(&[b"for", &5u64.to_le_bytes()]),
-                value: 42,
+                value: br#"{"ok":true}"#.to_vec(),
             },
         ];
-        assert_eq!(decode(&encode(&entries)).unwrap(), entries);
-        assert_eq!(decode(&[9; ENTRY_BYTES]), None);
+        let bytes = encode(&entries);
+        assert_eq!(decode(&bytes).unwrap(), entries);
+        assert_eq!(decode(&bytes[..bytes.len() - 1]), None, "truncated");
+        assert_eq!(decode(&[9; HEADER_BYTES]), None, "unknown kind");
         assert_eq!(decode(&[1; 5]), None);
     }
 
@@ -248,12 +314,18 @@ mod tests {
         let mut j = Journal::replaying(vec![Entry {
             kind: Kind::MonotonicClock,
             digest: 0,
-            value: 7,
+            value: number(7),
         }]);
         assert!(j.is_replaying());
-        assert_eq!(j.call(Kind::MonotonicClock, 0, || 99), Ok(7));
+        assert_eq!(
+            j.call(Kind::MonotonicClock, 0, || number(99)),
+            Ok(number(7))
+        );
         assert!(!j.is_replaying());
-        assert_eq!(j.call(Kind::MonotonicClock, 0, || 99), Ok(99));
+        assert_eq!(
+            j.call(Kind::MonotonicClock, 0, || number(99)),
+            Ok(number(99))
+        );
         assert_eq!(j.take_recorded().unwrap().len(), 1);
         assert!(j.unfinished().is_none());
     }
@@ -263,12 +335,12 @@ mod tests {
         let mut j = Journal::replaying(vec![Entry {
             kind: Kind::Wait,
             digest: 1,
-            value: 7,
+            value: number(7),
         }]);
-        let d = j.call(Kind::Wait, 2, || 0).unwrap_err();
+        let d = j.call(Kind::Wait, 2, || number(0)).unwrap_err();
         assert!(d.0.contains("wait") && d.0.contains("#1"), "{d}");
         // Sticky: later calls fail the same way.
-        assert!(j.call(Kind::WallClock, 0, || 0).is_err());
+        assert!(j.call(Kind::WallClock, 0, || number(0)).is_err());
         assert!(j.unfinished().is_some());
     }
 
@@ -277,7 +349,7 @@ mod tests {
         let j = Journal::replaying(vec![Entry {
             kind: Kind::Wait,
             digest: 1,
-            value: 7,
+            value: number(7),
         }]);
         assert!(j.unfinished().unwrap().0.contains("ended before"));
     }
@@ -285,10 +357,10 @@ mod tests {
     #[test]
     fn recording_stops_at_the_cap_and_the_checkpoint_is_refused() {
         let mut j = Journal::default();
-        for _ in 0..=(MAX_JOURNAL_BYTES / ENTRY_BYTES) {
-            j.call(Kind::MonotonicClock, 0, || 1).unwrap();
+        for _ in 0..=(MAX_JOURNAL_BYTES / (HEADER_BYTES + 8)) {
+            j.call(Kind::MonotonicClock, 0, || number(1)).unwrap();
         }
-        assert!(j.recorded.len() * ENTRY_BYTES <= MAX_JOURNAL_BYTES);
+        assert!(j.recorded_bytes <= MAX_JOURNAL_BYTES);
         assert!(j.take_recorded().is_err());
     }
 }

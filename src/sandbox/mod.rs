@@ -32,6 +32,8 @@ mod bindings {
         imports: {
             "kiln:task/wait.for-duration": async | trappable,
             "kiln:task/wait.until": async | trappable,
+            "kiln:task/wait.create-token": async | trappable,
+            "kiln:task/wait.for-token": async | trappable,
         },
         exports: { default: async },
     });
@@ -218,6 +220,8 @@ pub struct AttemptRequest {
     pub clock: Arc<dyn Clock>,
     /// Waits up to this long sleep in place; longer ones checkpoint.
     pub wait_threshold: Duration,
+    /// What the run may ask of the host (wait tokens).
+    pub services: Arc<dyn RunServices>,
 }
 
 /// Lets another task interrupt an executing attempt within one epoch tick.
@@ -246,9 +250,9 @@ pub enum AttemptOutcome {
     InvalidOutput(String),
     /// The guest did not return.
     Failed(GuestFailure),
-    /// The guest waits until `until`: checkpoint the run with the journal `recorded` since the
-    /// execution began (appended to what it replayed).
-    Suspended { until: Millis, recorded: Vec<Entry> },
+    /// The guest waits: checkpoint the run with the journal `recorded` since the last checkpoint
+    /// (appended to what is stored).
+    Suspended { wait: WaitFor, recorded: Vec<Entry> },
 }
 
 /// An attempt's outcome with its usage and logs.
@@ -279,6 +283,7 @@ pub struct HostState {
     journal: Arc<Mutex<Journal>>,
     clock: Arc<dyn Clock>,
     wait_threshold: Duration,
+    services: Option<Arc<dyn RunServices>>,
     _live: Live,
 }
 
@@ -289,6 +294,56 @@ pub struct Replay {
     pub seed: u64,
     pub clock: Arc<dyn Clock>,
     pub wait_threshold: Duration,
+    /// What the run may ask of the host (wait tokens); `None` outside a run.
+    pub services: Option<Arc<dyn RunServices>>,
+}
+
+/// A wait token to make, as the guest asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    pub timeout_ms: Option<u64>,
+    pub idempotency_key: Option<String>,
+    pub idempotency_key_ttl_ms: Option<u64>,
+    pub tags: Vec<String>,
+}
+
+/// A wait token as the guest sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TokenCreated {
+    pub id: String,
+    pub url: String,
+    pub is_cached: bool,
+}
+
+/// Where a token the guest waits for stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum TokenState {
+    Waiting,
+    /// Completed with this JSON data.
+    Completed(String),
+    /// Timed out; the message says when.
+    TimedOut(String),
+    /// No token of the run's environment has this id.
+    NotFound,
+}
+
+/// What an executing run may ask of the host, besides the journal. Implemented by the engine;
+/// calls that have effects commit them together with the journal recorded so far.
+pub trait RunServices: Send + Sync {
+    /// Makes a wait token and, in the same transaction, appends `flushed` (the journal recorded
+    /// since the last checkpoint) and the token's own entry (kind `CreateToken`, `digest`).
+    fn create_token(
+        &self,
+        request: TokenRequest,
+        flushed: Vec<Entry>,
+        digest: u64,
+    ) -> futures_util::future::BoxFuture<'static, Result<TokenCreated, String>>;
+
+    /// Where a token of the run's environment stands.
+    fn token_state(
+        &self,
+        id: String,
+    ) -> futures_util::future::BoxFuture<'static, Result<TokenState, String>>;
 }
 
 /// Waits up to this long sleep in place unless the host is configured otherwise (Trigger.dev's 5 s).
@@ -302,19 +357,29 @@ impl Replay {
             seed: rand::random(),
             clock: Arc::new(crate::model::SystemClock),
             wait_threshold: DEFAULT_WAIT_THRESHOLD,
+            services: None,
         }
     }
+}
+
+/// What a checkpointed run waits for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitFor {
+    /// A time (milliseconds since the Unix epoch).
+    Until(Millis),
+    /// A wait token's completion or timeout.
+    Token(String),
 }
 
 /// The error a wait returns to unwind the guest when the run checkpoints.
 #[derive(Debug)]
 struct Suspend {
-    until: Millis,
+    wait: WaitFor,
 }
 
 impl std::fmt::Display for Suspend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the run checkpoints until {}", self.until)
+        write!(f, "the run checkpoints waiting for {:?}", self.wait)
     }
 }
 
@@ -335,16 +400,20 @@ impl HostState {
         let now = self.clock.now();
         let until = self
             .journal()
-            .call(Kind::Wait, digest, || deadline(now) as u64)
+            .call(Kind::Wait, digest, || journal::number(deadline(now) as u64))
             .map_err(wasmtime::Error::new)?;
-        let until = i64::try_from(until).unwrap_or(i64::MAX);
+        let until = journal::as_number(&until)
+            .and_then(|u| i64::try_from(u).ok())
+            .unwrap_or(i64::MAX);
         let remaining = until.saturating_sub(now);
         if remaining <= 0 {
             return Ok(());
         }
         let remaining = Duration::from_millis(remaining as u64);
         if remaining > self.wait_threshold {
-            return Err(wasmtime::Error::new(Suspend { until }));
+            return Err(wasmtime::Error::new(Suspend {
+                wait: WaitFor::Until(until),
+            }));
         }
         tokio::time::sleep(remaining).await;
         // Waiting is not compute: the time limit moves by the time slept.
@@ -367,6 +436,135 @@ impl bindings::kiln::task::wait::Host for HostState {
         self.wait(digest, |_| i64::try_from(at_ms).unwrap_or(i64::MAX))
             .await
     }
+
+    async fn create_token(
+        &mut self,
+        options: WitTokenOptions,
+    ) -> wasmtime::Result<Result<WitToken, WitTokenError>> {
+        let request = TokenRequest {
+            timeout_ms: options.timeout_ms,
+            idempotency_key: options.idempotency_key,
+            idempotency_key_ttl_ms: options.idempotency_key_ttl_ms,
+            tags: options.tags,
+        };
+        let digest = journal::digest(&[b"create-token", format!("{request:?}").as_bytes()]);
+        let replayed = self
+            .journal()
+            .replayed(Kind::CreateToken, digest)
+            .map_err(wasmtime::Error::new)?;
+        let created = match replayed {
+            Some(value) => serde_json::from_slice::<TokenCreated>(&value).map_err(|e| {
+                wasmtime::Error::msg(format!("the journal's token entry is corrupt: {e}"))
+            })?,
+            None => {
+                if let Err(message) = check_token_request(&request) {
+                    return Ok(Err(WitTokenError::Invalid(message)));
+                }
+                let Some(services) = self.services.clone() else {
+                    return Ok(Err(WitTokenError::Invalid(
+                        "wait tokens can only be made by a run".into(),
+                    )));
+                };
+                let flushed = self
+                    .journal()
+                    .take_recorded()
+                    .map_err(wasmtime::Error::msg)?;
+                services
+                    .create_token(request, flushed, digest)
+                    .await
+                    .map_err(|e| {
+                        wasmtime::Error::msg(format!("could not make the wait token: {e}"))
+                    })?
+            }
+        };
+        Ok(Ok(WitToken {
+            id: created.id,
+            url: created.url,
+            is_cached: created.is_cached,
+        }))
+    }
+
+    async fn for_token(&mut self, id: String) -> wasmtime::Result<Result<String, WitTokenError>> {
+        let digest = journal::digest(&[b"for-token", id.as_bytes()]);
+        // Each earlier execution that suspended here left a marker; then comes the result, if
+        // one was recorded.
+        let state = {
+            let mut journal = self.journal();
+            while journal.next_is(Kind::TokenPending, digest) {
+                journal
+                    .replayed(Kind::TokenPending, digest)
+                    .map_err(wasmtime::Error::new)?;
+            }
+            journal
+                .replayed(Kind::TokenResult, digest)
+                .map_err(wasmtime::Error::new)?
+        };
+        let state = match state {
+            Some(value) => serde_json::from_slice::<TokenState>(&value).map_err(|e| {
+                wasmtime::Error::msg(format!("the journal's token result is corrupt: {e}"))
+            })?,
+            None => {
+                let state = match self.services.clone() {
+                    Some(services) => services.token_state(id.clone()).await.map_err(|e| {
+                        wasmtime::Error::msg(format!("could not read the wait token: {e}"))
+                    })?,
+                    None => TokenState::NotFound,
+                };
+                if state == TokenState::Waiting {
+                    self.journal()
+                        .record(Kind::TokenPending, digest, Vec::new());
+                    return Err(wasmtime::Error::new(Suspend {
+                        wait: WaitFor::Token(id),
+                    }));
+                }
+                let value = serde_json::to_vec(&state).unwrap_or_default();
+                self.journal().record(Kind::TokenResult, digest, value);
+                state
+            }
+        };
+        Ok(match state {
+            TokenState::Completed(data) => Ok(data),
+            TokenState::TimedOut(message) => Err(WitTokenError::TimedOut(message)),
+            TokenState::NotFound => Err(WitTokenError::Invalid(format!(
+                "wait token `{id}` not found in this environment"
+            ))),
+            TokenState::Waiting => Err(WitTokenError::Invalid(format!(
+                "wait token `{id}` is still waiting"
+            ))),
+        })
+    }
+}
+
+use bindings::kiln::task::wait::{
+    Token as WitToken, TokenError as WitTokenError, TokenOptions as WitTokenOptions,
+};
+
+/// Most tags on a wait token (Trigger.dev's).
+pub const MAX_TOKEN_TAGS: usize = 10;
+
+/// Checks a token request as the API does: tags and idempotency key within Trigger.dev's bounds.
+pub fn check_token_request(request: &TokenRequest) -> Result<(), String> {
+    if request.tags.len() > MAX_TOKEN_TAGS {
+        return Err(format!(
+            "tags: a wait token may have at most {MAX_TOKEN_TAGS} tags, not {}",
+            request.tags.len()
+        ));
+    }
+    if let Some(tag) = request
+        .tags
+        .iter()
+        .find(|t| t.is_empty() || t.chars().count() > 128)
+    {
+        return Err(format!("tags: `{tag}` must be 1–128 characters"));
+    }
+    if request
+        .idempotency_key
+        .as_ref()
+        .is_some_and(|k| k.is_empty() || k.len() > 2_048)
+    {
+        return Err("idempotencyKey: must be 1–2048 bytes".into());
+    }
+    Ok(())
 }
 
 /// The guest's wall clock: the engine's clock, journaled.
@@ -389,8 +587,10 @@ impl wasmtime_wasi::HostWallClock for JournaledWallClock {
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         // A divergence is remembered by the journal and fails the attempt at its next wait or end.
         let ns = journal
-            .call(Kind::WallClock, 0, live)
-            .unwrap_or_else(|_| live());
+            .call(Kind::WallClock, 0, || journal::number(live()))
+            .ok()
+            .and_then(|v| journal::as_number(&v))
+            .unwrap_or_else(live);
         Duration::from_nanos(ns)
     }
 }
@@ -417,8 +617,10 @@ impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonicClock {
         };
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         let ns = journal
-            .call(Kind::MonotonicClock, 0, live)
-            .unwrap_or_else(|_| live());
+            .call(Kind::MonotonicClock, 0, || journal::number(live()))
+            .ok()
+            .and_then(|v| journal::as_number(&v))
+            .unwrap_or_else(live);
         self.last.fetch_max(ns, Ordering::Relaxed);
         ns
     }
@@ -697,6 +899,7 @@ impl Sandbox {
             journal,
             clock: replay.clock,
             wait_threshold: replay.wait_threshold,
+            services: replay.services,
             _live: {
                 self.inner.live.fetch_add(1, Ordering::Relaxed);
                 Live(self.inner.live.clone())
@@ -764,6 +967,7 @@ impl Sandbox {
                 seed: req.seed,
                 clock: req.clock,
                 wait_threshold: req.wait_threshold,
+                services: Some(req.services),
             },
         );
         let ctx = wit_context(&req.context);
@@ -799,7 +1003,7 @@ impl Sandbox {
             Err(e) => match e.downcast_ref::<Suspend>() {
                 Some(s) => match store.data().journal().take_recorded() {
                     Ok(recorded) => AttemptOutcome::Suspended {
-                        until: s.until,
+                        wait: s.wait.clone(),
                         recorded,
                     },
                     Err(message) => AttemptOutcome::Failed(GuestFailure {

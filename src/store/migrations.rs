@@ -10,6 +10,7 @@ pub const MIGRATIONS: &[&str] = &[
     V5_QUEUES,
     V6_CHECKPOINTS,
     V7_SCHEDULES,
+    V8_TOKENS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -298,4 +299,32 @@ CREATE UNIQUE INDEX schedules_declarative ON schedules (environment_id, task_id)
 -- The timer pass: active schedules by next fire time.
 CREATE INDEX schedules_due ON schedules (next_fire_at) WHERE next_fire_at IS NOT NULL;
 CREATE INDEX schedules_by_environment ON schedules (environment_id, created_at);
+"#;
+
+/// Wait tokens: waitpoints completed from outside, with data, a timeout, tags and an idempotency
+/// key; and the runs waiting for a waitpoint.
+const V8_TOKENS: &str = r#"
+-- Tokens (kind 'MANUAL') time out at `completes_at`. Status PENDING, COMPLETED or TIMED_OUT.
+ALTER TABLE waitpoints ADD COLUMN idempotency_key TEXT;
+ALTER TABLE waitpoints ADD COLUMN idempotency_expires_at INTEGER;
+ALTER TABLE waitpoints ADD COLUMN tags TEXT NOT NULL DEFAULT '[]';
+-- The completion data (JSON text), or the timeout error when `output_is_error`.
+ALTER TABLE waitpoints ADD COLUMN output TEXT;
+ALTER TABLE waitpoints ADD COLUMN output_is_error INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX waitpoints_by_idempotency_key ON waitpoints (environment_id, idempotency_key)
+ WHERE idempotency_key IS NOT NULL;
+CREATE INDEX waitpoints_by_environment ON waitpoints (environment_id, kind, id);
+
+-- Host-wide secrets, e.g. the key that signs wait tokens' callback URLs.
+CREATE TABLE host_secrets (
+    name   TEXT PRIMARY KEY,
+    value  BLOB NOT NULL
+);
+
+-- Runs checkpointed until a token completes.
+CREATE TABLE waitpoint_waiters (
+    waitpoint_id  TEXT NOT NULL REFERENCES waitpoints(id),
+    run_id        TEXT NOT NULL REFERENCES runs(id),
+    PRIMARY KEY (waitpoint_id, run_id)
+);
 "#;

@@ -13,6 +13,7 @@ mod migrations;
 mod queries;
 mod queues;
 mod schedules;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -26,6 +27,7 @@ pub use queries::{
 };
 pub use queues::{EnvironmentInfo, task_queue_name};
 pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};
+pub use tokens::{TokenFilter, TokenJournal};
 
 /// Most write requests joined into one transaction. Bounds the time a request waits for others.
 const MAX_GROUP: usize = 512;

@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 use crate::model::{
     Attempt, AttemptStatus, Deployment, Environment, Lane, LogLevel, LogLine, Machine, Millis,
     QueueDefinition, RetryDefinition, RetryPolicy, Run, RunError, RunStatus, TaskDefinition,
-    TaskSchedule, new_id,
+    TaskSchedule, TokenStatus, new_id,
 };
 
 /// A secret key about to be stored: the plaintext (shown once) and its SHA-256 digest.
@@ -140,7 +140,7 @@ const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
 
 /// Records an attempt's end (or checkpoint) and the run's change; returns whether the run had
 /// been canceled meanwhile (the attempt is then recorded as canceled, the run left as it is).
-fn record_attempt(c: &Connection, finish: FinishAttempt) -> Result<bool, StoreError> {
+pub(super) fn record_attempt(c: &Connection, finish: FinishAttempt) -> Result<bool, StoreError> {
     let FinishAttempt {
         update,
         attempt,
@@ -211,6 +211,11 @@ fn record_attempt(c: &Connection, finish: FinishAttempt) -> Result<bool, StoreEr
             line.message,
             line.attributes
         ])?;
+    }
+    // An attempt that ended needs its journal no more.
+    if attempt_status != AttemptStatus::Executing {
+        c.prepare_cached("DELETE FROM journal_segments WHERE run_id = ?1 AND attempt = ?2")?
+            .execute(params![update.run_id, attempt])?;
     }
     Ok(canceled)
 }
@@ -1004,12 +1009,7 @@ impl Store {
             if record_attempt(c, checkpoint)? {
                 return Ok(());
             }
-            c.execute(
-                "INSERT INTO journal_segments (run_id, attempt, segment, entries, created_at) \
-                 SELECT ?1, ?2, coalesce(max(segment) + 1, 0), ?3, ?4 FROM journal_segments \
-                 WHERE run_id = ?1 AND attempt = ?2",
-                params![run_id, attempt, journal, now],
-            )?;
+            super::tokens::append_journal(c, &run_id, attempt, journal, now)?;
             c.execute(
                 "INSERT INTO waitpoints (id, environment_id, run_id, kind, status, completes_at, created_at) \
                  SELECT ?1, environment_id, id, 'DATETIME', 'PENDING', ?2, ?3 FROM runs WHERE id = ?4",
@@ -1037,31 +1037,49 @@ impl Store {
         .await
     }
 
-    /// Completes DATETIME waitpoints whose time came and puts their WAITING runs back in the queue
-    /// (keeping their score). Returns the lanes of the runs queued.
-    pub async fn resume_due(&self, now: Millis, limit: usize) -> Result<Vec<Lane>, StoreError> {
+    /// Completes DATETIME waitpoints whose time came and times out wait tokens whose timeout
+    /// passed (`timed_out(timeout_at)` is the error they complete with), and puts the WAITING runs
+    /// waiting for them back in the queue (keeping their score). Returns those runs' lanes.
+    pub async fn resume_due(
+        &self,
+        now: Millis,
+        limit: usize,
+        timed_out: impl Fn(Millis) -> String + Send + 'static,
+    ) -> Result<Vec<Lane>, StoreError> {
         self.write(move |c| {
-            let runs: Vec<Option<String>> = c
+            let due: Vec<(String, String, Option<String>, Millis)> = c
                 .prepare_cached(
-                    "UPDATE waitpoints SET status = 'COMPLETED', completed_at = ?1 \
-                     WHERE id IN (SELECT id FROM waitpoints WHERE status = 'PENDING' \
-                                  AND completes_at IS NOT NULL AND completes_at <= ?1 \
-                                  ORDER BY completes_at LIMIT ?2) \
-                     RETURNING run_id",
+                    "SELECT id, kind, run_id, completes_at FROM waitpoints WHERE status = 'PENDING' \
+                     AND completes_at IS NOT NULL AND completes_at <= ?1 \
+                     ORDER BY completes_at LIMIT ?2",
                 )?
-                .query_map(params![now, limit as i64], |r| r.get(0))?
+                .query_map(params![now, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
                 .collect::<Result<_, _>>()?;
             let mut lanes = Vec::new();
-            let mut resume = c.prepare_cached(
-                "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
-                 WHERE id = ?1 AND status = 'WAITING' \
-                 RETURNING environment_id, queue, concurrency_key",
-            )?;
-            for run in runs.into_iter().flatten() {
-                // A run canceled while it waited stays canceled.
-                if let Some(lane) = resume.query_row(params![run, now], lane_from_row).optional()? {
-                    lanes.push(lane);
+            for (id, kind, run, at) in due {
+                if kind == "MANUAL" {
+                    let error = timed_out(at);
+                    let resumed =
+                        super::tokens::finish_token(c, &id, TokenStatus::TimedOut, &error, now)?;
+                    lanes.extend(resumed.into_iter().flatten());
+                    continue;
                 }
+                c.prepare_cached(
+                    "UPDATE waitpoints SET status = 'COMPLETED', completed_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, now])?;
+                // A run canceled while it waited stays canceled.
+                let resumed = c
+                    .prepare_cached(
+                        "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
+                         WHERE id = ?1 AND status = 'WAITING' \
+                         RETURNING environment_id, queue, concurrency_key",
+                    )?
+                    .query_row(params![run, now], lane_from_row)
+                    .optional()?;
+                lanes.extend(resumed);
             }
             Ok(lanes)
         })

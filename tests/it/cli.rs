@@ -277,3 +277,51 @@ async fn queues_and_environment_limits_from_the_cli() {
     );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("whole number or `default`"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waits_for_a_token_completed_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ServeProcess::start(dir.path(), &[]);
+    let run = ok(kiln(&host, &["trigger", "approve", "{}"]))
+        .trim()
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let token = loop {
+        let list = ok(kiln(&host, &["tokens", "list", "--status", "waiting"]));
+        if let Some(id) = list
+            .split_whitespace()
+            .find(|w| w.starts_with("waitpoint_"))
+        {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no token appeared: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let bad = kiln(&host, &["tokens", "complete", &token, "{not json"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not valid JSON"));
+    ok(kiln(
+        &host,
+        &["tokens", "complete", &token, r#"{"approved":true}"#],
+    ));
+    let shown = ok(kiln(&host, &["tokens", "get", &token]));
+    assert!(
+        shown.contains("COMPLETED") && shown.contains(r#"{"approved":true}"#),
+        "{shown}"
+    );
+    let output = loop {
+        let got: Value =
+            serde_json::from_str(&ok(kiln(&host, &["runs", "get", &run, "--json"]))).unwrap();
+        if got["status"] == "COMPLETED" {
+            break got["output"].clone();
+        }
+        assert!(Instant::now() < deadline, "{got:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(output["data"]["approved"], true);
+
+    let made = ok(kiln(
+        &host,
+        &["tokens", "create", "--timeout", "1h", "--tag", "cli"],
+    ));
+    assert!(made.trim().starts_with("waitpoint_"), "{made}");
+}

@@ -13,4 +13,5 @@ mod runs;
 mod schedules;
 mod support;
 mod tenants;
+mod tokens;
 mod waits;

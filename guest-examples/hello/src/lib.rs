@@ -1,4 +1,4 @@
-//! The example kiln task component. One component, twelve tasks, each showing one behaviour a
+//! The example kiln task component. One component, thirteen tasks, each showing one behaviour a
 //! task can have:
 //!
 //! | task    | does                                                                              |
@@ -12,6 +12,7 @@
 //! | `spin`  | `{"ms": N}`: keeps the CPU busy for N milliseconds, then returns `{"spun": N}`     |
 //! | `limited`, `limited-too` | `spin` on the shared queue `limited` (at most 2 at once)          |
 //! | `single` | `spin` on its own queue, limited to 1 at once                                     |
+//! | `approve` | `{"timeout_ms"?, "key"?}`: makes a wait token, waits for it; returns `{"token", "data"}` or `{"token", "timed_out"}` |
 //! | `wait`  | `{"ms": N, "times": K, "spin_ms": S}`: reads the clock and randomness, then K times waits N ms and spins S ms; returns what it read |
 //! | `new-year` | scheduled: fires at midnight on 1 January in Berlin; returns its schedule payload |
 
@@ -50,6 +51,7 @@ kiln_sdk::tasks![
         .description("Spins on its own queue, one at a time")
         .queue_concurrency_limit(1),
     Task::new("wait", wait).description("Reads the clock and randomness, then waits"),
+    Task::new("approve", approve).description("Waits for a wait token to be completed"),
     Task::new("new-year", echo)
         .description("Returns its schedule payload; fires at midnight on New Year's Day in Berlin")
         .schedule(Schedule::cron("0 0 1 1 *").timezone("Europe/Berlin")),
@@ -181,4 +183,32 @@ fn wait(payload: WaitPayload, ctx: &Context) -> Result<Waited, TaskError> {
         random,
         after_ms: now_ms(),
     })
+}
+
+/// Payload of `approve`.
+#[derive(Deserialize)]
+struct ApprovePayload {
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+    #[serde(default)]
+    key: Option<String>,
+}
+
+fn approve(payload: ApprovePayload, _ctx: &Context) -> Result<Value, TaskError> {
+    use kiln_sdk::wait::{self, TokenError, TokenOptions};
+    let token = wait::create_token(TokenOptions {
+        timeout: payload.timeout_ms.map(std::time::Duration::from_millis),
+        idempotency_key: payload.key,
+        tags: vec!["approval".into()],
+        ..TokenOptions::default()
+    })
+    .map_err(|e| TaskError::abort(e.to_string()))?;
+    kiln_sdk::info!("waiting for token {}", token.id);
+    match wait::for_token::<Value>(&token.id) {
+        Ok(data) => Ok(serde_json::json!({ "token": token.id, "data": data })),
+        Err(TokenError::TimedOut(message)) => {
+            Ok(serde_json::json!({ "token": token.id, "timed_out": message }))
+        }
+        Err(e) => Err(TaskError::abort(e.to_string())),
+    }
 }

@@ -182,14 +182,14 @@ fn definitions_keep_order_and_every_field() {
 }
 
 #[test]
-fn concurrency_limit_without_a_queue_names_the_queue_after_the_task() {
+fn concurrency_limit_without_a_queue_limits_the_tasks_own_queue() {
     let noop = |_: Value, _: &Context| Ok(());
     let q = Task::new("t", noop)
         .queue_concurrency_limit(2)
         .definition()
         .queue
         .unwrap();
-    assert_eq!((q.name.as_str(), q.concurrency_limit), ("t", Some(2)));
+    assert_eq!((q.name.as_str(), q.concurrency_limit), ("task/t", Some(2)));
     let q = Task::new("t", noop)
         .queue_concurrency_limit(2)
         .queue("named")

@@ -1,0 +1,230 @@
+//! Wait token endpoints (Trigger.dev's `/api/v1/waitpoints/tokens…`), including the callback URL,
+//! which needs no secret key: the capability in its path completes that one token.
+
+use std::collections::HashMap;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use bytes::Bytes;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiState, Authed, body_bytes, dto, json_object, time_param};
+use crate::model::{Delay, TokenStatus, WaitToken, parse_duration};
+use crate::sandbox::TokenRequest;
+use crate::store::TokenFilter;
+
+/// Default and largest page of the tokens list.
+const DEFAULT_PAGE_SIZE: usize = 25;
+const MAX_PAGE_SIZE: usize = 100;
+
+fn token_json(state: &ApiState, t: &WaitToken, with_output: bool) -> Value {
+    let mut v = json!({
+        "id": t.id,
+        "url": state.engine.token_url(&t.id),
+        "status": t.status.as_str(),
+        "tags": t.tags,
+        "createdAt": dto::iso(t.created_at),
+    });
+    let mut set = |k: &str, x: Option<Value>| {
+        if let Some(x) = x {
+            v[k] = x;
+        }
+    };
+    set("completedAt", t.completed_at.map(|m| json!(dto::iso(m))));
+    set("timeoutAt", t.timeout_at.map(|m| json!(dto::iso(m))));
+    set("idempotencyKey", t.idempotency_key.clone().map(Value::from));
+    set(
+        "idempotencyKeyExpiresAt",
+        t.idempotency_expires_at.map(|m| json!(dto::iso(m))),
+    );
+    if with_output && t.status != TokenStatus::Waiting {
+        set("output", t.output.clone().map(Value::from));
+        set("outputType", Some(json!("application/json")));
+        set("outputIsError", Some(json!(t.output_is_error)));
+    }
+    v
+}
+
+/// `POST /api/v1/waitpoints/tokens` with `{timeout?, idempotencyKey?, idempotencyKeyTTL?, tags?}`.
+pub(super) async fn create_token(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = json_object(&body_bytes(body)?)?;
+    let now = state.engine.now();
+    let mut request = TokenRequest {
+        timeout_ms: None,
+        idempotency_key: None,
+        idempotency_key_ttl_ms: None,
+        tags: Vec::new(),
+    };
+    for (field, value) in &body {
+        match field.as_str() {
+            "timeout" => {
+                request.timeout_ms = Some(
+                    match dto::parse_delay(value, "timeout").map_err(ApiError::bad_request)? {
+                        Delay::For(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX),
+                        Delay::Until(at) => u64::try_from(at.saturating_sub(now)).unwrap_or(0),
+                    },
+                );
+            }
+            "idempotencyKey" => {
+                request.idempotency_key = Some(
+                    value
+                        .as_str()
+                        .ok_or_else(|| ApiError::bad_request("idempotencyKey must be a string"))?
+                        .to_owned(),
+                );
+            }
+            "idempotencyKeyTTL" => {
+                let ttl = value.as_str().and_then(parse_duration).ok_or_else(|| {
+                    ApiError::bad_request(
+                        "idempotencyKeyTTL must be a duration string like \"1h\" or \"30d\"",
+                    )
+                })?;
+                request.idempotency_key_ttl_ms =
+                    Some(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+            }
+            "tags" => {
+                request.tags = dto::parse_tags(value, "tags").map_err(ApiError::bad_request)?
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown field `{other}`; a token takes timeout, idempotencyKey, idempotencyKeyTTL and tags"
+                )));
+            }
+        }
+    }
+    let (token, cached) = state.engine.create_token(&env, request).await?;
+    Ok(Json(json!({
+        "id": token.id,
+        "isCached": cached,
+        "url": state.engine.token_url(&token.id),
+    })))
+}
+
+pub(super) async fn retrieve_token(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let token = state.engine.token(&env, &id).await?;
+    Ok(Json(token_json(&state, &token, true)))
+}
+
+/// The completion data: the body's `data` (Trigger.dev's `{data}`), as JSON text.
+fn completion_data(body: &[u8]) -> Result<String, ApiError> {
+    let body = json_object(body)?;
+    Ok(body.get("data").cloned().unwrap_or(Value::Null).to_string())
+}
+
+/// `POST /api/v1/waitpoints/tokens/{id}/complete` with `{data}` → `{success: true}`.
+pub(super) async fn complete_token(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let data = completion_data(&body_bytes(body)?)?;
+    state.engine.complete_token(&env, &id, data).await?;
+    Ok(Json(json!({ "success": true })))
+}
+
+/// `POST /api/v1/waitpoints/tokens/{id}/callback/{capability}`: the whole body is the data.
+pub(super) async fn callback(
+    State(state): State<ApiState>,
+    Path((id, capability)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let body = body_bytes(body)?;
+    let data = if body.iter().all(u8::is_ascii_whitespace) {
+        "null".to_owned()
+    } else {
+        serde_json::from_slice::<Value>(&body)
+            .map_err(|e| ApiError::bad_request(format!("the body must be JSON: {e}")))?
+            .to_string()
+    };
+    state
+        .engine
+        .complete_token_by_callback(&id, &capability, data)
+        .await?;
+    Ok(Json(json!({ "success": true })))
+}
+
+/// `GET /api/v1/waitpoints/tokens` with Trigger.dev's filters and cursor pagination.
+pub(super) async fn list_tokens(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut filter = TokenFilter::default();
+    let mut size = DEFAULT_PAGE_SIZE;
+    let (mut after, mut before) = (None, None);
+    for (key, value) in &query {
+        let values = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
+        match key.as_str() {
+            "filter[status]" => {
+                for v in values() {
+                    filter.statuses.push(TokenStatus::parse(&v.to_ascii_uppercase()).ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "filter[status]: `{v}` is not a token status; use WAITING, COMPLETED or TIMED_OUT"
+                        ))
+                    })?);
+                }
+            }
+            "filter[idempotencyKey]" => filter.idempotency_key = Some(value.clone()),
+            "filter[tags]" => filter.tags.extend(values().map(str::to_owned)),
+            "filter[createdAt][from]" => {
+                filter.created_from = Some(time_param(key, value)?);
+            }
+            "filter[createdAt][to]" => filter.created_to = Some(time_param(key, value)?),
+            "page[size]" => {
+                size = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "page[size] must be a whole number from 1 to {MAX_PAGE_SIZE}"
+                        ))
+                    })?;
+            }
+            "page[after]" => after = Some(value.clone()),
+            "page[before]" => before = Some(value.clone()),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`; supported: filter[status], filter[idempotencyKey], filter[tags], filter[createdAt][from], filter[createdAt][to], page[size], page[after], page[before]"
+                )));
+            }
+        }
+    }
+    if after.is_some() && before.is_some() {
+        return Err(ApiError::bad_request(
+            "give page[after] or page[before], not both",
+        ));
+    }
+    let backwards = before.is_some();
+    let had_cursor = after.is_some() || before.is_some();
+    let (tokens, more) = state
+        .engine
+        .list_tokens(&env, filter, size, after, before)
+        .await?;
+    let data: Vec<Value> = tokens
+        .iter()
+        .map(|t| token_json(&state, t, false))
+        .collect();
+    let (first, last) = (tokens.first(), tokens.last());
+    // Newest first: `next` pages to older tokens, `previous` to newer ones.
+    let next = if backwards { had_cursor } else { more };
+    let previous = if backwards { more } else { had_cursor };
+    let mut pagination = json!({});
+    if next && let Some(t) = last {
+        pagination["next"] = json!(t.id);
+    }
+    if previous && let Some(t) = first {
+        pagination["previous"] = json!(t.id);
+    }
+    Ok(Json(json!({ "data": data, "pagination": pagination })))
+}

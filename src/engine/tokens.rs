@@ -1,0 +1,306 @@
+//! Wait tokens: made by a run (`wait.create-token`) or over the API, completed over the API, the
+//! CLI or their callback URL, or timed out by the timer; a run waiting for one is checkpointed
+//! until then.
+//!
+//! A token's callback URL carries its own capability: an HMAC-SHA256 of the token id under a
+//! host secret, so the URL completes that token only, needs no stored secret per token, and is
+//! the same whenever it is shown (or replayed).
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use sha2::{Digest, Sha256};
+
+use super::{Engine, EngineError};
+use crate::model::{Environment, Millis, NewToken, TokenStatus, WaitToken};
+use crate::sandbox::journal::{self, Entry, Kind};
+use crate::sandbox::{RunServices, TokenCreated, TokenRequest, TokenState};
+use crate::store::{StoreError, TokenFilter, TokenJournal};
+
+/// Default lifetime of a token's idempotency key (Trigger.dev's).
+const DEFAULT_TOKEN_KEY_TTL_MS: u64 = 30 * 24 * 3_600_000;
+
+/// Hex characters of the callback capability in a token's URL (128 bits).
+const CALLBACK_HEX: usize = 32;
+
+/// Where tokens' callback URLs point and the key that signs them; set once the host listens.
+#[derive(Debug, Clone)]
+pub struct TokenUrls {
+    /// The API's base URL as clients reach it, e.g. `http://127.0.0.1:3030`.
+    pub base: String,
+    pub secret: Vec<u8>,
+}
+
+/// The error a timed-out token completes with (Trigger.dev's shape and code).
+pub fn timeout_error(at: Millis) -> String {
+    let when = jiff::Timestamp::from_millisecond(at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    serde_json::json!({
+        "code": "TRIGGER_WAITPOINT_TIMEOUT",
+        "message": format!("Waitpoint timed out at {when}"),
+    })
+    .to_string()
+}
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    const BLOCK: usize = 64;
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| k.map(|b| b ^ byte);
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize()
+        .into()
+}
+
+/// Compares without stopping at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Engine {
+    /// Sets where tokens' callback URLs point and the key that signs them.
+    pub fn set_token_urls(&self, urls: TokenUrls) {
+        let _ = self.token_urls.set(urls);
+    }
+
+    fn callback_capability(&self, id: &str) -> String {
+        let secret = self
+            .token_urls
+            .get()
+            .map_or(&[][..], |u| u.secret.as_slice());
+        hmac_sha256(secret, id.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()[..CALLBACK_HEX]
+            .to_owned()
+    }
+
+    /// The URL that completes token `id` when POSTed JSON.
+    pub fn token_url(&self, id: &str) -> String {
+        let base = self.token_urls.get().map_or("", |u| u.base.as_str());
+        format!(
+            "{}/api/v1/waitpoints/tokens/{id}/callback/{}",
+            base.trim_end_matches('/'),
+            self.callback_capability(id)
+        )
+    }
+
+    fn new_token(&self, env_id: &str, request: &TokenRequest) -> NewToken {
+        let now = self.now();
+        let later = |ms: u64| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
+        NewToken {
+            environment_id: env_id.to_owned(),
+            timeout_at: request.timeout_ms.map(later),
+            idempotency: request.idempotency_key.clone().map(|k| {
+                (
+                    k,
+                    later(
+                        request
+                            .idempotency_key_ttl_ms
+                            .unwrap_or(DEFAULT_TOKEN_KEY_TTL_MS),
+                    ),
+                )
+            }),
+            tags: request.tags.clone(),
+            now,
+        }
+    }
+
+    /// Makes a wait token (or returns the live one with the same idempotency key, `true`).
+    pub async fn create_token(
+        &self,
+        env: &Environment,
+        request: TokenRequest,
+    ) -> Result<(WaitToken, bool), EngineError> {
+        crate::sandbox::check_token_request(&request).map_err(EngineError::InvalidToken)?;
+        let new = self.new_token(&env.id, &request);
+        let created = self.store.create_token(new, None).await?;
+        self.arm_timer(created.0.timeout_at);
+        Ok(created)
+    }
+
+    /// A token of the environment.
+    pub async fn token(&self, env: &Environment, id: &str) -> Result<WaitToken, EngineError> {
+        self.store
+            .token(&env.id, id)
+            .await?
+            .ok_or_else(|| EngineError::TokenNotFound(id.to_owned()))
+    }
+
+    /// One page of the environment's tokens, newest first, and whether more follow.
+    pub async fn list_tokens(
+        &self,
+        env: &Environment,
+        filter: TokenFilter,
+        limit: usize,
+        after: Option<String>,
+        before: Option<String>,
+    ) -> Result<(Vec<WaitToken>, bool), EngineError> {
+        Ok(self
+            .store
+            .list_tokens(&env.id, filter, limit, after, before)
+            .await?)
+    }
+
+    /// Completes a token of the environment with JSON `data` and resumes the runs waiting for
+    /// it. Completing a token that is already done changes nothing.
+    pub async fn complete_token(
+        &self,
+        env: &Environment,
+        id: &str,
+        data: String,
+    ) -> Result<WaitToken, EngineError> {
+        self.finish_token(Some(env.id.clone()), id, data).await
+    }
+
+    /// Completes a token through its callback URL: `capability` must be the one in its URL.
+    pub async fn complete_token_by_callback(
+        &self,
+        id: &str,
+        capability: &str,
+        data: String,
+    ) -> Result<WaitToken, EngineError> {
+        if !same(
+            self.callback_capability(id).as_bytes(),
+            capability.as_bytes(),
+        ) {
+            return Err(EngineError::TokenNotFound(id.to_owned()));
+        }
+        self.finish_token(None, id, data).await
+    }
+
+    async fn finish_token(
+        &self,
+        env: Option<String>,
+        id: &str,
+        data: String,
+    ) -> Result<WaitToken, EngineError> {
+        let (token, lanes) = self
+            .store
+            .complete_token(env, id, data, self.now())
+            .await?
+            .ok_or_else(|| EngineError::TokenNotFound(id.to_owned()))?;
+        self.activate(lanes.into_iter().flatten());
+        Ok(token)
+    }
+}
+
+/// What an executing run asks of the host, on behalf of one attempt.
+pub(super) struct RunHost {
+    pub engine: Arc<Engine>,
+    pub run_id: String,
+    pub environment_id: String,
+    pub attempt: u32,
+}
+
+impl RunServices for RunHost {
+    fn create_token(
+        &self,
+        request: TokenRequest,
+        flushed: Vec<Entry>,
+        digest: u64,
+    ) -> BoxFuture<'static, Result<TokenCreated, String>> {
+        let engine = self.engine.clone();
+        let new = engine.new_token(&self.environment_id, &request);
+        let (run_id, attempt) = (self.run_id.clone(), self.attempt);
+        Box::pin(async move {
+            let entries_engine = engine.clone();
+            let journal = TokenJournal {
+                run_id,
+                attempt,
+                entries: Box::new(move |token: &WaitToken, cached: bool| {
+                    let created = TokenCreated {
+                        id: token.id.clone(),
+                        url: entries_engine.token_url(&token.id),
+                        is_cached: cached,
+                    };
+                    let mut entries = flushed;
+                    entries.push(Entry {
+                        kind: Kind::CreateToken,
+                        digest,
+                        value: serde_json::to_vec(&created).unwrap_or_default(),
+                    });
+                    journal::encode(&entries)
+                }),
+            };
+            let (token, cached) = match engine.store.create_token(new, Some(journal)).await {
+                Ok(made) => made,
+                Err(StoreError::Conflict) => {
+                    return Err("the run was canceled while it made a wait token".into());
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            engine.arm_timer(token.timeout_at);
+            engine.wake.notify_one();
+            Ok(TokenCreated {
+                url: engine.token_url(&token.id),
+                id: token.id,
+                is_cached: cached,
+            })
+        })
+    }
+
+    fn token_state(&self, id: String) -> BoxFuture<'static, Result<TokenState, String>> {
+        let engine = self.engine.clone();
+        let environment_id = self.environment_id.clone();
+        Box::pin(async move {
+            let token = engine
+                .store
+                .token(&environment_id, &id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(match token {
+                None => TokenState::NotFound,
+                Some(t) => match t.status {
+                    TokenStatus::Waiting => TokenState::Waiting,
+                    TokenStatus::Completed => {
+                        TokenState::Completed(t.output.unwrap_or_else(|| "null".into()))
+                    }
+                    TokenStatus::TimedOut => TokenState::TimedOut(
+                        t.output
+                            .and_then(|o| {
+                                serde_json::from_str::<serde_json::Value>(&o).ok()?["message"]
+                                    .as_str()
+                                    .map(str::to_owned)
+                            })
+                            .unwrap_or_else(|| "the wait token timed out".into()),
+                    ),
+                },
+            })
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_matches_the_rfc_4231_vector() {
+        // RFC 4231, test case 2.
+        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
+        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn comparison_needs_equal_bytes() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+    }
+}
