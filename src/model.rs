@@ -464,6 +464,11 @@ pub struct Run {
     pub seed: u64,
     /// The current attempt has a checkpoint: its next execution replays the journal.
     pub checkpointed: bool,
+    /// The run that triggered this one, and the root of that tree.
+    pub parent_run_id: Option<String>,
+    pub root_run_id: Option<String>,
+    /// 0 for a run triggered from outside, parent's depth + 1 for a child.
+    pub depth: u32,
 }
 
 impl Run {

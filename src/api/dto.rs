@@ -537,6 +537,11 @@ pub struct RunDto {
     #[serde(flatten)]
     common: CommonRunFields,
     depth: u32,
+    /// kiln's: the run that triggered this one, and the root of the tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parent_run_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    root_run_id: Option<String>,
     trigger_function: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_id: Option<String>,
@@ -560,7 +565,9 @@ impl RunDto {
     pub fn new(run: &Run, attempts: &[Attempt]) -> RunDto {
         RunDto {
             common: CommonRunFields::new(run),
-            depth: 0,
+            depth: run.depth,
+            parent_run_id: run.parent_run_id.clone(),
+            root_run_id: run.root_run_id.clone(),
             trigger_function: if run.batch_id.is_some() {
                 "batchTrigger"
             } else {

@@ -6,6 +6,7 @@
 //! text and talks to wasmtime only through `sandbox`.
 
 pub mod metadata;
+mod run_host;
 pub mod scheduler;
 pub mod schedules;
 pub mod state;
@@ -29,7 +30,7 @@ use crate::model::{
 use crate::sandbox::{
     AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind, WaitFor, journal,
 };
-use crate::store::{FinishAttempt, Inserted, NewRun, RunUpdate, Store, StoreError};
+use crate::store::{FinishAttempt, Inserted, NewRun, ParentLink, RunUpdate, Store, StoreError};
 use metadata::{MetadataError, MetadataOp};
 use scheduler::{QueueLimits, Scheduler};
 use state::{Effect, Event, FailureKind, RunState, Transition, transition};
@@ -424,11 +425,44 @@ impl Engine {
         items: Vec<TriggerItem>,
         batch: bool,
     ) -> Result<Vec<Inserted>, EngineError> {
+        let runs = self.prepare_runs(&env.id, items, None).await?;
+        let batch_id = batch.then(|| crate::model::new_id("batch"));
+        let inserted = self.store.insert_runs(runs, batch_id).await?;
+        self.inserted(&inserted);
+        Ok(inserted)
+    }
+
+    /// Arms the timers and activates the lanes of newly inserted runs.
+    fn inserted(&self, inserted: &[Inserted]) {
+        for i in inserted.iter().filter(|i| !i.cached) {
+            self.arm_timer(
+                i.run
+                    .delay_until
+                    .filter(|_| i.run.status == RunStatus::Delayed),
+            );
+            self.arm_timer(i.run.expires_at);
+        }
+        self.activate(
+            inserted
+                .iter()
+                .filter(|i| !i.cached && i.run.status == RunStatus::Queued)
+                .map(|i| i.run.lane()),
+        );
+    }
+
+    /// Resolves triggers into runs to insert (against the latest version, or the one each locks
+    /// to); `parent` links child runs into their tree.
+    async fn prepare_runs(
+        &self,
+        env_id: &str,
+        items: Vec<TriggerItem>,
+        parent: Option<ParentLink>,
+    ) -> Result<Vec<NewRun>, EngineError> {
         if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
             return Err(EngineError::BatchSize(items.len()));
         }
         let now = self.now();
-        let latest = self.store.latest_deployment(&env.id).await?;
+        let latest = self.store.latest_deployment(env_id).await?;
         let mut locked: HashMap<String, Deployment> = HashMap::new();
         let mut runs = Vec::with_capacity(items.len());
         for item in items {
@@ -442,7 +476,7 @@ impl Engine {
                     if !locked.contains_key(version) {
                         let d = self
                             .store
-                            .deployment_by_version(&env.id, version)
+                            .deployment_by_version(env_id, version)
                             .await?
                             .ok_or_else(|| EngineError::UnknownVersion(version.clone()))?;
                         locked.insert(version.clone(), d);
@@ -458,32 +492,18 @@ impl Engine {
                 }
                 None => latest.as_ref(),
             };
-            runs.push(self.new_run(env, item, deployment, now));
+            let mut run = self.new_run(env_id, item, deployment, now);
+            run.parent = parent.clone();
+            runs.push(run);
         }
-        let batch_id = batch.then(|| crate::model::new_id("batch"));
-        let inserted = self.store.insert_runs(runs, batch_id).await?;
-        for i in inserted.iter().filter(|i| !i.cached) {
-            self.arm_timer(
-                i.run
-                    .delay_until
-                    .filter(|_| i.run.status == RunStatus::Delayed),
-            );
-            self.arm_timer(i.run.expires_at);
-        }
-        self.activate(
-            inserted
-                .iter()
-                .filter(|i| !i.cached && i.run.status == RunStatus::Queued)
-                .map(|i| i.run.lane()),
-        );
-        Ok(inserted)
+        Ok(runs)
     }
 
     /// Resolves a trigger's options against its task's definition and the host defaults
     /// (trigger > task > host).
     fn new_run(
         &self,
-        env: &Environment,
+        env_id: &str,
         item: TriggerItem,
         deployment: Option<&Deployment>,
         now: Millis,
@@ -520,7 +540,7 @@ impl Engine {
         let queue_timestamp = delay_until.unwrap_or(now);
         let key_ttl = o.idempotency_key_ttl.unwrap_or(DEFAULT_IDEMPOTENCY_KEY_TTL);
         NewRun {
-            environment_id: env.id.clone(),
+            environment_id: env_id.to_owned(),
             status,
             payload: item.payload,
             queue: o
@@ -552,6 +572,7 @@ impl Engine {
             max_duration: o.max_duration.or_else(|| task.and_then(|t| t.max_duration)),
             concurrency_key: o.concurrency_key,
             lock_to_version: o.lock_to_version,
+            parent: None,
             now,
         }
     }
@@ -674,11 +695,16 @@ impl Engine {
                 ..run_update(&run, &t, self.now())
             };
             match self.store.update_run(update).await {
-                Ok(()) => {
+                Ok(resumed) => {
+                    self.activate(resumed);
                     if t.effects.contains(&Effect::InterruptAttempt)
                         && let Some(handle) = self.executing_handle(&run.id)
                     {
                         handle.cancel();
+                    }
+                    // Its children go with it.
+                    for child in self.store.live_children(&run.id).await? {
+                        Box::pin(self.cancel(env, &child)).await?;
                     }
                     return Ok(CancelOutcome::Canceled);
                 }
@@ -739,8 +765,9 @@ impl Engine {
             } else {
                 self.store.update_run(update).await
             };
-            if let Err(e) = result {
-                tracing::warn!(run = %run.id, error = %e, "could not recover run");
+            match result {
+                Ok(resumed) => self.activate(resumed),
+                Err(e) => tracing::warn!(run = %run.id, error = %e, "could not recover run"),
             }
         }
         Ok(count)
@@ -869,7 +896,10 @@ impl Engine {
             Err(e) => tracing::error!(error = %e, "ending retry backoffs failed"),
         }
         match self.store.expire_due(now, expired, TIMER_BATCH).await {
-            Ok(n) => again |= n == TIMER_BATCH,
+            Ok((n, resumed)) => {
+                again |= n == TIMER_BATCH;
+                self.activate(resumed);
+            }
             Err(e) => tracing::error!(error = %e, "expiring runs failed"),
         }
         let schedules_next = self.fire_schedules(now).await;
@@ -1004,8 +1034,8 @@ impl Engine {
                 idempotency_key: run.idempotency_key.clone(),
                 queue: run.queue.clone(),
                 machine: run.machine,
-                parent_run_id: None,
-                root_run_id: None,
+                parent_run_id: run.parent_run_id.clone(),
+                root_run_id: run.root_run_id.clone(),
                 created_at_ms: u64::try_from(run.created_at).unwrap_or(0),
             },
             max_duration: run
@@ -1016,11 +1046,14 @@ impl Engine {
             seed: run.seed,
             clock: self.clock.clone(),
             wait_threshold: self.config.wait_threshold,
-            services: Arc::new(tokens::RunHost {
+            services: Arc::new(run_host::RunHost {
                 engine: self.clone(),
                 run_id: run.id.clone(),
                 environment_id: run.environment_id.clone(),
                 attempt,
+                version: deployment.version.clone(),
+                root_run_id: run.root_run_id.clone(),
+                depth: run.depth,
             }),
         };
         let report = self.sandbox.run(&prepared, request).await;
@@ -1057,6 +1090,12 @@ impl Engine {
                 WaitFor::Token(token) => self
                     .store
                     .checkpoint_on_token(checkpoint, entries, token)
+                    .await
+                    .map(|lane| self.activate(lane)),
+                // Children that all ended meanwhile queue the run at once, too.
+                WaitFor::Runs(children) => self
+                    .store
+                    .checkpoint_on_runs(checkpoint, entries, children)
                     .await
                     .map(|lane| self.activate(lane)),
             };
@@ -1100,14 +1139,17 @@ impl Engine {
             logs: report.logs,
         };
         match self.store.finish_attempt(finish).await {
-            Ok(()) => match requeue_at {
-                Some(at) if at <= now => self.activate([run.lane()]),
-                Some(at) => {
-                    self.arm_timer(Some(at));
-                    self.wake.notify_one();
+            Ok(resumed) => {
+                self.activate(resumed);
+                match requeue_at {
+                    Some(at) if at <= now => self.activate([run.lane()]),
+                    Some(at) => {
+                        self.arm_timer(Some(at));
+                        self.wake.notify_one();
+                    }
+                    None => {}
                 }
-                None => {}
-            },
+            }
             Err(e) => {
                 tracing::error!(run = %run.id, error = %e, "could not record the attempt's end")
             }
@@ -1141,8 +1183,9 @@ impl Engine {
             compute_ms: 0,
             logs: Vec::new(),
         };
-        if let Err(e) = self.store.finish_attempt(finish).await {
-            tracing::error!(run = %run.id, error = %e, "could not fail the run");
+        match self.store.finish_attempt(finish).await {
+            Ok(resumed) => self.activate(resumed),
+            Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
         }
     }
 
@@ -1173,8 +1216,9 @@ impl Engine {
             error: Some(RunError::coded(code, message)),
             ..run_update(run, &t, self.now())
         };
-        if let Err(e) = self.store.update_run(update).await {
-            tracing::error!(run = %run.id, error = %e, "could not fail the run");
+        match self.store.update_run(update).await {
+            Ok(resumed) => self.activate(resumed),
+            Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
         }
     }
 }

@@ -357,7 +357,7 @@ impl Engine {
                     ..TriggerOptions::default()
                 },
             };
-            self.new_run(&s.environment, item, Some(d), now)
+            self.new_run(&s.environment.id, item, Some(d), now)
         });
         ScheduleFire {
             schedule_id: s.id.clone(),

@@ -6,16 +6,12 @@
 //! host secret, so the URL completes that token only, needs no stored secret per token, and is
 //! the same whenever it is shown (or replayed).
 
-use std::sync::Arc;
-
-use futures_util::future::BoxFuture;
 use sha2::{Digest, Sha256};
 
 use super::{Engine, EngineError};
-use crate::model::{Environment, Millis, NewToken, TokenStatus, WaitToken};
-use crate::sandbox::journal::{self, Entry, Kind};
-use crate::sandbox::{RunServices, TokenCreated, TokenRequest, TokenState};
-use crate::store::{StoreError, TokenFilter, TokenJournal};
+use crate::model::{Environment, Millis, NewToken, WaitToken};
+use crate::sandbox::TokenRequest;
+use crate::store::TokenFilter;
 
 /// Default lifetime of a token's idempotency key (Trigger.dev's).
 const DEFAULT_TOKEN_KEY_TTL_MS: u64 = 30 * 24 * 3_600_000;
@@ -96,7 +92,7 @@ impl Engine {
         )
     }
 
-    fn new_token(&self, env_id: &str, request: &TokenRequest) -> NewToken {
+    pub(super) fn new_token(&self, env_id: &str, request: &TokenRequest) -> NewToken {
         let now = self.now();
         let later = |ms: u64| now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
         NewToken {
@@ -193,92 +189,6 @@ impl Engine {
             .ok_or_else(|| EngineError::TokenNotFound(id.to_owned()))?;
         self.activate(lanes.into_iter().flatten());
         Ok(token)
-    }
-}
-
-/// What an executing run asks of the host, on behalf of one attempt.
-pub(super) struct RunHost {
-    pub engine: Arc<Engine>,
-    pub run_id: String,
-    pub environment_id: String,
-    pub attempt: u32,
-}
-
-impl RunServices for RunHost {
-    fn create_token(
-        &self,
-        request: TokenRequest,
-        flushed: Vec<Entry>,
-        digest: u64,
-    ) -> BoxFuture<'static, Result<TokenCreated, String>> {
-        let engine = self.engine.clone();
-        let new = engine.new_token(&self.environment_id, &request);
-        let (run_id, attempt) = (self.run_id.clone(), self.attempt);
-        Box::pin(async move {
-            let entries_engine = engine.clone();
-            let journal = TokenJournal {
-                run_id,
-                attempt,
-                entries: Box::new(move |token: &WaitToken, cached: bool| {
-                    let created = TokenCreated {
-                        id: token.id.clone(),
-                        url: entries_engine.token_url(&token.id),
-                        is_cached: cached,
-                    };
-                    let mut entries = flushed;
-                    entries.push(Entry {
-                        kind: Kind::CreateToken,
-                        digest,
-                        value: serde_json::to_vec(&created).unwrap_or_default(),
-                    });
-                    journal::encode(&entries)
-                }),
-            };
-            let (token, cached) = match engine.store.create_token(new, Some(journal)).await {
-                Ok(made) => made,
-                Err(StoreError::Conflict) => {
-                    return Err("the run was canceled while it made a wait token".into());
-                }
-                Err(e) => return Err(e.to_string()),
-            };
-            engine.arm_timer(token.timeout_at);
-            engine.wake.notify_one();
-            Ok(TokenCreated {
-                url: engine.token_url(&token.id),
-                id: token.id,
-                is_cached: cached,
-            })
-        })
-    }
-
-    fn token_state(&self, id: String) -> BoxFuture<'static, Result<TokenState, String>> {
-        let engine = self.engine.clone();
-        let environment_id = self.environment_id.clone();
-        Box::pin(async move {
-            let token = engine
-                .store
-                .token(&environment_id, &id)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok(match token {
-                None => TokenState::NotFound,
-                Some(t) => match t.status {
-                    TokenStatus::Waiting => TokenState::Waiting,
-                    TokenStatus::Completed => {
-                        TokenState::Completed(t.output.unwrap_or_else(|| "null".into()))
-                    }
-                    TokenStatus::TimedOut => TokenState::TimedOut(
-                        t.output
-                            .and_then(|o| {
-                                serde_json::from_str::<serde_json::Value>(&o).ok()?["message"]
-                                    .as_str()
-                                    .map(str::to_owned)
-                            })
-                            .unwrap_or_else(|| "the wait token timed out".into()),
-                    ),
-                },
-            })
-        })
     }
 }
 

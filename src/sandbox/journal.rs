@@ -31,6 +31,12 @@ pub enum Kind {
     TokenResult = 5,
     /// The guest suspended waiting for a token here (the result follows on a later execution).
     TokenPending = 6,
+    /// Child runs triggered (their ids), or why the items were refused.
+    Trigger = 7,
+    /// How the child runs the guest waited for ended.
+    ChildrenResult = 8,
+    /// The guest suspended waiting for child runs here.
+    ChildrenPending = 9,
 }
 
 impl Kind {
@@ -42,6 +48,9 @@ impl Kind {
             4 => Some(Kind::CreateToken),
             5 => Some(Kind::TokenResult),
             6 => Some(Kind::TokenPending),
+            7 => Some(Kind::Trigger),
+            8 => Some(Kind::ChildrenResult),
+            9 => Some(Kind::ChildrenPending),
             _ => None,
         }
     }
@@ -53,6 +62,8 @@ impl Kind {
             Kind::Wait => "wait",
             Kind::CreateToken => "wait.create-token",
             Kind::TokenResult | Kind::TokenPending => "wait.for-token",
+            Kind::Trigger => "tasks.trigger",
+            Kind::ChildrenResult | Kind::ChildrenPending => "tasks.wait",
         }
     }
 }
@@ -222,6 +233,21 @@ impl Journal {
         self.replay
             .front()
             .is_some_and(|e| e.kind == kind && e.digest == digest)
+    }
+
+    /// Puts back entries taken for a flush that did not happen, ahead of any recorded since.
+    pub fn restore(&mut self, mut entries: Vec<Entry>) {
+        self.recorded_bytes += entries.iter().map(Entry::size).sum::<usize>();
+        entries.append(&mut self.recorded);
+        self.recorded = entries;
+    }
+
+    /// Takes the markers a suspended call left (one per execution that suspended there).
+    pub fn skip_markers(&mut self, marker: Kind, digest: u64) -> Result<(), Divergence> {
+        while self.next_is(marker, digest) {
+            self.replayed(marker, digest)?;
+        }
+        Ok(())
     }
 
     /// Records a call answered live.

@@ -34,6 +34,8 @@ mod bindings {
             "kiln:task/wait.until": async | trappable,
             "kiln:task/wait.create-token": async | trappable,
             "kiln:task/wait.for-token": async | trappable,
+            "kiln:task/tasks.batch-trigger": async | trappable,
+            "kiln:task/tasks.batch-trigger-and-wait": async | trappable,
         },
         exports: { default: async },
     });
@@ -344,6 +346,68 @@ pub trait RunServices: Send + Sync {
         &self,
         id: String,
     ) -> futures_util::future::BoxFuture<'static, Result<TokenState, String>>;
+
+    /// Triggers child runs (on the parent's version when `wait`) and, in the same transaction,
+    /// appends `flushed` and the call's own entry (kind `Trigger`, `digest`). `Ok(Err(why))`:
+    /// the items were refused and nothing was stored.
+    #[allow(clippy::type_complexity)]
+    fn trigger_children(
+        &self,
+        items: Vec<ChildItem>,
+        wait: bool,
+        flushed: Vec<Entry>,
+        digest: u64,
+    ) -> futures_util::future::BoxFuture<'static, Result<Result<Vec<ChildRun>, String>, String>>;
+
+    /// Where child runs of the run's environment stand, in the order asked.
+    fn children_state(
+        &self,
+        ids: Vec<String>,
+    ) -> futures_util::future::BoxFuture<'static, Result<Vec<ChildState>, String>>;
+}
+
+/// A child run to trigger, as the guest asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChildItem {
+    pub task_id: String,
+    /// JSON text.
+    pub payload: String,
+    pub idempotency_key: Option<String>,
+    pub tags: Vec<String>,
+    pub delay_ms: Option<u64>,
+    pub ttl_ms: Option<u64>,
+    pub queue: Option<String>,
+    pub concurrency_key: Option<String>,
+    pub machine: Option<String>,
+    pub max_attempts: Option<u32>,
+    /// JSON text.
+    pub metadata: Option<String>,
+}
+
+/// A triggered child run.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChildRun {
+    pub id: String,
+    pub is_cached: bool,
+}
+
+/// How a child run ended.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ChildResult {
+    /// Its output (JSON text).
+    Ok(String),
+    Error {
+        name: String,
+        message: String,
+        stack: Option<String>,
+    },
+}
+
+/// Where a child run stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChildState {
+    Going,
+    Ended(ChildResult),
 }
 
 /// Waits up to this long sleep in place unless the host is configured otherwise (Trigger.dev's 5 s).
@@ -369,6 +433,8 @@ pub enum WaitFor {
     Until(Millis),
     /// A wait token's completion or timeout.
     Token(String),
+    /// The end of every one of these child runs.
+    Runs(Vec<String>),
 }
 
 /// The error a wait returns to unwind the guest when the run checkpoints.
@@ -535,6 +601,165 @@ impl bindings::kiln::task::wait::Host for HostState {
     }
 }
 
+impl bindings::kiln::task::tasks::Host for HostState {
+    async fn batch_trigger(
+        &mut self,
+        items: Vec<WitTriggerItem>,
+    ) -> wasmtime::Result<Result<Vec<WitChildRun>, String>> {
+        Ok(self.trigger(items, false).await?.map(|runs| {
+            runs.into_iter()
+                .map(|r| WitChildRun {
+                    id: r.id,
+                    is_cached: r.is_cached,
+                })
+                .collect()
+        }))
+    }
+
+    async fn batch_trigger_and_wait(
+        &mut self,
+        items: Vec<WitTriggerItem>,
+    ) -> wasmtime::Result<Result<Vec<WitChildOutcome>, String>> {
+        let runs = match self.trigger(items, true).await? {
+            Ok(runs) => runs,
+            Err(why) => return Ok(Err(why)),
+        };
+        let ids: Vec<String> = runs.into_iter().map(|r| r.id).collect();
+        let digest = journal::digest(&[b"wait-children", ids.join(",").as_bytes()]);
+        let recorded = {
+            let mut journal = self.journal();
+            journal
+                .skip_markers(Kind::ChildrenPending, digest)
+                .map_err(wasmtime::Error::new)?;
+            journal
+                .replayed(Kind::ChildrenResult, digest)
+                .map_err(wasmtime::Error::new)?
+        };
+        let results: Vec<ChildResult> = match recorded {
+            Some(value) => serde_json::from_slice(&value).map_err(|e| {
+                wasmtime::Error::msg(format!("the journal's child results are corrupt: {e}"))
+            })?,
+            None => {
+                let services = self
+                    .services
+                    .clone()
+                    .ok_or_else(|| wasmtime::Error::msg("child runs need a run"))?;
+                let states = services
+                    .children_state(ids.clone())
+                    .await
+                    .map_err(|e| wasmtime::Error::msg(format!("could not read child runs: {e}")))?;
+                let mut ended = Vec::with_capacity(states.len());
+                for state in states {
+                    match state {
+                        ChildState::Ended(result) => ended.push(result),
+                        ChildState::Going => {
+                            self.journal()
+                                .record(Kind::ChildrenPending, digest, Vec::new());
+                            return Err(wasmtime::Error::new(Suspend {
+                                wait: WaitFor::Runs(ids),
+                            }));
+                        }
+                    }
+                }
+                self.journal().record(
+                    Kind::ChildrenResult,
+                    digest,
+                    serde_json::to_vec(&ended).unwrap_or_default(),
+                );
+                ended
+            }
+        };
+        Ok(Ok(ids
+            .into_iter()
+            .zip(results)
+            .map(|(id, result)| WitChildOutcome {
+                id,
+                outcome: match result {
+                    ChildResult::Ok(output) => WitChildResult::Ok(output),
+                    ChildResult::Error {
+                        name,
+                        message,
+                        stack,
+                    } => WitChildResult::Error(wit::ErrorInfo {
+                        name,
+                        message,
+                        stack,
+                    }),
+                },
+            })
+            .collect()))
+    }
+}
+
+impl HostState {
+    /// Triggers child runs once: a replay returns the runs the first execution made.
+    async fn trigger(
+        &mut self,
+        items: Vec<WitTriggerItem>,
+        wait: bool,
+    ) -> wasmtime::Result<Result<Vec<ChildRun>, String>> {
+        let items: Vec<ChildItem> = items
+            .into_iter()
+            .map(|i| ChildItem {
+                task_id: i.task_id,
+                payload: i.payload,
+                idempotency_key: i.options.idempotency_key,
+                tags: i.options.tags,
+                delay_ms: i.options.delay_ms,
+                ttl_ms: i.options.ttl_ms,
+                queue: i.options.queue,
+                concurrency_key: i.options.concurrency_key,
+                machine: i.options.machine,
+                max_attempts: i.options.max_attempts,
+                metadata: i.options.metadata,
+            })
+            .collect();
+        let digest = journal::digest(&[
+            if wait {
+                b"trigger-and-wait"
+            } else {
+                b"trigger"
+            },
+            format!("{items:?}").as_bytes(),
+        ]);
+        let replayed = self
+            .journal()
+            .replayed(Kind::Trigger, digest)
+            .map_err(wasmtime::Error::new)?;
+        if let Some(value) = replayed {
+            return serde_json::from_slice(&value).map_err(|e| {
+                wasmtime::Error::msg(format!("the journal's trigger entry is corrupt: {e}"))
+            });
+        }
+        let Some(services) = self.services.clone() else {
+            return Ok(Err("child runs can only be triggered by a run".into()));
+        };
+        let flushed = self
+            .journal()
+            .take_recorded()
+            .map_err(wasmtime::Error::msg)?;
+        let result = services
+            .trigger_children(items, wait, flushed.clone(), digest)
+            .await
+            .map_err(|e| wasmtime::Error::msg(format!("could not trigger child runs: {e}")))?;
+        if result.is_err() {
+            // Nothing was stored: keep the entries for the next checkpoint, and the refusal too.
+            let mut journal = self.journal();
+            journal.restore(flushed);
+            journal.record(
+                Kind::Trigger,
+                digest,
+                serde_json::to_vec(&result).unwrap_or_default(),
+            );
+        }
+        Ok(result)
+    }
+}
+
+use bindings::kiln::task::tasks::{
+    ChildOutcome as WitChildOutcome, ChildResult as WitChildResult, ChildRun as WitChildRun,
+    TriggerItem as WitTriggerItem,
+};
 use bindings::kiln::task::wait::{
     Token as WitToken, TokenError as WitTokenError, TokenOptions as WitTokenOptions,
 };

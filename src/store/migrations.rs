@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[&str] = &[
     V6_CHECKPOINTS,
     V7_SCHEDULES,
     V8_TOKENS,
+    V9_CHILD_RUNS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -327,4 +328,20 @@ CREATE TABLE waitpoint_waiters (
     run_id        TEXT NOT NULL REFERENCES runs(id),
     PRIMARY KEY (waitpoint_id, run_id)
 );
+"#;
+
+/// Child runs: a run's parent, root and depth, and the parents checkpointed until children end.
+const V9_CHILD_RUNS: &str = r#"
+ALTER TABLE runs ADD COLUMN parent_run_id TEXT;
+ALTER TABLE runs ADD COLUMN root_run_id TEXT;
+ALTER TABLE runs ADD COLUMN depth INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX runs_by_parent ON runs (parent_run_id) WHERE parent_run_id IS NOT NULL;
+
+-- A WAITING parent waits until every child it waits for has ended.
+CREATE TABLE run_waiters (
+    child_run_id   TEXT NOT NULL REFERENCES runs(id),
+    parent_run_id  TEXT NOT NULL REFERENCES runs(id),
+    PRIMARY KEY (child_run_id, parent_run_id)
+);
+CREATE INDEX run_waiters_by_parent ON run_waiters (parent_run_id);
 "#;

@@ -9,6 +9,7 @@
 //! they computed, and writes are compare-and-set (`WHERE id = ? AND status = ?`); zero rows is
 //! [`StoreError::Conflict`].
 
+mod children;
 mod migrations;
 mod queries;
 mod queues;
@@ -23,7 +24,8 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 pub use queries::{
-    Bootstrapped, FinishAttempt, Inserted, KeyInfo, NewKey, NewRun, RunFilter, RunPage, RunUpdate,
+    Bootstrapped, FinishAttempt, Inserted, KeyInfo, NewKey, NewRun, ParentLink, RunFilter, RunPage,
+    RunUpdate, RunsJournal,
 };
 pub use queues::{EnvironmentInfo, task_queue_name};
 pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};

@@ -64,7 +64,17 @@ pub struct NewRun {
     pub max_duration: Option<std::time::Duration>,
     pub concurrency_key: Option<String>,
     pub lock_to_version: Option<String>,
+    /// Set for a child run: its parent, root and depth.
+    pub parent: Option<ParentLink>,
     pub now: Millis,
+}
+
+/// Where a child run hangs in its tree.
+#[derive(Debug, Clone)]
+pub struct ParentLink {
+    pub parent_run_id: String,
+    pub root_run_id: String,
+    pub depth: u32,
 }
 
 /// A run as inserted, or the run an idempotency key already pointed to.
@@ -133,14 +143,17 @@ const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payloa
      r.updated_at, r.started_at, r.finished_at, r.fuel_used, r.compute_ms, e.slug, r.priority_ms, \
      r.delay_until, r.ttl_ms, r.expires_at, r.expired_at, r.idempotency_key, r.tags, r.metadata, \
      r.max_duration_ms, r.concurrency_key, r.lock_to_version, r.batch_id, r.oom_machine, r.seed, \
-     r.checkpointed";
+     r.checkpointed, r.parent_run_id, r.root_run_id, r.depth";
 
 const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
      LEFT JOIN deployments d ON d.id = r.deployment_id";
 
 /// Records an attempt's end (or checkpoint) and the run's change; returns whether the run had
 /// been canceled meanwhile (the attempt is then recorded as canceled, the run left as it is).
-pub(super) fn record_attempt(c: &Connection, finish: FinishAttempt) -> Result<bool, StoreError> {
+pub(super) fn record_attempt(
+    c: &Connection,
+    finish: FinishAttempt,
+) -> Result<(bool, Vec<Lane>), StoreError> {
     let FinishAttempt {
         update,
         attempt,
@@ -151,8 +164,8 @@ pub(super) fn record_attempt(c: &Connection, finish: FinishAttempt) -> Result<bo
         compute_ms,
         logs,
     } = finish;
-    let canceled = match apply_update(c, &update) {
-        Ok(()) => false,
+    let (canceled, resumed) = match apply_update(c, &update) {
+        Ok(resumed) => (false, resumed),
         Err(StoreError::Conflict) => {
             let status: Option<String> = c
                 .query_row(
@@ -164,7 +177,7 @@ pub(super) fn record_attempt(c: &Connection, finish: FinishAttempt) -> Result<bo
             if status.as_deref() != Some(RunStatus::Canceled.as_str()) {
                 return Err(StoreError::Conflict);
             }
-            true
+            (true, Vec::new())
         }
         Err(e) => return Err(e),
     };
@@ -217,7 +230,7 @@ pub(super) fn record_attempt(c: &Connection, finish: FinishAttempt) -> Result<bo
         c.prepare_cached("DELETE FROM journal_segments WHERE run_id = ?1 AND attempt = ?2")?
             .execute(params![update.run_id, attempt])?;
     }
-    Ok(canceled)
+    Ok((canceled, resumed))
 }
 
 pub(super) fn lane_from_row(row: &Row<'_>) -> rusqlite::Result<Lane> {
@@ -280,6 +293,9 @@ fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         },
         seed: row.get::<_, i64>(39)? as u64,
         checkpointed: row.get(40)?,
+        parent_run_id: row.get(41)?,
+        root_run_id: row.get(42)?,
+        depth: row.get(43)?,
     })
 }
 
@@ -568,29 +584,32 @@ impl Store {
         runs: Vec<NewRun>,
         batch_id: Option<String>,
     ) -> Result<Vec<Inserted>, StoreError> {
+        self.write(move |c| insert_all(c, runs, batch_id.as_deref()))
+            .await
+    }
+
+    /// Inserts a run's child runs (as [`Store::insert_runs`]) and, in the same transaction,
+    /// appends the parent's journal and marks it as having one. `Conflict` (and nothing stored)
+    /// if the parent is no longer executing.
+    pub async fn insert_child_runs(
+        &self,
+        runs: Vec<NewRun>,
+        batch_id: Option<String>,
+        journal: RunsJournal,
+    ) -> Result<Vec<Inserted>, StoreError> {
         self.write(move |c| {
-            if let (Some(batch), Some(first)) = (&batch_id, runs.first()) {
-                c.execute(
-                    "INSERT INTO batches (id, environment_id, run_count, created_at) VALUES (?1, ?2, ?3, ?4)",
-                    params![batch, first.environment_id, runs.len() as i64, first.now],
-                )?;
+            let now = runs.first().map_or(0, |r| r.now);
+            let inserted = insert_all(c, runs, batch_id.as_deref())?;
+            let entries = (journal.entries)(&inserted);
+            super::tokens::append_journal(c, &journal.run_id, journal.attempt, entries, now)?;
+            let marked = c.execute(
+                "UPDATE runs SET checkpointed = 1 WHERE id = ?1 AND status = 'EXECUTING'",
+                [&journal.run_id],
+            )?;
+            if marked == 0 {
+                return Err(StoreError::Conflict);
             }
-            let mut out = Vec::with_capacity(runs.len());
-            for new in runs {
-                if let Some(existing) = live_idempotent_run(c, &new)? {
-                    out.push(Inserted {
-                        run: existing,
-                        cached: true,
-                    });
-                    continue;
-                }
-                let id = insert_one(c, &new, batch_id.as_deref())?;
-                out.push(Inserted {
-                    run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
-                    cached: false,
-                });
-            }
-            Ok(out)
+            Ok(inserted)
         })
         .await
     }
@@ -639,15 +658,23 @@ impl Store {
         now: Millis,
         error: RunError,
         limit: usize,
-    ) -> Result<usize, StoreError> {
+    ) -> Result<(usize, Vec<Lane>), StoreError> {
         self.write(move |c| {
-            Ok(c.prepare_cached(
-                "UPDATE runs SET status = 'EXPIRED', updated_at = ?1, expired_at = ?1, finished_at = ?1, error = ?2 \
-                 WHERE id IN (SELECT id FROM runs WHERE status IN ('QUEUED', 'PENDING_VERSION') \
-                              AND expires_at IS NOT NULL AND expires_at <= ?1 AND attempt_count = 0 \
-                              ORDER BY expires_at LIMIT ?3)",
-            )?
-            .execute(params![now, encode_error(&error), limit as i64])?)
+            let expired: Vec<String> = c
+                .prepare_cached(
+                    "UPDATE runs SET status = 'EXPIRED', updated_at = ?1, expired_at = ?1, finished_at = ?1, error = ?2 \
+                     WHERE id IN (SELECT id FROM runs WHERE status IN ('QUEUED', 'PENDING_VERSION') \
+                                  AND expires_at IS NOT NULL AND expires_at <= ?1 AND attempt_count = 0 \
+                                  ORDER BY expires_at LIMIT ?3) \
+                     RETURNING id",
+                )?
+                .query_map(params![now, encode_error(&error), limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut resumed = Vec::new();
+            for id in &expired {
+                resumed.extend(super::children::child_ended(c, id, now)?);
+            }
+            Ok((expired.len(), resumed))
         })
         .await
     }
@@ -977,7 +1004,8 @@ impl Store {
     }
 
     /// Applies a status change with compare-and-set. Returns the run as stored after it.
-    pub async fn update_run(&self, update: RunUpdate) -> Result<(), StoreError> {
+    /// The lanes returned are of parents the change resumed (a child that ended).
+    pub async fn update_run(&self, update: RunUpdate) -> Result<Vec<Lane>, StoreError> {
         self.write(move |c| apply_update(c, &update)).await
     }
 
@@ -985,8 +1013,9 @@ impl Store {
     ///
     /// If the run was canceled meanwhile, the attempt is still recorded (as CANCELED) with its
     /// usage and logs, and the run keeps its CANCELED status.
-    pub async fn finish_attempt(&self, finish: FinishAttempt) -> Result<(), StoreError> {
-        self.write(move |c| record_attempt(c, finish).map(|_| ()))
+    /// The lanes returned are of parents the run's end resumed.
+    pub async fn finish_attempt(&self, finish: FinishAttempt) -> Result<Vec<Lane>, StoreError> {
+        self.write(move |c| record_attempt(c, finish).map(|(_, resumed)| resumed))
             .await
     }
 
@@ -1006,7 +1035,7 @@ impl Store {
                 checkpoint.attempt,
                 checkpoint.update.now,
             );
-            if record_attempt(c, checkpoint)? {
+            if record_attempt(c, checkpoint)?.0 {
                 return Ok(());
             }
             super::tokens::append_journal(c, &run_id, attempt, journal, now)?;
@@ -1147,7 +1176,7 @@ impl Store {
     }
 }
 
-fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
+fn apply_update(c: &Connection, u: &RunUpdate) -> Result<Vec<Lane>, StoreError> {
     let finished = u.status.is_final().then_some(u.now);
     let changed = c.execute(
         "UPDATE runs SET status = ?3, updated_at = ?4, available_at = coalesce(?5, available_at), \
@@ -1170,7 +1199,10 @@ fn apply_update(c: &Connection, u: &RunUpdate) -> Result<(), StoreError> {
     if changed == 0 {
         return Err(StoreError::Conflict);
     }
-    Ok(())
+    if u.status.is_final() {
+        return super::children::child_ended(c, &u.run_id, u.now);
+    }
+    Ok(Vec::new())
 }
 
 pub(super) fn load_run(c: &Connection, id: &str) -> Result<Option<Run>, StoreError> {
@@ -1305,6 +1337,46 @@ pub(super) fn live_idempotent_run(c: &Connection, new: &NewRun) -> Result<Option
     Ok(None)
 }
 
+fn insert_all(
+    c: &Connection,
+    runs: Vec<NewRun>,
+    batch_id: Option<&str>,
+) -> Result<Vec<Inserted>, StoreError> {
+    if let (Some(batch), Some(first)) = (batch_id, runs.first()) {
+        c.execute(
+            "INSERT INTO batches (id, environment_id, run_count, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![batch, first.environment_id, runs.len() as i64, first.now],
+        )?;
+    }
+    let mut out = Vec::with_capacity(runs.len());
+    for new in runs {
+        if let Some(existing) = live_idempotent_run(c, &new)? {
+            out.push(Inserted {
+                run: existing,
+                cached: true,
+            });
+            continue;
+        }
+        let id = insert_one(c, &new, batch_id)?;
+        out.push(Inserted {
+            run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
+            cached: false,
+        });
+    }
+    Ok(out)
+}
+
+/// A parent's journal to store with the child runs it triggers: `entries(inserted)` returns the
+/// encoded entries recorded since the last checkpoint followed by the trigger's own entry.
+pub struct RunsJournal {
+    pub run_id: String,
+    pub attempt: u32,
+    pub entries: EntriesFor,
+}
+
+/// Builds the parent's journal segment once its children are inserted.
+pub type EntriesFor = Box<dyn FnOnce(&[Inserted]) -> Vec<u8> + Send>;
+
 pub(super) fn insert_one(
     c: &Connection,
     new: &NewRun,
@@ -1318,9 +1390,9 @@ pub(super) fn insert_one(
            max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, \
            queue_ts, available_at, created_at, updated_at, priority_ms, score, delay_until, ttl_ms, \
            expires_at, idempotency_key, metadata, max_duration_ms, concurrency_key, lock_to_version, batch_id, \
-           oom_machine, seed) \
+           oom_machine, seed, parent_run_id, root_run_id, depth) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18, ?19, \
-                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
     )?
     .execute(params![
         id,
@@ -1351,6 +1423,9 @@ pub(super) fn insert_one(
         batch_id,
         new.oom_machine.map(Machine::as_str),
         rand::random::<i64>(),
+        new.parent.as_ref().map(|p| &p.parent_run_id),
+        new.parent.as_ref().map(|p| &p.root_run_id),
+        new.parent.as_ref().map_or(0, |p| p.depth),
     ])?;
     if !new.tags.is_empty() {
         write_tags(c, &id, &new.environment_id, &new.tags)?;

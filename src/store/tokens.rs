@@ -335,7 +335,7 @@ impl Store {
                 checkpoint.attempt,
                 checkpoint.update.now,
             );
-            if record_attempt(c, checkpoint)? {
+            if record_attempt(c, checkpoint)?.0 {
                 return Ok(None);
             }
             append_journal(c, &run_id, attempt, journal, now)?;

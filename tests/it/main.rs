@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod children;
 mod cli;
 mod deploy;
 mod limits;

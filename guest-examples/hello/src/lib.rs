@@ -1,4 +1,4 @@
-//! The example kiln task component. One component, thirteen tasks, each showing one behaviour a
+//! The example kiln task component. One component, fourteen tasks, each showing one behaviour a
 //! task can have:
 //!
 //! | task    | does                                                                              |
@@ -13,6 +13,7 @@
 //! | `limited`, `limited-too` | `spin` on the shared queue `limited` (at most 2 at once)          |
 //! | `single` | `spin` on its own queue, limited to 1 at once                                     |
 //! | `approve` | `{"timeout_ms"?, "key"?}`: makes a wait token, waits for it; returns `{"token", "data"}` or `{"token", "timed_out"}` |
+//! | `parent` | `{"items": [[task, payload]…], "wait": bool}`: triggers the items as child runs; with `wait`, returns each child's `{"id", "ok"}` or `{"id", "error"}` in order, else their ids |
 //! | `wait`  | `{"ms": N, "times": K, "spin_ms": S}`: reads the clock and randomness, then K times waits N ms and spins S ms; returns what it read |
 //! | `new-year` | scheduled: fires at midnight on 1 January in Berlin; returns its schedule payload |
 
@@ -52,6 +53,7 @@ kiln_sdk::tasks![
         .queue_concurrency_limit(1),
     Task::new("wait", wait).description("Reads the clock and randomness, then waits"),
     Task::new("approve", approve).description("Waits for a wait token to be completed"),
+    Task::new("parent", parent).description("Triggers child runs, and waits for them if asked"),
     Task::new("new-year", echo)
         .description("Returns its schedule payload; fires at midnight on New Year's Day in Berlin")
         .schedule(Schedule::cron("0 0 1 1 *").timezone("Europe/Berlin")),
@@ -211,4 +213,41 @@ fn approve(payload: ApprovePayload, _ctx: &Context) -> Result<Value, TaskError> 
         }
         Err(e) => Err(TaskError::abort(e.to_string())),
     }
+}
+
+/// Payload of `parent`.
+#[derive(Deserialize)]
+struct ParentPayload {
+    items: Vec<(String, Value)>,
+    #[serde(default)]
+    wait: bool,
+}
+
+fn parent(payload: ParentPayload, _ctx: &Context) -> Result<Value, TaskError> {
+    use kiln_sdk::child::{self, Item};
+    let items: Vec<Item> = payload
+        .items
+        .into_iter()
+        .map(|(task, payload)| Item::new(task, payload))
+        .collect();
+    kiln_sdk::info!("triggering {} children", items.len());
+    if !payload.wait {
+        let runs = child::batch_trigger(items).map_err(|e| TaskError::abort(e.to_string()))?;
+        return Ok(Value::from(
+            runs.into_iter()
+                .map(|r| Value::from(r.id))
+                .collect::<Vec<_>>(),
+        ));
+    }
+    let done = child::batch_trigger_and_wait::<Value>(items)
+        .map_err(|e| TaskError::abort(e.to_string()))?;
+    kiln_sdk::info!("all {} children ended", done.len());
+    Ok(Value::from(
+        done.into_iter()
+            .map(|d| match d.result {
+                Ok(output) => serde_json::json!({ "id": d.id, "ok": output }),
+                Err(e) => serde_json::json!({ "id": d.id, "error": e.message }),
+            })
+            .collect::<Vec<_>>(),
+    ))
 }

@@ -78,6 +78,7 @@
 //! * [`Context`] tells a handler about the run ([`context`]).
 //! * [`log`](mod@log) writes structured log lines.
 //! * [`wait`] waits inside a run; long waits checkpoint it.
+//! * [`child`] triggers child runs and waits for their results.
 //! * [`bindings`] holds the raw bindings generated from the WIT; you rarely need them.
 //!
 //! The crate re-exports [`serde`] and [`serde_json`]; derive macros still need `serde` (with its
@@ -85,6 +86,7 @@
 
 #![warn(missing_docs)]
 
+pub mod child;
 pub mod context;
 pub mod error;
 pub mod log;

@@ -1,0 +1,298 @@
+//! `RunHost`: what an executing run asks of the host — wait tokens and child runs — carried out
+//! by the engine on behalf of one attempt.
+//!
+//! Calls with effects a replay must not repeat (making a token, triggering children) commit the
+//! effect together with the journal the attempt recorded before it and the call's own entry, in
+//! one store transaction; the run is then marked as having a journal, so a host that dies right
+//! after continues the attempt from it and finds the same token or children.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+
+use super::{Engine, EngineError, TriggerItem};
+use crate::model::{Delay, Machine, RunStatus, TokenStatus, TriggerOptions, WaitToken};
+use crate::sandbox::journal::{self, Entry, Kind};
+use crate::sandbox::{
+    ChildItem, ChildResult, ChildRun, ChildState, RunServices, TokenCreated, TokenRequest,
+    TokenState,
+};
+use crate::store::{Inserted, ParentLink, RunsJournal, StoreError, TokenJournal};
+
+/// What an executing run asks of the host, on behalf of one attempt.
+pub(super) struct RunHost {
+    pub engine: Arc<Engine>,
+    pub run_id: String,
+    pub environment_id: String,
+    pub attempt: u32,
+    /// The version the run executes on: children that are waited for run on it too.
+    pub version: String,
+    /// Where the run hangs in its tree (children hang one level below).
+    pub root_run_id: Option<String>,
+    pub depth: u32,
+}
+
+/// Deepest nesting of child runs (Trigger.dev refuses deeper trees too).
+const MAX_DEPTH: u32 = 25;
+
+/// A guest's child item as a trigger, checked the way the API checks options.
+fn trigger_item(item: ChildItem, version: Option<&str>) -> Result<TriggerItem, String> {
+    let at = |field: &str| format!("task `{}`: {field}", item.task_id);
+    if serde_json::from_str::<serde::de::IgnoredAny>(&item.payload).is_err() {
+        return Err(at("the payload is not valid JSON"));
+    }
+    if item.tags.len() > super::MAX_TAGS
+        || item
+            .tags
+            .iter()
+            .any(|t| t.is_empty() || t.chars().count() > super::MAX_TAG_LEN)
+    {
+        return Err(at("tags: at most 10, each 1–128 characters"));
+    }
+    let machine = match &item.machine {
+        None => None,
+        Some(m) => Some(
+            Machine::parse(m)
+                .ok_or_else(|| at(&format!("machine `{m}` is not a machine preset")))?,
+        ),
+    };
+    if item
+        .queue
+        .as_ref()
+        .is_some_and(|q| q.is_empty() || q.len() > 128)
+    {
+        return Err(at("queue: 1–128 characters"));
+    }
+    if let Some(m) = &item.metadata
+        && !matches!(serde_json::from_str(m), Ok(serde_json::Value::Object(_)))
+    {
+        return Err(at("metadata must be a JSON object"));
+    }
+    if item.max_attempts == Some(0) {
+        return Err(at("maxAttempts must be at least 1"));
+    }
+    let ms = |v: u64| std::time::Duration::from_millis(v);
+    Ok(TriggerItem {
+        task_id: item.task_id,
+        payload: item.payload,
+        options: TriggerOptions {
+            idempotency_key: item.idempotency_key,
+            tags: item.tags,
+            delay: item.delay_ms.map(|d| Delay::For(ms(d))),
+            // A zero TTL opts out, as over the API.
+            ttl: item.ttl_ms.map(ms),
+            queue: item.queue,
+            concurrency_key: item.concurrency_key,
+            machine,
+            max_attempts: item.max_attempts,
+            metadata: item.metadata,
+            lock_to_version: version.map(str::to_owned),
+            ..TriggerOptions::default()
+        },
+    })
+}
+
+fn child_state(run: Option<crate::model::Run>, id: &str) -> ChildState {
+    let Some(run) = run else {
+        return ChildState::Ended(ChildResult::Error {
+            name: "Error".into(),
+            message: format!("child run `{id}` not found"),
+            stack: None,
+        });
+    };
+    if !run.status.is_final() {
+        return ChildState::Going;
+    }
+    if run.status == RunStatus::Completed {
+        return ChildState::Ended(ChildResult::Ok(run.output.unwrap_or_else(|| "null".into())));
+    }
+    let error = run.error.unwrap_or_else(|| {
+        crate::model::RunError::coded(
+            "TASK_RUN_FAILED",
+            format!("the child run ended {}", run.status),
+        )
+    });
+    ChildState::Ended(ChildResult::Error {
+        name: error.name,
+        message: error.message,
+        stack: error.stack,
+    })
+}
+
+impl RunServices for RunHost {
+    fn create_token(
+        &self,
+        request: TokenRequest,
+        flushed: Vec<Entry>,
+        digest: u64,
+    ) -> BoxFuture<'static, Result<TokenCreated, String>> {
+        let engine = self.engine.clone();
+        let new = engine.new_token(&self.environment_id, &request);
+        let (run_id, attempt) = (self.run_id.clone(), self.attempt);
+        Box::pin(async move {
+            let entries_engine = engine.clone();
+            let journal = TokenJournal {
+                run_id,
+                attempt,
+                entries: Box::new(move |token: &WaitToken, cached: bool| {
+                    let created = TokenCreated {
+                        id: token.id.clone(),
+                        url: entries_engine.token_url(&token.id),
+                        is_cached: cached,
+                    };
+                    let mut entries = flushed;
+                    entries.push(Entry {
+                        kind: Kind::CreateToken,
+                        digest,
+                        value: serde_json::to_vec(&created).unwrap_or_default(),
+                    });
+                    journal::encode(&entries)
+                }),
+            };
+            let (token, cached) = match engine.store.create_token(new, Some(journal)).await {
+                Ok(made) => made,
+                Err(StoreError::Conflict) => {
+                    return Err("the run was canceled while it made a wait token".into());
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            engine.arm_timer(token.timeout_at);
+            engine.wake.notify_one();
+            Ok(TokenCreated {
+                url: engine.token_url(&token.id),
+                id: token.id,
+                is_cached: cached,
+            })
+        })
+    }
+
+    fn trigger_children(
+        &self,
+        items: Vec<ChildItem>,
+        wait: bool,
+        flushed: Vec<Entry>,
+        digest: u64,
+    ) -> BoxFuture<'static, Result<Result<Vec<ChildRun>, String>, String>> {
+        let engine = self.engine.clone();
+        let (run_id, attempt, env_id) = (
+            self.run_id.clone(),
+            self.attempt,
+            self.environment_id.clone(),
+        );
+        let version = wait.then(|| self.version.clone());
+        let link = ParentLink {
+            parent_run_id: self.run_id.clone(),
+            root_run_id: self
+                .root_run_id
+                .clone()
+                .unwrap_or_else(|| self.run_id.clone()),
+            depth: self.depth + 1,
+        };
+        Box::pin(async move {
+            if link.depth > MAX_DEPTH {
+                return Ok(Err(format!("child runs may nest at most {MAX_DEPTH} deep")));
+            }
+            let mut triggers = Vec::with_capacity(items.len());
+            for item in items {
+                match trigger_item(item, version.as_deref()) {
+                    Ok(t) => triggers.push(t),
+                    Err(why) => return Ok(Err(why)),
+                }
+            }
+            let batch = triggers.len() > 1;
+            let runs = match engine.prepare_runs(&env_id, triggers, Some(link)).await {
+                Ok(runs) => runs,
+                Err(EngineError::Store(e)) => return Err(e.to_string()),
+                Err(refused) => return Ok(Err(refused.to_string())),
+            };
+            let journal = RunsJournal {
+                run_id,
+                attempt,
+                entries: Box::new(move |inserted: &[Inserted]| {
+                    let made: Result<Vec<ChildRun>, String> = Ok(children(inserted));
+                    let mut entries = flushed;
+                    entries.push(Entry {
+                        kind: Kind::Trigger,
+                        digest,
+                        value: serde_json::to_vec(&made).unwrap_or_default(),
+                    });
+                    journal::encode(&entries)
+                }),
+            };
+            let batch_id = batch.then(|| crate::model::new_id("batch"));
+            let inserted = match engine
+                .store
+                .insert_child_runs(runs, batch_id, journal)
+                .await
+            {
+                Ok(inserted) => inserted,
+                Err(StoreError::Conflict) => {
+                    return Err("the run was canceled while it triggered child runs".into());
+                }
+                Err(e) => return Err(e.to_string()),
+            };
+            engine.inserted(&inserted);
+            Ok(Ok(children(&inserted)))
+        })
+    }
+
+    fn children_state(
+        &self,
+        ids: Vec<String>,
+    ) -> BoxFuture<'static, Result<Vec<ChildState>, String>> {
+        let engine = self.engine.clone();
+        let env_id = self.environment_id.clone();
+        Box::pin(async move {
+            let runs = engine
+                .store
+                .runs_by_id(&env_id, ids.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(runs
+                .into_iter()
+                .zip(&ids)
+                .map(|(run, id)| child_state(run, id))
+                .collect())
+        })
+    }
+
+    fn token_state(&self, id: String) -> BoxFuture<'static, Result<TokenState, String>> {
+        let engine = self.engine.clone();
+        let environment_id = self.environment_id.clone();
+        Box::pin(async move {
+            let token = engine
+                .store
+                .token(&environment_id, &id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(match token {
+                None => TokenState::NotFound,
+                Some(t) => match t.status {
+                    TokenStatus::Waiting => TokenState::Waiting,
+                    TokenStatus::Completed => {
+                        TokenState::Completed(t.output.unwrap_or_else(|| "null".into()))
+                    }
+                    TokenStatus::TimedOut => TokenState::TimedOut(
+                        t.output
+                            .and_then(|o| {
+                                serde_json::from_str::<serde_json::Value>(&o).ok()?["message"]
+                                    .as_str()
+                                    .map(str::to_owned)
+                            })
+                            .unwrap_or_else(|| "the wait token timed out".into()),
+                    ),
+                },
+            })
+        })
+    }
+}
+
+fn children(inserted: &[Inserted]) -> Vec<ChildRun> {
+    inserted
+        .iter()
+        .map(|i| ChildRun {
+            id: i.run.id.clone(),
+            is_cached: i.cached,
+        })
+        .collect()
+}
