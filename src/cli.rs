@@ -317,7 +317,8 @@ struct ServeArgs {
     memory_pool_mib: u64,
     /// Waits in a task up to this long sleep in place and keep the run's slot; longer ones
     /// checkpoint the run (no instance, no slot) and resume it when the time comes.
-    #[arg(long, value_parser = duration_arg, default_value = "5s")]
+    /// (Milliseconds are allowed here, e.g. `500ms`.)
+    #[arg(long, value_parser = wait_threshold_arg, default_value = "5s")]
     wait_threshold: Duration,
     /// The API's base URL as clients reach it (behind a proxy, say), for the callback URLs of
     /// wait tokens; default: http://<listen address>.
@@ -331,6 +332,13 @@ fn max_duration_arg(text: &str) -> Result<Duration, String> {
         return Err("the maximum duration must be at least 5s".into());
     }
     Ok(d)
+}
+
+fn wait_threshold_arg(text: &str) -> Result<Duration, String> {
+    match text.strip_suffix("ms").map(str::parse::<u64>) {
+        Some(Ok(ms)) => Ok(Duration::from_millis(ms)),
+        _ => duration_arg(text),
+    }
 }
 
 fn duration_arg(text: &str) -> Result<Duration, String> {

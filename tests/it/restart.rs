@@ -175,3 +175,110 @@ async fn runs_interrupted_by_a_killed_host_are_recovered() {
     assert_eq!(run["status"], "COMPLETED");
     assert_eq!(run["attemptCount"], 1);
 }
+
+/// The `wait` task's log messages.
+async fn messages(host: &ServeProcess, id: &str) -> Vec<String> {
+    let logs = host
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{id}/logs"),
+            None,
+        )
+        .await;
+    logs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_during_a_wait_resumes_the_run_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--wait-threshold", "100ms"];
+    let host = ServeProcess::start(dir.path(), &args);
+    let id = host.trigger("wait", json!({ "ms": 1_500 })).await;
+    host.wait_for(&id, |r| r["status"] == "WAITING").await;
+    host.kill();
+
+    let host = ServeProcess::start(dir.path(), &args);
+    let run = host.wait_for(&id, |r| r["isCompleted"] == true).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert_eq!(run["attemptCount"], 1);
+    let lines = messages(&host, &id).await;
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(
+        lines[0],
+        format!(
+            "before the wait: clock {}, random {}",
+            run["output"]["before_ms"], run["output"]["random"]
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_while_a_resumed_run_computes_continues_it_from_its_journal() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--wait-threshold", "100ms"];
+    let host = ServeProcess::start(dir.path(), &args);
+    // Waits (checkpoint), then computes for 3 s after resuming.
+    let id = host
+        .trigger("wait", json!({ "ms": 300, "spin_ms": 3_000 }))
+        .await;
+    host.wait_for(&id, |r| r["status"] == "WAITING").await;
+    host.wait_for(&id, |r| r["status"] == "EXECUTING").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    host.kill();
+
+    let host = ServeProcess::start(dir.path(), &args);
+    let run = host.wait_for(&id, |r| r["isCompleted"] == true).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    // Not a stalled attempt: the attempt continued from its journal.
+    assert_eq!(run["attemptCount"], 1, "{run:#}");
+    let lines = messages(&host, &id).await;
+    assert_eq!(
+        lines[0],
+        format!(
+            "before the wait: clock {}, random {}",
+            run["output"]["before_ms"], run["output"]["random"]
+        ),
+        "{lines:?}"
+    );
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with("before the wait"))
+            .count(),
+        1,
+        "{lines:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_while_a_parent_waits_triggers_no_child_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--wait-threshold", "100ms"];
+    let host = ServeProcess::start(dir.path(), &args);
+    let id = host
+        .trigger(
+            "parent",
+            json!({ "items": [["wait", { "ms": 1_000 }], ["echo", "x"]], "wait": true }),
+        )
+        .await;
+    host.wait_for(&id, |r| r["status"] == "WAITING").await;
+    host.kill();
+
+    let host = ServeProcess::start(dir.path(), &args);
+    let run = host.wait_for(&id, |r| r["isCompleted"] == true).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert_eq!(run["output"][1]["ok"], "x");
+    let runs = host
+        .call(reqwest::Method::GET, "/api/v1/runs?page[size]=100", None)
+        .await;
+    assert_eq!(
+        runs["data"].as_array().unwrap().len(),
+        3,
+        "the parent and its two children: {runs:#}"
+    );
+}
