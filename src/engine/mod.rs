@@ -1053,6 +1053,7 @@ impl Engine {
                 attempt,
                 version: deployment.version.clone(),
                 root_run_id: run.root_run_id.clone(),
+                parent_run_id: run.parent_run_id.clone(),
                 depth: run.depth,
             }),
         };

@@ -10,14 +10,15 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
+use super::metadata::MetadataOp;
 use super::{Engine, EngineError, TriggerItem};
 use crate::model::{Delay, Machine, RunStatus, TokenStatus, TriggerOptions, WaitToken};
 use crate::sandbox::journal::{self, Entry, Kind};
 use crate::sandbox::{
-    ChildItem, ChildResult, ChildRun, ChildState, RunServices, TokenCreated, TokenRequest,
-    TokenState,
+    ChildItem, ChildResult, ChildRun, ChildState, MetadataChange, MetadataTarget, RunServices,
+    TokenCreated, TokenRequest, TokenState,
 };
-use crate::store::{Inserted, ParentLink, RunsJournal, StoreError, TokenJournal};
+use crate::store::{Inserted, JournalWith, ParentLink, StoreError};
 
 /// What an executing run asks of the host, on behalf of one attempt.
 pub(super) struct RunHost {
@@ -29,7 +30,48 @@ pub(super) struct RunHost {
     pub version: String,
     /// Where the run hangs in its tree (children hang one level below).
     pub root_run_id: Option<String>,
+    pub parent_run_id: Option<String>,
     pub depth: u32,
+}
+
+impl RunHost {
+    /// The run whose metadata `target` names (a run without a parent is its own parent and root).
+    fn metadata_run(&self, target: MetadataTarget) -> String {
+        match target {
+            MetadataTarget::Current => None,
+            MetadataTarget::Parent => self.parent_run_id.clone(),
+            MetadataTarget::Root => self.root_run_id.clone(),
+        }
+        .unwrap_or_else(|| self.run_id.clone())
+    }
+}
+
+/// A guest's metadata change as the metadata module's operation.
+fn metadata_op(change: MetadataChange) -> Result<MetadataOp, String> {
+    let value = |text: String| {
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| format!("a metadata value is not JSON: {e}"))
+    };
+    Ok(match change {
+        MetadataChange::Set(key, v) => MetadataOp::Set {
+            key,
+            value: value(v)?,
+        },
+        MetadataChange::Delete(key) => MetadataOp::Delete { key },
+        MetadataChange::Append(key, v) => MetadataOp::Append {
+            key,
+            value: value(v)?,
+        },
+        MetadataChange::Remove(key, v) => MetadataOp::Remove {
+            key,
+            value: value(v)?,
+        },
+        MetadataChange::Increment(key, by) => MetadataOp::Increment { key, by },
+        MetadataChange::Replace(v) => match value(v)? {
+            serde_json::Value::Object(value) => MetadataOp::Update { value },
+            _ => return Err("replace: metadata must be a JSON object".into()),
+        },
+    })
 }
 
 /// Deepest nesting of child runs (Trigger.dev refuses deeper trees too).
@@ -131,14 +173,14 @@ impl RunServices for RunHost {
         let (run_id, attempt) = (self.run_id.clone(), self.attempt);
         Box::pin(async move {
             let entries_engine = engine.clone();
-            let journal = TokenJournal {
+            let journal = JournalWith {
                 run_id,
                 attempt,
-                entries: Box::new(move |token: &WaitToken, cached: bool| {
+                entries: Box::new(move |(token, cached): &(WaitToken, bool)| {
                     let created = TokenCreated {
                         id: token.id.clone(),
                         url: entries_engine.token_url(&token.id),
-                        is_cached: cached,
+                        is_cached: *cached,
                     };
                     let mut entries = flushed;
                     entries.push(Entry {
@@ -205,7 +247,7 @@ impl RunServices for RunHost {
                 Err(EngineError::Store(e)) => return Err(e.to_string()),
                 Err(refused) => return Ok(Err(refused.to_string())),
             };
-            let journal = RunsJournal {
+            let journal = JournalWith {
                 run_id,
                 attempt,
                 entries: Box::new(move |inserted: &[Inserted]| {
@@ -253,6 +295,76 @@ impl RunServices for RunHost {
                 .zip(&ids)
                 .map(|(run, id)| child_state(run, id))
                 .collect())
+        })
+    }
+
+    fn metadata(&self, target: MetadataTarget) -> BoxFuture<'static, Result<String, String>> {
+        let engine = self.engine.clone();
+        let (env_id, run_id) = (self.environment_id.clone(), self.metadata_run(target));
+        Box::pin(async move {
+            let run = engine
+                .store
+                .run(&env_id, &run_id)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(run
+                .and_then(|r| r.metadata)
+                .unwrap_or_else(|| "{}".to_owned()))
+        })
+    }
+
+    fn update_metadata(
+        &self,
+        target: MetadataTarget,
+        changes: Vec<MetadataChange>,
+        flushed: Vec<Entry>,
+        digest: u64,
+    ) -> BoxFuture<'static, Result<Result<String, String>, String>> {
+        let engine = self.engine.clone();
+        let target_run = self.metadata_run(target);
+        let (run_id, attempt) = (self.run_id.clone(), self.attempt);
+        Box::pin(async move {
+            let ops = match changes
+                .into_iter()
+                .map(metadata_op)
+                .collect::<Result<Vec<_>, _>>()
+            {
+                Ok(ops) => ops,
+                Err(why) => return Ok(Err(why)),
+            };
+            let journal = JournalWith {
+                run_id,
+                attempt,
+                entries: Box::new(move |next: &str| {
+                    let done: Result<String, String> = Ok(next.to_owned());
+                    let mut entries = flushed;
+                    entries.push(Entry {
+                        kind: Kind::MetadataWrite,
+                        digest,
+                        value: serde_json::to_vec(&done).unwrap_or_default(),
+                    });
+                    journal::encode(&entries)
+                }),
+            };
+            let now = engine.now();
+            match engine
+                .store
+                .change_metadata_journaled(
+                    &target_run,
+                    now,
+                    move |current| {
+                        super::metadata::apply(current.as_deref(), &ops).map_err(|e| e.to_string())
+                    },
+                    journal,
+                )
+                .await
+            {
+                Ok(result) => Ok(result),
+                Err(StoreError::Conflict) => {
+                    Err("the run was canceled while it changed metadata".into())
+                }
+                Err(e) => Err(e.to_string()),
+            }
         })
     }
 

@@ -37,6 +37,10 @@ pub enum Kind {
     ChildrenResult = 8,
     /// The guest suspended waiting for child runs here.
     ChildrenPending = 9,
+    /// Metadata read.
+    MetadataRead = 10,
+    /// Metadata changed (the new metadata, or why the change was refused).
+    MetadataWrite = 11,
 }
 
 impl Kind {
@@ -51,6 +55,8 @@ impl Kind {
             7 => Some(Kind::Trigger),
             8 => Some(Kind::ChildrenResult),
             9 => Some(Kind::ChildrenPending),
+            10 => Some(Kind::MetadataRead),
+            11 => Some(Kind::MetadataWrite),
             _ => None,
         }
     }
@@ -64,6 +70,8 @@ impl Kind {
             Kind::TokenResult | Kind::TokenPending => "wait.for-token",
             Kind::Trigger => "tasks.trigger",
             Kind::ChildrenResult | Kind::ChildrenPending => "tasks.wait",
+            Kind::MetadataRead => "metadata.get",
+            Kind::MetadataWrite => "metadata.update",
         }
     }
 }

@@ -36,6 +36,8 @@ mod bindings {
             "kiln:task/wait.for-token": async | trappable,
             "kiln:task/tasks.batch-trigger": async | trappable,
             "kiln:task/tasks.batch-trigger-and-wait": async | trappable,
+            "kiln:task/metadata.get": async | trappable,
+            "kiln:task/metadata.update": async | trappable,
         },
         exports: { default: async },
     });
@@ -364,6 +366,42 @@ pub trait RunServices: Send + Sync {
         &self,
         ids: Vec<String>,
     ) -> futures_util::future::BoxFuture<'static, Result<Vec<ChildState>, String>>;
+
+    /// The metadata of the run, its parent or its root (JSON text).
+    fn metadata(
+        &self,
+        target: MetadataTarget,
+    ) -> futures_util::future::BoxFuture<'static, Result<String, String>>;
+
+    /// Applies metadata changes and, in the same transaction, appends `flushed` and the call's
+    /// own entry (kind `MetadataWrite`). `Ok(Err)`: refused, nothing stored.
+    #[allow(clippy::type_complexity)]
+    fn update_metadata(
+        &self,
+        target: MetadataTarget,
+        changes: Vec<MetadataChange>,
+        flushed: Vec<Entry>,
+        digest: u64,
+    ) -> futures_util::future::BoxFuture<'static, Result<Result<String, String>, String>>;
+}
+
+/// One metadata change as the guest asked; values are JSON text.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetadataChange {
+    Set(String, String),
+    Delete(String),
+    Append(String, String),
+    Remove(String, String),
+    Increment(String, f64),
+    Replace(String),
+}
+
+/// Whose metadata a run reads or changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetadataTarget {
+    Current,
+    Parent,
+    Root,
 }
 
 /// A child run to trigger, as the guest asked.
@@ -690,6 +728,94 @@ impl bindings::kiln::task::tasks::Host for HostState {
             .collect()))
     }
 }
+
+impl bindings::kiln::task::metadata::Host for HostState {
+    async fn get(&mut self, target: WitTarget) -> wasmtime::Result<String> {
+        let target = metadata_target(target);
+        let digest = journal::digest(&[b"metadata.get", format!("{target:?}").as_bytes()]);
+        let replayed = self
+            .journal()
+            .replayed(Kind::MetadataRead, digest)
+            .map_err(wasmtime::Error::new)?;
+        if let Some(value) = replayed {
+            return Ok(String::from_utf8_lossy(&value).into_owned());
+        }
+        let value = match self.services.clone() {
+            Some(services) => services
+                .metadata(target)
+                .await
+                .map_err(|e| wasmtime::Error::msg(format!("could not read metadata: {e}")))?,
+            None => "{}".to_owned(),
+        };
+        self.journal()
+            .record(Kind::MetadataRead, digest, value.clone().into_bytes());
+        Ok(value)
+    }
+
+    async fn update(
+        &mut self,
+        target: WitTarget,
+        operations: Vec<WitOperation>,
+    ) -> wasmtime::Result<Result<String, String>> {
+        let target = metadata_target(target);
+        let changes: Vec<MetadataChange> = operations.into_iter().map(change).collect();
+        let digest = journal::digest(&[
+            b"metadata.update",
+            format!("{target:?} {changes:?}").as_bytes(),
+        ]);
+        let replayed = self
+            .journal()
+            .replayed(Kind::MetadataWrite, digest)
+            .map_err(wasmtime::Error::new)?;
+        if let Some(value) = replayed {
+            return serde_json::from_slice(&value).map_err(|e| {
+                wasmtime::Error::msg(format!("the journal's metadata entry is corrupt: {e}"))
+            });
+        }
+        let Some(services) = self.services.clone() else {
+            return Ok(Err("metadata needs a run".into()));
+        };
+        let flushed = self
+            .journal()
+            .take_recorded()
+            .map_err(wasmtime::Error::msg)?;
+        let result = services
+            .update_metadata(target, changes, flushed.clone(), digest)
+            .await
+            .map_err(|e| wasmtime::Error::msg(format!("could not change metadata: {e}")))?;
+        if result.is_err() {
+            let mut journal = self.journal();
+            journal.restore(flushed);
+            journal.record(
+                Kind::MetadataWrite,
+                digest,
+                serde_json::to_vec(&result).unwrap_or_default(),
+            );
+        }
+        Ok(result)
+    }
+}
+
+fn metadata_target(t: WitTarget) -> MetadataTarget {
+    match t {
+        WitTarget::Current => MetadataTarget::Current,
+        WitTarget::Parent => MetadataTarget::Parent,
+        WitTarget::Root => MetadataTarget::Root,
+    }
+}
+
+fn change(op: WitOperation) -> MetadataChange {
+    match op {
+        WitOperation::Set((key, v)) => MetadataChange::Set(key, v),
+        WitOperation::Del(key) => MetadataChange::Delete(key),
+        WitOperation::Append((key, v)) => MetadataChange::Append(key, v),
+        WitOperation::Remove((key, v)) => MetadataChange::Remove(key, v),
+        WitOperation::Increment((key, by)) => MetadataChange::Increment(key, by),
+        WitOperation::Replace(v) => MetadataChange::Replace(v),
+    }
+}
+
+use bindings::kiln::task::metadata::{Operation as WitOperation, Target as WitTarget};
 
 impl HostState {
     /// Triggers child runs once: a replay returns the runs the first execution made.

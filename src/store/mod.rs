@@ -24,12 +24,12 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
 pub use queries::{
-    Bootstrapped, FinishAttempt, Inserted, KeyInfo, NewKey, NewRun, ParentLink, RunFilter, RunPage,
-    RunUpdate, RunsJournal,
+    Bootstrapped, EntriesFor, FinishAttempt, Inserted, JournalWith, KeyInfo, NewKey, NewRun,
+    ParentLink, RunFilter, RunPage, RunUpdate,
 };
 pub use queues::{EnvironmentInfo, task_queue_name};
 pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};
-pub use tokens::{TokenFilter, TokenJournal};
+pub use tokens::TokenFilter;
 
 /// Most write requests joined into one transaction. Bounds the time a request waits for others.
 const MAX_GROUP: usize = 512;

@@ -595,20 +595,12 @@ impl Store {
         &self,
         runs: Vec<NewRun>,
         batch_id: Option<String>,
-        journal: RunsJournal,
+        journal: JournalWith<[Inserted]>,
     ) -> Result<Vec<Inserted>, StoreError> {
         self.write(move |c| {
             let now = runs.first().map_or(0, |r| r.now);
             let inserted = insert_all(c, runs, batch_id.as_deref())?;
-            let entries = (journal.entries)(&inserted);
-            super::tokens::append_journal(c, &journal.run_id, journal.attempt, entries, now)?;
-            let marked = c.execute(
-                "UPDATE runs SET checkpointed = 1 WHERE id = ?1 AND status = 'EXECUTING'",
-                [&journal.run_id],
-            )?;
-            if marked == 0 {
-                return Err(StoreError::Conflict);
-            }
+            commit_journal(c, journal, inserted.as_slice(), now)?;
             Ok(inserted)
         })
         .await
@@ -791,6 +783,36 @@ impl Store {
                 }
                 Err(e) => Ok(Err(e)),
             }
+        })
+        .await
+    }
+
+    /// Changes a run's metadata as [`Store::change_metadata`] does, for a run executing `journal`'s
+    /// attempt: the change, the attempt's journal segment (`journal.entries` gets the result) and
+    /// the mark that the attempt has a journal commit together; a refused change stores nothing.
+    pub async fn change_metadata_journaled(
+        &self,
+        run_id: &str,
+        now: Millis,
+        change: impl FnOnce(Option<String>) -> Result<String, String> + Send + 'static,
+        journal: JournalWith<str>,
+    ) -> Result<Result<String, String>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.write(move |c| {
+            let current: Option<String> =
+                c.query_row("SELECT metadata FROM runs WHERE id = ?1", [&run_id], |r| {
+                    r.get(0)
+                })?;
+            let next = match change(current) {
+                Ok(next) => next,
+                Err(why) => return Ok(Err(why)),
+            };
+            c.execute(
+                "UPDATE runs SET metadata = ?2, updated_at = ?3 WHERE id = ?1",
+                params![run_id, next, now],
+            )?;
+            commit_journal(c, journal, next.as_str(), now)?;
+            Ok(Ok(next))
         })
         .await
     }
@@ -1366,16 +1388,37 @@ fn insert_all(
     Ok(out)
 }
 
-/// A parent's journal to store with the child runs it triggers: `entries(inserted)` returns the
-/// encoded entries recorded since the last checkpoint followed by the trigger's own entry.
-pub struct RunsJournal {
+/// A run's journal to store together with an effect the run has (children it triggers, a token
+/// it makes, a metadata change): `entries(effect)` returns the encoded entries the attempt recorded
+/// since the last checkpoint followed by the call's own entry, which names the effect's result.
+pub struct JournalWith<T: ?Sized> {
     pub run_id: String,
     pub attempt: u32,
-    pub entries: EntriesFor,
+    pub entries: EntriesFor<T>,
 }
 
-/// Builds the parent's journal segment once its children are inserted.
-pub type EntriesFor = Box<dyn FnOnce(&[Inserted]) -> Vec<u8> + Send>;
+/// Builds a journal segment once the effect's result is known.
+pub type EntriesFor<T> = Box<dyn FnOnce(&T) -> Vec<u8> + Send>;
+
+/// Appends the segment of `journal` for `effect` and marks the run as having a journal, in the
+/// caller's transaction. `Conflict` if the run is no longer executing (canceled meanwhile).
+pub(super) fn commit_journal<T: ?Sized>(
+    c: &Connection,
+    journal: JournalWith<T>,
+    effect: &T,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let entries = (journal.entries)(effect);
+    super::tokens::append_journal(c, &journal.run_id, journal.attempt, entries, now)?;
+    let marked = c.execute(
+        "UPDATE runs SET checkpointed = 1 WHERE id = ?1 AND status = 'EXECUTING'",
+        [&journal.run_id],
+    )?;
+    if marked == 0 {
+        return Err(StoreError::Conflict);
+    }
+    Ok(())
+}
 
 pub(super) fn insert_one(
     c: &Connection,

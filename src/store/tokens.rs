@@ -7,7 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::queries::{lane_from_row, record_attempt};
+use super::queries::{JournalWith, commit_journal, lane_from_row, record_attempt};
 use super::{FinishAttempt, Store, StoreError};
 use crate::model::{Lane, Millis, NewToken, TokenStatus, WaitToken, new_id};
 
@@ -106,17 +106,6 @@ pub struct TokenFilter {
     pub created_to: Option<Millis>,
 }
 
-/// A run's journal to store with the token it creates: `entries(token, cached)` returns the
-/// encoded entries recorded since the last checkpoint followed by the token's own entry.
-pub struct TokenJournal {
-    pub run_id: String,
-    pub attempt: u32,
-    pub entries: JournalFor,
-}
-
-/// Builds a run's journal segment once the token it made (or found, `true`) is known.
-pub type JournalFor = Box<dyn FnOnce(&WaitToken, bool) -> Vec<u8> + Send>;
-
 impl Store {
     /// Creates a wait token, or returns the live token with the same idempotency key (`true`).
     /// With `journal`, the run's journal is appended in the same transaction and the run marked
@@ -124,7 +113,7 @@ impl Store {
     pub async fn create_token(
         &self,
         new: NewToken,
-        journal: Option<TokenJournal>,
+        journal: Option<JournalWith<(WaitToken, bool)>>,
     ) -> Result<(WaitToken, bool), StoreError> {
         self.write(move |c| {
             let mut found = None;
@@ -177,19 +166,12 @@ impl Store {
                     )
                 }
             };
-            if let Some(j) = journal {
-                let entries = (j.entries)(&token, cached);
-                append_journal(c, &j.run_id, j.attempt, entries, new.now)?;
-                let marked = c.execute(
-                    "UPDATE runs SET checkpointed = 1 WHERE id = ?1 AND status = 'EXECUTING'",
-                    [&j.run_id],
-                )?;
-                if marked == 0 {
-                    // Canceled meanwhile: the token stays, the run does not continue.
-                    return Err(StoreError::Conflict);
-                }
+            let made = (token, cached);
+            if let Some(journal) = journal {
+                // A run canceled meanwhile gets `Conflict`, and no token is stored.
+                commit_journal(c, journal, &made, new.now)?;
             }
-            Ok((token, cached))
+            Ok(made)
         })
         .await
     }

@@ -158,3 +158,37 @@ async fn a_parent_waiting_for_children_survives_a_restart_without_triggering_twi
     assert_eq!(run["output"][1]["ok"], "x");
     assert_eq!(list_children(&host, &id).await.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_changes_are_made_once_across_checkpoints_and_reach_the_parent() {
+    let host = TestHost::start_with(Options {
+        wait_threshold: Some(std::time::Duration::from_millis(100)),
+        ..Options::default()
+    })
+    .await;
+    host.deploy(guests::HELLO).await;
+    // Three steps, each followed by a checkpointed wait: replayed three times.
+    let id = host
+        .trigger("progress", json!({ "steps": 3, "ms": 300 }))
+        .await;
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let expected = json!({
+        "status": "started",
+        "steps": 3,
+        "log": ["step", "step", "step"],
+        "children_done": 1,
+    });
+    assert_eq!(run["output"], expected, "no change applied twice");
+    assert_eq!(run["metadata"], expected);
+
+    let parent = host
+        .trigger(
+            "parent",
+            json!({ "items": [["progress", { "steps": 1 }], ["progress", { "steps": 2 }]], "wait": true }),
+        )
+        .await;
+    let parent = host.wait_final(&parent).await;
+    assert_eq!(parent["status"], "COMPLETED", "{parent:#}");
+    assert_eq!(parent["metadata"], json!({ "children_done": 2 }));
+}

@@ -1,4 +1,4 @@
-//! The example kiln task component. One component, fourteen tasks, each showing one behaviour a
+//! The example kiln task component. One component, fifteen tasks, each showing one behaviour a
 //! task can have:
 //!
 //! | task    | does                                                                              |
@@ -14,6 +14,7 @@
 //! | `single` | `spin` on its own queue, limited to 1 at once                                     |
 //! | `approve` | `{"timeout_ms"?, "key"?}`: makes a wait token, waits for it; returns `{"token", "data"}` or `{"token", "timed_out"}` |
 //! | `parent` | `{"items": [[task, payload]…], "wait": bool}`: triggers the items as child runs; with `wait`, returns each child's `{"id", "ok"}` or `{"id", "error"}` in order, else their ids |
+//! | `progress` | counts `steps` in metadata (this run's, and its parent's `children_done`), waiting `ms` after each step |
 //! | `wait`  | `{"ms": N, "times": K, "spin_ms": S}`: reads the clock and randomness, then K times waits N ms and spins S ms; returns what it read |
 //! | `new-year` | scheduled: fires at midnight on 1 January in Berlin; returns its schedule payload |
 
@@ -54,6 +55,7 @@ kiln_sdk::tasks![
     Task::new("wait", wait).description("Reads the clock and randomness, then waits"),
     Task::new("approve", approve).description("Waits for a wait token to be completed"),
     Task::new("parent", parent).description("Triggers child runs, and waits for them if asked"),
+    Task::new("progress", progress).description("Counts its steps in metadata"),
     Task::new("new-year", echo)
         .description("Returns its schedule payload; fires at midnight on New Year's Day in Berlin")
         .schedule(Schedule::cron("0 0 1 1 *").timezone("Europe/Berlin")),
@@ -250,4 +252,32 @@ fn parent(payload: ParentPayload, _ctx: &Context) -> Result<Value, TaskError> {
             })
             .collect::<Vec<_>>(),
     ))
+}
+
+/// Payload of `progress`.
+#[derive(Deserialize)]
+struct ProgressPayload {
+    steps: u32,
+    #[serde(default)]
+    ms: u64,
+}
+
+fn progress(payload: ProgressPayload, _ctx: &Context) -> Result<Value, TaskError> {
+    use kiln_sdk::metadata;
+    let fail = |e: metadata::MetadataError| TaskError::abort(e.to_string());
+    metadata::current().set("status", "started").map_err(fail)?;
+    for _ in 0..payload.steps {
+        metadata::current().increment("steps", 1.0).map_err(fail)?;
+        metadata::current().append("log", "step").map_err(fail)?;
+        if payload.ms > 0 {
+            kiln_sdk::wait::for_duration(std::time::Duration::from_millis(payload.ms));
+        }
+    }
+    metadata::parent()
+        .increment("children_done", 1.0)
+        .map_err(fail)?;
+    if metadata::current().set("$.__proto__.x", 1).is_ok() {
+        return Err(TaskError::abort("a forbidden key was accepted"));
+    }
+    Ok(metadata::current().get())
 }

@@ -79,6 +79,7 @@
 //! * [`log`](mod@log) writes structured log lines.
 //! * [`wait`] waits inside a run; long waits checkpoint it.
 //! * [`child`] triggers child runs and waits for their results.
+//! * [`metadata`](mod@metadata) reads and changes run metadata.
 //! * [`bindings`] holds the raw bindings generated from the WIT; you rarely need them.
 //!
 //! The crate re-exports [`serde`] and [`serde_json`]; derive macros still need `serde` (with its
@@ -90,6 +91,7 @@ pub mod child;
 pub mod context;
 pub mod error;
 pub mod log;
+pub mod metadata;
 pub mod task;
 pub mod wait;
 
