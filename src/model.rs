@@ -609,6 +609,20 @@ pub struct WaitToken {
     pub completed_at: Option<Millis>,
 }
 
+/// Something a WAITING run waits for, as the run API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WaitingFor {
+    /// A time (a `DATETIME` waitpoint).
+    DateTime { id: String, completes_at: Millis },
+    /// A wait token (a `MANUAL` waitpoint).
+    Token {
+        id: String,
+        timeout_at: Option<Millis>,
+    },
+    /// A child run that has not ended.
+    Run { id: String },
+}
+
 /// A wait token to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewToken {

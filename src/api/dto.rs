@@ -11,7 +11,8 @@ use crate::engine::metadata::{MAX_METADATA_BYTES, MetadataOp};
 use crate::engine::{MAX_IDEMPOTENCY_KEY_LEN, MAX_TAG_LEN, MAX_TAGS};
 use crate::model::{
     Attempt, Delay, Deployment, Environment, LogLine, MAX_ATTEMPTS_CAP, Machine, Millis, Run,
-    RunError, RunStatus, TaskDefinition, TriggerOptions, parse_duration, parse_timestamp,
+    RunError, RunStatus, TaskDefinition, TriggerOptions, WaitingFor, parse_duration,
+    parse_timestamp,
 };
 use crate::store::{KeyInfo, RunPage};
 
@@ -559,10 +560,27 @@ pub struct RunDto {
     usage: UsageDto,
     queue: String,
     machine: &'static str,
+    /// kiln's: what a WAITING run waits for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    waitpoints: Vec<serde_json::Value>,
+}
+
+fn waiting_json(w: &WaitingFor) -> serde_json::Value {
+    match w {
+        WaitingFor::DateTime { id, completes_at } => {
+            serde_json::json!({ "id": id, "type": "DATETIME", "completesAt": iso(*completes_at) })
+        }
+        WaitingFor::Token { id, timeout_at } => serde_json::json!({
+            "id": id,
+            "type": "MANUAL",
+            "timeoutAt": timeout_at.map(iso),
+        }),
+        WaitingFor::Run { id } => serde_json::json!({ "type": "RUN", "runId": id }),
+    }
 }
 
 impl RunDto {
-    pub fn new(run: &Run, attempts: &[Attempt]) -> RunDto {
+    pub fn new(run: &Run, attempts: &[Attempt], waiting: &[WaitingFor]) -> RunDto {
         RunDto {
             common: CommonRunFields::new(run),
             depth: run.depth,
@@ -601,6 +619,7 @@ impl RunDto {
             },
             queue: run.queue.clone(),
             machine: run.machine.as_str(),
+            waitpoints: waiting.iter().map(waiting_json).collect(),
         }
     }
 }

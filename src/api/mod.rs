@@ -500,7 +500,7 @@ async fn reschedule_run(
     let delay = dto::parse_delay(delay, "delay").map_err(ApiError::bad_request)?;
     let run = state.engine.reschedule(&env, &run_id, delay).await?;
     let attempts = state.engine.store().attempts(&run.id).await?;
-    Ok(Json(dto::RunDto::new(&run, &attempts)))
+    Ok(Json(dto::RunDto::new(&run, &attempts, &[])))
 }
 
 async fn add_tags(
@@ -583,7 +583,12 @@ async fn retrieve_run(
         .await?
         .ok_or_else(|| ApiError::from(EngineError::RunNotFound(run_id)))?;
     let attempts = store.attempts(&run.id).await?;
-    Ok(Json(dto::RunDto::new(&run, &attempts)))
+    let waiting = if run.status == RunStatus::Waiting {
+        store.waiting_for(&run.id).await?
+    } else {
+        Vec::new()
+    };
+    Ok(Json(dto::RunDto::new(&run, &attempts, &waiting)))
 }
 
 async fn list_runs(

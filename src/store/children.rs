@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use super::queries::{lane_from_row, load_run, record_attempt};
 use super::{FinishAttempt, Store, StoreError};
-use crate::model::{Lane, Millis, Run};
+use crate::model::{Lane, Millis, Run, WaitingFor};
 
 /// Statuses in which a run has ended, as SQL.
 const FINAL: &str =
@@ -94,6 +94,41 @@ impl Store {
             for id in ids {
                 out.push(load_run(c, &id)?.filter(|r| r.environment_id == environment_id));
             }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// What a run waits for now: pending waitpoints and children that have not ended.
+    pub async fn waiting_for(&self, run_id: &str) -> Result<Vec<WaitingFor>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut out: Vec<WaitingFor> = c
+                .prepare_cached(
+                    "SELECT id, kind, completes_at FROM waitpoints \
+                     WHERE status = 'PENDING' AND (run_id = ?1 OR id IN \
+                       (SELECT waitpoint_id FROM waitpoint_waiters WHERE run_id = ?1)) \
+                     ORDER BY id",
+                )?
+                .query_map([&run_id], |r| {
+                    let (id, kind, at): (String, String, Option<Millis>) =
+                        (r.get(0)?, r.get(1)?, r.get(2)?);
+                    Ok(match (kind.as_str(), at) {
+                        ("DATETIME", Some(completes_at)) => {
+                            WaitingFor::DateTime { id, completes_at }
+                        }
+                        _ => WaitingFor::Token { id, timeout_at: at },
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let children = c
+                .prepare_cached(&format!(
+                    "SELECT w.child_run_id FROM run_waiters w JOIN runs r ON r.id = w.child_run_id \
+                     WHERE w.parent_run_id = ?1 AND r.status NOT IN {FINAL} ORDER BY w.child_run_id"
+                ))?
+                .query_map([&run_id], |r| Ok(WaitingFor::Run { id: r.get(0)? }))?
+                .collect::<Result<Vec<_>, _>>()?;
+            out.extend(children);
             Ok(out)
         })
         .await

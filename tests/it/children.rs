@@ -33,6 +33,7 @@ async fn a_parent_waits_for_its_children_and_gets_their_results_in_order() {
         .await;
     let waiting = host.wait_status(&id, "WAITING").await;
     assert_eq!(waiting["attempts"].as_array().unwrap().len(), 1);
+    assert_eq!(waiting["waitpoints"][0]["type"], "RUN", "{waiting:#}");
     let run = host.wait_final(&id).await;
     assert_eq!(run["status"], "COMPLETED", "{run:#}");
     let out = run["output"].as_array().unwrap();

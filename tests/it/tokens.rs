@@ -20,7 +20,7 @@ async fn a_token_completed_over_the_api_resumes_the_run_with_its_data() {
     let host = TestHost::start().await;
     host.deploy(guests::HELLO).await;
     let id = host.trigger("approve", json!({})).await;
-    host.wait_status(&id, "WAITING").await;
+    let waiting = host.wait_status(&id, "WAITING").await;
     assert_eq!(
         host.live_instances(),
         0,
@@ -29,6 +29,10 @@ async fn a_token_completed_over_the_api_resumes_the_run_with_its_data() {
 
     let token = the_token(&host).await;
     assert_eq!(token["status"], "WAITING");
+    assert_eq!(
+        waiting["waitpoints"],
+        json!([{ "id": token["id"], "type": "MANUAL", "timeoutAt": null }])
+    );
     assert_eq!(token["tags"], json!(["approval"]));
     let token_id = token["id"].as_str().unwrap();
     assert!(token_id.starts_with("waitpoint_"), "{token}");

@@ -87,6 +87,7 @@ async fn a_long_wait_checkpoints_holds_nothing_and_resumes() {
         waiting["attempts"][0]["status"], "EXECUTING",
         "the attempt is under way"
     );
+    assert_eq!(waiting["waitpoints"][0]["type"], "DATETIME", "{waiting:#}");
     // Checkpointed: no instance, no slot.
     assert_eq!(host.live_instances(), 0);
     let (_, queue) = host.get("/api/v1/queues/wait?type=task").await;
