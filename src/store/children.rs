@@ -134,6 +134,18 @@ impl Store {
         .await
     }
 
+    /// Bytes and segments of every stored journal (for the benchmark).
+    pub async fn journal_size(&self) -> Result<(u64, u64), StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT coalesce(sum(length(entries)), 0), count(*) FROM journal_segments",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?)
+        })
+        .await
+    }
+
     /// Ids of a run's children that have not ended.
     pub async fn live_children(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
         let run_id = run_id.to_owned();

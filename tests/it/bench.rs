@@ -50,3 +50,24 @@ async fn queue_scenario_claims_and_drains_at_each_backlog() {
     }
     assert!(report.claim_ratio > 0.0 && report.drain_ratio > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_scenario_checkpoints_resumes_and_measures_replay() {
+    let report = kiln::bench::waits(&kiln::bench::WaitsConfig {
+        waiting: 50,
+        repeat: 1,
+        concurrency: 2,
+        bench_wasm: guest_path(guests::BENCH),
+    })
+    .await
+    .expect("the waits scenario runs");
+    assert_eq!(report.waiting, 50);
+    assert!(report.journal_bytes_per_wait > 0.0, "{report:?}");
+    for x in [
+        report.checkpoint_runs_per_sec,
+        report.resume_runs_per_sec,
+        report.original_compute_ms,
+    ] {
+        assert!(x.is_finite() && x > 0.0, "{report:?}");
+    }
+}
