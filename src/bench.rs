@@ -4,9 +4,10 @@
 //! repository root says what each scenario measures, its targets, and the latest numbers.
 //!
 //! Scenarios drive a real host in-process (`host::start` on a temp data dir, API on a loopback
-//! port) and only observe it — through the engine's trigger path, the store's queries and, as
-//! an HTTP client like `cli`, the API. They never change how the host behaves. The baselines
-//! come from `sandbox::baseline`, so wasmtime stays inside `sandbox`.
+//! port) through what the host itself uses — the engine's trigger and queue calls, the store's
+//! queries and lane claim, a manual clock for the waits, and, as an HTTP client like `cli`, the
+//! API. They never change how the host behaves. The baselines come from `sandbox::baseline`, so
+//! wasmtime stays inside `sandbox`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -160,3 +160,67 @@ async fn a_run_canceled_while_waiting_stays_canceled() {
     assert_eq!(run["status"], "CANCELED", "{run:#}");
     assert_eq!(host.live_instances(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wasi_sleep_sleeps_in_place_and_counts_as_compute() {
+    let host = TestHost::start_with(Options {
+        wait_threshold: Some(Duration::from_millis(100)),
+        ..Options::default()
+    })
+    .await;
+    host.deploy(guests::BENCH).await;
+    // `std::thread::sleep` in the guest: a WASI clock wait, not a kiln wait.
+    let id = host.trigger("sleep", json!({ "ms": 400 })).await;
+    let mut statuses = Vec::new();
+    let run = loop {
+        let run = host.run(&id).await;
+        statuses.push(run["status"].as_str().unwrap().to_owned());
+        if run["isCompleted"] == true {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert!(!statuses.iter().any(|s| s == "WAITING"), "{statuses:?}");
+    assert!(
+        run["usage"]["computeMs"].as_u64().unwrap() >= 400,
+        "a WASI sleep counts as compute: {run:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_that_does_not_match_the_journal_is_task_nondeterministic() {
+    let (options, clock) = Options::manual_clock();
+    let host = TestHost::start_with(options).await;
+    host.deploy(guests::HELLO).await;
+    let id = host.trigger("wait", json!({ "ms": 3_600_000 })).await;
+    host.wait_status(&id, "WAITING").await;
+    // Tamper with the stored journal: the first recorded call now has another request digest.
+    let db = rusqlite::Connection::open(host.dir.join("kiln.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let mut entries: Vec<u8> = db
+        .query_row(
+            "SELECT entries FROM journal_segments WHERE run_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    entries[1] ^= 0xff;
+    db.execute(
+        "UPDATE journal_segments SET entries = ?2 WHERE run_id = ?1",
+        rusqlite::params![id, entries],
+    )
+    .unwrap();
+    drop(db);
+
+    clock.advance(Duration::from_secs(3_600));
+    host.wake();
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "CRASHED", "{run:#}");
+    assert_eq!(run["error"]["code"], "TASK_NONDETERMINISTIC", "{run:#}");
+    let message = run["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("on replay") && message.contains("but the recorded run made"),
+        "names both calls: {message}"
+    );
+}
