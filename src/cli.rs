@@ -117,6 +117,12 @@ enum RunsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Follow a run as it changes (status, attempts, output) until it finishes.
+    Watch {
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Trigger a new run with the same task, payload and tags, on the latest version.
     Replay {
         id: String,
@@ -606,6 +612,41 @@ async fn keys(cmd: KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `data:` payloads of a Server-Sent Events response, one per event.
+fn sse_data(
+    response: reqwest::Response,
+) -> impl futures_util::Stream<Item = anyhow::Result<String>> {
+    futures_util::stream::unfold(
+        (response.bytes_stream(), String::new()),
+        |(mut body, mut buffer)| async move {
+            loop {
+                if let Some(end) = buffer.find("\n\n") {
+                    let frame: String = buffer.drain(..end + 2).collect();
+                    let data: String = frame
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("data:"))
+                        .map(str::trim_start)
+                        .collect();
+                    if data.is_empty() {
+                        continue;
+                    }
+                    return Some((Ok(data), (body, buffer)));
+                }
+                match futures_util::StreamExt::next(&mut body).await {
+                    Some(Ok(chunk)) => buffer.push_str(&String::from_utf8_lossy(&chunk)),
+                    Some(Err(e)) => {
+                        return Some((
+                            Err(anyhow::Error::new(e).context("the stream broke")),
+                            (body, buffer),
+                        ));
+                    }
+                    None => return None,
+                }
+            }
+        },
+    )
+}
+
 /// Prints a line of the host's startup banner. A closed stdout (`kiln serve | head -1`) must not
 /// stop the host, so write errors are ignored.
 fn say(line: String) {
@@ -787,6 +828,38 @@ async fn runs(cmd: RunsCommand) -> anyhow::Result<()> {
             println!("tags: {}", all.join(", "));
             Ok(())
         }
+        RunsCommand::Watch { id, client } => {
+            let c = Client::new(&client)?;
+            let path = format!("/realtime/v1/runs/{}", encode(&id));
+            let response = c.open(c.get(&path)).await?;
+            let mut last = String::new();
+            let mut events = Box::pin(sse_data(response));
+            while let Some(data) = futures_util::StreamExt::next(&mut events).await {
+                let run: Value = serde_json::from_str(&data?)?;
+                if client.json {
+                    println!("{run}");
+                    continue;
+                }
+                let line = format!(
+                    "{}  attempt {}",
+                    s(&run["status"]),
+                    run["attemptCount"].as_u64().unwrap_or(0)
+                );
+                if line != last {
+                    println!("{line}");
+                    last = line;
+                }
+                if run["isCompleted"] == true {
+                    if let Some(output) = run.get("output") {
+                        println!("output: {output}");
+                    }
+                    if let Some(error) = run.get("error") {
+                        println!("error: {}", s(&error["message"]));
+                    }
+                }
+            }
+            Ok(())
+        }
         RunsCommand::Logs { id, client } => {
             let c = Client::new(&client)?;
             let mut after = 0i64;
@@ -921,6 +994,28 @@ impl Client {
         self.http
             .post(format!("{}{path}", self.base))
             .bearer_auth(&self.key)
+    }
+
+    /// Sends a request and returns the response if it succeeded (for streams); errors as `send`.
+    async fn open(&self, request: reqwest::RequestBuilder) -> anyhow::Result<reqwest::Response> {
+        let response = match request.send().await {
+            Ok(r) => r,
+            Err(e) if e.is_connect() => bail!(
+                "cannot reach kiln at {}: start it with `kiln serve` (or set KILN_API_URL to where it runs)",
+                self.base
+            ),
+            Err(e) => return Err(e).context(format!("request to {} failed", self.base)),
+        };
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_owned))
+            .unwrap_or(text);
+        bail!("{message} ({status})")
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> anyhow::Result<Value> {

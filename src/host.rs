@@ -262,6 +262,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let app = api::router(ApiState {
+        realtime: api::realtime::Hub::start(store.clone()),
         engine: engine.clone(),
         max_component_bytes: config.max_component_bytes,
     });

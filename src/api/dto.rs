@@ -580,6 +580,11 @@ fn waiting_json(w: &WaitingFor) -> serde_json::Value {
 }
 
 impl RunDto {
+    /// Whether the run has finished.
+    pub fn is_completed(&self) -> bool {
+        self.common.is_completed
+    }
+
     pub fn new(run: &Run, attempts: &[Attempt], waiting: &[WaitingFor]) -> RunDto {
         RunDto {
             common: CommonRunFields::new(run),

@@ -6,6 +6,7 @@
 
 mod dto;
 mod queues;
+pub mod realtime;
 mod schedules;
 mod tokens;
 
@@ -40,6 +41,8 @@ const MAX_LOG_PAGE: usize = 1_000;
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Arc<Engine>,
+    /// Shared watches of runs for the realtime streams.
+    pub realtime: Arc<realtime::Hub>,
     /// Largest component upload, in bytes.
     pub max_component_bytes: usize,
 }
@@ -97,6 +100,8 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/waitpoints/tokens/{token_id}/callback/{capability}",
             post(tokens::callback),
         )
+        .route("/realtime/v1/runs", get(realtime::subscribe_tags))
+        .route("/realtime/v1/runs/{run_id}", get(realtime::subscribe_run))
         .route("/api/v1/queues", get(queues::list_queues))
         .route("/api/v1/queues/{queue}", get(queues::retrieve_queue))
         .route("/api/v1/queues/{queue}/pause", post(queues::pause_queue))
@@ -577,18 +582,10 @@ async fn retrieve_run(
     Authed(env): Authed,
     Path(run_id): Path<String>,
 ) -> Result<Json<dto::RunDto>, ApiError> {
-    let store = state.engine.store();
-    let run = store
-        .run(&env.id, &run_id)
+    realtime::run_dto(state.engine.store(), &env.id, &run_id)
         .await?
-        .ok_or_else(|| ApiError::from(EngineError::RunNotFound(run_id)))?;
-    let attempts = store.attempts(&run.id).await?;
-    let waiting = if run.status == RunStatus::Waiting {
-        store.waiting_for(&run.id).await?
-    } else {
-        Vec::new()
-    };
-    Ok(Json(dto::RunDto::new(&run, &attempts, &waiting)))
+        .map(Json)
+        .ok_or_else(|| ApiError::from(EngineError::RunNotFound(run_id)))
 }
 
 async fn list_runs(

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 pub use queries::{
     Bootstrapped, EntriesFor, FinishAttempt, Inserted, JournalWith, KeyInfo, NewKey, NewRun,
@@ -77,6 +77,8 @@ type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 pub struct Store {
     writer: mpsc::UnboundedSender<Job>,
     readers: Arc<ReaderPool>,
+    /// Counts committed write groups; watchers re-read what they watch when it moves.
+    commits: Arc<watch::Sender<u64>>,
 }
 
 struct ReaderPool {
@@ -91,11 +93,16 @@ impl Store {
         let conn = open_connection(&path, false)?;
         migrate(&conn, &path)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let commits = Arc::new(watch::Sender::new(0));
         thread::Builder::new()
             .name("kiln-store-writer".into())
-            .spawn(move || writer_loop(conn, rx))
+            .spawn({
+                let commits = commits.clone();
+                move || writer_loop(conn, rx, &commits)
+            })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Store {
+            commits,
             writer: tx,
             readers: Arc::new(ReaderPool {
                 path,
@@ -120,6 +127,11 @@ impl Store {
         });
         self.writer.send(job).map_err(|_| StoreError::Closed)?;
         reply_rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Ticks after every committed write group (the value counts them).
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.commits.subscribe()
     }
 
     /// Runs `op` on a read connection on the blocking pool.
@@ -196,7 +208,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
+fn writer_loop(
+    conn: Connection,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    commits: &watch::Sender<u64>,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -212,7 +228,10 @@ fn writer_loop(conn: Connection, mut rx: mpsc::UnboundedReceiver<Job>) {
                     .map(|job| run_in_savepoint(&conn, job))
                     .collect();
                 match conn.execute_batch("COMMIT") {
-                    Ok(()) => replies.into_iter().map(|r| (r, Ok(()))).collect::<Vec<_>>(),
+                    Ok(()) => {
+                        commits.send_modify(|n| *n += 1);
+                        replies.into_iter().map(|r| (r, Ok(()))).collect::<Vec<_>>()
+                    }
                     Err(e) => {
                         let _ = conn.execute_batch("ROLLBACK");
                         let msg = e.to_string();

@@ -325,3 +325,19 @@ async fn a_run_waits_for_a_token_completed_from_the_cli() {
     ));
     assert!(made.trim().starts_with("waitpoint_"), "{made}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_watch_follows_a_run_until_it_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ServeProcess::start(dir.path(), &["--wait-threshold", "100ms"]);
+    let id = ok(kiln(&host, &["trigger", "wait", r#"{"ms":1000}"#]))
+        .trim()
+        .to_owned();
+    let out = ok(kiln(&host, &["runs", "watch", &id]));
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.iter().any(|l| l.starts_with("WAITING")), "{out}");
+    assert!(lines.iter().any(|l| l.starts_with("COMPLETED")), "{out}");
+    assert!(out.contains("output: {"), "{out}");
+    let missing = kiln(&host, &["runs", "watch", "run_nope"]);
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+}

@@ -9,6 +9,7 @@ mod deploy;
 mod limits;
 mod options;
 mod queues;
+mod realtime;
 mod restart;
 mod runs;
 mod schedules;
