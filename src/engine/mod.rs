@@ -144,6 +144,9 @@ pub struct Engine {
     executing: Mutex<HashMap<String, CancelHandle>>,
     /// Earliest known delayed-run, TTL or schedule deadline; timer passes run only once it has come.
     timer_due: AtomicI64,
+    /// Counts `arm_timer` calls, so a timer pass knows whether a deadline was armed while it ran
+    /// (and may not have been seen by its reads).
+    timer_arms: std::sync::atomic::AtomicU64,
     /// The memory pool in MiB permits; each executing attempt holds its machine's memory.
     memory: Arc<Semaphore>,
     memory_pool_mib: u32,
@@ -171,6 +174,7 @@ impl Engine {
             executing: Mutex::new(HashMap::new()),
             // Unknown at start: the first dispatcher pass looks.
             timer_due: AtomicI64::new(i64::MIN),
+            timer_arms: std::sync::atomic::AtomicU64::new(0),
             memory: Arc::new(Semaphore::new(pool_mib as usize)),
             memory_pool_mib: pool_mib,
             scheduler: Mutex::new(Scheduler::new(config.environment_concurrency)),
@@ -190,8 +194,10 @@ impl Engine {
         self.wake.notify_one();
     }
 
+    /// Makes sure the timer pass runs by `at`. Call it after the deadline's row is committed.
     fn arm_timer(&self, at: Option<Millis>) {
         if let Some(at) = at {
+            self.timer_arms.fetch_add(1, Ordering::SeqCst);
             self.timer_due.fetch_min(at, Ordering::SeqCst);
         }
     }
@@ -694,7 +700,7 @@ impl Engine {
                 error: Some(RunError::coded("TASK_RUN_CANCELLED", "Canceled by user")),
                 ..run_update(&run, &t, self.now())
             };
-            match self.store.update_run(update).await {
+            match self.end_run(&run, update, AttemptStatus::Canceled).await {
                 Ok(resumed) => {
                     self.activate(resumed);
                     if t.effects.contains(&Effect::InterruptAttempt)
@@ -713,6 +719,33 @@ impl Engine {
             }
         }
         Err(EngineError::Contended)
+    }
+
+    /// Applies a change that ends a run not executing now. A checkpointed attempt (the run waits,
+    /// or was queued to continue) is closed with `attempt_status` and its journal dropped.
+    async fn end_run(
+        &self,
+        run: &Run,
+        update: RunUpdate,
+        attempt_status: AttemptStatus,
+    ) -> Result<Vec<Lane>, StoreError> {
+        if run.checkpointed && run.status != RunStatus::Executing {
+            let error = update.error.clone();
+            self.store
+                .finish_attempt(FinishAttempt {
+                    update,
+                    attempt: run.attempt_count,
+                    attempt_status,
+                    attempt_error: error,
+                    output: None,
+                    fuel_used: 0,
+                    compute_ms: 0,
+                    logs: Vec::new(),
+                })
+                .await
+        } else {
+            self.store.update_run(update).await
+        }
     }
 
     fn executing_handle(&self, run_id: &str) -> Option<CancelHandle> {
@@ -852,6 +885,7 @@ impl Engine {
         if self.timer_due.load(Ordering::SeqCst) > now {
             return;
         }
+        let arms = self.timer_arms.load(Ordering::SeqCst);
         // Both transitions come from the state machine; the store applies them in bulk.
         debug_assert!(
             transition(
@@ -915,7 +949,13 @@ impl Engine {
             }
         };
         let next = schedules_next.map_or(next, |at| at.min(next));
-        // A trigger may have armed an earlier deadline meanwhile; keep the earlier one.
+        // A deadline armed while this pass ran may be missing from what it read: then look again
+        // at once instead of sleeping past it. Otherwise keep any earlier deadline armed since.
+        let next = if self.timer_arms.load(Ordering::SeqCst) == arms {
+            next
+        } else {
+            now
+        };
         let _ = self
             .timer_due
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |due| {
@@ -982,7 +1022,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(run.id.clone(), cancel.clone());
-        let _unregister = Unregister(&self.executing, &run.id);
+        let _unregister = Unregister(&self.executing, &run.id, cancel.clone());
         match self
             .store
             .start_attempt(&run.id, &deployment.id, attempt, self.now())
@@ -1084,8 +1124,9 @@ impl Engine {
             let entries = journal::encode(&recorded);
             let stored = match wait {
                 WaitFor::Until(until) => {
+                    let stored = self.store.checkpoint(checkpoint, entries, until).await;
                     self.arm_timer(Some(until));
-                    self.store.checkpoint(checkpoint, entries, until).await
+                    stored
                 }
                 // The token may have been completed meanwhile: then the run is queued at once.
                 WaitFor::Token(token) => self
@@ -1217,7 +1258,7 @@ impl Engine {
             error: Some(RunError::coded(code, message)),
             ..run_update(run, &t, self.now())
         };
-        match self.store.update_run(update).await {
+        match self.end_run(run, update, AttemptStatus::Failed).await {
             Ok(resumed) => self.activate(resumed),
             Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
         }
@@ -1264,14 +1305,19 @@ fn queue_ref_name(queue: &QueueRef) -> String {
 }
 
 /// Removes a run's cancel handle when its attempt ends, however it ends.
-struct Unregister<'a>(&'a Mutex<HashMap<String, CancelHandle>>, &'a str);
+struct Unregister<'a>(
+    &'a Mutex<HashMap<String, CancelHandle>>,
+    &'a str,
+    CancelHandle,
+);
 
 impl Drop for Unregister<'_> {
     fn drop(&mut self) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(self.1);
+        let mut executing = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Only its own: a newer execution of the run (resumed meanwhile) keeps its handle.
+        if executing.get(self.1).is_some_and(|h| h.same(&self.2)) {
+            executing.remove(self.1);
+        }
     }
 }
 

@@ -15,8 +15,8 @@ use super::{Engine, EngineError, TriggerItem};
 use crate::model::{Delay, Machine, RunStatus, TokenStatus, TriggerOptions, WaitToken};
 use crate::sandbox::journal::{self, Entry, Kind};
 use crate::sandbox::{
-    ChildItem, ChildResult, ChildRun, ChildState, MetadataChange, MetadataTarget, RunServices,
-    TokenCreated, TokenRequest, TokenState,
+    ChildItem, ChildResult, ChildRun, ChildState, Flushed, MetadataChange, MetadataTarget,
+    RunServices, TokenCreated, TokenRequest, TokenState,
 };
 use crate::store::{Inserted, JournalWith, ParentLink, StoreError};
 
@@ -165,7 +165,7 @@ impl RunServices for RunHost {
     fn create_token(
         &self,
         request: TokenRequest,
-        flushed: Vec<Entry>,
+        flushed: Flushed,
         digest: u64,
     ) -> BoxFuture<'static, Result<TokenCreated, String>> {
         let engine = self.engine.clone();
@@ -173,7 +173,12 @@ impl RunServices for RunHost {
         let (run_id, attempt) = (self.run_id.clone(), self.attempt);
         Box::pin(async move {
             let entries_engine = engine.clone();
+            let Flushed {
+                entries: flushed,
+                logs,
+            } = flushed;
             let journal = JournalWith {
+                logs,
                 run_id,
                 attempt,
                 entries: Box::new(move |(token, cached): &(WaitToken, bool)| {
@@ -212,7 +217,7 @@ impl RunServices for RunHost {
         &self,
         items: Vec<ChildItem>,
         wait: bool,
-        flushed: Vec<Entry>,
+        flushed: Flushed,
         digest: u64,
     ) -> BoxFuture<'static, Result<Result<Vec<ChildRun>, String>, String>> {
         let engine = self.engine.clone();
@@ -247,7 +252,12 @@ impl RunServices for RunHost {
                 Err(EngineError::Store(e)) => return Err(e.to_string()),
                 Err(refused) => return Ok(Err(refused.to_string())),
             };
+            let Flushed {
+                entries: flushed,
+                logs,
+            } = flushed;
             let journal = JournalWith {
+                logs,
                 run_id,
                 attempt,
                 entries: Box::new(move |inserted: &[Inserted]| {
@@ -317,7 +327,7 @@ impl RunServices for RunHost {
         &self,
         target: MetadataTarget,
         changes: Vec<MetadataChange>,
-        flushed: Vec<Entry>,
+        flushed: Flushed,
         digest: u64,
     ) -> BoxFuture<'static, Result<Result<String, String>, String>> {
         let engine = self.engine.clone();
@@ -332,7 +342,12 @@ impl RunServices for RunHost {
                 Ok(ops) => ops,
                 Err(why) => return Ok(Err(why)),
             };
+            let Flushed {
+                entries: flushed,
+                logs,
+            } = flushed;
             let journal = JournalWith {
+                logs,
                 run_id,
                 attempt,
                 entries: Box::new(move |next: &str| {

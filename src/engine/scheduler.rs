@@ -56,8 +56,8 @@ enum Readiness {
 struct LaneState {
     running: u32,
     readiness: Readiness,
-    /// Bumped each time the lane enters the rotation; rotation entries of older generations are
-    /// stale and skipped.
+    /// Set (from the scheduler-wide counter, never reused) each time the lane enters the
+    /// rotation; rotation entries of other generations are stale and skipped.
     generation: u64,
     /// Bumped by every activation, so a short claim cannot idle a lane a newer run just entered.
     activations: u64,
@@ -88,6 +88,9 @@ pub struct Scheduler {
     ring: VecDeque<String>,
     lanes: HashMap<Lane, LaneState>,
     queues: HashMap<(String, String), QueueState>,
+    /// Source of lane generations; never reset, so a forgotten lane's stale rotation entries
+    /// can never match the lane again.
+    generations: u64,
 }
 
 impl Scheduler {
@@ -99,6 +102,7 @@ impl Scheduler {
             ring: VecDeque::new(),
             lanes: HashMap::new(),
             queues: HashMap::new(),
+            generations: 0,
         }
     }
 
@@ -106,6 +110,11 @@ impl Scheduler {
     pub fn set_environment_limit(&mut self, environment_id: &str, limit: Option<u32>) {
         let env = self.envs.entry(environment_id.to_owned()).or_default();
         env.limit = limit;
+        // It may have left the ring at its old limit with lanes still ready.
+        if !env.in_ring && !env.rotation.is_empty() {
+            env.in_ring = true;
+            self.ring.push_back(environment_id.to_owned());
+        }
         self.unpark(|lane| lane.environment_id == environment_id);
     }
 
@@ -155,7 +164,8 @@ impl Scheduler {
         state.activations += 1;
         if state.readiness == Readiness::Idle {
             state.readiness = Readiness::Ready;
-            state.generation += 1;
+            self.generations += 1;
+            state.generation = self.generations;
             env.rotation.push_back((lane.clone(), state.generation));
         }
         if !env.in_ring {
@@ -275,7 +285,8 @@ impl Scheduler {
                 && state.running < lane_limit(limits, env_limit)
             {
                 state.readiness = Readiness::Ready;
-                state.generation += 1;
+                self.generations += 1;
+                state.generation = self.generations;
                 env.rotation.push_back((lane.clone(), state.generation));
             }
         }
@@ -294,7 +305,8 @@ impl Scheduler {
             }
             let env = self.envs.entry(lane.environment_id.clone()).or_default();
             state.readiness = Readiness::Ready;
-            state.generation += 1;
+            self.generations += 1;
+            state.generation = self.generations;
             env.rotation.push_back((lane.clone(), state.generation));
             if !env.in_ring {
                 env.in_ring = true;
@@ -438,6 +450,40 @@ mod tests {
         );
         s.release(&lane("e", "q1", None));
         assert_eq!(start(&mut s, 1).len(), 1);
+    }
+
+    #[test]
+    fn raising_an_environment_limit_from_zero_starts_its_runs() {
+        let mut s = Scheduler::new(100);
+        s.set_environment_limit("e", Some(0));
+        s.activate(lane("e", "q", None));
+        assert!(start(&mut s, 10).is_empty());
+        s.set_environment_limit("e", Some(2));
+        assert_eq!(start(&mut s, 10).len(), 2);
+    }
+
+    #[test]
+    fn a_forgotten_lane_comes_back_once_in_the_rotation() {
+        let mut s = Scheduler::new(100);
+        let (a, b) = (lane("e", "q", Some("a")), lane("e", "q", Some("b")));
+        s.activate(a.clone());
+        s.activate(b.clone());
+        // `a` is planned, comes up short (idle) and its run ends: forgotten, with a stale entry.
+        let claims = s.plan(1);
+        assert_eq!(claims[0].lane, a);
+        s.claimed(&claims[0], 1);
+        s.release(&a);
+        let claims = s.plan(1);
+        assert_eq!(claims[0].lane, b);
+        s.claimed(&claims[0], 1);
+        let claims = s.plan(1);
+        s.claimed(&claims[0], 0);
+        s.release(&a);
+        // Activated again, it takes one turn per round, not two.
+        s.activate(a.clone());
+        let started = start(&mut s, 4);
+        let turns = started.iter().filter(|l| **l == a).count();
+        assert_eq!(turns, 2, "{started:?}");
     }
 
     #[test]

@@ -16,8 +16,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// Most bytes of journal one attempt may record before its checkpoint is refused.
-pub const MAX_JOURNAL_BYTES: usize = 4 << 20;
+/// Most bytes of journal one attempt may hold (replayed and recorded together); past it the
+/// attempt's next checkpoint or effect fails it.
+pub const MAX_JOURNAL_BYTES: usize = 16 << 20;
 
 /// The kind of a journaled host call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,8 +166,8 @@ pub struct Journal {
     diverged: Option<Divergence>,
     /// Set once recording stopped at [`MAX_JOURNAL_BYTES`].
     overflowed: bool,
-    /// Bytes recorded (for the cap).
-    recorded_bytes: usize,
+    /// Bytes of the whole journal: replayed and recorded (for the cap).
+    total_bytes: usize,
     /// True while entries remain to replay; shared with the log capture, which drops lines then.
     replaying_flag: Arc<AtomicBool>,
 }
@@ -176,6 +177,7 @@ impl Journal {
     pub fn replaying(entries: Vec<Entry>) -> Journal {
         Journal {
             replaying_flag: Arc::new(AtomicBool::new(!entries.is_empty())),
+            total_bytes: entries.iter().map(Entry::size).sum(),
             replay: entries.into(),
             ..Journal::default()
         }
@@ -245,7 +247,6 @@ impl Journal {
 
     /// Puts back entries taken for a flush that did not happen, ahead of any recorded since.
     pub fn restore(&mut self, mut entries: Vec<Entry>) {
-        self.recorded_bytes += entries.iter().map(Entry::size).sum::<usize>();
         entries.append(&mut self.recorded);
         self.recorded = entries;
     }
@@ -265,10 +266,10 @@ impl Journal {
             digest,
             value,
         };
-        if self.recorded_bytes + entry.size() > MAX_JOURNAL_BYTES {
+        if self.total_bytes + entry.size() > MAX_JOURNAL_BYTES {
             self.overflowed = true;
         } else {
-            self.recorded_bytes += entry.size();
+            self.total_bytes += entry.size();
             self.recorded.push(entry);
         }
     }
@@ -297,11 +298,10 @@ impl Journal {
     pub fn take_recorded(&mut self) -> Result<Vec<Entry>, String> {
         if self.overflowed {
             return Err(format!(
-                "the run made more host calls (clock reads, waits) before waiting than a checkpoint can hold ({} MiB)",
+                "the attempt's journal (what it observed from the host: clock reads, waits, token and child results, metadata) passed {} MiB; make fewer or smaller host calls before waiting",
                 MAX_JOURNAL_BYTES >> 20
             ));
         }
-        self.recorded_bytes = 0;
         Ok(std::mem::take(&mut self.recorded))
     }
 }
@@ -394,7 +394,7 @@ mod tests {
         for _ in 0..=(MAX_JOURNAL_BYTES / (HEADER_BYTES + 8)) {
             j.call(Kind::MonotonicClock, 0, || number(1)).unwrap();
         }
-        assert!(j.recorded_bytes <= MAX_JOURNAL_BYTES);
+        assert!(j.total_bytes <= MAX_JOURNAL_BYTES);
         assert!(j.take_recorded().is_err());
     }
 }

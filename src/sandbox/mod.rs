@@ -236,6 +236,11 @@ impl CancelHandle {
     pub fn cancel(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
+
+    /// Whether both handles cancel the same attempt.
+    pub fn same(&self, other: &CancelHandle) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
 }
 
 /// The result of one attempt.
@@ -331,6 +336,14 @@ pub enum TokenState {
     NotFound,
 }
 
+/// What an attempt recorded since its last checkpoint, stored with the next effect: journal
+/// entries and log lines (so a replay, which drops log lines, loses none).
+#[derive(Debug, Clone, Default)]
+pub struct Flushed {
+    pub entries: Vec<Entry>,
+    pub logs: Vec<LogLine>,
+}
+
 /// What an executing run may ask of the host, besides the journal. Implemented by the engine;
 /// calls that have effects commit them together with the journal recorded so far.
 pub trait RunServices: Send + Sync {
@@ -339,7 +352,7 @@ pub trait RunServices: Send + Sync {
     fn create_token(
         &self,
         request: TokenRequest,
-        flushed: Vec<Entry>,
+        flushed: Flushed,
         digest: u64,
     ) -> futures_util::future::BoxFuture<'static, Result<TokenCreated, String>>;
 
@@ -357,7 +370,7 @@ pub trait RunServices: Send + Sync {
         &self,
         items: Vec<ChildItem>,
         wait: bool,
-        flushed: Vec<Entry>,
+        flushed: Flushed,
         digest: u64,
     ) -> futures_util::future::BoxFuture<'static, Result<Result<Vec<ChildRun>, String>, String>>;
 
@@ -380,7 +393,7 @@ pub trait RunServices: Send + Sync {
         &self,
         target: MetadataTarget,
         changes: Vec<MetadataChange>,
-        flushed: Vec<Entry>,
+        flushed: Flushed,
         digest: u64,
     ) -> futures_util::future::BoxFuture<'static, Result<Result<String, String>, String>>;
 }
@@ -494,6 +507,25 @@ impl HostState {
         self.journal.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Takes what was recorded since the last checkpoint, for an effect to store.
+    fn flush(&self) -> wasmtime::Result<Flushed> {
+        let entries = self
+            .journal()
+            .take_recorded()
+            .map_err(wasmtime::Error::msg)?;
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner()).drain();
+        Ok(Flushed { entries, logs })
+    }
+
+    /// Puts back what [`HostState::flush`] took when the effect stored nothing.
+    fn unflush(&self, flushed: Flushed) {
+        self.journal().restore(flushed.entries);
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .restore(flushed.logs);
+    }
+
     /// A wait: its deadline is journaled (so a replay waits for the same instant), then it sleeps
     /// in place if short, or unwinds the guest to checkpoint.
     async fn wait(
@@ -569,10 +601,7 @@ impl bindings::kiln::task::wait::Host for HostState {
                         "wait tokens can only be made by a run".into(),
                     )));
                 };
-                let flushed = self
-                    .journal()
-                    .take_recorded()
-                    .map_err(wasmtime::Error::msg)?;
+                let flushed = self.flush()?;
                 services
                     .create_token(request, flushed, digest)
                     .await
@@ -775,18 +804,14 @@ impl bindings::kiln::task::metadata::Host for HostState {
         let Some(services) = self.services.clone() else {
             return Ok(Err("metadata needs a run".into()));
         };
-        let flushed = self
-            .journal()
-            .take_recorded()
-            .map_err(wasmtime::Error::msg)?;
+        let flushed = self.flush()?;
         let result = services
             .update_metadata(target, changes, flushed.clone(), digest)
             .await
             .map_err(|e| wasmtime::Error::msg(format!("could not change metadata: {e}")))?;
         if result.is_err() {
-            let mut journal = self.journal();
-            journal.restore(flushed);
-            journal.record(
+            self.unflush(flushed);
+            self.journal().record(
                 Kind::MetadataWrite,
                 digest,
                 serde_json::to_vec(&result).unwrap_or_default(),
@@ -860,19 +885,15 @@ impl HostState {
         let Some(services) = self.services.clone() else {
             return Ok(Err("child runs can only be triggered by a run".into()));
         };
-        let flushed = self
-            .journal()
-            .take_recorded()
-            .map_err(wasmtime::Error::msg)?;
+        let flushed = self.flush()?;
         let result = services
             .trigger_children(items, wait, flushed.clone(), digest)
             .await
             .map_err(|e| wasmtime::Error::msg(format!("could not trigger child runs: {e}")))?;
         if result.is_err() {
             // Nothing was stored: keep the entries for the next checkpoint, and the refusal too.
-            let mut journal = self.journal();
-            journal.restore(flushed);
-            journal.record(
+            self.unflush(flushed);
+            self.journal().record(
                 Kind::Trigger,
                 digest,
                 serde_json::to_vec(&result).unwrap_or_default(),

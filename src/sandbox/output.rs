@@ -125,6 +125,17 @@ impl LogBuffer {
         text.trim().to_owned()
     }
 
+    /// The complete lines so far, for storing with an effect; the caps keep counting.
+    pub fn drain(&mut self) -> Vec<LogLine> {
+        std::mem::take(&mut self.lines)
+    }
+
+    /// Puts back lines [`LogBuffer::drain`] took that were not stored after all.
+    pub fn restore(&mut self, mut lines: Vec<LogLine>) {
+        lines.append(&mut self.lines);
+        self.lines = lines;
+    }
+
     /// Finishes the attempt's log: flushes unterminated lines and notes dropped ones.
     pub fn take(&mut self) -> Vec<LogLine> {
         for (index, level) in [(0, LogLevel::Info), (1, LogLevel::Error)] {

@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[&str] = &[
     V7_SCHEDULES,
     V8_TOKENS,
     V9_CHILD_RUNS,
+    V10_WAITER_INDEX,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -344,4 +345,9 @@ CREATE TABLE run_waiters (
     PRIMARY KEY (child_run_id, parent_run_id)
 );
 CREATE INDEX run_waiters_by_parent ON run_waiters (parent_run_id);
+"#;
+
+/// What a run waits for is looked up by run.
+const V10_WAITER_INDEX: &str = r#"
+CREATE INDEX waitpoint_waiters_by_run ON waitpoint_waiters (run_id);
 "#;

@@ -212,12 +212,22 @@ pub(super) fn record_attempt(
             compute_ms as i64,
         ],
     )?;
+    insert_logs(c, &update.run_id, &logs)?;
+    // An attempt that ended needs its journal no more.
+    if attempt_status != AttemptStatus::Executing {
+        c.prepare_cached("DELETE FROM journal_segments WHERE run_id = ?1 AND attempt = ?2")?
+            .execute(params![update.run_id, attempt])?;
+    }
+    Ok((canceled, resumed))
+}
+
+fn insert_logs(c: &Connection, run_id: &str, logs: &[LogLine]) -> Result<(), StoreError> {
     let mut insert = c.prepare_cached(
         "INSERT INTO run_logs (run_id, attempt, at, level, message, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for line in &logs {
+    for line in logs {
         insert.execute(params![
-            update.run_id,
+            run_id,
             line.attempt,
             line.at,
             line.level.as_str(),
@@ -225,12 +235,7 @@ pub(super) fn record_attempt(
             line.attributes
         ])?;
     }
-    // An attempt that ended needs its journal no more.
-    if attempt_status != AttemptStatus::Executing {
-        c.prepare_cached("DELETE FROM journal_segments WHERE run_id = ?1 AND attempt = ?2")?
-            .execute(params![update.run_id, attempt])?;
-    }
-    Ok((canceled, resumed))
+    Ok(())
 }
 
 pub(super) fn lane_from_row(row: &Row<'_>) -> rusqlite::Result<Lane> {
@@ -965,7 +970,8 @@ impl Store {
                    UNION ALL SELECT min(completes_at) FROM waitpoints \
                      WHERE status = 'PENDING' AND completes_at IS NOT NULL \
                    UNION ALL SELECT min(expires_at) FROM runs \
-                     WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at IS NOT NULL)",
+                     WHERE status IN ('QUEUED', 'PENDING_VERSION') AND expires_at IS NOT NULL \
+                       AND attempt_count = 0)",
                 [],
                 |r| r.get(0),
             )?)
@@ -1395,6 +1401,8 @@ pub struct JournalWith<T: ?Sized> {
     pub run_id: String,
     pub attempt: u32,
     pub entries: EntriesFor<T>,
+    /// Log lines written since the last checkpoint, stored with the effect.
+    pub logs: Vec<LogLine>,
 }
 
 /// Builds a journal segment once the effect's result is known.
@@ -1410,6 +1418,7 @@ pub(super) fn commit_journal<T: ?Sized>(
 ) -> Result<(), StoreError> {
     let entries = (journal.entries)(effect);
     super::tokens::append_journal(c, &journal.run_id, journal.attempt, entries, now)?;
+    insert_logs(c, &journal.run_id, &journal.logs)?;
     let marked = c.execute(
         "UPDATE runs SET checkpointed = 1 WHERE id = ?1 AND status = 'EXECUTING'",
         [&journal.run_id],

@@ -159,6 +159,9 @@ async fn a_run_canceled_while_waiting_stays_canceled() {
     let run = host.run(&id).await;
     assert_eq!(run["status"], "CANCELED", "{run:#}");
     assert_eq!(host.live_instances(), 0);
+    // Its attempt is closed too.
+    assert_eq!(run["attempts"][0]["status"], "CANCELED", "{run:#}");
+    assert!(run["attempts"][0]["completedAt"].is_string(), "{run:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
