@@ -274,10 +274,11 @@ impl RunServices for RunHost {
             let batch_id = batch.then(|| crate::model::new_id("batch"));
             let inserted = match engine
                 .store
-                .insert_child_runs(runs, batch_id, journal)
+                .insert_child_runs(runs, batch_id, journal, version.is_some())
                 .await
             {
                 Ok(inserted) => inserted,
+                Err(StoreError::Refused(why)) => return Ok(Err(why)),
                 Err(StoreError::Conflict) => {
                     return Err("the run was canceled while it triggered child runs".into());
                 }

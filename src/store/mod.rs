@@ -67,6 +67,9 @@ pub enum StoreError {
         "the store could not run the write (shut down, or a transaction failed to begin; see the host log)"
     )]
     Closed,
+    /// The write was refused for a reason the caller passes on; nothing was stored.
+    #[error("{0}")]
+    Refused(String),
 }
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;

@@ -221,6 +221,26 @@ pub(super) fn record_attempt(
     Ok((canceled, resumed))
 }
 
+/// Whether `candidate` is `run` or one of its ancestors.
+fn is_ancestor_or_self(c: &Connection, candidate: &str, run: &str) -> Result<bool, StoreError> {
+    let mut current = Some(run.to_owned());
+    // Trees are at most 25 deep; the bound also stops a corrupt cycle.
+    for _ in 0..64 {
+        let Some(id) = current else {
+            return Ok(false);
+        };
+        if id == candidate {
+            return Ok(true);
+        }
+        current = c
+            .prepare_cached("SELECT parent_run_id FROM runs WHERE id = ?1")?
+            .query_row([&id], |r| r.get(0))
+            .optional()?
+            .flatten();
+    }
+    Ok(false)
+}
+
 fn insert_logs(c: &Connection, run_id: &str, logs: &[LogLine]) -> Result<(), StoreError> {
     let mut insert = c.prepare_cached(
         "INSERT INTO run_logs (run_id, attempt, at, level, message, attributes) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -601,10 +621,25 @@ impl Store {
         runs: Vec<NewRun>,
         batch_id: Option<String>,
         journal: JournalWith<[Inserted]>,
+        waiting: bool,
     ) -> Result<Vec<Inserted>, StoreError> {
         self.write(move |c| {
             let now = runs.first().map_or(0, |r| r.now);
+            let parent = journal.run_id.clone();
             let inserted = insert_all(c, runs, batch_id.as_deref())?;
+            // An idempotency key can hand back the parent or one of its ancestors as a "child":
+            // waiting for it would never end.
+            if waiting {
+                for i in inserted.iter().filter(|i| i.cached) {
+                    if is_ancestor_or_self(c, &i.run.id, &parent)? {
+                        return Err(StoreError::Refused(format!(
+                            "idempotency key `{}` names run {}, which this run descends from; it would wait for itself",
+                            i.run.idempotency_key.as_deref().unwrap_or_default(),
+                            i.run.id
+                        )));
+                    }
+                }
+            }
             commit_journal(c, journal, inserted.as_slice(), now)?;
             Ok(inserted)
         })

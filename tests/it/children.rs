@@ -193,3 +193,25 @@ async fn metadata_changes_are_made_once_across_checkpoints_and_reach_the_parent(
     assert_eq!(parent["status"], "COMPLETED", "{parent:#}");
     assert_eq!(parent["metadata"], json!({ "children_done": 2 }));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_cannot_wait_for_itself_through_an_idempotency_key() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let id = host
+        .trigger_with(
+            "parent",
+            json!({ "items": [["parent", { "items": [] }, "loop"]], "wait": true }),
+            json!({ "idempotencyKey": "loop" }),
+        )
+        .await;
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("would wait for itself"),
+        "{run:#}"
+    );
+}

@@ -13,7 +13,7 @@
 //! | `limited`, `limited-too` | `spin` on the shared queue `limited` (at most 2 at once)          |
 //! | `single` | `spin` on its own queue, limited to 1 at once                                     |
 //! | `approve` | `{"timeout_ms"?, "key"?}`: makes a wait token, waits for it; returns `{"token", "data"}` or `{"token", "timed_out"}` |
-//! | `parent` | `{"items": [[task, payload]…], "wait": bool}`: triggers the items as child runs; with `wait`, returns each child's `{"id", "ok"}` or `{"id", "error"}` in order, else their ids |
+//! | `parent` | `{"items": [[task, payload, key?]…], "wait": bool}`: triggers the items as child runs; with `wait`, returns each child's `{"id", "ok"}` or `{"id", "error"}` in order, else their ids |
 //! | `progress` | counts `steps` in metadata (this run's, and its parent's `children_done`), waiting `ms` after each step |
 //! | `wait`  | `{"ms": N, "times": K, "spin_ms": S}`: reads the clock and randomness, then K times waits N ms and spins S ms; returns what it read |
 //! | `new-year` | scheduled: fires at midnight on 1 January in Berlin; returns its schedule payload |
@@ -220,9 +220,17 @@ fn approve(payload: ApprovePayload, _ctx: &Context) -> Result<Value, TaskError> 
 /// Payload of `parent`.
 #[derive(Deserialize)]
 struct ParentPayload {
-    items: Vec<(String, Value)>,
+    items: Vec<ChildSpec>,
     #[serde(default)]
     wait: bool,
+}
+
+/// `[task, payload]`, or `[task, payload, idempotency key]`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ChildSpec {
+    Keyed(String, Value, String),
+    Plain(String, Value),
 }
 
 fn parent(payload: ParentPayload, _ctx: &Context) -> Result<Value, TaskError> {
@@ -230,7 +238,14 @@ fn parent(payload: ParentPayload, _ctx: &Context) -> Result<Value, TaskError> {
     let items: Vec<Item> = payload
         .items
         .into_iter()
-        .map(|(task, payload)| Item::new(task, payload))
+        .map(|spec| match spec {
+            ChildSpec::Plain(task, payload) => Item::new(task, payload),
+            ChildSpec::Keyed(task, payload, key) => {
+                let mut item = Item::new(task, payload);
+                item.options.idempotency_key = Some(key);
+                item
+            }
+        })
         .collect();
     kiln_sdk::info!("triggering {} children", items.len());
     if !payload.wait {
