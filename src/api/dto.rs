@@ -96,10 +96,12 @@ impl TriggerRequest {
                 "the body is not valid JSON of the form {{\"payload\": …, \"options\": {{…}}}}: {e}"
             )
         })?;
+        let payload = parsed
+            .payload
+            .map_or_else(|| "null".into(), |p| p.get().to_owned());
+        let payload = unwrap_payload(payload, parsed.options.as_ref(), "payload")?;
         Ok(TriggerRequest {
-            payload: parsed
-                .payload
-                .map_or_else(|| "null".into(), |p| p.get().to_owned()),
+            payload,
             options: parse_options(parsed.options, "options")?,
         })
     }
@@ -123,12 +125,61 @@ impl TriggerRequest {
         };
         map.remove("context");
         let payload = map.remove("payload").unwrap_or(Value::Null).to_string();
-        let options = parse_options(map.remove("options"), &format!("items[{index}].options"))?;
+        let options = map.remove("options");
+        let payload = unwrap_payload(
+            payload,
+            options.as_ref(),
+            &format!("items[{index}].payload"),
+        )?;
+        let options = parse_options(options, &format!("items[{index}].options"))?;
         if let Some(k) = map.keys().next() {
             return Err(format!("items[{index}]: unknown field `{k}`"));
         }
         Ok((task, TriggerRequest { payload, options }))
     }
+}
+
+/// Trigger.dev's SDK sends values as `application/super+json`: a string holding
+/// `{"json": value, "meta": …}`. kiln takes it where it carries plain JSON (no `meta` types).
+const SUPERJSON: &str = "application/super+json";
+
+/// The plain JSON a superjson string carries; an error naming `field` if it carries more.
+fn plain_superjson(v: &Value, field: &str) -> Result<Value, String> {
+    let Value::String(text) = v else {
+        return Err(format!(
+            "{field} must be a string of superjson when its type is {SUPERJSON}"
+        ));
+    };
+    let mut outer: serde_json::Map<String, Value> = serde_json::from_str(text)
+        .map_err(|e| format!("{field} is not superjson (`{{\"json\": …}}`): {e}"))?;
+    let meta_is_plain = match outer.get("meta") {
+        None | Some(Value::Null) => true,
+        Some(Value::Object(m)) => m.values().all(|v| match v {
+            Value::Object(o) => o.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        }),
+        Some(_) => false,
+    };
+    if !meta_is_plain {
+        return Err(format!(
+            "{field} carries superjson types (`meta`: dates, maps, sets, bigints…) that kiln does not take; send plain JSON (`application/json`)"
+        ));
+    }
+    Ok(outer.remove("json").unwrap_or(Value::Null))
+}
+
+/// The payload as plain JSON text, unwrapped when `options.payloadType` is superjson.
+fn unwrap_payload(payload: String, options: Option<&Value>, field: &str) -> Result<String, String> {
+    let superjson = options
+        .and_then(|o| o.get("payloadType"))
+        .and_then(Value::as_str)
+        == Some(SUPERJSON);
+    if !superjson {
+        return Ok(payload);
+    }
+    let value: Value = serde_json::from_str(&payload).map_err(|e| format!("{field}: {e}"))?;
+    Ok(plain_superjson(&value, field)?.to_string())
 }
 
 fn duration_or_seconds(v: &Value, field: &str) -> Result<Duration, String> {
@@ -284,6 +335,13 @@ fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerOptions, Str
                 o.concurrency_key = Some(k);
             }
             "metadata" => {
+                let unwrapped;
+                let v = if map.get("metadataType").and_then(Value::as_str) == Some(SUPERJSON) {
+                    unwrapped = plain_superjson(v, &field)?;
+                    &unwrapped
+                } else {
+                    v
+                };
                 if !v.is_object() {
                     return Err(format!("{field} must be a JSON object"));
                 }
@@ -298,10 +356,10 @@ fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerOptions, Str
             }
             "lockToVersion" => o.lock_to_version = Some(string(v, field)?.to_owned()),
             "payloadType" | "metadataType" => {
-                let t = string(v, field)?;
-                if t != "application/json" {
+                let t = string(v, &field)?;
+                if t != "application/json" && t != SUPERJSON {
                     return Err(format!(
-                        "{field}: `{t}` is not supported; send plain JSON (`application/json`)"
+                        "{field}: `{t}` is not supported; send `application/json` (or `{SUPERJSON}` carrying plain JSON)"
                     ));
                 }
             }
@@ -804,6 +862,26 @@ mod tests {
     }
 
     #[test]
+    fn superjson_carrying_plain_json_is_unwrapped() {
+        let r = TriggerRequest::parse(br#"{"payload":"{\"json\":{\"name\":\"Ada\"}}","options":{"payloadType":"application/super+json","metadataType":"application/super+json","metadata":"{\"json\":{\"step\":1},\"meta\":{\"values\":{}}}"}}"#).unwrap();
+        assert_eq!(r.payload, r#"{"name":"Ada"}"#);
+        assert_eq!(r.options.metadata.as_deref(), Some(r#"{"step":1}"#));
+        let dated = TriggerRequest::parse(
+            br#"{"payload":"{\"json\":{\"at\":\"2026-01-01T00:00:00.000Z\"},\"meta\":{\"values\":{\"at\":[\"Date\"]}}}","options":{"payloadType":"application/super+json"}}"#,
+        )
+        .unwrap_err();
+        assert!(dated.contains("payload carries superjson types"), "{dated}");
+        let not_a_string = TriggerRequest::parse(
+            br#"{"payload":{"json":1},"options":{"payloadType":"application/super+json"}}"#,
+        )
+        .unwrap_err();
+        assert!(
+            not_a_string.contains("must be a string of superjson"),
+            "{not_a_string}"
+        );
+    }
+
+    #[test]
     fn bad_options_name_their_field() {
         let cases = [
             (r#"{"delay":"soon"}"#, "options.delay"),
@@ -822,10 +900,7 @@ mod tests {
             (r#"{"metadata":[1]}"#, "options.metadata"),
             (r#"{"debounce":{}}"#, "options.debounce is not supported"),
             (r#"{"nope":1}"#, "unknown option `nope`"),
-            (
-                r#"{"payloadType":"application/super+json"}"#,
-                "options.payloadType",
-            ),
+            (r#"{"payloadType":"text/plain"}"#, "options.payloadType"),
         ];
         for (options, needle) in cases {
             let body = format!(r#"{{"payload":1,"options":{options}}}"#);
