@@ -337,7 +337,7 @@ fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerOptions, Str
             "metadata" => {
                 let unwrapped;
                 let v = if map.get("metadataType").and_then(Value::as_str) == Some(SUPERJSON) {
-                    unwrapped = plain_superjson(v, &field)?;
+                    unwrapped = plain_superjson(v, field)?;
                     &unwrapped
                 } else {
                     v
@@ -356,7 +356,7 @@ fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerOptions, Str
             }
             "lockToVersion" => o.lock_to_version = Some(string(v, field)?.to_owned()),
             "payloadType" | "metadataType" => {
-                let t = string(v, &field)?;
+                let t = string(v, field)?;
                 if t != "application/json" && t != SUPERJSON {
                     return Err(format!(
                         "{field}: `{t}` is not supported; send `application/json` (or `{SUPERJSON}` carrying plain JSON)"
