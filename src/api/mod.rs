@@ -594,9 +594,11 @@ async fn list_runs(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<dto::ListRunsResponse>, ApiError> {
     let mut filter = RunFilter::default();
-    let mut size = DEFAULT_PAGE_SIZE;
-    let (mut after, mut before) = (None, None);
+    let mut cursor = Cursor::default();
     for (key, value) in &query {
+        if cursor.take(key, value)? {
+            continue;
+        }
         let values = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
         match key.as_str() {
             "filter[status]" => {
@@ -618,8 +620,49 @@ async fn list_runs(
             "filter[idempotencyKey]" => filter.idempotency_key = Some(value.clone()),
             "filter[createdAt][from]" => filter.created_from = Some(time_param(key, value)?),
             "filter[createdAt][to]" => filter.created_to = Some(time_param(key, value)?),
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter `{other}`; supported: filter[status], filter[taskIdentifier], filter[version], filter[tag], filter[batch], filter[idempotencyKey], filter[createdAt][from], filter[createdAt][to], page[size], page[after], page[before]"
+                )));
+            }
+        }
+    }
+    let Cursor {
+        size,
+        after,
+        before,
+    } = cursor.checked()?;
+    let page = state
+        .engine
+        .store()
+        .list_runs(&env.id, filter, size, after, before)
+        .await?;
+    Ok(Json(dto::ListRunsResponse::new(&page, &env)))
+}
+
+/// Trigger.dev's cursor pagination: `page[size]`, `page[after]`, `page[before]`.
+struct Cursor {
+    size: usize,
+    after: Option<String>,
+    before: Option<String>,
+}
+
+impl Default for Cursor {
+    fn default() -> Cursor {
+        Cursor {
+            size: DEFAULT_PAGE_SIZE,
+            after: None,
+            before: None,
+        }
+    }
+}
+
+impl Cursor {
+    /// Takes a pagination parameter; `false` if `key` is not one.
+    fn take(&mut self, key: &str, value: &str) -> Result<bool, ApiError> {
+        match key {
             "page[size]" => {
-                size = value
+                self.size = value
                     .parse()
                     .ok()
                     .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
@@ -629,26 +672,21 @@ async fn list_runs(
                         ))
                     })?;
             }
-            "page[after]" => after = Some(value.clone()),
-            "page[before]" => before = Some(value.clone()),
-            other => {
-                return Err(ApiError::bad_request(format!(
-                    "unknown query parameter `{other}`; supported: filter[status], filter[taskIdentifier], filter[version], filter[tag], filter[batch], filter[idempotencyKey], filter[createdAt][from], filter[createdAt][to], page[size], page[after], page[before]"
-                )));
-            }
+            "page[after]" => self.after = Some(value.to_owned()),
+            "page[before]" => self.before = Some(value.to_owned()),
+            _ => return Ok(false),
         }
+        Ok(true)
     }
-    if after.is_some() && before.is_some() {
-        return Err(ApiError::bad_request(
-            "give page[after] or page[before], not both",
-        ));
+
+    fn checked(self) -> Result<Cursor, ApiError> {
+        if self.after.is_some() && self.before.is_some() {
+            return Err(ApiError::bad_request(
+                "give page[after] or page[before], not both",
+            ));
+        }
+        Ok(self)
     }
-    let page = state
-        .engine
-        .store()
-        .list_runs(&env.id, filter, size, after, before)
-        .await?;
-    Ok(Json(dto::ListRunsResponse::new(&page, &env)))
 }
 
 /// A time in a query: milliseconds since the epoch or an ISO 8601 date.

@@ -9,14 +9,10 @@ use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, Authed, body_bytes, dto, json_object, time_param};
+use super::{ApiError, ApiState, Authed, Cursor, body_bytes, dto, json_object, time_param};
 use crate::model::{Delay, TokenStatus, WaitToken, parse_duration};
 use crate::sandbox::TokenRequest;
 use crate::store::TokenFilter;
-
-/// Default and largest page of the tokens list.
-const DEFAULT_PAGE_SIZE: usize = 25;
-const MAX_PAGE_SIZE: usize = 100;
 
 fn token_json(state: &ApiState, t: &WaitToken, with_output: bool) -> Value {
     let mut v = json!({
@@ -160,9 +156,11 @@ pub(super) async fn list_tokens(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let mut filter = TokenFilter::default();
-    let mut size = DEFAULT_PAGE_SIZE;
-    let (mut after, mut before) = (None, None);
+    let mut cursor = Cursor::default();
     for (key, value) in &query {
+        if cursor.take(key, value)? {
+            continue;
+        }
         let values = || value.split(',').map(str::trim).filter(|v| !v.is_empty());
         match key.as_str() {
             "filter[status]" => {
@@ -180,19 +178,6 @@ pub(super) async fn list_tokens(
                 filter.created_from = Some(time_param(key, value)?);
             }
             "filter[createdAt][to]" => filter.created_to = Some(time_param(key, value)?),
-            "page[size]" => {
-                size = value
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=MAX_PAGE_SIZE).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "page[size] must be a whole number from 1 to {MAX_PAGE_SIZE}"
-                        ))
-                    })?;
-            }
-            "page[after]" => after = Some(value.clone()),
-            "page[before]" => before = Some(value.clone()),
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown query parameter `{other}`; supported: filter[status], filter[idempotencyKey], filter[tags], filter[createdAt][from], filter[createdAt][to], page[size], page[after], page[before]"
@@ -200,11 +185,11 @@ pub(super) async fn list_tokens(
             }
         }
     }
-    if after.is_some() && before.is_some() {
-        return Err(ApiError::bad_request(
-            "give page[after] or page[before], not both",
-        ));
-    }
+    let Cursor {
+        size,
+        after,
+        before,
+    } = cursor.checked()?;
     let backwards = before.is_some();
     let had_cursor = after.is_some() || before.is_some();
     let (tokens, more) = state

@@ -173,29 +173,18 @@ impl RunServices for RunHost {
         let (run_id, attempt) = (self.run_id.clone(), self.attempt);
         Box::pin(async move {
             let entries_engine = engine.clone();
-            let Flushed {
-                entries: flushed,
-                logs,
-            } = flushed;
-            let journal = JournalWith {
-                logs,
+            let journal = effect_journal(
                 run_id,
                 attempt,
-                entries: Box::new(move |(token, cached): &(WaitToken, bool)| {
-                    let created = TokenCreated {
-                        id: token.id.clone(),
-                        url: entries_engine.token_url(&token.id),
-                        is_cached: *cached,
-                    };
-                    let mut entries = flushed;
-                    entries.push(Entry {
-                        kind: Kind::CreateToken,
-                        digest,
-                        value: serde_json::to_vec(&created).unwrap_or_default(),
-                    });
-                    journal::encode(&entries)
-                }),
-            };
+                flushed,
+                Kind::CreateToken,
+                digest,
+                move |(token, cached): &(WaitToken, bool)| TokenCreated {
+                    id: token.id.clone(),
+                    url: entries_engine.token_url(&token.id),
+                    is_cached: *cached,
+                },
+            );
             let (token, cached) = match engine.store.create_token(new, Some(journal)).await {
                 Ok(made) => made,
                 Err(StoreError::Conflict) => {
@@ -252,25 +241,14 @@ impl RunServices for RunHost {
                 Err(EngineError::Store(e)) => return Err(e.to_string()),
                 Err(refused) => return Ok(Err(refused.to_string())),
             };
-            let Flushed {
-                entries: flushed,
-                logs,
-            } = flushed;
-            let journal = JournalWith {
-                logs,
+            let journal = effect_journal(
                 run_id,
                 attempt,
-                entries: Box::new(move |inserted: &[Inserted]| {
-                    let made: Result<Vec<ChildRun>, String> = Ok(children(inserted));
-                    let mut entries = flushed;
-                    entries.push(Entry {
-                        kind: Kind::Trigger,
-                        digest,
-                        value: serde_json::to_vec(&made).unwrap_or_default(),
-                    });
-                    journal::encode(&entries)
-                }),
-            };
+                flushed,
+                Kind::Trigger,
+                digest,
+                |inserted: &[Inserted]| Ok::<_, String>(children(inserted)),
+            );
             let batch_id = batch.then(|| crate::model::new_id("batch"));
             let inserted = match engine
                 .store
@@ -343,25 +321,14 @@ impl RunServices for RunHost {
                 Ok(ops) => ops,
                 Err(why) => return Ok(Err(why)),
             };
-            let Flushed {
-                entries: flushed,
-                logs,
-            } = flushed;
-            let journal = JournalWith {
-                logs,
+            let journal = effect_journal(
                 run_id,
                 attempt,
-                entries: Box::new(move |next: &str| {
-                    let done: Result<String, String> = Ok(next.to_owned());
-                    let mut entries = flushed;
-                    entries.push(Entry {
-                        kind: Kind::MetadataWrite,
-                        digest,
-                        value: serde_json::to_vec(&done).unwrap_or_default(),
-                    });
-                    journal::encode(&entries)
-                }),
-            };
+                flushed,
+                Kind::MetadataWrite,
+                digest,
+                |next: &str| Ok::<_, String>(next.to_owned()),
+            );
             let now = engine.now();
             match engine
                 .store
@@ -412,6 +379,32 @@ impl RunServices for RunHost {
                 },
             })
         })
+    }
+}
+
+/// The journal segment an effect commits: what the attempt flushed, then the call's own entry,
+/// whose value (what a replay answers) is `answer(effect)` as JSON.
+fn effect_journal<T: ?Sized, A: serde::Serialize>(
+    run_id: String,
+    attempt: u32,
+    flushed: Flushed,
+    kind: Kind,
+    digest: u64,
+    answer: impl FnOnce(&T) -> A + Send + 'static,
+) -> JournalWith<T> {
+    let Flushed { mut entries, logs } = flushed;
+    JournalWith {
+        run_id,
+        attempt,
+        logs,
+        entries: Box::new(move |effect: &T| {
+            entries.push(Entry {
+                kind,
+                digest,
+                value: serde_json::to_vec(&answer(effect)).unwrap_or_default(),
+            });
+            journal::encode(&entries)
+        }),
     }
 }
 

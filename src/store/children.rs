@@ -25,12 +25,18 @@ fn resume_if_done(c: &Connection, parent: &str, now: Millis) -> Result<Option<La
     if pending {
         return Ok(None);
     }
+    resume(c, parent, now)
+}
+
+/// Puts a WAITING run back in its queue (keeping its score); its lane, or `None` if it was not
+/// waiting (canceled meanwhile, say).
+pub(super) fn resume(c: &Connection, run: &str, now: Millis) -> Result<Option<Lane>, StoreError> {
     Ok(c.prepare_cached(
         "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
-             WHERE id = ?1 AND status = 'WAITING' \
-             RETURNING environment_id, queue, concurrency_key",
+         WHERE id = ?1 AND status = 'WAITING' \
+         RETURNING environment_id, queue, concurrency_key",
     )?
-    .query_row(params![parent, now], lane_from_row)
+    .query_row(params![run, now], lane_from_row)
     .optional()?)
 }
 

@@ -1163,15 +1163,9 @@ impl Store {
                 )?
                 .execute(params![id, now])?;
                 // A run canceled while it waited stays canceled.
-                let resumed = c
-                    .prepare_cached(
-                        "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
-                         WHERE id = ?1 AND status = 'WAITING' \
-                         RETURNING environment_id, queue, concurrency_key",
-                    )?
-                    .query_row(params![run, now], lane_from_row)
-                    .optional()?;
-                lanes.extend(resumed);
+                if let Some(run) = run {
+                    lanes.extend(super::children::resume(c, &run, now)?);
+                }
             }
             Ok(lanes)
         })

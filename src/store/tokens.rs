@@ -326,21 +326,12 @@ impl Store {
                 params![token, run_id],
             )?;
             let pending = c
-                .prepare_cached(
-                    "SELECT 1 FROM waitpoints WHERE id = ?1 AND status = 'PENDING'",
-                )?
+                .prepare_cached("SELECT 1 FROM waitpoints WHERE id = ?1 AND status = 'PENDING'")?
                 .exists([&token])?;
             if pending {
                 return Ok(None);
             }
-            Ok(c
-                .prepare_cached(
-                    "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
-                     WHERE id = ?1 AND status = 'WAITING' \
-                     RETURNING environment_id, queue, concurrency_key",
-                )?
-                .query_row(params![run_id, now], lane_from_row)
-                .optional()?)
+            super::children::resume(c, &run_id, now)
         })
         .await
     }
