@@ -5,6 +5,7 @@
 //! and deploy calls and domain values into DTOs ([`dto`]); no SQL, no wasmtime.
 
 mod dto;
+mod openapi;
 mod queues;
 pub mod realtime;
 mod schedules;
@@ -18,7 +19,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde_json::json;
@@ -52,80 +53,77 @@ pub fn router(state: ApiState) -> Router {
     // Bodies a little over the limits, so the handlers can answer with a precise message.
     let json_limit = MAX_PAYLOAD_BYTES + (64 << 10);
     let upload_limit = state.max_component_bytes.saturating_add(1);
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/api/v1/deployments",
-            post(deploy)
-                .layer(DefaultBodyLimit::max(upload_limit))
-                .get(list_deployments),
-        )
-        .route("/api/v1/deployments/latest", get(latest_deployment))
-        .route("/api/v1/tasks/{task_id}/trigger", post(trigger))
-        .route(
-            "/api/v1/tasks/{task_id}/batch",
-            post(batch_one_task).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
-        )
-        .route(
-            "/api/v1/tasks/batch",
-            post(batch_many_tasks).layer(DefaultBodyLimit::max(MAX_BATCH_BODY)),
-        )
-        .route("/api/v3/runs/{run_id}", get(retrieve_run))
-        .route("/api/v1/runs", get(list_runs))
-        .route("/api/v2/runs/{run_id}/cancel", post(cancel_run))
-        .route("/api/v1/runs/{run_id}/replay", post(replay_run))
-        .route("/api/v1/runs/{run_id}/reschedule", post(reschedule_run))
-        .route("/api/v1/runs/{run_id}/tags", post(add_tags))
-        .route(
-            "/api/v1/runs/{run_id}/metadata",
-            get(get_metadata).put(update_metadata),
-        )
-        .route(
-            "/api/v1/idempotencyKeys/{key}/reset",
-            post(reset_idempotency_key),
-        )
-        .route(
-            "/api/v1/waitpoints/tokens",
-            get(tokens::list_tokens).post(tokens::create_token),
-        )
-        .route(
-            "/api/v1/waitpoints/tokens/{token_id}",
-            get(tokens::retrieve_token),
-        )
-        .route(
-            "/api/v1/waitpoints/tokens/{token_id}/complete",
+    let batch_limit = DefaultBodyLimit::max(MAX_BATCH_BODY);
+    // Each route is written once: the router and the OpenAPI document both come from this list.
+    let (router, endpoints) = openapi::endpoints!(Router::new();
+        GET "/healthz" [none] "Liveness: answers `ok`" => get(|| async { "ok" }),
+        POST "/api/v1/deployments" [key] "Deploy a component (the body is the .wasm)" =>
+            post(deploy).layer(DefaultBodyLimit::max(upload_limit)),
+        GET "/api/v1/deployments" [key] "List deployments, newest first" => get(list_deployments),
+        GET "/api/v1/deployments/latest" [key] "The latest deployment and its tasks" => get(latest_deployment),
+        POST "/api/v1/tasks/{task_id}/trigger" [key] "Trigger a run" => post(trigger),
+        POST "/api/v1/tasks/{task_id}/batch" [key] "Trigger runs of one task as a batch" =>
+            post(batch_one_task).layer(batch_limit),
+        POST "/api/v1/tasks/batch" [key] "Trigger runs of several tasks as a batch" =>
+            post(batch_many_tasks).layer(batch_limit),
+        GET "/api/v3/runs/{run_id}" [key] "Retrieve a run" => get(retrieve_run),
+        GET "/api/v1/runs" [key] "List runs, newest first, with filters" => get(list_runs),
+        POST "/api/v2/runs/{run_id}/cancel" [key] "Cancel a run" => post(cancel_run),
+        POST "/api/v1/runs/{run_id}/replay" [key] "Replay a run as a new run" => post(replay_run),
+        POST "/api/v1/runs/{run_id}/reschedule" [key] "Change a delayed run's delay" => post(reschedule_run),
+        POST "/api/v1/runs/{run_id}/tags" [key] "Add tags to a run" => post(add_tags),
+        GET "/api/v1/runs/{run_id}/metadata" [key] "A run's metadata" => get(get_metadata),
+        PUT "/api/v1/runs/{run_id}/metadata" [key] "Change a run's metadata" => put(update_metadata),
+        GET "/api/v1/runs/{run_id}/logs" [key] "A run's log lines" => get(run_logs),
+        POST "/api/v1/idempotencyKeys/{key}/reset" [key] "Forget an idempotency key" => post(reset_idempotency_key),
+        GET "/api/v1/waitpoints/tokens" [key] "List wait tokens" => get(tokens::list_tokens),
+        POST "/api/v1/waitpoints/tokens" [key] "Make a wait token" => post(tokens::create_token),
+        GET "/api/v1/waitpoints/tokens/{token_id}" [key] "Retrieve a wait token" => get(tokens::retrieve_token),
+        POST "/api/v1/waitpoints/tokens/{token_id}/complete" [key] "Complete a wait token" =>
             post(tokens::complete_token),
-        )
-        .route(
-            "/api/v1/waitpoints/tokens/{token_id}/callback/{capability}",
-            post(tokens::callback),
-        )
-        .route("/realtime/v1/runs", get(realtime::subscribe_tags))
-        .route("/realtime/v1/runs/{run_id}", get(realtime::subscribe_run))
-        .route("/api/v1/queues", get(queues::list_queues))
-        .route("/api/v1/queues/{queue}", get(queues::retrieve_queue))
-        .route("/api/v1/queues/{queue}/pause", post(queues::pause_queue))
-        .route(
-            "/api/v1/queues/{queue}/concurrency/override",
+        POST "/api/v1/waitpoints/tokens/{token_id}/callback/{capability}" [none]
+            "Complete a wait token through its callback URL" => post(tokens::callback),
+        GET "/realtime/v1/runs" [key] "Stream runs with tags (Server-Sent Events)" => get(realtime::subscribe_tags),
+        GET "/realtime/v1/runs/{run_id}" [key] "Stream a run until it finishes (Server-Sent Events)" =>
+            get(realtime::subscribe_run),
+        GET "/api/v1/queues" [key] "List queues" => get(queues::list_queues),
+        GET "/api/v1/queues/{queue}" [key] "Retrieve a queue" => get(queues::retrieve_queue),
+        POST "/api/v1/queues/{queue}/pause" [key] "Pause or resume a queue" => post(queues::pause_queue),
+        POST "/api/v1/queues/{queue}/concurrency/override" [key] "Override a queue's concurrency limit" =>
             post(queues::override_queue_limit),
-        )
-        .route(
-            "/api/v1/queues/{queue}/concurrency/reset",
+        POST "/api/v1/queues/{queue}/concurrency/reset" [key] "Drop a queue's limit override" =>
             post(queues::reset_queue_limit),
-        )
-        .route("/api/v1/admin/environments", get(queues::list_environments))
-        .route(
-            "/api/v1/admin/environments/{project}/{environment}",
+        POST "/api/v1/schedules" [key] "Create a schedule (or update the one with its deduplication key)" =>
+            post(schedules::create),
+        GET "/api/v1/schedules" [key] "List schedules" => get(schedules::list),
+        GET "/api/v1/schedules/{schedule_id}" [key] "Retrieve a schedule" => get(schedules::retrieve),
+        PUT "/api/v1/schedules/{schedule_id}" [key] "Update a schedule" => put(schedules::update),
+        DELETE "/api/v1/schedules/{schedule_id}" [key] "Delete a schedule" => delete(schedules::delete),
+        POST "/api/v1/schedules/{schedule_id}/activate" [key] "Activate a schedule" => post(schedules::activate),
+        POST "/api/v1/schedules/{schedule_id}/deactivate" [key] "Deactivate a schedule" =>
+            post(schedules::deactivate),
+        GET "/api/v1/timezones" [key] "The IANA time zones schedules take" => get(schedules::timezones),
+        GET "/api/v1/admin/environments" [admin] "List environments and their limits" =>
+            get(queues::list_environments),
+        PUT "/api/v1/admin/environments/{project}/{environment}" [admin] "Set an environment's concurrency limit" =>
             put(queues::update_environment),
+        GET "/api/v1/admin/keys" [admin] "List secret keys (never the secrets)" => get(list_keys),
+        POST "/api/v1/admin/keys" [admin] "Create a secret key for an environment" => post(create_key),
+        POST "/api/v1/admin/keys/{key_id}/revoke" [admin] "Revoke a secret key" => post(revoke_key),
+    );
+    let document = Arc::new(openapi::document(&endpoints));
+    router
+        .route(
+            "/api/openapi.json",
+            get(move || {
+                let document = document.clone();
+                async move { Json(document.as_ref().clone()) }
+            }),
         )
-        .route("/api/v1/admin/keys", get(list_keys).post(create_key))
-        .route("/api/v1/admin/keys/{key_id}/revoke", post(revoke_key))
-        .route("/api/v1/runs/{run_id}/logs", get(run_logs))
-        .merge(schedules::routes())
         .fallback(|| async {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "no such endpoint; see the README for the API kiln serves",
+                "no such endpoint; see /api/openapi.json for the API kiln serves",
             )
         })
         .layer(DefaultBodyLimit::max(json_limit))

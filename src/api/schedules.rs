@@ -5,11 +5,10 @@
 
 use std::collections::HashMap;
 
+use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -25,21 +24,6 @@ const MAX_PER_PAGE: usize = 100;
 
 /// The body fields a schedule takes.
 const FIELDS: [&str; 5] = ["task", "cron", "timezone", "externalId", "deduplicationKey"];
-
-pub fn routes() -> Router<ApiState> {
-    Router::new()
-        .route("/api/v1/schedules", post(create).get(list))
-        .route(
-            "/api/v1/schedules/{schedule_id}",
-            get(retrieve).put(update).delete(delete),
-        )
-        .route("/api/v1/schedules/{schedule_id}/activate", post(activate))
-        .route(
-            "/api/v1/schedules/{schedule_id}/deactivate",
-            post(deactivate),
-        )
-        .route("/api/v1/timezones", get(timezones))
-}
 
 impl From<ScheduleError> for ApiError {
     fn from(e: ScheduleError) -> ApiError {
@@ -63,7 +47,7 @@ impl From<ScheduleError> for ApiError {
 /// Trigger.dev's `ScheduleObject`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
-struct ScheduleDto {
+pub(super) struct ScheduleDto {
     id: String,
     task: String,
     #[serde(rename = "type")]
@@ -181,7 +165,7 @@ fn schedule_body(
     Ok((request, key))
 }
 
-async fn create(
+pub(super) async fn create(
     State(state): State<ApiState>,
     Authed(env): Authed,
     headers: HeaderMap,
@@ -195,7 +179,7 @@ async fn create(
     Ok(Json(ScheduleDto::from(&schedule)))
 }
 
-async fn update(
+pub(super) async fn update(
     State(state): State<ApiState>,
     Authed(env): Authed,
     Path(id): Path<String>,
@@ -215,7 +199,7 @@ async fn update(
     Ok(Json(ScheduleDto::from(&schedule)))
 }
 
-async fn retrieve(
+pub(super) async fn retrieve(
     State(state): State<ApiState>,
     Authed(env): Authed,
     Path(id): Path<String>,
@@ -224,7 +208,7 @@ async fn retrieve(
     Ok(Json(ScheduleDto::from(&schedule)))
 }
 
-async fn delete(
+pub(super) async fn delete(
     State(state): State<ApiState>,
     Authed(env): Authed,
     Path(id): Path<String>,
@@ -233,7 +217,7 @@ async fn delete(
     Ok(Json(ScheduleDto::from(&schedule)))
 }
 
-async fn activate(
+pub(super) async fn activate(
     State(state): State<ApiState>,
     Authed(env): Authed,
     Path(id): Path<String>,
@@ -242,7 +226,7 @@ async fn activate(
     Ok(Json(ScheduleDto::from(&schedule)))
 }
 
-async fn deactivate(
+pub(super) async fn deactivate(
     State(state): State<ApiState>,
     Authed(env): Authed,
     Path(id): Path<String>,
@@ -270,7 +254,7 @@ fn page_param(
     }
 }
 
-async fn list(
+pub(super) async fn list(
     State(state): State<ApiState>,
     Authed(env): Authed,
     Query(query): Query<HashMap<String, String>>,
@@ -294,7 +278,7 @@ async fn list(
     })))
 }
 
-async fn timezones(
+pub(super) async fn timezones(
     Authed(_env): Authed,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {

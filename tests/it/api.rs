@@ -130,3 +130,69 @@ async fn bad_trigger_bodies_are_refused_and_nothing_is_stored() {
     let (_, list) = host.get("/api/v1/runs").await;
     assert_eq!(list["data"], json!([]), "no run was created");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_in_the_openapi_document_and_every_documented_route_answers() {
+    let host = TestHost::start().await;
+    let (status, doc) = host.get("/api/openapi.json").await;
+    assert_eq!(status, 200);
+    assert_eq!(doc["openapi"], "3.1.0");
+    let paths = doc["paths"].as_object().unwrap();
+    for expected in [
+        "/api/v1/tasks/{task_id}/trigger",
+        "/api/v3/runs/{run_id}",
+        "/api/v1/queues/{queue}/pause",
+        "/api/v1/waitpoints/tokens/{token_id}/complete",
+        "/api/v1/schedules",
+        "/realtime/v1/runs/{run_id}",
+        "/api/v1/admin/keys",
+    ] {
+        assert!(paths.contains_key(expected), "{expected} is documented");
+    }
+    let admin = host.admin_key();
+    let http = reqwest::Client::new();
+    let mut operations = 0;
+    for (path, item) in paths {
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            // Every `{param}` becomes an id that does not exist.
+            let concrete: String = path
+                .split('/')
+                .map(|s| if s.starts_with('{') { "nope" } else { s })
+                .collect::<Vec<_>>()
+                .join("/");
+            let key = match op["security"][0].as_object() {
+                Some(s) if s.contains_key("adminKey") => admin.clone(),
+                _ => host.key.clone(),
+            };
+            let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let mut req = http
+                .request(method.clone(), format!("{}{concrete}", host.url))
+                .bearer_auth(&key);
+            if method != reqwest::Method::GET {
+                req = req.json(&serde_json::json!({}));
+            }
+            let resp = req.send().await.unwrap();
+            let status = resp.status();
+            let body = resp.text().await.unwrap();
+            assert!(
+                !(status == 404 && body.contains("no such endpoint")),
+                "{method} {path} is documented but not routed: {body}"
+            );
+            assert!(
+                status.as_u16() < 500,
+                "{method} {concrete}: {status} {body}"
+            );
+        }
+    }
+    assert!(operations >= 40, "{operations} operations documented");
+    // And a route that does not exist is not answered as if it did.
+    let (status, body) = host.get("/api/v1/nothing-here").await;
+    assert_eq!(status, 404);
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("/api/openapi.json")
+    );
+}
