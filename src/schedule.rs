@@ -487,6 +487,7 @@ mod tests {
                 id: "env_1".into(),
                 project_slug: "default".into(),
                 slug: "dev".into(),
+                limits: Default::default(),
             },
             kind: ScheduleType::Imperative,
             task_id: "echo".into(),

@@ -371,7 +371,11 @@ async fn trigger(
     require_json(&headers)?;
     let body = body_bytes(body)?;
     if body.len() > MAX_PAYLOAD_BYTES + (32 << 10) {
-        return Err(EngineError::PayloadTooLarge { size: body.len() }.into());
+        return Err(EngineError::PayloadTooLarge {
+            size: body.len(),
+            limit: MAX_PAYLOAD_BYTES,
+        }
+        .into());
     }
     let request = dto::TriggerRequest::parse(&body).map_err(ApiError::bad_request)?;
     let item = TriggerItem {

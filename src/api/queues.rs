@@ -14,8 +14,10 @@ use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::{Admin, ApiError, ApiState, Authed, body_bytes, dto, json_object, required};
+use crate::engine::MAX_PAYLOAD_BYTES;
 use crate::engine::{EnvironmentLimit, QueueStats};
 use crate::model::{Environment, QueueRef};
+use crate::store::EnvironmentChange;
 
 /// Default and largest page of the queues list (Trigger.dev's defaults).
 const DEFAULT_PER_PAGE: usize = 25;
@@ -177,6 +179,7 @@ fn environment_json(e: &EnvironmentLimit) -> Value {
         id,
         project_slug,
         slug,
+        limits,
     } = &e.environment;
     json!({
         "id": id,
@@ -184,6 +187,8 @@ fn environment_json(e: &EnvironmentLimit) -> Value {
         "environment": slug,
         "concurrencyLimit": e.concurrency_limit,
         "running": e.running,
+        "maxComponentBytes": limits.max_component_bytes,
+        "maxPayloadBytes": limits.max_payload_bytes,
     })
 }
 
@@ -196,8 +201,8 @@ pub(super) async fn list_environments(
     Ok(Json(json!({ "data": data })))
 }
 
-/// `PUT /api/v1/admin/environments/{project}/{environment}` with `{"concurrencyLimit": n}`
-/// (`null`: back to the host default).
+/// `PUT /api/v1/admin/environments/{project}/{environment}` with any of `concurrencyLimit`,
+/// `maxComponentBytes`, `maxPayloadBytes` (`null`: back to the host default; absent: unchanged).
 pub(super) async fn update_environment(
     State(state): State<ApiState>,
     _admin: Admin,
@@ -205,21 +210,38 @@ pub(super) async fn update_environment(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let body = json_object(&body_bytes(body)?)?;
-    let what = "a whole number from 0 to 100000, or null for the host default";
-    let limit = match required(&body, "concurrencyLimit", what)? {
-        Value::Null => None,
-        v => Some(
-            v.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .filter(|n| *n <= MAX_QUEUE_LIMIT)
-                .ok_or_else(|| {
-                    ApiError::bad_request(format!("`concurrencyLimit` must be {what}"))
-                })?,
-        ),
+    let number = |field: &str, max: u64| -> Result<Option<Option<u64>>, ApiError> {
+        match body.get(field) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(v) => v.as_u64().filter(|n| *n <= max).map(|n| Some(Some(n))).ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "`{field}` must be a whole number from 0 to {max}, or null for the host default"
+                ))
+            }),
+        }
     };
+    if let Some(other) = body.keys().find(|k| {
+        !["concurrencyLimit", "maxComponentBytes", "maxPayloadBytes"].contains(&k.as_str())
+    }) {
+        return Err(ApiError::bad_request(format!(
+            "unknown field `{other}`; an environment takes concurrencyLimit, maxComponentBytes and maxPayloadBytes"
+        )));
+    }
+    let change = EnvironmentChange {
+        concurrency_limit: number("concurrencyLimit", u64::from(MAX_QUEUE_LIMIT))?
+            .map(|l| l.map(|n| n as u32)),
+        max_component_bytes: number("maxComponentBytes", state.max_component_bytes as u64)?,
+        max_payload_bytes: number("maxPayloadBytes", MAX_PAYLOAD_BYTES as u64)?,
+    };
+    if change == EnvironmentChange::default() {
+        return Err(ApiError::bad_request(
+            "give at least one of concurrencyLimit, maxComponentBytes, maxPayloadBytes",
+        ));
+    }
     let updated = state
         .engine
-        .set_environment_limit(&project, &environment, limit)
+        .update_environment(&project, &environment, change)
         .await?
         .ok_or_else(|| {
             ApiError::new(

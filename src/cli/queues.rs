@@ -68,6 +68,36 @@ pub(super) enum EnvsCommand {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Set an environment's limits below the host's; each takes a number or `default`.
+    Set {
+        /// Project name, e.g. `acme`.
+        #[arg(long, default_value = "default")]
+        project: String,
+        /// Environment name, e.g. `dev`.
+        #[arg(long = "env")]
+        environment: String,
+        /// Runs the environment may hold at once.
+        #[arg(long)]
+        concurrency: Option<String>,
+        /// Largest component upload, in bytes.
+        #[arg(long)]
+        max_component_bytes: Option<String>,
+        /// Largest trigger payload, in bytes.
+        #[arg(long)]
+        max_payload_bytes: Option<String>,
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+}
+
+/// A limit as the user wrote it: a number, or `default` (the host's).
+fn limit_value(text: &str) -> anyhow::Result<Value> {
+    match text {
+        "default" => Ok(Value::Null),
+        n => Ok(Value::from(n.parse::<u64>().map_err(|_| {
+            anyhow::anyhow!("the limit must be a whole number or `default`, not `{n}`")
+        })?)),
+    }
 }
 
 /// The path segment and `type` for a queue as the user wrote it.
@@ -170,12 +200,18 @@ pub(super) async fn queues(cmd: QueuesCommand) -> anyhow::Result<()> {
 }
 
 fn show_environment(e: &Value) {
+    let bytes = |v: &Value| {
+        v.as_u64()
+            .map_or_else(|| "host's".to_owned(), |n| n.to_string())
+    };
     println!(
-        "{}/{}  limit {}  running {}  {}",
+        "{}/{}  limit {}  running {}  max component {}  max payload {}  {}",
         s(&e["project"]),
         s(&e["environment"]),
         e["concurrencyLimit"],
         e["running"],
+        bytes(&e["maxComponentBytes"]),
+        bytes(&e["maxPayloadBytes"]),
         s(&e["id"])
     );
 }
@@ -200,19 +236,48 @@ pub(super) async fn envs(cmd: EnvsCommand) -> anyhow::Result<()> {
             limit,
             admin,
         } => {
-            let limit = match limit.as_str() {
-                "default" => Value::Null,
-                n => Value::from(n.parse::<u32>().map_err(|_| {
-                    anyhow::anyhow!("the limit must be a whole number or `default`, not `{n}`")
-                })?),
-            };
             let c = Client::admin(&admin)?;
             let path = format!(
                 "/api/v1/admin/environments/{}/{}",
                 encode(&project),
                 encode(&environment)
             );
-            let body = json!({ "concurrencyLimit": limit });
+            let body = json!({ "concurrencyLimit": limit_value(&limit)? });
+            let e = c.send(c.put(&path).json(&body)).await?;
+            if admin.json {
+                return print_json(&e);
+            }
+            show_environment(&e);
+        }
+        EnvsCommand::Set {
+            project,
+            environment,
+            concurrency,
+            max_component_bytes,
+            max_payload_bytes,
+            admin,
+        } => {
+            let mut body = serde_json::Map::new();
+            for (field, value) in [
+                ("concurrencyLimit", concurrency),
+                ("maxComponentBytes", max_component_bytes),
+                ("maxPayloadBytes", max_payload_bytes),
+            ] {
+                if let Some(v) = value {
+                    body.insert(field.to_owned(), limit_value(&v)?);
+                }
+            }
+            if body.is_empty() {
+                anyhow::bail!(
+                    "nothing to set: give --concurrency, --max-component-bytes or --max-payload-bytes"
+                );
+            }
+            let c = Client::admin(&admin)?;
+            let path = format!(
+                "/api/v1/admin/environments/{}/{}",
+                encode(&project),
+                encode(&environment)
+            );
             let e = c.send(c.put(&path).json(&body)).await?;
             if admin.json {
                 return print_json(&e);

@@ -30,7 +30,9 @@ use crate::model::{
 use crate::sandbox::{
     AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind, WaitFor, journal,
 };
-use crate::store::{FinishAttempt, Inserted, NewRun, ParentLink, RunUpdate, Store, StoreError};
+use crate::store::{
+    EnvironmentChange, FinishAttempt, Inserted, NewRun, ParentLink, RunUpdate, Store, StoreError,
+};
 use metadata::{MetadataError, MetadataOp};
 use scheduler::{QueueLimits, Scheduler};
 use state::{Effect, Event, FailureKind, RunState, Transition, transition};
@@ -74,8 +76,8 @@ pub enum EngineError {
     Deploy(#[from] DeployError),
     #[error("run `{0}` not found")]
     RunNotFound(String),
-    #[error("the payload is {size} bytes; the limit is {MAX_PAYLOAD_BYTES} bytes")]
-    PayloadTooLarge { size: usize },
+    #[error("the payload is {size} bytes; the limit is {limit} bytes")]
+    PayloadTooLarge { size: usize, limit: usize },
     #[error("the run changed concurrently too many times; try again")]
     Contended,
     #[error("queue `{0}` not found")]
@@ -208,6 +210,15 @@ impl Engine {
         env: &Environment,
         bytes: Vec<u8>,
     ) -> Result<Deployment, EngineError> {
+        if let Some(limit) = env.limits.max_component_bytes
+            && bytes.len() as u64 > limit
+        {
+            return Err(DeployError::TooLarge {
+                size: bytes.len(),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            }
+            .into());
+        }
         let deployment = self.deployer.deploy(env, bytes).await?;
         // The deployment set its queues' limits from the definitions.
         for queue in self.store.environment_queues(&env.id).await? {
@@ -369,23 +380,23 @@ impl Engine {
         self.queue_stats(queue).await
     }
 
-    /// Sets an environment's concurrency limit (`None`: the host default). `None` if there is no
-    /// such environment.
-    pub async fn set_environment_limit(
+    /// Changes an environment's concurrency limit and limits (see [`EnvironmentChange`]). `None`
+    /// if there is no such environment.
+    pub async fn update_environment(
         &self,
         project: &str,
         environment: &str,
-        limit: Option<u32>,
+        change: EnvironmentChange,
     ) -> Result<Option<EnvironmentLimit>, EngineError> {
         let Some(info) = self
             .store
-            .set_environment_limit(project, environment, limit)
+            .update_environment(project, environment, change)
             .await?
         else {
             return Ok(None);
         };
         self.scheduler()
-            .set_environment_limit(&info.environment.id, limit);
+            .set_environment_limit(&info.environment.id, info.concurrency_limit);
         self.wake.notify_one();
         Ok(Some(self.environment_limit(info.environment)))
     }
@@ -431,6 +442,17 @@ impl Engine {
         items: Vec<TriggerItem>,
         batch: bool,
     ) -> Result<Vec<Inserted>, EngineError> {
+        let max_payload = env.limits.max_payload_bytes.map_or(MAX_PAYLOAD_BYTES, |m| {
+            usize::try_from(m)
+                .unwrap_or(usize::MAX)
+                .min(MAX_PAYLOAD_BYTES)
+        });
+        if let Some(item) = items.iter().find(|i| i.payload.len() > max_payload) {
+            return Err(EngineError::PayloadTooLarge {
+                size: item.payload.len(),
+                limit: max_payload,
+            });
+        }
         let runs = self.prepare_runs(&env.id, items, None).await?;
         let batch_id = batch.then(|| crate::model::new_id("batch"));
         let inserted = self.store.insert_runs(runs, batch_id).await?;
@@ -475,6 +497,7 @@ impl Engine {
             if item.payload.len() > MAX_PAYLOAD_BYTES {
                 return Err(EngineError::PayloadTooLarge {
                     size: item.payload.len(),
+                    limit: MAX_PAYLOAD_BYTES,
                 });
             }
             let deployment = match &item.options.lock_to_version {

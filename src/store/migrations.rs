@@ -13,6 +13,7 @@ pub const MIGRATIONS: &[&str] = &[
     V8_TOKENS,
     V9_CHILD_RUNS,
     V10_WAITER_INDEX,
+    V11_ENVIRONMENT_LIMITS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -350,4 +351,10 @@ CREATE INDEX run_waiters_by_parent ON run_waiters (parent_run_id);
 /// What a run waits for is looked up by run.
 const V10_WAITER_INDEX: &str = r#"
 CREATE INDEX waitpoint_waiters_by_run ON waitpoint_waiters (run_id);
+"#;
+
+/// Per-environment limits below the host's (NULL: the host's).
+const V11_ENVIRONMENT_LIMITS: &str = r#"
+ALTER TABLE environments ADD COLUMN max_component_bytes INTEGER;
+ALTER TABLE environments ADD COLUMN max_payload_bytes INTEGER;
 "#;

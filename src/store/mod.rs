@@ -27,7 +27,7 @@ pub use queries::{
     Bootstrapped, EntriesFor, FinishAttempt, Inserted, JournalWith, KeyInfo, NewKey, NewRun,
     ParentLink, RunFilter, RunPage, RunUpdate,
 };
-pub use queues::{EnvironmentInfo, task_queue_name};
+pub use queues::{EnvironmentChange, EnvironmentInfo, task_queue_name};
 pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};
 pub use tokens::TokenFilter;
 

@@ -466,7 +466,8 @@ impl Store {
     ) -> Result<Option<Environment>, StoreError> {
         self.read(move |c| {
             Ok(c.query_row(
-                "SELECT e.id, p.slug, e.slug FROM api_keys k \
+                "SELECT e.id, p.slug, e.slug, e.max_component_bytes, e.max_payload_bytes \
+                 FROM api_keys k \
                  JOIN environments e ON e.id = k.environment_id \
                  JOIN projects p ON p.id = e.project_id \
                  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
@@ -476,6 +477,10 @@ impl Store {
                         id: r.get(0)?,
                         project_slug: r.get(1)?,
                         slug: r.get(2)?,
+                        limits: crate::model::EnvironmentLimits {
+                            max_component_bytes: r.get(3)?,
+                            max_payload_bytes: r.get(4)?,
+                        },
                     })
                 },
             )
@@ -1566,6 +1571,7 @@ fn ensure_environment(
         )?,
         project_slug: project.to_owned(),
         slug: environment.to_owned(),
+        limits: Default::default(),
     })
 }
 

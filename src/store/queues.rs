@@ -361,62 +361,86 @@ impl Store {
         .await
     }
 
-    /// Every environment with its concurrency limit.
+    /// Every environment with its concurrency limit and limits.
     pub async fn environments(&self) -> Result<Vec<EnvironmentInfo>, StoreError> {
         self.read(|c| {
-            Ok(c.prepare(
-                "SELECT e.id, p.slug, e.slug, e.concurrency_limit FROM environments e \
-                 JOIN projects p ON p.id = e.project_id ORDER BY p.slug, e.slug",
-            )?
-            .query_map([], |r| {
-                Ok(EnvironmentInfo {
-                    environment: Environment {
-                        id: r.get(0)?,
-                        project_slug: r.get(1)?,
-                        slug: r.get(2)?,
-                    },
-                    concurrency_limit: r.get(3)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?)
+            Ok(
+                c.prepare(&format!("{ENVIRONMENT_SELECT} ORDER BY p.slug, e.slug"))?
+                    .query_map([], environment_info)?
+                    .collect::<Result<_, _>>()?,
+            )
         })
         .await
     }
 
-    /// Sets an environment's concurrency limit (`None`: the host default). `None` if there is no
-    /// such environment.
-    pub async fn set_environment_limit(
+    /// Changes an environment's limits (each `Some` field: set, `Some(None)`: back to the host's
+    /// default). `None` if there is no such environment.
+    pub async fn update_environment(
         &self,
         project: &str,
         environment: &str,
-        limit: Option<u32>,
+        change: EnvironmentChange,
     ) -> Result<Option<EnvironmentInfo>, StoreError> {
         let (project, environment) = (project.to_owned(), environment.to_owned());
         self.write(move |c| {
-            let id: Option<String> = c
-                .query_row(
-                    "SELECT e.id FROM environments e JOIN projects p ON p.id = e.project_id \
-                     WHERE p.slug = ?1 AND e.slug = ?2",
-                    params![project, environment],
-                    |r| r.get(0),
-                )
+            let found = c
+                .prepare(&format!(
+                    "{ENVIRONMENT_SELECT} WHERE p.slug = ?1 AND e.slug = ?2"
+                ))?
+                .query_row(params![project, environment], environment_info)
                 .optional()?;
-            let Some(id) = id else {
+            let Some(mut info) = found else {
                 return Ok(None);
             };
+            if let Some(limit) = change.concurrency_limit {
+                info.concurrency_limit = limit;
+            }
+            let limits = &mut info.environment.limits;
+            if let Some(max) = change.max_component_bytes {
+                limits.max_component_bytes = max;
+            }
+            if let Some(max) = change.max_payload_bytes {
+                limits.max_payload_bytes = max;
+            }
             c.execute(
-                "UPDATE environments SET concurrency_limit = ?2 WHERE id = ?1",
-                params![id, limit],
+                "UPDATE environments SET concurrency_limit = ?2, max_component_bytes = ?3, \
+                   max_payload_bytes = ?4 WHERE id = ?1",
+                params![
+                    info.environment.id,
+                    info.concurrency_limit,
+                    info.environment.limits.max_component_bytes,
+                    info.environment.limits.max_payload_bytes
+                ],
             )?;
-            Ok(Some(EnvironmentInfo {
-                environment: Environment {
-                    id,
-                    project_slug: project,
-                    slug: environment,
-                },
-                concurrency_limit: limit,
-            }))
+            Ok(Some(info))
         })
         .await
     }
+}
+
+/// A change of an environment's limits; `None` fields stay as they are.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EnvironmentChange {
+    pub concurrency_limit: Option<Option<u32>>,
+    pub max_component_bytes: Option<Option<u64>>,
+    pub max_payload_bytes: Option<Option<u64>>,
+}
+
+const ENVIRONMENT_SELECT: &str = "SELECT e.id, p.slug, e.slug, e.concurrency_limit, \
+     e.max_component_bytes, e.max_payload_bytes FROM environments e \
+     JOIN projects p ON p.id = e.project_id";
+
+fn environment_info(r: &Row<'_>) -> rusqlite::Result<EnvironmentInfo> {
+    Ok(EnvironmentInfo {
+        environment: Environment {
+            id: r.get(0)?,
+            project_slug: r.get(1)?,
+            slug: r.get(2)?,
+            limits: crate::model::EnvironmentLimits {
+                max_component_bytes: r.get(4)?,
+                max_payload_bytes: r.get(5)?,
+            },
+        },
+        concurrency_limit: r.get(3)?,
+    })
 }

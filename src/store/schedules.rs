@@ -67,6 +67,7 @@ fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
             id: row.get(1)?,
             project_slug: row.get(2)?,
             slug: row.get(3)?,
+            limits: Default::default(),
         },
         kind: ScheduleType::parse(&kind).ok_or_else(|| {
             rusqlite::Error::FromSqlConversionFailure(
@@ -445,6 +446,7 @@ impl Store {
                     id: r.get(0)?,
                     project_slug: r.get(1)?,
                     slug: r.get(2)?,
+                    limits: Default::default(),
                 })
             })?
             .collect::<Result<_, _>>()?)

@@ -189,3 +189,78 @@ async fn keys_are_listed_without_secrets_and_revoked_at_once() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_has_its_own_upload_and_payload_limits() {
+    let host = TestHost::start().await;
+    let (_, other) = host.new_environment_key("acme", "prod").await;
+    let admin = host.admin_key();
+    let set = |body: Value| {
+        let (host, admin) = (&host, admin.clone());
+        async move {
+            host.request_as(
+                &admin,
+                Method::PUT,
+                "/api/v1/admin/environments/acme/prod",
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, env) = set(json!({ "maxComponentBytes": 1_000, "maxPayloadBytes": 64 })).await;
+    assert_eq!(status, 200, "{env}");
+    assert_eq!(
+        (
+            env["maxComponentBytes"].clone(),
+            env["maxPayloadBytes"].clone()
+        ),
+        (json!(1_000), json!(64))
+    );
+
+    // The prod environment refuses what the dev environment takes.
+    let wasm = crate::support::guest(guests::HELLO);
+    let (status, answer) = host.upload_as(&other, wasm.clone()).await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("1000"),
+        "{answer}"
+    );
+    host.deploy(guests::HELLO).await;
+    let (status, body) = host.upload_as(&other, wasm.clone()).await;
+    assert_eq!(status, 413, "{body}");
+    set(json!({ "maxComponentBytes": null })).await;
+    let (status, body) = host.upload_as(&other, wasm).await;
+    assert_eq!(status, 201, "{body}");
+
+    let big = json!({ "payload": "x".repeat(100) });
+    let (status, answer) = host
+        .request_as(
+            &other,
+            Method::POST,
+            "/api/v1/tasks/echo/trigger",
+            Some(big.clone()),
+        )
+        .await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("64 bytes"),
+        "{answer}"
+    );
+    let (status, _) = host.post("/api/v1/tasks/echo/trigger", big).await;
+    assert_eq!(status, 200, "the dev environment keeps the host's limit");
+
+    // Bad changes are refused by name.
+    for (body, field) in [
+        (json!({ "maxPayloadBytes": -1 }), "maxPayloadBytes"),
+        (json!({ "maxComponentBytes": "big" }), "maxComponentBytes"),
+        (json!({ "color": 1 }), "color"),
+        (json!({}), "at least one"),
+    ] {
+        let (status, answer) = set(body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+}
