@@ -196,3 +196,182 @@ async fn every_route_is_in_the_openapi_document_and_every_documented_route_answe
             .contains("/api/openapi.json")
     );
 }
+
+/// Random JSON: scalars, strings with odd characters, arrays and objects whose keys are often
+/// the API's own option and filter names.
+fn random_json(rng: &mut rand::rngs::StdRng, depth: u32) -> serde_json::Value {
+    use rand::Rng;
+    use serde_json::{Value, json};
+    const KEYS: &[&str] = &[
+        "payload",
+        "options",
+        "delay",
+        "ttl",
+        "priority",
+        "idempotencyKey",
+        "idempotencyKeyTTL",
+        "tags",
+        "maxAttempts",
+        "maxDuration",
+        "machine",
+        "queue",
+        "concurrencyKey",
+        "metadata",
+        "lockToVersion",
+        "payloadType",
+        "items",
+        "task",
+        "data",
+        "timeout",
+        "__proto__",
+        "",
+    ];
+    let strings = [
+        "",
+        "1h",
+        "-1",
+        "9999999999999999999999",
+        "small-1x",
+        "task/x",
+        "\u{0}",
+        "ü😀",
+        "2026-13-45T99:00:00Z",
+        "application/super+json",
+        "{\"json\":1}",
+    ];
+    match (rng.random_range(0..9), depth) {
+        (0, _) => Value::Null,
+        (1, _) => json!(rng.random::<bool>()),
+        (2, _) => json!(rng.random::<i64>()),
+        (3, _) => json!(rng.random::<f64>() * 1e12 - 5e11),
+        (4, _) => json!(strings[rng.random_range(0..strings.len())]),
+        (5, _) => json!("x".repeat(rng.random_range(0..5_000))),
+        (6 | 7, d) if d > 0 => {
+            let mut map = serde_json::Map::new();
+            for _ in 0..rng.random_range(0..6) {
+                let key = KEYS[rng.random_range(0..KEYS.len())].to_owned();
+                map.insert(key, random_json(rng, d - 1));
+            }
+            Value::Object(map)
+        }
+        (8, d) if d > 0 => Value::Array(
+            (0..rng.random_range(0..5))
+                .map(|_| random_json(rng, d - 1))
+                .collect(),
+        ),
+        _ => json!(rng.random::<u8>()),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_bodies_and_query_strings_never_get_a_server_error() {
+    use rand::{Rng, SeedableRng};
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let http = reqwest::Client::new();
+    let paths = [
+        "/api/v1/tasks/echo/trigger",
+        "/api/v1/tasks/echo/batch",
+        "/api/v1/tasks/batch",
+        "/api/v1/tasks/no-such-task/trigger",
+        "/api/v1/waitpoints/tokens",
+        "/api/v1/queues/echo/pause",
+    ];
+    let content_types = [
+        "application/json",
+        "text/plain",
+        "application/super+json",
+        "",
+    ];
+    for _ in 0..300 {
+        let path = paths[rng.random_range(0..paths.len())];
+        let body = if rng.random_range(0..10) == 0 {
+            (0..rng.random_range(0..200))
+                .map(|_| rng.random::<u8>())
+                .collect::<Vec<u8>>()
+        } else {
+            random_json(&mut rng, 3).to_string().into_bytes()
+        };
+        let mut req = http
+            .post(format!("{}{path}", host.url))
+            .bearer_auth(&host.key)
+            .body(body.clone());
+        let ct = content_types[rng.random_range(0..content_types.len())];
+        if !ct.is_empty() {
+            req = req.header("content-type", ct);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        assert!(
+            status.as_u16() < 500,
+            "seed {seed}: POST {path} {} → {status}: {}",
+            String::from_utf8_lossy(&body),
+            resp.text().await.unwrap()
+        );
+    }
+    let keys = [
+        "filter[status]",
+        "filter[taskIdentifier]",
+        "filter[tag]",
+        "filter[createdAt][from]",
+        "filter[createdAt][to]",
+        "filter[batch]",
+        "filter[idempotencyKey]",
+        "filter[version]",
+        "page[size]",
+        "page[after]",
+        "page[before]",
+        "filter[tags]",
+        "tags",
+        "perPage",
+        "page",
+        "type",
+        "nonsense",
+    ];
+    let values = [
+        "",
+        "0",
+        "-1",
+        "101",
+        "COMPLETED,NOPE",
+        "ü😀",
+        "run_x",
+        "2026-01-01",
+        "1e400",
+        "%00",
+        "a,b,,c",
+    ];
+    let lists = [
+        "/api/v1/runs",
+        "/api/v1/waitpoints/tokens",
+        "/api/v1/queues",
+        "/api/v1/schedules",
+        "/api/v1/queues/echo",
+    ];
+    for _ in 0..300 {
+        let path = lists[rng.random_range(0..lists.len())];
+        let query: Vec<(String, String)> = (0..rng.random_range(0..5))
+            .map(|_| {
+                (
+                    keys[rng.random_range(0..keys.len())].to_owned(),
+                    values[rng.random_range(0..values.len())].to_owned(),
+                )
+            })
+            .collect();
+        let resp = http
+            .get(format!("{}{path}", host.url))
+            .bearer_auth(&host.key)
+            .query(&query)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        assert!(
+            status.as_u16() < 500,
+            "seed {seed}: GET {path} {query:?} → {status}: {}",
+            resp.text().await.unwrap()
+        );
+    }
+}
