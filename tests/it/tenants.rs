@@ -31,6 +31,19 @@ async fn another_environments_ids_answer_404_on_every_endpoint() {
         )
         .await;
     let batch_id = batch["batchId"].as_str().unwrap().to_owned();
+    // And a token, a queue and a schedule of its own.
+    let (_, token) = host.post("/api/v1/waitpoints/tokens", json!({})).await;
+    let token = token["id"].as_str().unwrap().to_owned();
+    let (_, queue) = host.get("/api/v1/queues/echo?type=task").await;
+    let queue = queue["id"].as_str().unwrap().to_owned();
+    let (status, schedule) = host
+        .post(
+            "/api/v1/schedules",
+            json!({ "task": "echo", "cron": "0 9 * * *", "deduplicationKey": "a-schedule" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{schedule}");
+    let schedule = schedule["id"].as_str().unwrap().to_owned();
 
     // Tenant B sees none of it: each foreign id is a 404, as if it did not exist.
     let foreign: Vec<(Method, String, Option<Value>)> = vec![
@@ -68,6 +81,44 @@ async fn another_environments_ids_answer_404_on_every_endpoint() {
             Some(json!({})),
         ),
         (Method::GET, "/api/v1/deployments/latest".into(), None),
+        (Method::GET, format!("/realtime/v1/runs/{done}"), None),
+        (
+            Method::GET,
+            format!("/api/v1/waitpoints/tokens/{token}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/waitpoints/tokens/{token}/complete"),
+            Some(json!({ "data": 1 })),
+        ),
+        (Method::GET, format!("/api/v1/queues/{queue}"), None),
+        (
+            Method::POST,
+            format!("/api/v1/queues/{queue}/pause"),
+            Some(json!({ "action": "pause" })),
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/queues/{queue}/concurrency/override"),
+            Some(json!({ "concurrencyLimit": 1 })),
+        ),
+        (Method::GET, format!("/api/v1/schedules/{schedule}"), None),
+        (
+            Method::PUT,
+            format!("/api/v1/schedules/{schedule}"),
+            Some(json!({ "task": "echo", "cron": "0 10 * * *" })),
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/schedules/{schedule}"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/schedules/{schedule}/deactivate"),
+            Some(json!({})),
+        ),
     ];
     for (method, path, body) in foreign {
         let (status, answer) = host
@@ -120,6 +171,23 @@ async fn another_environments_ids_answer_404_on_every_endpoint() {
     // And A's data is unchanged by all of it.
     assert_eq!(host.run(&delayed).await["status"], "DELAYED");
     assert_eq!(host.run(&done).await["tags"], json!(["a-tag"]));
+    let (_, token) = host
+        .get(&format!("/api/v1/waitpoints/tokens/{token}"))
+        .await;
+    assert_eq!(token["status"], "WAITING");
+    let (_, queue) = host.get(&format!("/api/v1/queues/{queue}")).await;
+    assert_eq!(
+        (
+            queue["paused"].clone(),
+            queue["concurrency"]["override"].clone()
+        ),
+        (json!(false), json!(null))
+    );
+    let (status, schedule) = host.get(&format!("/api/v1/schedules/{schedule}")).await;
+    assert_eq!(
+        (status.as_u16(), schedule["active"].clone()),
+        (200, json!(true))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
