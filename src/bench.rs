@@ -187,6 +187,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
 
     let mut results = Results {
         kiln_version: env!("CARGO_PKG_VERSION"),
+        durability: crate::store::DURABILITY,
         build: if cfg!(debug_assertions) {
             "debug"
         } else {
@@ -309,6 +310,8 @@ fn guest(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {
 #[derive(Debug, Serialize)]
 pub struct Results {
     pub kiln_version: &'static str,
+    /// The store's durability setting, which every figure was measured with.
+    pub durability: &'static str,
     /// `release` or `debug` (whose numbers mean nothing).
     pub build: &'static str,
     pub date: String,
@@ -421,8 +424,14 @@ impl Row {
 fn render(results: &Results) -> String {
     let m = &results.machine;
     let mut out = format!(
-        "kiln {} ({} build) · {} · {} CPUs, {} · {}\n\n",
-        results.kiln_version, results.build, results.date, m.cpus, m.cpu_model, m.os
+        "kiln {} ({} build) · {} · {} CPUs, {} · {} · {}\n\n",
+        results.kiln_version,
+        results.build,
+        results.date,
+        m.cpus,
+        m.cpu_model,
+        m.os,
+        results.durability
     );
     let header = [
         "scenario",
@@ -682,12 +691,25 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(mut ms: Vec<f64>) -> Percentiles {
-        ms.sort_by(f64::total_cmp);
+    /// From an HDR histogram of the samples in microseconds (3 significant digits, up to a minute).
+    fn of(ms: Vec<f64>) -> Percentiles {
+        let Ok(mut histogram) = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+        else {
+            return Percentiles {
+                p50_ms: 0.0,
+                p99_ms: 0.0,
+                max_ms: 0.0,
+            };
+        };
+        for v in ms {
+            // Saturates at the bound rather than failing on an outlier.
+            histogram.saturating_record((v * 1e3).round().max(1.0) as u64);
+        }
+        let at = |q: f64| histogram.value_at_quantile(q) as f64 / 1e3;
         Percentiles {
-            p50_ms: percentile(&ms, 50.0),
-            p99_ms: percentile(&ms, 99.0),
-            max_ms: ms.last().copied().unwrap_or(0.0),
+            p50_ms: at(0.5),
+            p99_ms: at(0.99),
+            max_ms: histogram.max() as f64 / 1e3,
         }
     }
 
@@ -1747,6 +1769,17 @@ impl Drop for TempDir {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn latency_percentiles_come_from_the_histogram() {
+        let p = Percentiles::of((1..=100).map(f64::from).collect());
+        assert!((p.p50_ms - 50.0).abs() < 0.1, "{p:?}");
+        assert!((p.p99_ms - 99.0).abs() < 0.1, "{p:?}");
+        assert!((p.max_ms - 100.0).abs() < 0.1, "{p:?}");
+        // Sub-millisecond samples keep their precision.
+        let p = Percentiles::of(vec![0.25; 10]);
+        assert!((p.p50_ms - 0.25).abs() < 0.001, "{p:?}");
+    }
 
     #[test]
     fn percentile_is_nearest_rank() {

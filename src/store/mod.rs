@@ -31,6 +31,9 @@ pub use queues::{EnvironmentChange, EnvironmentInfo, task_queue_name};
 pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};
 pub use tokens::TokenFilter;
 
+/// The durability every commit has (see `open_connection`), as benchmarks print it.
+pub const DURABILITY: &str = "SQLite WAL, synchronous = FULL";
+
 /// Most write requests joined into one transaction. Bounds the time a request waits for others.
 const MAX_GROUP: usize = 512;
 
