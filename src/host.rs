@@ -158,6 +158,52 @@ fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The file whose lock says a host uses the data dir.
+pub const LOCK_FILE: &str = "kiln.lock";
+
+/// Locks the data dir for this host, so a second host on it refuses to start instead of sharing
+/// the database. The lock is the OS's (released when the process ends, however it ends).
+fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    let path = dir.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| {
+            format!(
+                "cannot open {}; check the data dir is writable",
+                path.display()
+            )
+        })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            let by = if holder.is_empty() {
+                String::new()
+            } else {
+                format!(" (process {holder})")
+            };
+            anyhow::bail!(
+                "the data dir {} is in use by another kiln{by}; stop it first, or pass another --data-dir",
+                dir.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "{}", std::process::id())?;
+    Ok(file)
+}
+
 /// Opens the data dir, recovers interrupted runs, deploys `config.deploy`, and starts serving.
 pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
@@ -166,6 +212,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             config.data_dir.display()
         )
     })?;
+    let lock = lock_data_dir(&config.data_dir)?;
     let store = Store::open(&config.data_dir)?;
     let boot = store
         .bootstrap(keys::environment_key("dev"), keys::admin_key(), now_ms())
@@ -274,7 +321,14 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             })
             .await
     });
-    let dispatcher = tokio::spawn(engine.clone().dispatch(shutdown_rx));
+    let dispatcher = tokio::spawn({
+        let engine = engine.clone();
+        async move {
+            // The data dir stays locked as long as the host dispatches.
+            let _lock = lock;
+            engine.dispatch(shutdown_rx).await;
+        }
+    });
     Ok(RunningHost {
         addr,
         new_key,

@@ -282,3 +282,39 @@ async fn a_host_killed_while_a_parent_waits_triggers_no_child_twice() {
         "the parent and its two children: {runs:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_host_on_the_same_data_dir_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = TestHost::start_in(dir.path(), Options::default()).await;
+    let mut config =
+        kiln::host::HostConfig::new(dir.path().to_path_buf(), "127.0.0.1:0".parse().unwrap());
+    config.concurrency = 1;
+    let error = match kiln::host::start(config).await {
+        Ok(_) => panic!("a second host started on a data dir in use"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        error.contains("is in use by another kiln")
+            && error.contains(&std::process::id().to_string()),
+        "{error}"
+    );
+    // Once the first stops, the dir is free again.
+    first.stop().await;
+    let again = TestHost::start_in(dir.path(), Options::default()).await;
+    again.stop().await;
+
+    // And as a process: one line, a non-zero exit, nothing touched.
+    let host = ServeProcess::start(dir.path(), &[]);
+    let second = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains(&format!("in use by another kiln (process {})", host.pid())),
+        "{stderr}"
+    );
+}
