@@ -865,7 +865,7 @@ impl Engine {
                                     engine: self.clone(),
                                     lane,
                                 };
-                                running.spawn(self.clone().execute(run, slot));
+                                running.spawn(self.clone().execute_guarded(run, slot));
                             }
                         }
                         Err(e) => {
@@ -1001,6 +1001,33 @@ impl Engine {
         let update = run_update(run, &t, self.now());
         if let Err(e) = self.store.update_run(update).await {
             tracing::error!(run = %run.id, error = %e, "could not park the run");
+        }
+    }
+
+    /// [`Engine::execute`], and if it panics (a bug in kiln, never the guest's doing), the run
+    /// fails as SYSTEM_FAILURE at once instead of staying claimed until the next restart.
+    async fn execute_guarded(self: Arc<Self>, run: Run, slot: Slot) {
+        use futures_util::FutureExt;
+        let (id, env) = (run.id.clone(), run.environment_id.clone());
+        let executed = std::panic::AssertUnwindSafe(self.clone().execute(run, slot))
+            .catch_unwind()
+            .await;
+        if executed.is_ok() {
+            return;
+        }
+        tracing::error!(run = %id, "executing the run panicked; failing it as SYSTEM_FAILURE");
+        let message = "kiln failed while executing the run (a bug: see the host log)".to_owned();
+        match self.store.run(&env, &id).await {
+            Ok(Some(run)) if run.status == RunStatus::Executing => {
+                let attempt = run.attempt_count;
+                self.fail_started(&run, &run_state(&run), attempt, message)
+                    .await;
+            }
+            Ok(Some(run)) if run.status == RunStatus::Dequeued => {
+                self.fail_unstarted(&run, "SYSTEM_FAILURE", message).await;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(run = %id, error = %e, "could not fail the run"),
         }
     }
 
