@@ -219,10 +219,16 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
                 results.throughput = Some(r);
             }
             Scenario::Latency => {
+                // Half of the throughput just measured, if it was (the "50 % of max").
+                let load = results
+                    .throughput
+                    .as_ref()
+                    .map_or(DEFAULT_LATENCY_LOAD, |t| t.kiln_runs_per_sec / 2.0);
                 let r = latency(&LatencyConfig {
                     runs: args.runs.unwrap_or(DEFAULT_LATENCY_RUNS),
                     concurrency,
                     bench_wasm: bench_wasm.clone(),
+                    load_runs_per_sec: load,
                 })
                 .await
                 .context("the latency scenario failed")?;
@@ -680,7 +686,12 @@ pub struct LatencyConfig {
     pub runs: usize,
     pub concurrency: usize,
     pub bench_wasm: PathBuf,
+    /// No-op runs per second triggered in the background for the loaded measurement.
+    pub load_runs_per_sec: f64,
 }
+
+/// Background load of the latency scenario when the throughput scenario did not run first.
+pub const DEFAULT_LATENCY_LOAD: f64 = 500.0;
 
 /// p50 and p99 of a set of durations, in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -741,6 +752,9 @@ pub struct LatencyReport {
     pub hold_ms: u64,
     pub in_process: LatencyStats,
     pub http: LatencyStats,
+    /// In-process again, with no-op runs triggered in the background at `load_runs_per_sec`.
+    pub loaded: LatencyStats,
+    pub load_runs_per_sec: f64,
 }
 
 impl LatencyReport {
@@ -776,6 +790,14 @@ impl LatencyReport {
                 s.start_stored.show(0),
             ));
         }
+        rows.push(Row::new(
+            "latency",
+            format!(
+                "in-process at {} runs/s load: trigger → start, polled, p50 / p99 (ms)",
+                thousands(self.load_runs_per_sec)
+            ),
+            self.loaded.start_observed.show(2),
+        ));
         rows
     }
 }
@@ -814,11 +836,25 @@ pub async fn latency(config: &LatencyConfig) -> anyhow::Result<LatencyReport> {
         for _ in 0..n {
             sample(&host, Some(&http), &payload, &mut over_http).await?;
         }
+        // The same in-process samples while no-op runs arrive in the background.
+        let load = background_load(&host, config.load_runs_per_sec);
+        let mut loaded = Samples::default();
+        let sampled = async {
+            for _ in 0..n {
+                sample(&host, None, &payload, &mut loaded).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        load.abort();
+        sampled?;
         Ok::<_, anyhow::Error>(LatencyReport {
             runs: n,
             hold_ms: LATENCY_HOLD_MS,
             in_process: in_process.stats(),
             http: over_http.stats(),
+            loaded: loaded.stats(),
+            load_runs_per_sec: config.load_runs_per_sec,
         })
     }
     .await;
@@ -826,6 +862,30 @@ pub async fn latency(config: &LatencyConfig) -> anyhow::Result<LatencyReport> {
     let report = result?;
     stopped?;
     Ok(report)
+}
+
+/// Triggers no-op runs at `per_sec` (a batch every 10 ms) until aborted.
+fn background_load(host: &RunningHost, per_sec: f64) -> tokio::task::JoinHandle<()> {
+    let (engine, env) = (host.engine.clone(), host.dev.clone());
+    let per_tick = (per_sec / 100.0).max(0.0);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(10));
+        let mut owed = 0.0;
+        loop {
+            tick.tick().await;
+            owed += per_tick;
+            let batch = (owed as usize).min(MAX_BATCH_ITEMS);
+            if batch == 0 {
+                continue;
+            }
+            owed -= batch as f64;
+            let items = (0..batch).map(|_| noop_item("noop", "null")).collect();
+            if let Err(e) = engine.trigger_many(&env, items, false).await {
+                tracing::warn!(error = %e, "the latency scenario's background load failed");
+                return;
+            }
+        }
+    })
 }
 
 struct Http {

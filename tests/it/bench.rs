@@ -71,3 +71,19 @@ async fn waits_scenario_checkpoints_resumes_and_measures_replay() {
         assert!(x.is_finite() && x > 0.0, "{report:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latency_scenario_samples_light_and_loaded() {
+    let report = kiln::bench::latency(&kiln::bench::LatencyConfig {
+        runs: 5,
+        concurrency: 2,
+        bench_wasm: guest_path(guests::BENCH),
+        load_runs_per_sec: 100.0,
+    })
+    .await
+    .expect("the latency scenario runs");
+    for stats in [&report.in_process, &report.http, &report.loaded] {
+        let p = &stats.start_observed;
+        assert!(p.p50_ms > 0.0 && p.p99_ms >= p.p50_ms, "{report:?}");
+    }
+}
