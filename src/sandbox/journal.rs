@@ -308,14 +308,45 @@ impl Journal {
 
 /// A stable 64-bit digest of a call's arguments (FNV-1a: the same on every host and version).
 pub fn digest(parts: &[&[u8]]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.iter().chain(&[0xff]) {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    parts.iter().fold(Digest::new(), |d, p| d.part(p)).finish()
+}
+
+/// [`digest`] fed one part at a time, so large arguments (payloads) are hashed where they lie,
+/// without being copied or formatted first.
+#[derive(Debug, Clone, Copy)]
+pub struct Digest(u64);
+
+impl Default for Digest {
+    fn default() -> Digest {
+        Digest::new()
+    }
+}
+
+impl Digest {
+    pub fn new() -> Digest {
+        Digest(0xcbf2_9ce4_8422_2325)
+    }
+
+    /// Adds one part (followed by a separator, so parts cannot run into each other).
+    pub fn part(mut self, bytes: &[u8]) -> Digest {
+        for b in bytes.iter().chain(&[0xff]) {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self
+    }
+
+    /// Adds an optional part, telling `None` from an empty value.
+    pub fn optional(self, bytes: Option<&[u8]>) -> Digest {
+        match bytes {
+            None => self.part(&[0]),
+            Some(b) => self.part(&[1]).part(b),
         }
     }
-    h
+
+    pub fn finish(self) -> u64 {
+        self.0
+    }
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use wasmtime::{
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use crate::model::{Clock, LogLevel, LogLine, Machine, Millis, now_ms};
-use journal::{Divergence, Entry, Journal, Kind};
+use journal::{Digest, Divergence, Entry, Journal, Kind};
 use output::{GuestOutput, LogBuffer};
 
 mod bindings {
@@ -409,6 +409,23 @@ pub enum MetadataChange {
     Replace(String),
 }
 
+impl MetadataChange {
+    /// Adds the change to a call's digest (values are not copied).
+    fn digest(d: Digest, change: &MetadataChange) -> Digest {
+        match change {
+            MetadataChange::Set(k, v) => d.part(b"set").part(k.as_bytes()).part(v.as_bytes()),
+            MetadataChange::Delete(k) => d.part(b"del").part(k.as_bytes()),
+            MetadataChange::Append(k, v) => d.part(b"append").part(k.as_bytes()).part(v.as_bytes()),
+            MetadataChange::Remove(k, v) => d.part(b"remove").part(k.as_bytes()).part(v.as_bytes()),
+            MetadataChange::Increment(k, by) => d
+                .part(b"increment")
+                .part(k.as_bytes())
+                .part(&by.to_le_bytes()),
+            MetadataChange::Replace(v) => d.part(b"replace").part(v.as_bytes()),
+        }
+    }
+}
+
 /// Whose metadata a run reads or changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MetadataTarget {
@@ -433,6 +450,34 @@ pub struct ChildItem {
     pub max_attempts: Option<u32>,
     /// JSON text.
     pub metadata: Option<String>,
+}
+
+impl ChildItem {
+    /// Adds the item to a call's digest, field by field (the payload is not copied).
+    fn digest(d: Digest, item: &ChildItem) -> Digest {
+        let number = |n: Option<u64>| n.map(u64::to_le_bytes);
+        let d = d
+            .part(item.task_id.as_bytes())
+            .part(item.payload.as_bytes())
+            .optional(item.idempotency_key.as_deref().map(str::as_bytes));
+        let d = item
+            .tags
+            .iter()
+            .fold(d.part(&[item.tags.len() as u8]), |d, t| {
+                d.part(t.as_bytes())
+            });
+        d.optional(number(item.delay_ms).as_ref().map(|b| &b[..]))
+            .optional(number(item.ttl_ms).as_ref().map(|b| &b[..]))
+            .optional(item.queue.as_deref().map(str::as_bytes))
+            .optional(item.concurrency_key.as_deref().map(str::as_bytes))
+            .optional(item.machine.as_deref().map(str::as_bytes))
+            .optional(
+                number(item.max_attempts.map(u64::from))
+                    .as_ref()
+                    .map(|b| &b[..]),
+            )
+            .optional(item.metadata.as_deref().map(str::as_bytes))
+    }
 }
 
 /// A triggered child run.
@@ -788,10 +833,13 @@ impl bindings::kiln::task::metadata::Host for HostState {
     ) -> wasmtime::Result<Result<String, String>> {
         let target = metadata_target(target);
         let changes: Vec<MetadataChange> = operations.into_iter().map(change).collect();
-        let digest = journal::digest(&[
-            b"metadata.update",
-            format!("{target:?} {changes:?}").as_bytes(),
-        ]);
+        let digest = changes
+            .iter()
+            .fold(
+                Digest::new().part(b"metadata.update").part(&[target as u8]),
+                MetadataChange::digest,
+            )
+            .finish();
         let replayed = self
             .journal()
             .replayed(Kind::MetadataWrite, digest)
@@ -865,14 +913,17 @@ impl HostState {
                 metadata: i.options.metadata,
             })
             .collect();
-        let digest = journal::digest(&[
-            if wait {
-                b"trigger-and-wait"
-            } else {
-                b"trigger"
-            },
-            format!("{items:?}").as_bytes(),
-        ]);
+        let digest = items
+            .iter()
+            .fold(
+                Digest::new().part(if wait {
+                    b"trigger-and-wait"
+                } else {
+                    b"trigger"
+                }),
+                ChildItem::digest,
+            )
+            .finish();
         let replayed = self
             .journal()
             .replayed(Kind::Trigger, digest)
