@@ -342,11 +342,20 @@ impl Engine {
         paused: bool,
     ) -> Result<QueueStats, EngineError> {
         let shown = queue_ref_name(&queue);
-        let queue = self
+        let changed = self
             .store
             .set_queue_paused(&env.id, queue, paused, self.now())
-            .await?
-            .ok_or(EngineError::QueueNotFound(shown))?;
+            .await?;
+        self.queue_changed(changed, shown).await
+    }
+
+    /// After a queue's settings changed in the store: the scheduler applies them at once.
+    async fn queue_changed(
+        &self,
+        changed: Option<Queue>,
+        shown: String,
+    ) -> Result<QueueStats, EngineError> {
+        let queue = changed.ok_or(EngineError::QueueNotFound(shown))?;
         self.apply_queue(&queue);
         self.wake.notify_one();
         self.queue_stats(queue).await
@@ -370,14 +379,11 @@ impl Engine {
             }
         }
         let shown = queue_ref_name(&queue);
-        let queue = self
+        let changed = self
             .store
             .override_queue_limit(&env.id, queue, limit, self.now())
-            .await?
-            .ok_or(EngineError::QueueNotFound(shown))?;
-        self.apply_queue(&queue);
-        self.wake.notify_one();
-        self.queue_stats(queue).await
+            .await?;
+        self.queue_changed(changed, shown).await
     }
 
     /// Changes an environment's concurrency limit and limits (see [`EnvironmentChange`]). `None`
@@ -673,9 +679,12 @@ impl Engine {
         let run = self.find(env, run_id).await?;
         let result = self
             .store
-            .change_metadata(&run.id, self.now(), move |current| {
-                metadata::apply(current.as_deref(), &ops)
-            })
+            .change_metadata(
+                &run.id,
+                self.now(),
+                move |current| metadata::apply(current.as_deref(), &ops),
+                None,
+            )
             .await?;
         Ok(result?)
     }

@@ -332,13 +332,13 @@ impl RunServices for RunHost {
             let now = engine.now();
             match engine
                 .store
-                .change_metadata_journaled(
+                .change_metadata(
                     &target_run,
                     now,
                     move |current| {
                         super::metadata::apply(current.as_deref(), &ops).map_err(|e| e.to_string())
                     },
-                    journal,
+                    Some(journal),
                 )
                 .await
             {

@@ -805,43 +805,16 @@ impl Store {
     }
 
     /// Replaces a run's metadata with what `change` makes of the current value, atomically.
-    /// `change` returning `Err` leaves it untouched and passes the error through.
+    /// `change` returning `Err` leaves it untouched and passes the error through. With `journal`
+    /// (a change a run makes), the run's journal segment — `journal.entries` gets the new
+    /// metadata — and the mark that its attempt has a journal commit with the change.
     pub async fn change_metadata<E: Send + 'static>(
         &self,
         run_id: &str,
         now: Millis,
         change: impl FnOnce(Option<String>) -> Result<String, E> + Send + 'static,
+        journal: Option<JournalWith<str>>,
     ) -> Result<Result<String, E>, StoreError> {
-        let run_id = run_id.to_owned();
-        self.write(move |c| {
-            let current: Option<String> =
-                c.query_row("SELECT metadata FROM runs WHERE id = ?1", [&run_id], |r| {
-                    r.get(0)
-                })?;
-            match change(current) {
-                Ok(next) => {
-                    c.execute(
-                        "UPDATE runs SET metadata = ?2, updated_at = ?3 WHERE id = ?1",
-                        params![run_id, next, now],
-                    )?;
-                    Ok(Ok(next))
-                }
-                Err(e) => Ok(Err(e)),
-            }
-        })
-        .await
-    }
-
-    /// Changes a run's metadata as [`Store::change_metadata`] does, for a run executing `journal`'s
-    /// attempt: the change, the attempt's journal segment (`journal.entries` gets the result) and
-    /// the mark that the attempt has a journal commit together; a refused change stores nothing.
-    pub async fn change_metadata_journaled(
-        &self,
-        run_id: &str,
-        now: Millis,
-        change: impl FnOnce(Option<String>) -> Result<String, String> + Send + 'static,
-        journal: JournalWith<str>,
-    ) -> Result<Result<String, String>, StoreError> {
         let run_id = run_id.to_owned();
         self.write(move |c| {
             let current: Option<String> =
@@ -850,13 +823,15 @@ impl Store {
                 })?;
             let next = match change(current) {
                 Ok(next) => next,
-                Err(why) => return Ok(Err(why)),
+                Err(e) => return Ok(Err(e)),
             };
             c.execute(
                 "UPDATE runs SET metadata = ?2, updated_at = ?3 WHERE id = ?1",
                 params![run_id, next, now],
             )?;
-            commit_journal(c, journal, next.as_str(), now)?;
+            if let Some(journal) = journal {
+                commit_journal(c, journal, next.as_str(), now)?;
+            }
             Ok(Ok(next))
         })
         .await

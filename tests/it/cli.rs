@@ -8,7 +8,8 @@ use serde_json::Value;
 use crate::restart::ServeProcess;
 use crate::support::{guest_path, guests};
 
-fn kiln(host: &ServeProcess, args: &[&str]) -> Output {
+/// Runs the `kiln` binary as a client of `host`.
+pub fn kiln(host: &ServeProcess, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
         .args(args)
         .env("KILN_API_URL", &host.url)
@@ -17,7 +18,8 @@ fn kiln(host: &ServeProcess, args: &[&str]) -> Output {
         .expect("kiln runs")
 }
 
-fn ok(output: Output) -> String {
+/// Its stdout, once it succeeded.
+pub fn ok(output: Output) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     assert!(
         output.status.success(),

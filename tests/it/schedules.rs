@@ -2,7 +2,7 @@
 //! driven by a manual clock), one catch-up run after a stopped host, and declarative schedules
 //! from deployed task definitions.
 
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,7 @@ use kiln::model::{Clock, ManualClock};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
+use crate::cli::{kiln, ok};
 use crate::restart::ServeProcess;
 use crate::support::{Options, TestHost, guest, guests};
 
@@ -525,25 +526,6 @@ async fn a_deploy_with_a_bad_schedule_is_refused_naming_the_task_and_field() {
     let (_, schedules) = host.get("/api/v1/schedules").await;
     assert_eq!(schedules["pagination"]["count"], 0);
     host.stop().await;
-}
-
-fn kiln(host: &ServeProcess, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(args)
-        .env("KILN_API_URL", &host.url)
-        .env("KILN_SECRET_KEY", &host.key)
-        .output()
-        .expect("kiln runs")
-}
-
-fn ok(output: Output) -> String {
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "kiln failed: {stdout}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    stdout
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
