@@ -52,13 +52,12 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     // Bodies a little over the limits, so the handlers can answer with a precise message.
     let json_limit = MAX_PAYLOAD_BYTES + (64 << 10);
-    let upload_limit = state.max_component_bytes.saturating_add(1);
     let batch_limit = DefaultBodyLimit::max(MAX_BATCH_BODY);
     // Each route is written once: the router and the OpenAPI document both come from this list.
     let (router, endpoints) = openapi::endpoints!(Router::new();
         GET "/healthz" [none] "Liveness: answers `ok`" => get(|| async { "ok" }),
         POST "/api/v1/deployments" [key] "Deploy a component (the body is the .wasm)" =>
-            post(deploy).layer(DefaultBodyLimit::max(upload_limit)),
+            post(deploy).layer(DefaultBodyLimit::disable()),
         GET "/api/v1/deployments" [key] "List deployments, newest first" => get(list_deployments),
         GET "/api/v1/deployments/latest" [key] "The latest deployment and its tasks" => get(latest_deployment),
         POST "/api/v1/tasks/{task_id}/trigger" [key] "Trigger a run" => post(trigger),
@@ -315,23 +314,43 @@ fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
 async fn deploy(
     State(state): State<ApiState>,
     Authed(env): Authed,
-    body: Result<Bytes, BytesRejection>,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<dto::DeploymentDto>), ApiError> {
-    let body = body.map_err(|r| match r.status() {
-        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "the component is larger than the limit of {} bytes; shrink it (opt-level \"s\", lto, strip) or raise the host's --max-component-bytes",
-                state.max_component_bytes
-            ),
-        ),
-        _ => ApiError::new(r.status(), format!("cannot read the request body: {}", r.body_text())),
-    })?;
-    let deployment = state.engine.deploy(&env, body.to_vec()).await?;
+    let body = read_upload(body, state.max_component_bytes).await?;
+    let deployment = state.engine.deploy(&env, body).await?;
     Ok((
         StatusCode::CREATED,
         Json(dto::DeploymentDto::from(&deployment)),
     ))
+}
+
+/// Reads an upload of at most `limit` bytes. A larger one is refused with 413, but only after
+/// reading (and dropping) the rest of it, up to a bound: answering while the client still sends
+/// would close the connection under it, and it would see a reset instead of the message.
+async fn read_upload(body: axum::body::Body, limit: usize) -> Result<Vec<u8>, ApiError> {
+    use futures_util::StreamExt;
+    let drain_limit = limit.saturating_mul(4).max(16 << 20);
+    let mut stream = body.into_data_stream();
+    let (mut bytes, mut seen) = (Vec::new(), 0usize);
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= limit {
+            bytes.extend_from_slice(&chunk);
+        } else if seen > drain_limit {
+            break;
+        }
+    }
+    if seen > limit {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "the component is larger than the limit of {limit} bytes; shrink it (opt-level \"s\", lto, strip) or raise the host's --max-component-bytes"
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 async fn list_deployments(
@@ -629,6 +648,9 @@ async fn list_runs(
             }
         }
     }
+    filter_values(
+        filter.statuses.len() + filter.task_ids.len() + filter.versions.len() + filter.tags.len(),
+    )?;
     let Cursor {
         size,
         after,
@@ -640,6 +662,18 @@ async fn list_runs(
         .list_runs(&env.id, filter, size, after, before)
         .await?;
     Ok(Json(dto::ListRunsResponse::new(&page, &env)))
+}
+
+/// Most values all of a list's filters may hold together (each is a query parameter).
+const MAX_FILTER_VALUES: usize = 100;
+
+fn filter_values(count: usize) -> Result<(), ApiError> {
+    if count > MAX_FILTER_VALUES {
+        return Err(ApiError::bad_request(format!(
+            "the filters list {count} values; at most {MAX_FILTER_VALUES} together"
+        )));
+    }
+    Ok(())
 }
 
 /// Trigger.dev's cursor pagination: `page[size]`, `page[after]`, `page[before]`.

@@ -249,6 +249,10 @@ impl TagWatch {
                 changed.insert(run.id.clone());
             }
         }
+        // Only the newest runs are watched, and a run that left them never comes back (ids grow
+        // with time): remember no more than the page, however long the client stays.
+        self.seen
+            .retain(|id, _| page.runs.iter().any(|r| &r.id == id));
         // Oldest first on the wire: `pending` pops from the end.
         for run in &page.runs {
             if changed.contains(&run.id)

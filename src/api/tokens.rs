@@ -9,7 +9,9 @@ use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiState, Authed, Cursor, body_bytes, dto, json_object, time_param};
+use super::{
+    ApiError, ApiState, Authed, Cursor, body_bytes, dto, filter_values, json_object, time_param,
+};
 use crate::model::{Delay, TokenStatus, WaitToken, parse_duration};
 use crate::sandbox::TokenRequest;
 use crate::store::TokenFilter;
@@ -185,6 +187,7 @@ pub(super) async fn list_tokens(
             }
         }
     }
+    filter_values(filter.statuses.len() + filter.tags.len())?;
     let Cursor {
         size,
         after,

@@ -375,3 +375,20 @@ async fn random_bodies_and_query_strings_never_get_a_server_error() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_with_too_many_values_is_refused_not_a_server_error() {
+    let host = TestHost::start().await;
+    let tags: Vec<String> = (0..500).map(|i| format!("t{i}")).collect();
+    for path in [
+        "/api/v1/runs?filter[tag]=",
+        "/api/v1/waitpoints/tokens?filter[tags]=",
+    ] {
+        let (status, body) = host.get(&format!("{path}{}", tags.join(","))).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error"].as_str().unwrap().contains("at most 100"),
+            "{body}"
+        );
+    }
+}
