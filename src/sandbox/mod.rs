@@ -58,8 +58,11 @@ const DEFINITIONS_FUEL: u64 = 2_000_000_000;
 /// Memory `definitions()` may use.
 const DEFINITIONS_MEMORY: u64 = 256 << 20;
 
-/// Table elements one component instance may hold (function tables of large guests stay far below).
+/// Elements one table may hold (function tables of large guests stay far below).
 const MAX_TABLE_ELEMENTS: usize = 1_000_000;
+
+/// What one table element costs against the machine's memory limit: a funcref slot is a pointer.
+const TABLE_ELEMENT_BYTES: usize = 8;
 
 /// Largest output a task may return (DESIGN §7).
 pub const MAX_OUTPUT_BYTES: usize = 10 << 20;
@@ -1088,12 +1091,48 @@ impl bindings::kiln::task::log::Host for HostState {
 }
 
 /// Sums every linear memory and table of the component instance against one limit
-/// (`StoreLimits` would apply the limit to each memory separately).
+/// (`StoreLimits` would apply the limit to each memory separately). Tables count
+/// [`TABLE_ELEMENT_BYTES`] per element and may not pass [`MAX_TABLE_ELEMENTS`] each.
 struct MemoryLimiter {
     limit: usize,
     used: usize,
-    /// The total a denied growth asked for; makes the trap that follows an OOM.
-    denied: Option<usize>,
+    /// The growth that was denied; makes the trap that follows an OOM.
+    denied: Option<Denied>,
+}
+
+/// A growth the limiter refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Denied {
+    /// Memories and tables together would have used this many bytes.
+    Bytes(usize),
+    /// One table would have held this many elements.
+    TableElements(usize),
+}
+
+impl MemoryLimiter {
+    /// Moves one memory or table from `current` to `desired` bytes if the sum stays in the limit.
+    fn grow(&mut self, current: usize, desired: usize) -> bool {
+        let next = self.used.saturating_sub(current).saturating_add(desired);
+        if next > self.limit {
+            self.denied = Some(Denied::Bytes(next));
+            return false;
+        }
+        self.used = next;
+        true
+    }
+
+    /// Says what was denied, for the crash message.
+    fn denial_message(&self, denied: Denied) -> String {
+        match denied {
+            Denied::Bytes(requested) => format!(
+                "the attempt ran out of memory: its memories and tables asked for {requested} bytes in total, the limit is {} bytes (choose a larger machine)",
+                self.limit
+            ),
+            Denied::TableElements(requested) => format!(
+                "the attempt ran out of memory: a table asked for {requested} elements, the limit is {MAX_TABLE_ELEMENTS} per table"
+            ),
+        }
+    }
 }
 
 impl ResourceLimiter for MemoryLimiter {
@@ -1103,22 +1142,23 @@ impl ResourceLimiter for MemoryLimiter {
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let next = self.used.saturating_sub(current).saturating_add(desired);
-        if next > self.limit {
-            self.denied = Some(next);
-            return Ok(false);
-        }
-        self.used = next;
-        Ok(true)
+        Ok(self.grow(current, desired))
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        Ok(desired <= MAX_TABLE_ELEMENTS)
+        if desired > MAX_TABLE_ELEMENTS {
+            self.denied = Some(Denied::TableElements(desired));
+            return Ok(false);
+        }
+        Ok(self.grow(
+            current.saturating_mul(TABLE_ELEMENT_BYTES),
+            desired.saturating_mul(TABLE_ELEMENT_BYTES),
+        ))
     }
 }
 
@@ -1504,14 +1544,8 @@ fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> GuestFailure {
             TrapKind::FuelExhausted,
             "the attempt used up its fuel budget (a runaway loop?)".to_owned(),
         )
-    } else if let Some(requested) = state.limiter.denied {
-        (
-            TrapKind::OutOfMemory,
-            format!(
-                "the attempt ran out of memory: it asked for {requested} bytes in total, the limit is {} bytes",
-                state.limiter.limit
-            ),
-        )
+    } else if let Some(denied) = state.limiter.denied {
+        (TrapKind::OutOfMemory, state.limiter.denial_message(denied))
     } else {
         let detail = match trap {
             Some(t) => t.to_string(),
@@ -1611,7 +1645,7 @@ mod tests {
             !l.memory_growing(30, 50, None).unwrap(),
             "110 in all is over the limit"
         );
-        assert_eq!(l.denied, Some(110));
+        assert_eq!(l.denied, Some(Denied::Bytes(110)));
         assert_eq!(l.used, 90, "a denied growth uses nothing");
         assert!(
             l.memory_growing(60, 70, None).unwrap(),
@@ -1620,9 +1654,26 @@ mod tests {
     }
 
     #[test]
-    fn the_table_limit_is_obeyed_and_enforced() {
+    fn tables_count_against_the_memory_limit_and_have_an_element_cap() {
         let mut l = MemoryLimiter {
-            limit: 0,
+            limit: 100 * TABLE_ELEMENT_BYTES,
+            used: 0,
+            denied: None,
+        };
+        assert!(l.memory_growing(0, 50 * TABLE_ELEMENT_BYTES, None).unwrap());
+        assert!(
+            l.table_growing(0, 40, None).unwrap(),
+            "90 slots' worth in all"
+        );
+        assert!(
+            !l.table_growing(40, 60, None).unwrap(),
+            "110 slots' worth is over the limit"
+        );
+        assert_eq!(l.denied, Some(Denied::Bytes(110 * TABLE_ELEMENT_BYTES)));
+        assert!(l.denial_message(l.denied.unwrap()).contains("880 bytes"));
+
+        let mut l = MemoryLimiter {
+            limit: usize::MAX,
             used: 0,
             denied: None,
         };
@@ -1630,6 +1681,10 @@ mod tests {
         assert!(
             !l.table_growing(MAX_TABLE_ELEMENTS, MAX_TABLE_ELEMENTS + 1, None)
                 .unwrap()
+        );
+        assert_eq!(
+            l.denied,
+            Some(Denied::TableElements(MAX_TABLE_ELEMENTS + 1))
         );
     }
 }

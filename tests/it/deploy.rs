@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{Options, TestHost, guest, guests};
+use crate::support::{self, Options, TestHost, guest, guests};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_valid_component_becomes_the_next_version() {
@@ -104,6 +104,26 @@ async fn bad_uploads_are_refused_and_nothing_is_stored() {
         &["`definitions()` failed", "crashed"],
     )
     .await;
+    refused(
+        &host,
+        support::wat_guest("bad-definitions-loop"),
+        unprocessable,
+        &["`definitions()` failed", "fuel"],
+    )
+    .await;
+    refused(
+        &host,
+        support::wat_guest("bad-definitions-alloc"),
+        unprocessable,
+        &["`definitions()` failed", "out of memory"],
+    )
+    .await;
+    // A custom section that claims 4 GiB: the parser must not trust the length.
+    let mut bomb = guest(guests::HELLO);
+    bomb.extend_from_slice(&[0, 0xff, 0xff, 0xff, 0xff, 0x0f, 4]);
+    bomb.extend_from_slice(b"bomb");
+    bomb.extend_from_slice(&[0; 64]);
+    refused(&host, bomb, unprocessable, &["component is invalid"]).await;
     refused(
         &host,
         guest(guests::BAD_DUPLICATE_IDS),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::restart::ServeProcess;
-use crate::support::{Options, TestHost, guests};
+use crate::support::{self, Options, TestHost, guests};
 
 async fn adversary(options: Options) -> TestHost {
     let host = TestHost::start_with(options).await;
@@ -121,6 +121,31 @@ async fn traps_become_crashes_with_their_reason() {
     for crashed in [&deep, &oob, &zero] {
         assert_eq!(crashed["error"]["code"], "TASK_RUN_CRASHED");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_limit_obeyed_and_violated() {
+    let host = TestHost::start().await;
+    let (status, body) = host.upload(support::wat_guest("table-bomb")).await;
+    assert_eq!(status, 201, "{body:#}");
+
+    let fits = run(&host, "table-bomb", json!(50_000)).await;
+    assert_eq!(fits["status"], "COMPLETED", "{fits:#}");
+    assert_eq!(fits["output"], json!(50_000));
+
+    let bomb = run(&host, "table-bomb", json!(null)).await;
+    assert_eq!(bomb["status"], "CRASHED", "{bomb:#}");
+    assert_eq!(bomb["error"]["code"], "TASK_PROCESS_OOM_KILLED");
+    assert!(
+        message(&bomb).contains("a table asked for 1000001 elements, the limit is 1000000"),
+        "{}",
+        message(&bomb)
+    );
+    assert_eq!(bomb["attemptCount"], 1, "out of memory is not retried");
+
+    // The host goes on running other work.
+    let after = run(&host, "table-bomb", json!(10)).await;
+    assert_eq!(after["status"], "COMPLETED", "{after:#}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

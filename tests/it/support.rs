@@ -67,6 +67,39 @@ pub fn guest_path(name: &str) -> PathBuf {
     built_guests().join(format!("{name}.wasm"))
 }
 
+/// A component of the `kiln:task/task` world from a core module written in WAT,
+/// `guest-examples/<name>/<name>.wat`, for what Rust cannot emit.
+pub fn wat_guest(name: &str) -> Vec<u8> {
+    let path = guest_dir().join(name).join(format!("{name}.wat"));
+    let mut module = wat::parse_file(&path)
+        .unwrap_or_else(|e| panic!("cannot assemble {}: {e}", path.display()));
+    let mut wit = wit_parser::Resolve::default();
+    let package = wit
+        .push_path(Path::new(env!("CARGO_MANIFEST_DIR")).join("wit"))
+        .expect("wit/ parses")
+        .0;
+    let world = wit
+        .select_world(&[package], Some("task"))
+        .expect("wit/ has the task world");
+    wit_component::embed_component_metadata(
+        &mut module,
+        &wit,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .expect("the world's metadata embeds");
+    wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&module)
+        .and_then(|mut encoder| encoder.encode())
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} is not a component of the task world: {e:#}",
+                path.display()
+            )
+        })
+}
+
 /// A host running in this process.
 pub struct TestHost {
     pub url: String,
