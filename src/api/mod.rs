@@ -155,13 +155,26 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The status a store failure answers with: 507 when the disk is full (the client may retry once
+/// space returns), 503 when the store is not running, 500 otherwise.
+fn store_status(e: &StoreError) -> StatusCode {
+    match e {
+        StoreError::Storage(_) => StatusCode::INSUFFICIENT_STORAGE,
+        StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         tracing::error!(error = %e, "store error");
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("internal error: {e}"),
-        )
+        let status = store_status(&e);
+        let message = if status == StatusCode::INTERNAL_SERVER_ERROR {
+            format!("internal error: {e}")
+        } else {
+            e.to_string()
+        };
+        ApiError::new(status, message)
     }
 }
 
@@ -188,9 +201,9 @@ impl From<EngineError> for ApiError {
             EngineError::Metadata(_) => StatusCode::BAD_REQUEST,
             EngineError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Contended => StatusCode::CONFLICT,
-            EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            EngineError::Store(e) => store_status(e),
         };
-        if status == StatusCode::INTERNAL_SERVER_ERROR {
+        if status.is_server_error() {
             tracing::error!(error = %e, "engine error");
         }
         ApiError::new(status, e.to_string())
@@ -202,7 +215,7 @@ impl From<DeployError> for ApiError {
         let status = match &e {
             DeployError::Empty => StatusCode::BAD_REQUEST,
             DeployError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            DeployError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            DeployError::Store(e) => store_status(e),
             DeployError::Compile(_)
             | DeployError::Definitions(_)
             | DeployError::InvalidTasks(_) => StatusCode::UNPROCESSABLE_ENTITY,

@@ -54,6 +54,10 @@ pub const MAX_PAYLOAD_BYTES: usize = 3 << 20;
 /// How many times a compare-and-set is retried against concurrent changes before giving up.
 const CAS_RETRIES: usize = 8;
 
+/// First and longest pause between tries of a write that failed for want of disk space.
+const STORAGE_RETRY_MIN: Duration = Duration::from_millis(50);
+const STORAGE_RETRY_MAX: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error(
@@ -149,6 +153,8 @@ pub struct Engine {
     /// Counts `arm_timer` calls, so a timer pass knows whether a deadline was armed while it ran
     /// (and may not have been seen by its reads).
     timer_arms: std::sync::atomic::AtomicU64,
+    /// Set when the dispatcher stops: attempts then stop waiting for a full disk to free up.
+    stopping: std::sync::atomic::AtomicBool,
     /// The memory pool in MiB permits; each executing attempt holds its machine's memory.
     memory: Arc<Semaphore>,
     memory_pool_mib: u32,
@@ -177,6 +183,7 @@ impl Engine {
             // Unknown at start: the first dispatcher pass looks.
             timer_due: AtomicI64::new(i64::MIN),
             timer_arms: std::sync::atomic::AtomicU64::new(0),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             memory: Arc::new(Semaphore::new(pool_mib as usize)),
             memory_pool_mib: pool_mib,
             scheduler: Mutex::new(Scheduler::new(config.environment_concurrency)),
@@ -201,6 +208,31 @@ impl Engine {
         if let Some(at) = at {
             self.timer_arms.fetch_add(1, Ordering::SeqCst);
             self.timer_due.fetch_min(at, Ordering::SeqCst);
+        }
+    }
+
+    /// Runs a write an attempt's progress depends on (its start, checkpoint or end) until it is
+    /// stored. A full disk fails the write without storing anything; the attempt then keeps its
+    /// slot and its result and tries again, with backoff, until space returns or the host stops
+    /// (the next start recovers the run from its last stored state).
+    async fn until_stored<T, F>(
+        &self,
+        run_id: &str,
+        mut write: impl FnMut() -> F,
+    ) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut pause = STORAGE_RETRY_MIN;
+        loop {
+            match write().await {
+                Err(e) if e.is_storage() && !self.stopping.load(Ordering::SeqCst) => {
+                    tracing::warn!(run = %run_id, error = %e, "the run's progress could not be stored; trying again");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(STORAGE_RETRY_MAX);
+                }
+                other => return other,
+            }
         }
     }
 
@@ -878,11 +910,13 @@ impl Engine {
                             }
                         }
                         Err(e) => {
-                            tracing::error!(error = %e, "claiming runs failed");
+                            tracing::error!(error = %e, "claiming runs failed; trying again in a second");
                             let mut scheduler = self.scheduler();
                             for claim in &plan {
                                 scheduler.abandoned(claim);
                             }
+                            drop(scheduler);
+                            self.arm_timer(Some(self.now().saturating_add(1_000)));
                         }
                     }
                 }
@@ -907,6 +941,7 @@ impl Engine {
                 break;
             }
         }
+        self.stopping.store(true, Ordering::SeqCst);
         while running.join_next().await.is_some() {}
     }
 
@@ -936,12 +971,18 @@ impl Engine {
         );
         let expired = RunError::coded("TTL_EXPIRED", "the run did not start before its TTL passed");
         let mut again = false;
+        // A failed write (a full disk) is tried again in a second, not at once.
+        let mut failed = false;
+        let mut log = |what: &str, e: StoreError| {
+            failed = true;
+            tracing::error!(error = %e, "{what} failed");
+        };
         match self.store.enqueue_delayed(now, TIMER_BATCH).await {
             Ok(lanes) => {
                 again |= lanes.len() == TIMER_BATCH;
                 self.activate(lanes);
             }
-            Err(e) => tracing::error!(error = %e, "enqueuing delayed runs failed"),
+            Err(e) => log("enqueuing delayed runs", e),
         }
         match self
             .store
@@ -952,22 +993,23 @@ impl Engine {
                 again |= lanes.len() == TIMER_BATCH;
                 self.activate(lanes);
             }
-            Err(e) => tracing::error!(error = %e, "resuming waiting runs failed"),
+            Err(e) => log("resuming waiting runs", e),
         }
         match self.store.end_backoffs(now, TIMER_BATCH).await {
             Ok(lanes) => {
                 again |= lanes.len() == TIMER_BATCH;
                 self.activate(lanes);
             }
-            Err(e) => tracing::error!(error = %e, "ending retry backoffs failed"),
+            Err(e) => log("ending retry backoffs", e),
         }
         match self.store.expire_due(now, expired, TIMER_BATCH).await {
             Ok((n, resumed)) => {
                 again |= n == TIMER_BATCH;
                 self.activate(resumed);
             }
-            Err(e) => tracing::error!(error = %e, "expiring runs failed"),
+            Err(e) => log("expiring runs", e),
         }
+        let retry_soon = failed.then(|| now.saturating_add(1_000));
         let schedules_next = self.fire_schedules(now).await;
         let next = if again {
             now
@@ -981,6 +1023,7 @@ impl Engine {
             }
         };
         let next = schedules_next.map_or(next, |at| at.min(next));
+        let next = retry_soon.map_or(next, |at| at.max(next));
         // A deadline armed while this pass ran may be missing from what it read: then look again
         // at once instead of sleeping past it. Otherwise keep any earlier deadline armed since.
         let next = if self.timer_arms.load(Ordering::SeqCst) == arms {
@@ -1083,8 +1126,10 @@ impl Engine {
             .insert(run.id.clone(), cancel.clone());
         let _unregister = Unregister(&self.executing, &run.id, cancel.clone());
         match self
-            .store
-            .start_attempt(&run.id, &deployment.id, attempt, self.now())
+            .until_stored(&run.id, || {
+                self.store
+                    .start_attempt(&run.id, &deployment.id, attempt, self.now())
+            })
             .await
         {
             Ok(()) => {}
@@ -1183,20 +1228,35 @@ impl Engine {
             let entries = journal::encode(&recorded);
             let stored = match wait {
                 WaitFor::Until(until) => {
-                    let stored = self.store.checkpoint(checkpoint, entries, until).await;
+                    let stored = self
+                        .until_stored(&run.id, || {
+                            self.store
+                                .checkpoint(checkpoint.clone(), entries.clone(), until)
+                        })
+                        .await;
                     self.arm_timer(Some(until));
                     stored
                 }
                 // The token may have been completed meanwhile: then the run is queued at once.
                 WaitFor::Token(token) => self
-                    .store
-                    .checkpoint_on_token(checkpoint, entries, token)
+                    .until_stored(&run.id, || {
+                        self.store.checkpoint_on_token(
+                            checkpoint.clone(),
+                            entries.clone(),
+                            token.clone(),
+                        )
+                    })
                     .await
                     .map(|lane| self.activate(lane)),
                 // Children that all ended meanwhile queue the run at once, too.
                 WaitFor::Runs(children) => self
-                    .store
-                    .checkpoint_on_runs(checkpoint, entries, children)
+                    .until_stored(&run.id, || {
+                        self.store.checkpoint_on_runs(
+                            checkpoint.clone(),
+                            entries.clone(),
+                            children.clone(),
+                        )
+                    })
                     .await
                     .map(|lane| self.activate(lane)),
             };
@@ -1239,7 +1299,10 @@ impl Engine {
             compute_ms,
             logs: report.logs,
         };
-        match self.store.finish_attempt(finish).await {
+        match self
+            .until_stored(&run.id, || self.store.finish_attempt(finish.clone()))
+            .await
+        {
             Ok(resumed) => {
                 self.activate(resumed);
                 match requeue_at {

@@ -56,14 +56,20 @@ pub enum StoreError {
         known: i64,
     },
     #[error(
-        "cannot open the database at {path}: {source}; check the path exists, is writable and is not used by another kiln"
+        "cannot open the database at {path}: {source}; check the path exists, is writable and is not held by another process (another kiln, or a tool with it open)"
     )]
     Open {
         path: PathBuf,
         source: rusqlite::Error,
     },
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    /// The database could not be written: the disk is full or failing. Nothing of the write was
+    /// stored; the same write succeeds once space returns.
+    #[error(
+        "kiln could not write its database ({0}); the disk holding the data dir is probably full: free space there and try again (nothing of this request was stored)"
+    )]
+    Storage(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error(
@@ -73,6 +79,23 @@ pub enum StoreError {
     /// The write was refused for a reason the caller passes on; nothing was stored.
     #[error("{0}")]
     Refused(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> StoreError {
+        use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
+        match e.sqlite_error_code() {
+            Some(DiskFull | SystemIoFailure) => StoreError::Storage(e.to_string()),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the write failed for want of space (or a failing disk), so it may work later.
+    pub fn is_storage(&self) -> bool {
+        matches!(self, StoreError::Storage(_))
+    }
 }
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
@@ -97,7 +120,18 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join("kiln.db");
         let conn = open_connection(&path, false)?;
-        migrate(&conn, &path)?;
+        let with_path = |e| match e {
+            StoreError::Sqlite(source) => StoreError::Open {
+                path: path.clone(),
+                source,
+            },
+            other => other,
+        };
+        migrate(&conn, &path).map_err(with_path)?;
+        // Take the write lock once now: a database another process holds locked stops the start
+        // with its path, instead of failing the first write.
+        conn.execute_batch("BEGIN IMMEDIATE; COMMIT")
+            .map_err(|e| with_path(StoreError::Sqlite(e)))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(watch::Sender::new(0));
         thread::Builder::new()
@@ -179,6 +213,9 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
     let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
     if !read_only {
+        // A database from a newer kiln is refused before anything (even the journal mode in its
+        // header) is written to it.
+        refuse_newer_schema(&conn, path)?;
         // WAL lets readers run beside the writer. `synchronous = FULL` makes every commit durable
         // across power loss; group commit keeps its fsync cost per batch, not per run.
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -191,9 +228,15 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
     Ok(conn)
 }
 
-fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+/// The schema version of the database; `NewerSchema` if this kiln does not know it.
+fn refuse_newer_schema(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
     let known = migrations::MIGRATIONS.len() as i64;
-    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let found: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(|source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if found > known {
         return Err(StoreError::NewerSchema {
             path: path.to_path_buf(),
@@ -201,6 +244,11 @@ fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
             known,
         });
     }
+    Ok(found)
+}
+
+fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
+    let found = refuse_newer_schema(conn, path)?;
     for (index, sql) in migrations::MIGRATIONS
         .iter()
         .enumerate()
@@ -219,45 +267,66 @@ fn writer_loop(
     mut rx: mpsc::UnboundedReceiver<Job>,
     commits: &watch::Sender<u64>,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    // Jobs a rolled-back group never ran; they go first into the next group.
+    let mut carried: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
+    loop {
+        let Some(first) = carried.pop_front().or_else(|| rx.blocking_recv()) else {
+            return;
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
-            match rx.try_recv() {
+            match carried.pop_front().map(Ok).unwrap_or_else(|| rx.try_recv()) {
                 Ok(job) => jobs.push(job),
                 Err(_) => break,
             }
         }
-        let replies = match conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "cannot begin a write transaction");
+            // The jobs never ran; dropping them answers each caller with `Closed`.
+            drop(jobs);
+            continue;
+        }
+        let mut replies = Vec::with_capacity(jobs.len());
+        let mut jobs = jobs.into_iter();
+        let mut rolled_back = false;
+        for job in jobs.by_ref() {
+            replies.push(run_in_savepoint(&conn, job));
+            // On a full disk or an I/O error SQLite may roll the whole transaction back by itself:
+            // then nothing of this group is stored, and the jobs after it must not run outside a
+            // transaction.
+            if conn.is_autocommit() {
+                rolled_back = true;
+                break;
+            }
+        }
+        carried.extend(jobs);
+        let commit = if rolled_back {
+            Err(StoreError::Storage(
+                "the write transaction was rolled back".to_owned(),
+            ))
+        } else {
+            conn.execute_batch("COMMIT").map_err(StoreError::from)
+        };
+        let commit = match commit {
             Ok(()) => {
-                let replies: Vec<Reply> = jobs
-                    .into_iter()
-                    .map(|job| run_in_savepoint(&conn, job))
-                    .collect();
-                match conn.execute_batch("COMMIT") {
-                    Ok(()) => {
-                        commits.send_modify(|n| *n += 1);
-                        replies.into_iter().map(|r| (r, Ok(()))).collect::<Vec<_>>()
-                    }
-                    Err(e) => {
-                        let _ = conn.execute_batch("ROLLBACK");
-                        let msg = e.to_string();
-                        replies
-                            .into_iter()
-                            .map(|r| (r, Err(StoreError::Corrupt(format!("commit failed: {msg}")))))
-                            .collect()
-                    }
-                }
+                commits.send_modify(|n| *n += 1);
+                Ok(())
             }
             Err(e) => {
-                let msg = e.to_string();
-                tracing::error!(error = %msg, "cannot begin a write transaction");
-                // The jobs never ran; dropping them answers each caller with `Closed`.
-                drop(jobs);
-                continue;
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                tracing::error!(error = %e, "a write group failed; nothing of it was stored");
+                Err(e)
             }
         };
-        for (reply, commit) in replies {
-            reply(commit);
+        for reply in replies {
+            reply(match &commit {
+                Ok(()) => Ok(()),
+                Err(StoreError::Storage(msg)) => Err(StoreError::Storage(msg.clone())),
+                Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
+            });
         }
     }
 }

@@ -13,6 +13,7 @@ mod realtime;
 mod restart;
 mod runs;
 mod schedules;
+mod storage;
 mod support;
 mod tenants;
 mod tokens;

@@ -62,7 +62,18 @@ impl ServeProcess {
         extra: &[&str],
         deploy: &[std::path::PathBuf],
     ) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        ServeProcess::spawn(dir, extra, deploy, |_| {})
+    }
+
+    /// `kiln serve` with the hello guest deployed, its command adjusted by `tweak` first.
+    pub fn spawn(
+        dir: &Path,
+        extra: &[&str],
+        deploy: &[std::path::PathBuf],
+        tweak: impl FnOnce(&mut Command),
+    ) -> ServeProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .args(
@@ -72,9 +83,9 @@ impl ServeProcess {
             )
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("kiln serve starts");
+            .stderr(Stdio::null());
+        tweak(&mut command);
+        let mut child = command.spawn().expect("kiln serve starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let url = lines
             .by_ref()
@@ -317,4 +328,71 @@ async fn a_second_host_on_the_same_data_dir_refuses_to_start() {
         stderr.contains(&format!("in use by another kiln (process {})", host.pid())),
         "{stderr}"
     );
+}
+
+/// Starts `kiln serve` on `dir` expecting it to refuse: returns its one-line error.
+fn refused_start(dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "kiln serve started on {dir:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+    stderr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_kiln_cannot_use_stops_the_start_and_is_left_as_it_is() {
+    // Not a database at all.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kiln.db");
+    let garbage = b"these bytes are not an SQLite database ".repeat(200);
+    std::fs::write(&db, &garbage).unwrap();
+    let error = refused_start(dir.path());
+    assert!(
+        error.contains(&db.display().to_string()) && error.contains("not a database"),
+        "{error}"
+    );
+    assert!(
+        std::fs::read(&db).unwrap() == garbage,
+        "nothing overwritten"
+    );
+
+    // A database from a newer kiln.
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("kiln.db");
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .pragma_update(None, "user_version", 9_999)
+        .unwrap();
+    let before = std::fs::read(&db).unwrap();
+    let error = refused_start(dir.path());
+    assert!(
+        error.contains("schema version 9999") && error.contains("run a newer kiln"),
+        "{error}"
+    );
+    assert!(std::fs::read(&db).unwrap() == before, "nothing overwritten");
+
+    // A database another process holds locked (not another kiln: that one the data dir lock
+    // names): kiln waits its busy timeout, then says which file and what to do.
+    let dir = tempfile::tempdir().unwrap();
+    ServeProcess::start(dir.path(), &[]).kill();
+    let db = dir.path().join("kiln.db");
+    let holder = rusqlite::Connection::open(&db).unwrap();
+    holder.execute_batch("BEGIN EXCLUSIVE").unwrap();
+    let error = refused_start(dir.path());
+    assert!(
+        error.contains(&db.display().to_string()) && error.contains("locked"),
+        "{error}"
+    );
+    holder.execute_batch("ROLLBACK").unwrap();
+    drop(holder);
+    // Released, the same data dir starts and still has its deployment.
+    let host = ServeProcess::start_deploying(dir.path(), &[], &[]);
+    let latest = host
+        .call(reqwest::Method::GET, "/api/v1/deployments/latest", None)
+        .await;
+    assert!(latest["version"].is_string(), "{latest:#}");
 }
