@@ -3,6 +3,7 @@
 
 mod api;
 mod bench;
+mod chaos;
 mod children;
 mod cli;
 mod deploy;
