@@ -48,6 +48,8 @@ pub struct ServeProcess {
     child: Child,
     pub url: String,
     pub key: String,
+    /// Every line the host wrote to stdout (its log) after the one naming its address.
+    output: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
@@ -96,12 +98,28 @@ impl ServeProcess {
             })
             .expect("kiln serve prints where it listens");
         // Keep draining stdout so the host never blocks on a full pipe.
-        std::thread::spawn(move || lines.for_each(drop));
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let kept = output.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap().push(line);
+            }
+        });
         let key = std::fs::read_to_string(dir.join("dev.key"))
             .expect("dev.key")
             .trim()
             .to_owned();
-        ServeProcess { child, url, key }
+        ServeProcess {
+            child,
+            url,
+            key,
+            output,
+        }
+    }
+
+    /// What the host has written to its log so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().join("\n")
     }
 
     pub fn pid(&self) -> u32 {
@@ -114,9 +132,20 @@ impl ServeProcess {
     }
 
     pub async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.call_as(&self.key, method, path, body).await
+    }
+
+    /// A request with another key; asserts a 2xx answer.
+    pub async fn call_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Value {
         let mut req = reqwest::Client::new()
             .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.key);
+            .bearer_auth(key);
         if let Some(body) = body {
             req = req.json(&body);
         }
@@ -395,4 +424,76 @@ async fn a_database_kiln_cannot_use_stops_the_start_and_is_left_as_it_is() {
         .call(reqwest::Method::GET, "/api/v1/deployments/latest", None)
         .await;
     assert!(latest["version"].is_string(), "{latest:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_and_callback_capabilities_never_reach_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    // A first start compiles the guest (whose trace would drown the log); the second, which
+    // loads the compiled artifact, logs everything at trace level.
+    ServeProcess::start(dir.path(), &[]).kill();
+    let host = ServeProcess::spawn(dir.path(), &[], &[guest_path(guests::HELLO)], |command| {
+        command.env("KILN_LOG", "trace");
+    });
+    let admin = std::fs::read_to_string(dir.path().join("admin.key"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let http = reqwest::Client::new();
+    let created = host
+        .call_as(
+            &admin,
+            reqwest::Method::POST,
+            "/api/v1/admin/keys",
+            Some(json!({ "project": "acme", "environment": "prod" })),
+        )
+        .await;
+    let new_key = created["key"].as_str().unwrap().to_owned();
+    // Good keys, a wrong key, and a token completed through its callback URL.
+    let run = host.trigger("hello", json!({ "name": "log" })).await;
+    host.wait_for(&run, |r| r["status"] == "COMPLETED").await;
+    let wrong = "tr_dev_wrongwrongwrongwrongwrongwrong";
+    let refused = http
+        .get(format!("{}/api/v1/runs", host.url))
+        .bearer_auth(wrong)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 401);
+    host.call_as(&new_key, reqwest::Method::GET, "/api/v1/runs", None)
+        .await;
+    let token = host
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/waitpoints/tokens",
+            Some(json!({})),
+        )
+        .await;
+    let url = token["url"].as_str().unwrap().to_owned();
+    let capability = url.rsplit('/').next().unwrap().to_owned();
+    let done = http.post(&url).json(&json!({})).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    let forged = http
+        .post(url.replace(&capability, &"0".repeat(capability.len())))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
+    // Let the log catch up with the requests, then look.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = host.output();
+    assert!(
+        log.lines().count() > 5,
+        "the trace log has the requests: {log}"
+    );
+    for (what, secret) in [
+        ("dev key", host.key.as_str()),
+        ("admin key", admin.as_str()),
+        ("new key", new_key.as_str()),
+        ("wrong key", wrong),
+        ("callback capability", capability.as_str()),
+    ] {
+        assert!(!log.contains(secret), "the {what} is in the log");
+    }
 }
