@@ -1,6 +1,7 @@
 //! The command line: `kiln serve` runs the host; every other command is an HTTP client of a
 //! running host's API (never SQL, never wasmtime).
 
+mod env_vars;
 mod queues;
 mod schedules;
 mod tokens;
@@ -73,6 +74,9 @@ enum Command {
     /// Wait tokens: make, list, show, and complete them (runs waiting for one resume).
     #[command(subcommand)]
     Tokens(tokens::TokensCommand),
+    /// Environment variables tasks see (stored encrypted): list, get, set, rm, import a .env file.
+    #[command(subcommand)]
+    Env(env_vars::EnvCommand),
     /// Measure throughput, latency, metering and cold starts against baselines (see BENCHMARKS.md).
     Bench(crate::bench::BenchArgs),
 }
@@ -455,6 +459,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Queues(cmd) => queues::queues(cmd).await,
         Command::Envs(cmd) => queues::envs(cmd).await,
         Command::Tokens(cmd) => tokens::tokens(cmd).await,
+        Command::Env(cmd) => env_vars::env(cmd).await,
         Command::Bench(args) => crate::bench::main(args).await,
     }
 }
@@ -981,6 +986,12 @@ impl Client {
     fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http
             .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .delete(format!("{}{path}", self.base))
             .bearer_auth(&self.key)
     }
 

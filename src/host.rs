@@ -230,6 +230,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         }
     }
 
+    let secrets = crate::secrets::SecretBox::open_or_create(&config.data_dir)?;
     let concurrency = config.concurrency.max(1);
     let sandbox = Sandbox::new(&SandboxConfig { concurrency })?;
     let deployer = Arc::new(Deployer::new(
@@ -254,6 +255,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             wait_threshold: config.wait_threshold,
         },
         config.clock.clone(),
+        secrets,
     ));
     let recovered = engine.recover().await?;
     engine.sync_declarative_schedules().await?;

@@ -18,4 +18,5 @@ pub mod keys;
 pub mod model;
 pub mod sandbox;
 pub mod schedule;
+pub mod secrets;
 pub mod store;

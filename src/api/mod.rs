@@ -5,6 +5,7 @@
 //! and deploy calls and domain values into DTOs ([`dto`]); no SQL, no wasmtime.
 
 mod dto;
+mod env_vars;
 mod openapi;
 mod queues;
 pub mod realtime;
@@ -102,6 +103,18 @@ pub fn router(state: ApiState) -> Router {
         POST "/api/v1/schedules/{schedule_id}/deactivate" [key] "Deactivate a schedule" =>
             post(schedules::deactivate),
         GET "/api/v1/timezones" [key] "The IANA time zones schedules take" => get(schedules::timezones),
+        GET "/api/v1/projects/{project_ref}/envvars/{env}" [key] "List the environment's variables" =>
+            get(env_vars::list),
+        POST "/api/v1/projects/{project_ref}/envvars/{env}" [key] "Create an environment variable" =>
+            post(env_vars::create),
+        POST "/api/v1/projects/{project_ref}/envvars/{env}/import" [key] "Set many environment variables" =>
+            post(env_vars::import),
+        GET "/api/v1/projects/{project_ref}/envvars/{env}/{name}" [key] "Retrieve an environment variable" =>
+            get(env_vars::retrieve),
+        PUT "/api/v1/projects/{project_ref}/envvars/{env}/{name}" [key] "Change an environment variable" =>
+            put(env_vars::update),
+        DELETE "/api/v1/projects/{project_ref}/envvars/{env}/{name}" [key] "Delete an environment variable" =>
+            delete(env_vars::delete),
         GET "/api/v1/admin/environments" [admin] "List environments and their limits" =>
             get(queues::list_environments),
         PUT "/api/v1/admin/environments/{project}/{environment}" [admin] "Set an environment's concurrency limit" =>
@@ -189,7 +202,11 @@ impl From<EngineError> for ApiError {
             EngineError::NothingDeployed
             | EngineError::RunNotFound(_)
             | EngineError::QueueNotFound(_)
-            | EngineError::TokenNotFound(_) => StatusCode::NOT_FOUND,
+            | EngineError::TokenNotFound(_)
+            | EngineError::EnvVarNotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::EnvVarExists(_) => StatusCode::CONFLICT,
+            EngineError::InvalidEnvVar(_) => StatusCode::BAD_REQUEST,
+            EngineError::Secrets(_) => StatusCode::INTERNAL_SERVER_ERROR,
             EngineError::UnknownVersion(_)
             | EngineError::TaskNotInVersion { .. }
             | EngineError::NotDelayed(_)

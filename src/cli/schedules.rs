@@ -98,14 +98,6 @@ pub(super) enum SchedulesCommand {
     },
 }
 
-impl Client {
-    fn delete(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .delete(format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-    }
-}
-
 /// One line per schedule: id, type, state, task, cron and time zone, next run.
 fn line(v: &Value) -> String {
     format!(

@@ -5,6 +5,7 @@
 //! (store writes with compare-and-set, sandbox calls, interrupts). It knows nothing of HTTP or SQL
 //! text and talks to wasmtime only through `sandbox`.
 
+pub mod env_vars;
 pub mod metadata;
 mod run_host;
 pub mod scheduler;
@@ -94,6 +95,15 @@ pub enum EngineError {
     TokenNotFound(String),
     #[error("{0}")]
     InvalidToken(String),
+    #[error("environment variable `{0}` not found")]
+    EnvVarNotFound(String),
+    #[error("environment variable `{0}` exists; change it with PUT, or import with override")]
+    EnvVarExists(String),
+    #[error("{0}")]
+    InvalidEnvVar(String),
+    /// A stored secret does not open with the host's key.
+    #[error("{0}")]
+    Secrets(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -162,6 +172,8 @@ pub struct Engine {
     scheduler: Mutex<Scheduler>,
     /// Where wait tokens' callback URLs point; set once the host listens.
     token_urls: std::sync::OnceLock<tokens::TokenUrls>,
+    /// Seals and opens environment variables.
+    secrets: crate::secrets::SecretBox,
 }
 
 impl Engine {
@@ -171,6 +183,7 @@ impl Engine {
         deployer: Arc<Deployer>,
         config: EngineConfig,
         clock: Arc<dyn Clock>,
+        secrets: crate::secrets::SecretBox,
     ) -> Engine {
         let pool_mib = u32::try_from(config.memory_pool_bytes >> 20).unwrap_or(u32::MAX);
         Engine {
@@ -188,6 +201,7 @@ impl Engine {
             memory_pool_mib: pool_mib,
             scheduler: Mutex::new(Scheduler::new(config.environment_concurrency)),
             token_urls: std::sync::OnceLock::new(),
+            secrets,
             config,
         }
     }
@@ -1125,20 +1139,28 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .insert(run.id.clone(), cancel.clone());
         let _unregister = Unregister(&self.executing, &run.id, cancel.clone());
-        match self
+        let env = match self
             .until_stored(&run.id, || {
                 self.store
                     .start_attempt(&run.id, &deployment.id, attempt, self.now())
             })
             .await
         {
-            Ok(()) => {}
+            Ok(env) => env,
             Err(StoreError::Conflict) => return, // canceled while claimed
             Err(e) => {
                 tracing::error!(run = %run.id, error = %e, "could not start attempt");
                 return;
             }
-        }
+        };
+        let env = match env_vars::open_all(&self.secrets, &env) {
+            Ok(env) => env,
+            Err(e) => {
+                return self
+                    .fail_started(&run, &started.state, attempt, e.to_string())
+                    .await;
+            }
+        };
         let task = deployment.tasks.iter().find(|t| t.id == run.task_id);
         // A checkpointed attempt replays what it observed before.
         let journal = if run.checkpointed {
@@ -1190,6 +1212,7 @@ impl Engine {
             seed: run.seed,
             clock: self.clock.clone(),
             wait_threshold: self.config.wait_threshold,
+            env,
             services: Arc::new(run_host::RunHost {
                 engine: self.clone(),
                 run_id: run.id.clone(),

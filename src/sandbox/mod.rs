@@ -227,6 +227,8 @@ pub struct AttemptRequest {
     pub clock: Arc<dyn Clock>,
     /// Waits up to this long sleep in place; longer ones checkpoint.
     pub wait_threshold: Duration,
+    /// The run's environment variables (the same for every attempt and replay).
+    pub env: Vec<(String, String)>,
     /// What the run may ask of the host (wait tokens).
     pub services: Arc<dyn RunServices>,
 }
@@ -308,6 +310,8 @@ pub struct Replay {
     pub wait_threshold: Duration,
     /// What the run may ask of the host (wait tokens); `None` outside a run.
     pub services: Option<Arc<dyn RunServices>>,
+    /// Environment variables the guest sees.
+    pub env: Vec<(String, String)>,
 }
 
 /// A wait token to make, as the guest asked.
@@ -521,6 +525,7 @@ impl Replay {
             clock: Arc::new(crate::model::SystemClock),
             wait_threshold: DEFAULT_WAIT_THRESHOLD,
             services: None,
+            env: Vec::new(),
         }
     }
 }
@@ -1338,7 +1343,8 @@ impl Sandbox {
             .monotonic_clock(JournaledMonotonicClock {
                 journal: journal.clone(),
                 last: AtomicU64::new(0),
-            });
+            })
+            .envs(&replay.env);
         // Randomness replays by construction: every generator is seeded from the run's seed.
         {
             use rand_wasi::SeedableRng;
@@ -1431,6 +1437,7 @@ impl Sandbox {
                 clock: req.clock,
                 wait_threshold: req.wait_threshold,
                 services: Some(req.services),
+                env: req.env,
             },
         );
         let ctx = wit_context(&req.context);

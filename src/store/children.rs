@@ -40,12 +40,14 @@ pub(super) fn resume(c: &Connection, run: &str, now: Millis) -> Result<Option<La
     .optional()?)
 }
 
-/// A run ended: resume the parents that waited for it and now have all their results.
+/// A run ended: forget its copy of the environment variables, and resume the parents that
+/// waited for it and now have all their results.
 pub(super) fn child_ended(
     c: &Connection,
     child: &str,
     now: Millis,
 ) -> Result<Vec<Lane>, StoreError> {
+    super::env_vars::forget_run_env(c, child)?;
     let parents: Vec<String> = c
         .prepare_cached("SELECT parent_run_id FROM run_waiters WHERE child_run_id = ?1")?
         .query_map([child], |r| r.get(0))?

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[&str] = &[
     V9_CHILD_RUNS,
     V10_WAITER_INDEX,
     V11_ENVIRONMENT_LIMITS,
+    V12_ENV_VARS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -357,4 +358,27 @@ CREATE INDEX waitpoint_waiters_by_run ON waitpoint_waiters (run_id);
 const V11_ENVIRONMENT_LIMITS: &str = r#"
 ALTER TABLE environments ADD COLUMN max_component_bytes INTEGER;
 ALTER TABLE environments ADD COLUMN max_payload_bytes INTEGER;
+"#;
+
+/// Environment variables, sealed with the host's secrets key (see `secrets`), and each run's copy
+/// of them taken when its first attempt starts (so replays and retries see the same values).
+const V12_ENV_VARS: &str = r#"
+CREATE TABLE env_vars (
+    environment_id  TEXT NOT NULL REFERENCES environments(id),
+    name            TEXT NOT NULL,
+    nonce           BLOB NOT NULL,
+    value           BLOB NOT NULL,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (environment_id, name)
+);
+
+CREATE TABLE run_env_vars (
+    run_id          TEXT NOT NULL REFERENCES runs(id),
+    environment_id  TEXT NOT NULL,
+    name            TEXT NOT NULL,
+    nonce           BLOB NOT NULL,
+    value           BLOB NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
 "#;

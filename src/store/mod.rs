@@ -10,6 +10,7 @@
 //! [`StoreError::Conflict`].
 
 mod children;
+mod env_vars;
 mod migrations;
 mod queries;
 mod queues;
@@ -23,6 +24,7 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use env_vars::StoredVar;
 pub use queries::{
     Bootstrapped, EntriesFor, FinishAttempt, Inserted, JournalWith, KeyInfo, NewKey, NewRun,
     ParentLink, RunFilter, RunPage, RunUpdate,

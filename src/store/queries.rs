@@ -1007,14 +1007,15 @@ impl Store {
     }
 
     /// DEQUEUED → EXECUTING: locks the run to `deployment_id` (if not yet locked) and opens
-    /// attempt `attempt`.
+    /// attempt `attempt`. Returns the run's environment variables (copied from its environment
+    /// when its first attempt starts, so every attempt and replay sees the same).
     pub async fn start_attempt(
         &self,
         run_id: &str,
         deployment_id: &str,
         attempt: u32,
         now: Millis,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<super::env_vars::StoredVar>, StoreError> {
         let (run_id, deployment_id) = (run_id.to_owned(), deployment_id.to_owned());
         self.write(move |c| {
             // A checkpointed attempt continues: same number, its row stays.
@@ -1024,7 +1025,7 @@ impl Store {
                 params![run_id, attempt, now],
             )?;
             if continued == 1 {
-                return Ok(());
+                return super::env_vars::run_env(c, &run_id);
             }
             let changed = c.execute(
                 "UPDATE runs SET status = 'EXECUTING', attempt_count = ?2, \
@@ -1041,7 +1042,10 @@ impl Store {
                  VALUES (?1, ?2, 'EXECUTING', ?3, ?4)",
                 params![run_id, attempt, deployment_id, now],
             )?;
-            Ok(())
+            if attempt == 1 {
+                super::env_vars::snapshot_run_env(c, &run_id)?;
+            }
+            super::env_vars::run_env(c, &run_id)
         })
         .await
     }

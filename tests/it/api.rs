@@ -423,6 +423,13 @@ async fn every_route_under_random_input_answers_below_500_and_keeps_tenants_apar
         .await;
     assert_eq!(status, 200, "{schedule}");
     let schedule = schedule["id"].as_str().unwrap().to_owned();
+    let (status, _) = host
+        .post(
+            "/api/v1/projects/default/envvars/dev",
+            json!({ "name": "MARKED", "value": MARKER }),
+        )
+        .await;
+    assert_eq!(status, 200);
 
     // Every documented operation, from the OpenAPI document the router is built from.
     let (_, doc) = host.get("/api/openapi.json").await;
@@ -462,6 +469,9 @@ async fn every_route_under_random_input_answers_below_500_and_keeps_tenants_apar
         long.as_str(),
         "acme",
         "prod",
+        "default",
+        "dev",
+        "MARKED",
         "1",
     ];
     let queries = [

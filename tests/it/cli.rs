@@ -197,6 +197,8 @@ fn every_command_has_help() {
         vec!["keys", "create", "--help"],
         vec!["keys", "list", "--help"],
         vec!["keys", "revoke", "--help"],
+        vec!["env", "--help"],
+        vec!["env", "import", "--help"],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(&args)
@@ -342,4 +344,54 @@ async fn runs_watch_follows_a_run_until_it_finishes() {
     assert!(out.contains("output: {"), "{out}");
     let missing = kiln(&host, &["runs", "watch", "run_nope"]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn environment_variables_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ServeProcess::start(dir.path(), &[]);
+    ok(kiln(&host, &["env", "set", "API_KEY", "sk-1"]));
+    ok(kiln(&host, &["env", "set", "API_KEY", "sk-2"]));
+    assert_eq!(ok(kiln(&host, &["env", "get", "API_KEY"])), "sk-2\n");
+
+    let file = dir.path().join("vars.env");
+    std::fs::write(
+        &file,
+        "# production settings\nexport REGION=eu\nAPI_KEY=\"from file\"\n",
+    )
+    .unwrap();
+    let out = kiln(&host, &["env", "import", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    ok(out);
+    assert!(
+        stderr.contains("imported 1 of 2")
+            && stderr.contains("kept the existing values of API_KEY"),
+        "{stderr}"
+    );
+    assert_eq!(ok(kiln(&host, &["env", "list"])), "API_KEY\nREGION\n");
+    ok(kiln(
+        &host,
+        &["env", "import", file.to_str().unwrap(), "--override"],
+    ));
+    assert_eq!(
+        ok(kiln(&host, &["env", "list", "--show-values"])),
+        "API_KEY=from file\nREGION=eu\n"
+    );
+    ok(kiln(&host, &["env", "rm", "REGION"]));
+    let missing = kiln(&host, &["env", "get", "REGION"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("`REGION` not found"),
+        "{missing:?}"
+    );
+    // Another environment than the key's is not found.
+    let other = kiln(
+        &host,
+        &["env", "list", "--project", "acme", "--env", "prod"],
+    );
+    assert!(!other.status.success());
+    assert!(
+        String::from_utf8_lossy(&other.stderr).contains("not found for this key"),
+        "{other:?}"
+    );
 }

@@ -7,6 +7,7 @@ mod chaos;
 mod children;
 mod cli;
 mod deploy;
+mod env_vars;
 mod limits;
 mod options;
 mod queues;

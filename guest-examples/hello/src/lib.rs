@@ -56,6 +56,9 @@ kiln_sdk::tasks![
     Task::new("approve", approve).description("Waits for a wait token to be completed"),
     Task::new("parent", parent).description("Triggers child runs, and waits for them if asked"),
     Task::new("progress", progress).description("Counts its steps in metadata"),
+    Task::new("env", env).description(
+        "Reports the length and byte sum of environment variables (never their values), before and after a wait"
+    ),
     Task::new("new-year", echo)
         .description("Returns its schedule payload; fires at midnight on New Year's Day in Berlin")
         .schedule(Schedule::cron("0 0 1 1 *").timezone("Europe/Berlin")),
@@ -295,4 +298,37 @@ fn progress(payload: ProgressPayload, _ctx: &Context) -> Result<Value, TaskError
         return Err(TaskError::abort("a forbidden key was accepted"));
     }
     Ok(metadata::current().get())
+}
+
+/// Payload of `env`.
+#[derive(Deserialize)]
+struct EnvPayload {
+    names: Vec<String>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+/// What a task may show of a secret: whether it is set, its length and the sum of its bytes.
+fn fingerprint(names: &[String]) -> Value {
+    let mut seen = serde_json::Map::new();
+    for name in names {
+        let value = match std::env::var(name) {
+            Ok(v) => serde_json::json!({
+                "len": v.len(),
+                "sum": v.bytes().map(u64::from).sum::<u64>(),
+            }),
+            Err(_) => Value::Null,
+        };
+        seen.insert(name.clone(), value);
+    }
+    Value::Object(seen)
+}
+
+fn env(payload: EnvPayload, _ctx: &Context) -> Result<Value, TaskError> {
+    let before = fingerprint(&payload.names);
+    if payload.wait_ms > 0 {
+        kiln_sdk::wait::for_duration(std::time::Duration::from_millis(payload.wait_ms));
+    }
+    let after = fingerprint(&payload.names);
+    Ok(serde_json::json!({ "before": before, "after": after }))
 }

@@ -1,0 +1,158 @@
+//! Environment variables, stored sealed: the store keeps nonces and ciphertexts and never sees a
+//! value (the engine seals and opens them). A run's copy is taken in the transaction that starts
+//! its first attempt, and dropped when the run ends.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::{Store, StoreError};
+use crate::model::Millis;
+use crate::secrets::Sealed;
+
+/// One stored variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVar {
+    pub environment_id: String,
+    pub name: String,
+    pub sealed: Sealed,
+}
+
+fn var_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVar> {
+    Ok(StoredVar {
+        environment_id: row.get(0)?,
+        name: row.get(1)?,
+        sealed: Sealed {
+            nonce: row.get(2)?,
+            ciphertext: row.get(3)?,
+        },
+    })
+}
+
+impl Store {
+    /// The environment's variables, by name.
+    pub async fn env_vars(&self, environment_id: &str) -> Result<Vec<StoredVar>, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT environment_id, name, nonce, value FROM env_vars \
+                 WHERE environment_id = ?1 ORDER BY name",
+            )?
+            .query_map([environment_id], var_from_row)?
+            .collect::<Result<_, _>>()
+            .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    pub async fn env_var(
+        &self,
+        environment_id: &str,
+        name: &str,
+    ) -> Result<Option<StoredVar>, StoreError> {
+        let (environment_id, name) = (environment_id.to_owned(), name.to_owned());
+        self.read(move |c| {
+            c.prepare_cached(
+                "SELECT environment_id, name, nonce, value FROM env_vars \
+                 WHERE environment_id = ?1 AND name = ?2",
+            )?
+            .query_row([environment_id, name], var_from_row)
+            .optional()
+            .map_err(StoreError::from)
+        })
+        .await
+    }
+
+    /// Writes `vars` in one transaction. `create`: names that exist are left alone and returned;
+    /// otherwise they are overwritten. `limit` bounds how many variables the environment may hold
+    /// afterwards (`Err(Refused)` naming it, nothing written).
+    pub async fn put_env_vars(
+        &self,
+        environment_id: &str,
+        vars: Vec<StoredVar>,
+        overwrite: bool,
+        limit: usize,
+        now: Millis,
+    ) -> Result<Vec<String>, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.write(move |c| {
+            let mut kept = Vec::new();
+            for var in &vars {
+                let sql = if overwrite {
+                    "INSERT INTO env_vars (environment_id, name, nonce, value, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+                     ON CONFLICT (environment_id, name) DO UPDATE \
+                     SET nonce = excluded.nonce, value = excluded.value, updated_at = excluded.updated_at"
+                } else {
+                    "INSERT OR IGNORE INTO env_vars \
+                     (environment_id, name, nonce, value, created_at, updated_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)"
+                };
+                let written = c.prepare_cached(sql)?.execute(params![
+                    environment_id,
+                    var.name,
+                    var.sealed.nonce,
+                    var.sealed.ciphertext,
+                    now
+                ])?;
+                if written == 0 {
+                    kept.push(var.name.clone());
+                }
+            }
+            let count: i64 = c.query_row(
+                "SELECT count(*) FROM env_vars WHERE environment_id = ?1",
+                [&environment_id],
+                |r| r.get(0),
+            )?;
+            if count as usize > limit {
+                return Err(StoreError::Refused(format!(
+                    "an environment holds at most {limit} variables; delete some first"
+                )));
+            }
+            Ok(kept)
+        })
+        .await
+    }
+
+    /// Whether a variable of that name was there to delete.
+    pub async fn delete_env_var(
+        &self,
+        environment_id: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        let (environment_id, name) = (environment_id.to_owned(), name.to_owned());
+        self.write(move |c| {
+            Ok(c.execute(
+                "DELETE FROM env_vars WHERE environment_id = ?1 AND name = ?2",
+                [environment_id, name],
+            )? == 1)
+        })
+        .await
+    }
+}
+
+/// Copies the environment's variables as the run's own (its first attempt starts).
+pub(super) fn snapshot_run_env(c: &Connection, run_id: &str) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT OR IGNORE INTO run_env_vars (run_id, environment_id, name, nonce, value) \
+         SELECT ?1, environment_id, name, nonce, value FROM env_vars \
+         WHERE environment_id = (SELECT environment_id FROM runs WHERE id = ?1)",
+    )?
+    .execute([run_id])?;
+    Ok(())
+}
+
+/// The run's copy of its environment's variables.
+pub(super) fn run_env(c: &Connection, run_id: &str) -> Result<Vec<StoredVar>, StoreError> {
+    c.prepare_cached(
+        "SELECT environment_id, name, nonce, value FROM run_env_vars WHERE run_id = ?1 ORDER BY name",
+    )?
+    .query_map([run_id], var_from_row)?
+    .collect::<Result<_, _>>()
+    .map_err(StoreError::from)
+}
+
+/// The run ended: its copy goes.
+pub(super) fn forget_run_env(c: &Connection, run_id: &str) -> Result<(), StoreError> {
+    c.prepare_cached("DELETE FROM run_env_vars WHERE run_id = ?1")?
+        .execute([run_id])?;
+    Ok(())
+}
