@@ -330,6 +330,22 @@ struct ServeArgs {
     /// (Milliseconds are allowed here, e.g. `500ms`.)
     #[arg(long, value_parser = wait_threshold_arg, default_value = "5s")]
     wait_threshold: Duration,
+    /// Outbound HTTP requests one attempt may send.
+    #[arg(long, default_value_t = 100)]
+    http_max_requests: u32,
+    /// Largest HTTP response body a task may receive, in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    http_max_response_bytes: usize,
+    /// Longest an HTTP request may take, from sending it to having its whole response
+    /// (milliseconds are allowed, e.g. `500ms`).
+    #[arg(long, value_parser = wait_threshold_arg, default_value = "60s")]
+    http_timeout: Duration,
+    /// Longest wait for an HTTP connection.
+    #[arg(long, value_parser = wait_threshold_arg, default_value = "10s")]
+    http_connect_timeout: Duration,
+    /// MiB a run may write to its scratch directory `/tmp` (default: its machine's memory).
+    #[arg(long)]
+    scratch_mib: Option<u64>,
     /// The API's base URL as clients reach it (behind a proxy, say), for the callback URLs of
     /// wait tokens; default: http://<listen address>.
     #[arg(long, env = "KILN_PUBLIC_URL")]
@@ -527,6 +543,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         memory_pool_bytes: args.memory_pool_mib.saturating_mul(1 << 20),
         wait_threshold: args.wait_threshold,
         public_url: args.public_url,
+        http_limits: crate::sandbox::http::HttpLimits {
+            max_requests: args.http_max_requests,
+            max_response_bytes: args.http_max_response_bytes,
+            connect_timeout: args.http_connect_timeout,
+            total_timeout: args.http_timeout,
+        },
+        scratch_bytes: args.scratch_mib.map(|m| m.saturating_mul(1 << 20)),
         ..HostConfig::new(args.data_dir.clone(), args.listen)
     })
     .await?;

@@ -59,6 +59,10 @@ pub struct HostConfig {
     pub memory_pool_bytes: u64,
     /// Waits up to this long sleep in place; longer ones checkpoint the run.
     pub wait_threshold: Duration,
+    /// What one attempt may do over HTTP (requests, response size, timeouts).
+    pub http_limits: crate::sandbox::http::HttpLimits,
+    /// Bytes a run may write to its scratch directory (`/tmp`); `None`: its machine's memory.
+    pub scratch_bytes: Option<u64>,
     /// The API's base URL as clients reach it, for wait tokens' callback URLs (default: the
     /// listen address over http).
     pub public_url: Option<String>,
@@ -80,6 +84,8 @@ impl HostConfig {
             fuel_budget: DEFAULT_FUEL_BUDGET,
             memory_pool_bytes: DEFAULT_MEMORY_POOL_BYTES,
             wait_threshold: crate::sandbox::DEFAULT_WAIT_THRESHOLD,
+            http_limits: crate::sandbox::http::HttpLimits::default(),
+            scratch_bytes: None,
             public_url: None,
         }
     }
@@ -253,11 +259,15 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             fuel_budget: config.fuel_budget,
             memory_pool_bytes: config.memory_pool_bytes,
             wait_threshold: config.wait_threshold,
+            http_limits: config.http_limits.clone(),
+            scratch_root: Some(config.data_dir.join("scratch")),
+            scratch_bytes: config.scratch_bytes,
         },
         config.clock.clone(),
         secrets,
     ));
     let recovered = engine.recover().await?;
+    engine.sweep_scratch().await?;
     engine.sync_declarative_schedules().await?;
     if recovered > 0 {
         tracing::info!(

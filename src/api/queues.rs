@@ -4,6 +4,7 @@
 //! a task id: that task's own queue) or `custom` (the path is a named queue's name) — in the query
 //! string for `GET`, in the body for `POST`, as Trigger.dev's clients send it.
 
+use crate::sandbox::http::parse_allow_list;
 use std::collections::HashMap;
 
 use axum::Json;
@@ -174,6 +175,9 @@ pub(super) async fn reset_queue_limit(
     )))
 }
 
+/// Rules one environment's allow-list may hold.
+const MAX_OUTBOUND_RULES: usize = 100;
+
 fn environment_json(e: &EnvironmentLimit) -> Value {
     let Environment {
         id,
@@ -189,6 +193,7 @@ fn environment_json(e: &EnvironmentLimit) -> Value {
         "running": e.running,
         "maxComponentBytes": limits.max_component_bytes,
         "maxPayloadBytes": limits.max_payload_bytes,
+        "allowedOutboundHosts": e.allowed_outbound_hosts,
     })
 }
 
@@ -222,21 +227,54 @@ pub(super) async fn update_environment(
         }
     };
     if let Some(other) = body.keys().find(|k| {
-        !["concurrencyLimit", "maxComponentBytes", "maxPayloadBytes"].contains(&k.as_str())
+        ![
+            "concurrencyLimit",
+            "maxComponentBytes",
+            "maxPayloadBytes",
+            "allowedOutboundHosts",
+        ]
+        .contains(&k.as_str())
     }) {
         return Err(ApiError::bad_request(format!(
-            "unknown field `{other}`; an environment takes concurrencyLimit, maxComponentBytes and maxPayloadBytes"
+            "unknown field `{other}`; an environment takes concurrencyLimit, maxComponentBytes, maxPayloadBytes and allowedOutboundHosts"
         )));
     }
+    let allowed_outbound_hosts = match body.get("allowedOutboundHosts") {
+        None => None,
+        Some(Value::Null) => Some(Vec::new()),
+        Some(Value::Array(rules)) => {
+            let rules = rules
+                .iter()
+                .map(|r| {
+                    r.as_str().map(str::to_owned).ok_or_else(|| {
+                        ApiError::bad_request("`allowedOutboundHosts` holds strings")
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if rules.len() > MAX_OUTBOUND_RULES {
+                return Err(ApiError::bad_request(format!(
+                    "`allowedOutboundHosts` takes at most {MAX_OUTBOUND_RULES} rules"
+                )));
+            }
+            parse_allow_list(&rules).map_err(ApiError::bad_request)?;
+            Some(rules)
+        }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`allowedOutboundHosts` must be an array of scheme://host[:port] rules, or null for none",
+            ));
+        }
+    };
     let change = EnvironmentChange {
         concurrency_limit: number("concurrencyLimit", u64::from(MAX_QUEUE_LIMIT))?
             .map(|l| l.map(|n| n as u32)),
         max_component_bytes: number("maxComponentBytes", state.max_component_bytes as u64)?,
         max_payload_bytes: number("maxPayloadBytes", MAX_PAYLOAD_BYTES as u64)?,
+        allowed_outbound_hosts,
     };
     if change == EnvironmentChange::default() {
         return Err(ApiError::bad_request(
-            "give at least one of concurrencyLimit, maxComponentBytes, maxPayloadBytes",
+            "give at least one of concurrencyLimit, maxComponentBytes, maxPayloadBytes, allowedOutboundHosts",
         ));
     }
     let updated = state

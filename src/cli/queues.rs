@@ -85,6 +85,14 @@ pub(super) enum EnvsCommand {
         /// Largest trigger payload, in bytes.
         #[arg(long)]
         max_payload_bytes: Option<String>,
+        /// A host the environment's tasks may reach over HTTP: `scheme://host[:port]` (`*.` for
+        /// subdomains, `*` for any scheme, host or port). Repeat it for each; the list given
+        /// replaces the environment's.
+        #[arg(long = "allow-host")]
+        allow_hosts: Vec<String>,
+        /// Take every outbound host away (tasks can reach none).
+        #[arg(long, conflicts_with = "allow_hosts")]
+        no_outbound: bool,
         #[command(flatten)]
         admin: AdminArgs,
     },
@@ -214,6 +222,13 @@ fn show_environment(e: &Value) {
         bytes(&e["maxPayloadBytes"]),
         s(&e["id"])
     );
+    let hosts: Vec<&str> = e["allowedOutboundHosts"]
+        .as_array()
+        .map(|h| h.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    if !hosts.is_empty() {
+        println!("  outbound HTTP to {}", hosts.join(", "));
+    }
 }
 
 pub(super) async fn envs(cmd: EnvsCommand) -> anyhow::Result<()> {
@@ -255,9 +270,16 @@ pub(super) async fn envs(cmd: EnvsCommand) -> anyhow::Result<()> {
             concurrency,
             max_component_bytes,
             max_payload_bytes,
+            allow_hosts,
+            no_outbound,
             admin,
         } => {
             let mut body = serde_json::Map::new();
+            if !allow_hosts.is_empty() {
+                body.insert("allowedOutboundHosts".into(), Value::from(allow_hosts));
+            } else if no_outbound {
+                body.insert("allowedOutboundHosts".into(), Value::Null);
+            }
             for (field, value) in [
                 ("concurrencyLimit", concurrency),
                 ("maxComponentBytes", max_component_bytes),
@@ -269,7 +291,7 @@ pub(super) async fn envs(cmd: EnvsCommand) -> anyhow::Result<()> {
             }
             if body.is_empty() {
                 anyhow::bail!(
-                    "nothing to set: give --concurrency, --max-component-bytes or --max-payload-bytes"
+                    "nothing to set: give --concurrency, --max-component-bytes, --max-payload-bytes, --allow-host or --no-outbound"
                 );
             }
             let c = Client::admin(&admin)?;

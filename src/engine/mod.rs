@@ -28,6 +28,7 @@ use crate::model::{
     Machine, Millis, Queue, QueueRef, RetryPolicy, Run, RunError, RunStatus, TASK_QUEUE_PREFIX,
     TriggerOptions,
 };
+use crate::sandbox::http::{HttpLimits, HttpPolicy, OutboundRule};
 use crate::sandbox::{
     AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind, WaitFor, journal,
 };
@@ -127,6 +128,12 @@ pub struct EngineConfig {
     pub fuel_budget: u64,
     /// Waits up to this long sleep in place and keep the slot; longer ones checkpoint the run.
     pub wait_threshold: Duration,
+    /// What one attempt may do over HTTP.
+    pub http_limits: HttpLimits,
+    /// Where runs' scratch directories (`/tmp` for the guest) live; `None`: runs have none.
+    pub scratch_root: Option<std::path::PathBuf>,
+    /// Bytes a run may write to its scratch directory; `None`: its machine's memory.
+    pub scratch_bytes: Option<u64>,
     /// Guest memory the host lends out at once: an attempt starts only when its machine's memory
     /// fits, so attempts together can never use more.
     pub memory_pool_bytes: u64,
@@ -247,6 +254,67 @@ impl Engine {
                 }
                 other => return other,
             }
+        }
+    }
+
+    /// The scratch directory of a run.
+    fn scratch(&self, run_id: &str) -> Option<std::path::PathBuf> {
+        self.config
+            .scratch_root
+            .as_ref()
+            .map(|root| root.join(run_id))
+    }
+
+    /// Deletes a run's scratch directory (the run ended).
+    fn forget_scratch(&self, run_id: &str) {
+        if let Some(dir) = self.scratch(run_id)
+            && let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(run = %run_id, error = %e, "could not delete the run's scratch directory");
+        }
+    }
+
+    /// Deletes the scratch directories of runs that ended while the host was not running (or
+    /// whose deletion failed).
+    pub async fn sweep_scratch(&self) -> Result<usize, EngineError> {
+        let Some(root) = &self.config.scratch_root else {
+            return Ok(0);
+        };
+        let Ok(entries) = std::fs::read_dir(root) else {
+            return Ok(0);
+        };
+        let mut swept = 0;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !self.store.run_is_live(&name).await? {
+                self.forget_scratch(&name);
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
+    /// The HTTP policy of an attempt: its environment's allow-list and the host's limits.
+    fn http_policy(&self, start: &crate::store::AttemptStart) -> HttpPolicy {
+        let allow = start
+            .allowed_outbound_hosts
+            .iter()
+            .filter_map(|rule| match OutboundRule::parse(rule) {
+                Ok(rule) => Some(rule),
+                Err(e) => {
+                    tracing::warn!(error = %e, "skipping a stored outbound rule");
+                    None
+                }
+            })
+            .collect();
+        HttpPolicy {
+            allow,
+            limits: self.config.http_limits.clone(),
+            how_to_allow: format!(
+                "the host's admin allows hosts per environment: `kiln envs set --project {} --env {} --allow-host scheme://host[:port]` (every rule of the environment, repeated)",
+                start.project, start.environment
+            ),
         }
     }
 
@@ -450,7 +518,7 @@ impl Engine {
         self.scheduler()
             .set_environment_limit(&info.environment.id, info.concurrency_limit);
         self.wake.notify_one();
-        Ok(Some(self.environment_limit(info.environment)))
+        Ok(Some(self.environment_limit(info)))
     }
 
     /// Every environment with its limit and the runs it holds now.
@@ -460,16 +528,17 @@ impl Engine {
             .environments()
             .await?
             .into_iter()
-            .map(|info| self.environment_limit(info.environment))
+            .map(|info| self.environment_limit(info))
             .collect())
     }
 
-    fn environment_limit(&self, environment: Environment) -> EnvironmentLimit {
+    fn environment_limit(&self, info: crate::store::EnvironmentInfo) -> EnvironmentLimit {
         let scheduler = self.scheduler();
         EnvironmentLimit {
-            concurrency_limit: scheduler.environment_limit(&environment.id),
-            running: scheduler.environment_running(&environment.id),
-            environment,
+            concurrency_limit: scheduler.environment_limit(&info.environment.id),
+            running: scheduler.environment_running(&info.environment.id),
+            environment: info.environment,
+            allowed_outbound_hosts: info.allowed_outbound_hosts,
         }
     }
 
@@ -785,6 +854,8 @@ impl Engine {
                         && let Some(handle) = self.executing_handle(&run.id)
                     {
                         handle.cancel();
+                    } else {
+                        self.forget_scratch(&run.id);
                     }
                     // Its children go with it.
                     for child in self.store.live_children(&run.id).await? {
@@ -1153,7 +1224,8 @@ impl Engine {
                 return;
             }
         };
-        let env = match env_vars::open_all(&self.secrets, &env) {
+        let http = Arc::new(self.http_policy(&env));
+        let env = match env_vars::open_all(&self.secrets, &env.env_vars) {
             Ok(env) => env,
             Err(e) => {
                 return self
@@ -1213,6 +1285,14 @@ impl Engine {
             clock: self.clock.clone(),
             wait_threshold: self.config.wait_threshold,
             env,
+            http,
+            scratch: self.scratch(&run.id).map(|dir| crate::sandbox::Scratch {
+                dir,
+                quota_bytes: self
+                    .config
+                    .scratch_bytes
+                    .unwrap_or_else(|| run.machine.memory_bytes()),
+            }),
             services: Arc::new(run_host::RunHost {
                 engine: self.clone(),
                 run_id: run.id.clone(),
@@ -1328,6 +1408,9 @@ impl Engine {
         {
             Ok(resumed) => {
                 self.activate(resumed);
+                if t.state.status.is_final() {
+                    self.forget_scratch(&run.id);
+                }
                 match requeue_at {
                     Some(at) if at <= now => self.activate([run.lane()]),
                     Some(at) => {
@@ -1371,7 +1454,10 @@ impl Engine {
             logs: Vec::new(),
         };
         match self.store.finish_attempt(finish).await {
-            Ok(resumed) => self.activate(resumed),
+            Ok(resumed) => {
+                self.activate(resumed);
+                self.forget_scratch(&run.id);
+            }
             Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
         }
     }
@@ -1439,6 +1525,8 @@ pub struct EnvironmentLimit {
     pub environment: Environment,
     pub concurrency_limit: u32,
     pub running: u32,
+    /// Outbound HTTP rules of the environment's tasks.
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 fn queue_ref_name(queue: &QueueRef) -> String {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Most bytes of journal one attempt may hold (replayed and recorded together); past it the
 /// attempt's next checkpoint or effect fails it.
-pub const MAX_JOURNAL_BYTES: usize = 16 << 20;
+pub const MAX_JOURNAL_BYTES: usize = 64 << 20;
 
 /// The kind of a journaled host call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +42,10 @@ pub enum Kind {
     MetadataRead = 10,
     /// Metadata changed (the new metadata, or why the change was refused).
     MetadataWrite = 11,
+    /// An outbound HTTP request's outcome (the response, or the error the guest got). Its value
+    /// starts with the request's number in the attempt: responses arrive in their own time, so
+    /// they are matched by that number, not by their place among the other calls.
+    Http = 12,
 }
 
 impl Kind {
@@ -58,6 +62,7 @@ impl Kind {
             9 => Some(Kind::ChildrenPending),
             10 => Some(Kind::MetadataRead),
             11 => Some(Kind::MetadataWrite),
+            12 => Some(Kind::Http),
             _ => None,
         }
     }
@@ -73,6 +78,7 @@ impl Kind {
             Kind::ChildrenResult | Kind::ChildrenPending => "tasks.wait",
             Kind::MetadataRead => "metadata.get",
             Kind::MetadataWrite => "metadata.update",
+            Kind::Http => "http.outgoing-handler.handle",
         }
     }
 }
@@ -159,6 +165,8 @@ impl std::error::Error for Divergence {}
 #[derive(Debug, Default)]
 pub struct Journal {
     replay: VecDeque<Entry>,
+    /// Recorded HTTP outcomes by request number (taken out of the order of the other calls).
+    http: std::collections::HashMap<u32, Entry>,
     /// Position of the next replayed entry, for messages.
     position: usize,
     recorded: Vec<Entry>,
@@ -175,12 +183,49 @@ pub struct Journal {
 impl Journal {
     /// A journal that replays `entries` first.
     pub fn replaying(entries: Vec<Entry>) -> Journal {
+        let total_bytes = entries.iter().map(Entry::size).sum();
+        let (http, calls): (Vec<Entry>, Vec<Entry>) =
+            entries.into_iter().partition(|e| e.kind == Kind::Http);
         Journal {
-            replaying_flag: Arc::new(AtomicBool::new(!entries.is_empty())),
-            total_bytes: entries.iter().map(Entry::size).sum(),
-            replay: entries.into(),
+            replaying_flag: Arc::new(AtomicBool::new(!calls.is_empty())),
+            total_bytes,
+            replay: calls.into(),
+            http: http
+                .into_iter()
+                .filter_map(|e| Some((http_number(&e.value)?, e)))
+                .collect(),
             ..Journal::default()
         }
+    }
+
+    /// The recorded outcome of outbound request number `number` (without its number), if the
+    /// recorded run got one; a divergence if that request went elsewhere.
+    pub fn http_replayed(
+        &mut self,
+        number: u32,
+        digest: u64,
+    ) -> Result<Option<Vec<u8>>, Divergence> {
+        let Some(entry) = self.http.remove(&number) else {
+            return Ok(None);
+        };
+        if entry.digest != digest {
+            let d = Divergence(format!(
+                "on replay, outbound HTTP request #{} ({digest:016x}) is not the one the recorded run sent ({:016x}); the task must reach its waits the same way every time",
+                number + 1,
+                entry.digest
+            ));
+            self.diverged = Some(d.clone());
+            return Err(d);
+        }
+        Ok(Some(entry.value[4..].to_vec()))
+    }
+
+    /// Records the outcome of outbound request number `number`.
+    pub fn record_http(&mut self, number: u32, digest: u64, outcome: &[u8]) {
+        let mut value = Vec::with_capacity(4 + outcome.len());
+        value.extend_from_slice(&number.to_le_bytes());
+        value.extend_from_slice(outcome);
+        self.record(Kind::Http, digest, value);
     }
 
     /// A flag that is true while entries remain to replay.
@@ -304,6 +349,10 @@ impl Journal {
         }
         Ok(std::mem::take(&mut self.recorded))
     }
+}
+
+fn http_number(value: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(value.get(..4)?.try_into().ok()?))
 }
 
 /// A stable 64-bit digest of a call's arguments (FNV-1a: the same on every host and version).

@@ -7,8 +7,10 @@
 //! without a bound.
 
 pub mod baseline;
+pub mod http;
 pub mod journal;
 mod output;
+pub mod scratch;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -132,7 +134,7 @@ pub enum CompileError {
     )]
     MissingExports { missing: String },
     #[error(
-        "the component imports {detail}, which kiln does not provide; kiln provides `kiln:task/log` and the WASI 0.2 interfaces (no filesystem preopens, no sockets)"
+        "the component imports {detail}, which kiln does not provide; kiln provides the `kiln:task` interfaces, the WASI 0.2 interfaces (no filesystem preopens, no sockets) and `wasi:http/outgoing-handler`"
     )]
     UnsupportedImport { detail: String },
 }
@@ -229,6 +231,10 @@ pub struct AttemptRequest {
     pub wait_threshold: Duration,
     /// The run's environment variables (the same for every attempt and replay).
     pub env: Vec<(String, String)>,
+    /// The environment's outbound HTTP allow-list and the attempt's limits.
+    pub http: Arc<http::HttpPolicy>,
+    /// The run's scratch directory (`/tmp` for the guest).
+    pub scratch: Option<Scratch>,
     /// What the run may ask of the host (wait tokens).
     pub services: Arc<dyn RunServices>,
 }
@@ -298,6 +304,10 @@ pub struct HostState {
     clock: Arc<dyn Clock>,
     wait_threshold: Duration,
     services: Option<Arc<dyn RunServices>>,
+    http: wasmtime_wasi_http::WasiHttpCtx,
+    http_hooks: http::KilnHttpHooks,
+    /// The scratch directory's quota, when the attempt has one.
+    scratch_quota: Option<Arc<scratch::ScratchQuota>>,
     _live: Live,
 }
 
@@ -312,6 +322,17 @@ pub struct Replay {
     pub services: Option<Arc<dyn RunServices>>,
     /// Environment variables the guest sees.
     pub env: Vec<(String, String)>,
+    /// What the guest may reach over HTTP.
+    pub http: Arc<http::HttpPolicy>,
+    /// The run's scratch directory, preopened as `/tmp`.
+    pub scratch: Option<Scratch>,
+}
+
+/// A run's scratch directory and how many bytes may be written there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scratch {
+    pub dir: std::path::PathBuf,
+    pub quota_bytes: u64,
 }
 
 /// A wait token to make, as the guest asked.
@@ -526,6 +547,8 @@ impl Replay {
             wait_threshold: DEFAULT_WAIT_THRESHOLD,
             services: None,
             env: Vec::new(),
+            http: Arc::new(http::HttpPolicy::default()),
+            scratch: None,
         }
     }
 }
@@ -1066,6 +1089,16 @@ impl WasiView for HostState {
     }
 }
 
+impl wasmtime_wasi_http::WasiHttpView for HostState {
+    fn http(&mut self) -> wasmtime_wasi_http::WasiHttpCtxView<'_> {
+        wasmtime_wasi_http::WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.http_hooks,
+        }
+    }
+}
+
 impl bindings::kiln::task::types::Host for HostState {}
 
 impl bindings::kiln::task::log::Host for HostState {
@@ -1206,6 +1239,8 @@ impl Sandbox {
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        scratch::add_to_linker(&mut linker)?;
         bindings::Task::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
@@ -1353,9 +1388,43 @@ impl Sandbox {
                 .insecure_random(seeded(0x1a5e_0000_0000_0002))
                 .insecure_random_seed(u128::from(replay.seed) << 64 | u128::from(!replay.seed));
         }
+        let http_hooks = http::KilnHttpHooks::new(replay.http, journal.clone(), logs.clone());
+        // Every execution starts from an empty scratch directory: a replay writes again what the
+        // run wrote before its checkpoint, so the guest finds it as it was.
+        let scratch_quota = match &replay.scratch {
+            Some(scratch) => {
+                let _ = std::fs::remove_dir_all(&scratch.dir);
+                let made = std::fs::create_dir_all(&scratch.dir)
+                    .map_err(wasmtime::Error::from)
+                    .and_then(|()| {
+                        wasi.preopened_dir(&scratch.dir, "/tmp", wasmtime_wasi::FsPerms::ReadWrite)
+                            .map(|_| ())
+                    });
+                match made {
+                    Ok(()) => Some(Arc::new(scratch::ScratchQuota::new(
+                        scratch.quota_bytes,
+                        logs.clone(),
+                    ))),
+                    Err(e) => {
+                        logs.lock().unwrap_or_else(|e| e.into_inner()).push(
+                            LogLevel::Error,
+                            format!(
+                                "the scratch directory could not be made, so /tmp is missing: {e:#}"
+                            ),
+                            None,
+                        );
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            http_hooks,
+            scratch_quota,
             logs,
             limiter: MemoryLimiter {
                 limit: usize::try_from(memory).unwrap_or(usize::MAX),
@@ -1438,6 +1507,8 @@ impl Sandbox {
                 wait_threshold: req.wait_threshold,
                 services: Some(req.services),
                 env: req.env,
+                http: req.http,
+                scratch: req.scratch,
             },
         );
         let ctx = wit_context(&req.context);

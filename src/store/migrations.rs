@@ -15,6 +15,7 @@ pub const MIGRATIONS: &[&str] = &[
     V10_WAITER_INDEX,
     V11_ENVIRONMENT_LIMITS,
     V12_ENV_VARS,
+    V13_OUTBOUND_HOSTS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -381,4 +382,9 @@ CREATE TABLE run_env_vars (
     value           BLOB NOT NULL,
     PRIMARY KEY (run_id, name)
 );
+"#;
+
+/// The hosts an environment's tasks may reach over HTTP (a JSON array of rules; NULL: none).
+const V13_OUTBOUND_HOSTS: &str = r#"
+ALTER TABLE environments ADD COLUMN allowed_outbound_hosts TEXT;
 "#;

@@ -26,8 +26,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 pub use env_vars::StoredVar;
 pub use queries::{
-    Bootstrapped, EntriesFor, FinishAttempt, Inserted, JournalWith, KeyInfo, NewKey, NewRun,
-    ParentLink, RunFilter, RunPage, RunUpdate,
+    AttemptStart, Bootstrapped, EntriesFor, FinishAttempt, Inserted, JournalWith, KeyInfo, NewKey,
+    NewRun, ParentLink, RunFilter, RunPage, RunUpdate,
 };
 pub use queues::{EnvironmentChange, EnvironmentInfo, task_queue_name};
 pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};

@@ -221,6 +221,38 @@ pub(super) fn record_attempt(
     Ok((canceled, resumed))
 }
 
+/// What an attempt runs with (see [`Store::start_attempt`]).
+#[derive(Debug, Clone, Default)]
+pub struct AttemptStart {
+    pub env_vars: Vec<super::env_vars::StoredVar>,
+    pub allowed_outbound_hosts: Vec<String>,
+    /// The run's project and environment slugs.
+    pub project: String,
+    pub environment: String,
+}
+
+fn attempt_start(c: &Connection, run_id: &str) -> Result<AttemptStart, StoreError> {
+    let (project, environment, hosts) = c
+        .prepare_cached(
+            "SELECT p.slug, e.slug, e.allowed_outbound_hosts FROM runs r \
+             JOIN environments e ON e.id = r.environment_id JOIN projects p ON p.id = e.project_id \
+             WHERE r.id = ?1",
+        )?
+        .query_row([run_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+    Ok(AttemptStart {
+        env_vars: super::env_vars::run_env(c, run_id)?,
+        allowed_outbound_hosts: super::queues::outbound_hosts(hosts),
+        project,
+        environment,
+    })
+}
+
 /// Whether `candidate` is `run` or one of its ancestors.
 fn is_ancestor_or_self(c: &Connection, candidate: &str, run: &str) -> Result<bool, StoreError> {
     let mut current = Some(run.to_owned());
@@ -877,6 +909,14 @@ impl Store {
     }
 
     /// A run of an environment (another environment's run is `None`, like a missing one).
+    /// Whether a run exists and has not ended (for the host's own housekeeping, across
+    /// environments).
+    pub async fn run_is_live(&self, run_id: &str) -> Result<bool, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| Ok(load_run(c, &run_id)?.is_some_and(|r| !r.status.is_final())))
+            .await
+    }
+
     pub async fn run(&self, environment_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {
         let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.read(move |c| Ok(load_run(c, &run_id)?.filter(|r| r.environment_id == environment_id)))
@@ -1007,15 +1047,16 @@ impl Store {
     }
 
     /// DEQUEUED → EXECUTING: locks the run to `deployment_id` (if not yet locked) and opens
-    /// attempt `attempt`. Returns the run's environment variables (copied from its environment
-    /// when its first attempt starts, so every attempt and replay sees the same).
+    /// attempt `attempt`. Returns what the attempt runs with: the run's environment variables
+    /// (copied from its environment when its first attempt starts, so every attempt and replay
+    /// sees the same) and its environment's outbound HTTP allow-list.
     pub async fn start_attempt(
         &self,
         run_id: &str,
         deployment_id: &str,
         attempt: u32,
         now: Millis,
-    ) -> Result<Vec<super::env_vars::StoredVar>, StoreError> {
+    ) -> Result<AttemptStart, StoreError> {
         let (run_id, deployment_id) = (run_id.to_owned(), deployment_id.to_owned());
         self.write(move |c| {
             // A checkpointed attempt continues: same number, its row stays.
@@ -1025,7 +1066,7 @@ impl Store {
                 params![run_id, attempt, now],
             )?;
             if continued == 1 {
-                return super::env_vars::run_env(c, &run_id);
+                return attempt_start(c, &run_id);
             }
             let changed = c.execute(
                 "UPDATE runs SET status = 'EXECUTING', attempt_count = ?2, \
@@ -1045,7 +1086,7 @@ impl Store {
             if attempt == 1 {
                 super::env_vars::snapshot_run_env(c, &run_id)?;
             }
-            super::env_vars::run_env(c, &run_id)
+            attempt_start(c, &run_id)
         })
         .await
     }

@@ -22,6 +22,8 @@ pub struct EnvironmentInfo {
     pub environment: Environment,
     /// `None`: the host's default.
     pub concurrency_limit: Option<u32>,
+    /// Outbound HTTP rules (`scheme://host[:port]`); empty: no host.
+    pub allowed_outbound_hosts: Vec<String>,
 }
 
 fn queue_from_row(row: &Row<'_>) -> rusqlite::Result<Queue> {
@@ -402,14 +404,20 @@ impl Store {
             if let Some(max) = change.max_payload_bytes {
                 limits.max_payload_bytes = max;
             }
+            if let Some(hosts) = change.allowed_outbound_hosts {
+                info.allowed_outbound_hosts = hosts;
+            }
+            let hosts = (!info.allowed_outbound_hosts.is_empty())
+                .then(|| serde_json::to_string(&info.allowed_outbound_hosts).unwrap_or_default());
             c.execute(
                 "UPDATE environments SET concurrency_limit = ?2, max_component_bytes = ?3, \
-                   max_payload_bytes = ?4 WHERE id = ?1",
+                   max_payload_bytes = ?4, allowed_outbound_hosts = ?5 WHERE id = ?1",
                 params![
                     info.environment.id,
                     info.concurrency_limit,
                     info.environment.limits.max_component_bytes,
-                    info.environment.limits.max_payload_bytes
+                    info.environment.limits.max_payload_bytes,
+                    hosts
                 ],
             )?;
             Ok(Some(info))
@@ -419,16 +427,24 @@ impl Store {
 }
 
 /// A change of an environment's limits; `None` fields stay as they are.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EnvironmentChange {
     pub concurrency_limit: Option<Option<u32>>,
     pub max_component_bytes: Option<Option<u64>>,
     pub max_payload_bytes: Option<Option<u64>>,
+    /// The whole new allow-list (empty: no host).
+    pub allowed_outbound_hosts: Option<Vec<String>>,
 }
 
 const ENVIRONMENT_SELECT: &str = "SELECT e.id, p.slug, e.slug, e.concurrency_limit, \
-     e.max_component_bytes, e.max_payload_bytes FROM environments e \
+     e.max_component_bytes, e.max_payload_bytes, e.allowed_outbound_hosts FROM environments e \
      JOIN projects p ON p.id = e.project_id";
+
+/// An environment's stored allow-list.
+pub(super) fn outbound_hosts(text: Option<String>) -> Vec<String> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
 
 fn environment_info(r: &Row<'_>) -> rusqlite::Result<EnvironmentInfo> {
     Ok(EnvironmentInfo {
@@ -442,5 +458,6 @@ fn environment_info(r: &Row<'_>) -> rusqlite::Result<EnvironmentInfo> {
             },
         },
         concurrency_limit: r.get(3)?,
+        allowed_outbound_hosts: outbound_hosts(r.get(6)?),
     })
 }

@@ -120,6 +120,10 @@ pub struct Options {
     pub clock: Option<Arc<ManualClock>>,
     /// Waits longer than this checkpoint (the host default when `None`).
     pub wait_threshold: Option<Duration>,
+    /// What one attempt may do over HTTP.
+    pub http_limits: kiln::sandbox::http::HttpLimits,
+    /// Bytes a run may write to `/tmp` (its machine's memory when `None`).
+    pub scratch_bytes: Option<u64>,
 }
 
 impl Default for Options {
@@ -132,6 +136,8 @@ impl Default for Options {
             memory_pool_bytes: host::DEFAULT_MEMORY_POOL_BYTES,
             clock: None,
             wait_threshold: None,
+            http_limits: kiln::sandbox::http::HttpLimits::default(),
+            scratch_bytes: None,
         }
     }
 }
@@ -174,6 +180,8 @@ impl TestHost {
             config.wait_threshold = threshold;
         }
         config.memory_pool_bytes = options.memory_pool_bytes;
+        config.http_limits = options.http_limits;
+        config.scratch_bytes = options.scratch_bytes;
         if let Some(clock) = options.clock {
             config.clock = clock;
         }

@@ -56,6 +56,10 @@ kiln_sdk::tasks![
     Task::new("approve", approve).description("Waits for a wait token to be completed"),
     Task::new("parent", parent).description("Triggers child runs, and waits for them if asked"),
     Task::new("progress", progress).description("Counts its steps in metadata"),
+    Task::new("fetch", fetch)
+        .description("GETs each URL, waiting between them if asked; reports statuses and bodies"),
+    Task::new("scratch", scratch)
+        .description("Writes to /tmp, waits if asked, reads back, and tries to leave /tmp"),
     Task::new("env", env).description(
         "Reports the length and byte sum of environment variables (never their values), before and after a wait"
     ),
@@ -331,4 +335,114 @@ fn env(payload: EnvPayload, _ctx: &Context) -> Result<Value, TaskError> {
     }
     let after = fingerprint(&payload.names);
     Ok(serde_json::json!({ "before": before, "after": after }))
+}
+
+/// Payload of `fetch`.
+#[derive(Deserialize)]
+struct FetchPayload {
+    urls: Vec<String>,
+    /// Wait this long between requests (a checkpoint when over the host's threshold).
+    #[serde(default)]
+    wait_ms: u64,
+    /// Send a stable `Idempotency-Key` with each request.
+    #[serde(default)]
+    idempotent: bool,
+}
+
+fn fetch(payload: FetchPayload, ctx: &Context) -> Result<Value, TaskError> {
+    use kiln_sdk::http::{HttpError, Request};
+    let mut results = Vec::new();
+    for (i, url) in payload.urls.iter().enumerate() {
+        if i > 0 && payload.wait_ms > 0 {
+            kiln_sdk::wait::for_duration(std::time::Duration::from_millis(payload.wait_ms));
+        }
+        let mut request = Request::get(url);
+        if payload.idempotent {
+            request = request.idempotent(ctx, &format!("fetch-{i}"));
+        }
+        results.push(match request.send() {
+            Ok(r) => serde_json::json!({
+                "status": r.status,
+                "body": String::from_utf8_lossy(&r.body),
+            }),
+            Err(e) => serde_json::json!({
+                "error": e.to_string(),
+                "denied": e == HttpError::Denied,
+            }),
+        });
+    }
+    Ok(Value::from(results))
+}
+
+/// Payload of `scratch`.
+#[derive(Deserialize)]
+struct ScratchPayload {
+    /// KiB to write to /tmp/data.bin.
+    write_kb: usize,
+    /// Wait this long after writing (a checkpoint when over the host's threshold).
+    #[serde(default)]
+    wait_ms: u64,
+}
+
+fn scratch(payload: ScratchPayload, _ctx: &Context) -> Result<Value, TaskError> {
+    use std::io::Write;
+    let outcome = |r: std::io::Result<()>| match r {
+        Ok(()) => Value::from("ok"),
+        Err(e) => Value::from(format!("{:?}", e.kind())),
+    };
+    let wrote = outcome(std::fs::write(
+        "/tmp/data.bin",
+        vec![7u8; payload.write_kb << 10],
+    ));
+    // Appending is not idempotent: a replay must not leave two lines.
+    let appended = outcome(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open("/tmp/log.txt")
+            .and_then(|mut f| f.write_all(b"written once\n")),
+    );
+    if payload.wait_ms > 0 {
+        kiln_sdk::wait::for_duration(std::time::Duration::from_millis(payload.wait_ms));
+    }
+    let size = std::fs::metadata("/tmp/data.bin").map_or(0, |m| m.len());
+    let log = std::fs::read_to_string("/tmp/log.txt").unwrap_or_default();
+    // Ways out of /tmp, each of which must fail.
+    let escapes: Vec<Value> = [
+        std::fs::read("/etc/passwd").map(drop),
+        std::fs::read("/tmp/../etc/passwd").map(drop),
+        std::fs::read("../etc/passwd").map(drop),
+        symlink_then_open("/etc", "out", "out/passwd"),
+        symlink_then_open("../..", "up", "up/etc/passwd"),
+    ]
+    .into_iter()
+    .map(outcome)
+    .collect();
+    Ok(serde_json::json!({
+        "wrote": wrote,
+        "appended": appended,
+        "size": size,
+        "log": log,
+        "escapes": escapes,
+    }))
+}
+
+/// Makes the symlink `name` → `target` in /tmp, then opens `path` through it (from /tmp).
+fn symlink_then_open(target: &str, name: &str, path: &str) -> std::io::Result<()> {
+    use wasip2::filesystem::preopens;
+    use wasip2::filesystem::types::{DescriptorFlags, OpenFlags, PathFlags};
+    let failed = |e: wasip2::filesystem::types::ErrorCode| std::io::Error::other(format!("{e:?}"));
+    let (tmp, _) = preopens::get_directories()
+        .into_iter()
+        .find(|(_, at)| at == "/tmp")
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    tmp.symlink_at(target, name).map_err(failed)?;
+    tmp.open_at(
+        PathFlags::SYMLINK_FOLLOW,
+        path,
+        OpenFlags::empty(),
+        DescriptorFlags::READ,
+    )
+    .map(drop)
+    .map_err(failed)
 }

@@ -90,6 +90,7 @@
 pub mod child;
 pub mod context;
 pub mod error;
+pub mod http;
 pub mod log;
 pub mod metadata;
 pub mod task;

@@ -1,0 +1,93 @@
+//! A run's scratch directory: `/tmp` for the guest, private to the run, kept across its waits,
+//! capped in size, impossible to leave, and deleted when the run ends.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Options, TestHost, guests};
+
+async fn host(scratch_bytes: Option<u64>) -> TestHost {
+    let host = TestHost::start_with(Options {
+        wait_threshold: Some(Duration::from_millis(50)),
+        scratch_bytes,
+        ..Options::default()
+    })
+    .await;
+    host.deploy(guests::HELLO).await;
+    host
+}
+
+fn escapes_failed(output: &Value) {
+    let escapes = output["escapes"].as_array().unwrap();
+    assert_eq!(escapes.len(), 5);
+    for (i, e) in escapes.iter().enumerate() {
+        assert_ne!(e, "ok", "escape {i} left /tmp: {output:#}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runs_tmp_is_kept_across_its_wait_cannot_be_left_and_goes_when_it_ends() {
+    let host = host(None).await;
+    let id = host
+        .trigger("scratch", json!({ "write_kb": 64, "wait_ms": 400 }))
+        .await;
+    host.wait_status(&id, "WAITING").await;
+    let dir = host.dir.join("scratch").join(&id);
+    assert!(dir.join("data.bin").exists(), "kept while the run waits");
+
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let output = &run["output"];
+    assert_eq!(output["wrote"], "ok");
+    assert_eq!(
+        output["size"],
+        64 << 10,
+        "the file written before the wait is there after it"
+    );
+    assert_eq!(
+        output["log"], "written once\n",
+        "the replay rebuilt /tmp as it was, not appended twice"
+    );
+    escapes_failed(output);
+    assert!(!dir.exists(), "deleted when the run ended");
+
+    // Another run does not see this run's files.
+    let other = host.trigger("scratch", json!({ "write_kb": 0 })).await;
+    let other = host.wait_final(&other).await;
+    assert_eq!(other["output"]["log"], "written once\n");
+    assert_eq!(other["output"]["size"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scratch_quota_is_obeyed_and_enforced() {
+    let host = host(Some(1 << 20)).await;
+    let fits = host.trigger("scratch", json!({ "write_kb": 512 })).await;
+    let fits = host.wait_final(&fits).await;
+    assert_eq!(fits["output"]["wrote"], "ok", "{fits:#}");
+    assert_eq!(fits["output"]["size"], 512 << 10);
+
+    let over = host.trigger("scratch", json!({ "write_kb": 2048 })).await;
+    let over = host.wait_final(&over).await;
+    assert_eq!(
+        over["status"], "COMPLETED",
+        "a full /tmp is an error the task handles"
+    );
+    // Through a stream (how std writes files) the guest sees an I/O error; the log says why.
+    assert_ne!(over["output"]["wrote"], "ok", "{over:#}");
+    assert!(
+        over["output"]["size"].as_u64().unwrap() <= 1 << 20,
+        "no more than the quota was written: {over:#}"
+    );
+    let (_, logs) = host
+        .get(&format!(
+            "/api/v1/runs/{}/logs",
+            over["id"].as_str().unwrap()
+        ))
+        .await;
+    assert!(
+        logs.to_string()
+            .contains("the scratch directory /tmp is full: the run's machine allows 1048576 bytes"),
+        "{logs}"
+    );
+}
