@@ -51,6 +51,20 @@ fn no_other_fields(
     }
 }
 
+/// The key's environment (named by the path) and the request's JSON object with only `allowed`
+/// fields.
+fn environment_and_body(
+    env: Environment,
+    (project, slug): (&str, &str),
+    body: Result<Bytes, BytesRejection>,
+    allowed: &[&str],
+) -> Result<(Environment, serde_json::Map<String, Value>), ApiError> {
+    let env = same_environment(env, project, slug)?;
+    let body = json_object(&body_bytes(body)?)?;
+    no_other_fields(&body, allowed)?;
+    Ok((env, body))
+}
+
 fn success() -> Json<Value> {
     Json(json!({ "success": true }))
 }
@@ -77,9 +91,7 @@ pub(super) async fn create(
     Path((project, slug)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let env = same_environment(env, &project, &slug)?;
-    let body = json_object(&body_bytes(body)?)?;
-    no_other_fields(&body, &["name", "value"])?;
+    let (env, body) = environment_and_body(env, (&project, &slug), body, &["name", "value"])?;
     let name = string_field(&body, "name", "the variable's name")?;
     let value = string_field(&body, "value", "the variable's value")?;
     state.engine.create_env_var(&env, name, value).await?;
@@ -94,9 +106,8 @@ pub(super) async fn import(
     Path((project, slug)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let env = same_environment(env, &project, &slug)?;
-    let body = json_object(&body_bytes(body)?)?;
-    no_other_fields(&body, &["variables", "override"])?;
+    let (env, body) =
+        environment_and_body(env, (&project, &slug), body, &["variables", "override"])?;
     let what = "an object of names to string values";
     let variables = required(&body, "variables", what)?
         .as_object()
@@ -135,9 +146,7 @@ pub(super) async fn update(
     Path((project, slug, name)): Path<(String, String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let env = same_environment(env, &project, &slug)?;
-    let body = json_object(&body_bytes(body)?)?;
-    no_other_fields(&body, &["value"])?;
+    let (env, body) = environment_and_body(env, (&project, &slug), body, &["value"])?;
     let value = string_field(&body, "value", "the variable's new value")?;
     state.engine.update_env_var(&env, name, value).await?;
     Ok(success())

@@ -187,6 +187,15 @@ async fn a_run_that_fetches_waits_and_fetches_sends_two_requests_across_its_repl
     );
 }
 
+/// Fetches `url` and expects the guest's error to name `error` and the run's log to say `logged`.
+async fn fails_with(host: &TestHost, url: &str, error: &str, logged: &str) {
+    let run = fetch(host, json!({ "urls": [url] })).await;
+    let got = run["output"][0]["error"].as_str().unwrap_or_default();
+    assert!(got.contains(error), "{run:#}");
+    let log = log_text(host, &run).await;
+    assert!(log.contains(logged), "{log}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_per_attempt_limit_is_enforced() {
     let (base, counter) = server().await;
@@ -216,23 +225,20 @@ async fn each_per_attempt_limit_is_enforced() {
             .contains("already made 2 requests")
     );
 
-    let run = fetch(&host, json!({ "urls": [format!("{base}/big")] })).await;
-    let error = run["output"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("HttpResponseBodySize"), "{run:#}");
-    assert!(
-        log_text(&host, &run)
-            .await
-            .contains("larger than the limit of 10000 bytes")
-    );
-
-    let run = fetch(&host, json!({ "urls": [format!("{base}/slow")] })).await;
-    let error = run["output"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("Timeout"), "{run:#}");
-    assert!(
-        log_text(&host, &run)
-            .await
-            .contains("took longer than 700 ms")
-    );
+    fails_with(
+        &host,
+        &format!("{base}/big"),
+        "HttpResponseBodySize",
+        "larger than the limit of 10000 bytes",
+    )
+    .await;
+    fails_with(
+        &host,
+        &format!("{base}/slow"),
+        "Timeout",
+        "took longer than 700 ms",
+    )
+    .await;
     assert_eq!(
         counter.hits(),
         4,
@@ -252,10 +258,13 @@ async fn each_per_attempt_limit_is_enforced() {
         }
     }
     allow(&host, json!([format!("http://{addr}")])).await;
-    let run = fetch(&host, json!({ "urls": [format!("http://{addr}/")] })).await;
-    let error = run["output"][0]["error"].as_str().unwrap_or_default();
-    assert!(error.contains("ConnectionTimeout"), "{run:#}");
-    assert!(log_text(&host, &run).await.contains("connection timeout"));
+    fails_with(
+        &host,
+        &format!("http://{addr}/"),
+        "ConnectionTimeout",
+        "connection timeout",
+    )
+    .await;
     drop(held);
 }
 
