@@ -239,6 +239,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     let secrets = crate::secrets::SecretBox::open_or_create(&config.data_dir)?;
     let concurrency = config.concurrency.max(1);
     let sandbox = Sandbox::new(&SandboxConfig { concurrency })?;
+    sandbox.use_scratch_dirs(&config.data_dir.join("scratch"))?;
     let deployer = Arc::new(Deployer::new(
         store.clone(),
         sandbox.clone(),
@@ -260,14 +261,12 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             memory_pool_bytes: config.memory_pool_bytes,
             wait_threshold: config.wait_threshold,
             http_limits: config.http_limits.clone(),
-            scratch_root: Some(config.data_dir.join("scratch")),
             scratch_bytes: config.scratch_bytes,
         },
         config.clock.clone(),
         secrets,
     ));
     let recovered = engine.recover().await?;
-    engine.sweep_scratch().await?;
     engine.sync_declarative_schedules().await?;
     if recovered > 0 {
         tracing::info!(

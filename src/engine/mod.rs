@@ -130,8 +130,6 @@ pub struct EngineConfig {
     pub wait_threshold: Duration,
     /// What one attempt may do over HTTP.
     pub http_limits: HttpLimits,
-    /// Where runs' scratch directories (`/tmp` for the guest) live; `None`: runs have none.
-    pub scratch_root: Option<std::path::PathBuf>,
     /// Bytes a run may write to its scratch directory; `None`: its machine's memory.
     pub scratch_bytes: Option<u64>,
     /// Guest memory the host lends out at once: an attempt starts only when its machine's memory
@@ -255,44 +253,6 @@ impl Engine {
                 other => return other,
             }
         }
-    }
-
-    /// The scratch directory of a run.
-    fn scratch(&self, run_id: &str) -> Option<std::path::PathBuf> {
-        self.config
-            .scratch_root
-            .as_ref()
-            .map(|root| root.join(run_id))
-    }
-
-    /// Deletes a run's scratch directory (the run ended).
-    fn forget_scratch(&self, run_id: &str) {
-        if let Some(dir) = self.scratch(run_id)
-            && let Err(e) = std::fs::remove_dir_all(&dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(run = %run_id, error = %e, "could not delete the run's scratch directory");
-        }
-    }
-
-    /// Deletes the scratch directories of runs that ended while the host was not running (or
-    /// whose deletion failed).
-    pub async fn sweep_scratch(&self) -> Result<usize, EngineError> {
-        let Some(root) = &self.config.scratch_root else {
-            return Ok(0);
-        };
-        let Ok(entries) = std::fs::read_dir(root) else {
-            return Ok(0);
-        };
-        let mut swept = 0;
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !self.store.run_is_live(&name).await? {
-                self.forget_scratch(&name);
-                swept += 1;
-            }
-        }
-        Ok(swept)
     }
 
     /// The HTTP policy of an attempt: its environment's allow-list and the host's limits.
@@ -854,8 +814,6 @@ impl Engine {
                         && let Some(handle) = self.executing_handle(&run.id)
                     {
                         handle.cancel();
-                    } else {
-                        self.forget_scratch(&run.id);
                     }
                     // Its children go with it.
                     for child in self.store.live_children(&run.id).await? {
@@ -1286,13 +1244,11 @@ impl Engine {
             wait_threshold: self.config.wait_threshold,
             env,
             http,
-            scratch: self.scratch(&run.id).map(|dir| crate::sandbox::Scratch {
-                dir,
-                quota_bytes: self
-                    .config
+            scratch_bytes: Some(
+                self.config
                     .scratch_bytes
                     .unwrap_or_else(|| run.machine.memory_bytes()),
-            }),
+            ),
             services: Arc::new(run_host::RunHost {
                 engine: self.clone(),
                 run_id: run.id.clone(),
@@ -1408,9 +1364,6 @@ impl Engine {
         {
             Ok(resumed) => {
                 self.activate(resumed);
-                if t.state.status.is_final() {
-                    self.forget_scratch(&run.id);
-                }
                 match requeue_at {
                     Some(at) if at <= now => self.activate([run.lane()]),
                     Some(at) => {
@@ -1454,10 +1407,7 @@ impl Engine {
             logs: Vec::new(),
         };
         match self.store.finish_attempt(finish).await {
-            Ok(resumed) => {
-                self.activate(resumed);
-                self.forget_scratch(&run.id);
-            }
+            Ok(resumed) => self.activate(resumed),
             Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
         }
     }

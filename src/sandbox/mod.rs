@@ -92,6 +92,8 @@ struct Inner {
     fingerprint: String,
     /// Stores (guest instances) alive now.
     live: Arc<std::sync::atomic::AtomicUsize>,
+    /// Scratch directories for executions, once the host gives them a place.
+    scratch: std::sync::OnceLock<Arc<scratch::ScratchPool>>,
 }
 
 /// Counts a store as alive until its state is dropped.
@@ -233,8 +235,9 @@ pub struct AttemptRequest {
     pub env: Vec<(String, String)>,
     /// The environment's outbound HTTP allow-list and the attempt's limits.
     pub http: Arc<http::HttpPolicy>,
-    /// The run's scratch directory (`/tmp` for the guest).
-    pub scratch: Option<Scratch>,
+    /// Bytes the run may write to its scratch directory (`/tmp` for the guest); `None`: no
+    /// scratch directory.
+    pub scratch_bytes: Option<u64>,
     /// What the run may ask of the host (wait tokens).
     pub services: Arc<dyn RunServices>,
 }
@@ -1263,6 +1266,7 @@ impl Sandbox {
                 compilations: AtomicU64::new(0),
                 fingerprint,
                 live: Arc::default(),
+                scratch: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -1295,6 +1299,19 @@ impl Sandbox {
     /// Guest instances (stores) alive now: executing attempts, and `definitions()` calls.
     pub fn live_instances(&self) -> usize {
         self.inner.live.load(Ordering::Relaxed)
+    }
+
+    /// Gives executions scratch directories under `root` (emptied now: nothing there belongs to
+    /// an execution of this process).
+    pub fn use_scratch_dirs(&self, root: &std::path::Path) -> anyhow::Result<()> {
+        let pool = scratch::ScratchPool::new(root).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot prepare the scratch directories in {}: {e}; check the data dir is writable",
+                root.display()
+            )
+        })?;
+        let _ = self.inner.scratch.set(Arc::new(pool));
+        Ok(())
     }
 
     pub fn compilations(&self) -> u64 {
@@ -1393,13 +1410,9 @@ impl Sandbox {
         // run wrote before its checkpoint, so the guest finds it as it was.
         let scratch_quota = match &replay.scratch {
             Some(scratch) => {
-                let _ = std::fs::remove_dir_all(&scratch.dir);
-                let made = std::fs::create_dir_all(&scratch.dir)
-                    .map_err(wasmtime::Error::from)
-                    .and_then(|()| {
-                        wasi.preopened_dir(&scratch.dir, "/tmp", wasmtime_wasi::FsPerms::ReadWrite)
-                            .map(|_| ())
-                    });
+                let made = wasi
+                    .preopened_dir(&scratch.dir, "/tmp", wasmtime_wasi::FsPerms::ReadWrite)
+                    .map(|_| ());
                 match made {
                     Ok(()) => Some(Arc::new(scratch::ScratchQuota::new(
                         scratch.quota_bytes,
@@ -1492,6 +1505,17 @@ impl Sandbox {
     pub async fn run(&self, prepared: &Prepared, req: AttemptRequest) -> AttemptReport {
         let machine = req.context.machine;
         let fuel = req.fuel;
+        // Held until the execution ends (then emptied and given back).
+        let lease = match (self.inner.scratch.get(), req.scratch_bytes) {
+            (Some(pool), Some(quota)) => match pool.lend() {
+                Ok(lease) => Some((lease, quota)),
+                Err(e) => {
+                    tracing::error!(error = %e, "no scratch directory for this execution");
+                    None
+                }
+            },
+            _ => None,
+        };
         let started = Instant::now();
         let deadline = req.max_duration.map(|d| started + d);
         let mut store = self.new_store(
@@ -1508,7 +1532,10 @@ impl Sandbox {
                 services: Some(req.services),
                 env: req.env,
                 http: req.http,
-                scratch: req.scratch,
+                scratch: lease.as_ref().map(|(lease, quota)| Scratch {
+                    dir: lease.dir.clone(),
+                    quota_bytes: *quota,
+                }),
             },
         );
         let ctx = wit_context(&req.context);

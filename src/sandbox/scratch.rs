@@ -1,5 +1,12 @@
 //! A run's scratch directory, preopened as `/tmp`, with a size quota.
 //!
+//! Directories come from a pool under `<data-dir>/scratch` and are lent to one execution at a
+//! time: empty when lent, emptied when given back. Between executions a run keeps nothing on disk —
+//! a run resumed after a wait replays what it did before, its writes included, so it finds `/tmp`
+//! as it left it (and a write is never done twice). A run that does not touch `/tmp` costs no
+//! file-system writes at all (making and removing a directory per run would add metadata writes
+//! to every fsync of the database on the same disk).
+//!
 //! wasmtime-wasi has no quota of its own, so the four `wasi:filesystem/types` functions that can
 //! make files bigger — `descriptor.write`, `write-via-stream`, `append-via-stream` and `set-size` —
 //! are shadowed by versions that count bytes against the run's quota before they delegate to
@@ -10,6 +17,7 @@
 //!
 //! The count is of bytes written (an overwrite counts again), which errs on the safe side.
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -24,6 +32,72 @@ use wasmtime_wasi::p2::{
 use super::HostState;
 use super::output::LogBuffer;
 use crate::model::LogLevel;
+
+/// Scratch directories to lend, under one root.
+pub(super) struct ScratchPool {
+    root: PathBuf,
+    free: Mutex<Vec<PathBuf>>,
+    made: AtomicU64,
+}
+
+impl ScratchPool {
+    /// Empties `root` (what a stopped host left there belongs to no execution) and makes it.
+    pub(super) fn new(root: &Path) -> std::io::Result<ScratchPool> {
+        match std::fs::remove_dir_all(root) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        std::fs::create_dir_all(root)?;
+        Ok(ScratchPool {
+            root: root.to_path_buf(),
+            free: Mutex::new(Vec::new()),
+            made: AtomicU64::new(0),
+        })
+    }
+
+    /// An empty directory for one execution.
+    pub(super) fn lend(self: &Arc<Self>) -> std::io::Result<ScratchLease> {
+        let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let dir = match free {
+            Some(dir) => dir,
+            None => {
+                let n = self.made.fetch_add(1, Ordering::Relaxed);
+                let dir = self.root.join(format!("slot-{n}"));
+                std::fs::create_dir(&dir)?;
+                dir
+            }
+        };
+        Ok(ScratchLease {
+            dir,
+            pool: self.clone(),
+        })
+    }
+}
+
+/// A scratch directory lent to one execution; emptied and given back when dropped.
+pub(super) struct ScratchLease {
+    pub(super) dir: PathBuf,
+    pool: Arc<ScratchPool>,
+}
+
+impl Drop for ScratchLease {
+    fn drop(&mut self) {
+        let used = std::fs::read_dir(&self.dir).map_or(true, |mut d| d.next().is_some());
+        let clean = !used
+            || (std::fs::remove_dir_all(&self.dir).is_ok()
+                && std::fs::create_dir(&self.dir).is_ok());
+        if clean {
+            self.pool
+                .free
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(std::mem::take(&mut self.dir));
+        } else {
+            tracing::warn!(dir = %self.dir.display(), "a scratch directory could not be emptied; it is left out of the pool");
+        }
+    }
+}
 
 /// The interface whose writes are counted (the version wasmtime-wasi 48 registers).
 const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";

@@ -909,14 +909,6 @@ impl Store {
     }
 
     /// A run of an environment (another environment's run is `None`, like a missing one).
-    /// Whether a run exists and has not ended (for the host's own housekeeping, across
-    /// environments).
-    pub async fn run_is_live(&self, run_id: &str) -> Result<bool, StoreError> {
-        let run_id = run_id.to_owned();
-        self.read(move |c| Ok(load_run(c, &run_id)?.is_some_and(|r| !r.status.is_final())))
-            .await
-    }
-
     pub async fn run(&self, environment_id: &str, run_id: &str) -> Result<Option<Run>, StoreError> {
         let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.read(move |c| Ok(load_run(c, &run_id)?.filter(|r| r.environment_id == environment_id)))
