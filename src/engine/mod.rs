@@ -523,18 +523,9 @@ impl Engine {
         items: Vec<TriggerItem>,
         batch: bool,
     ) -> Result<Vec<Inserted>, EngineError> {
-        let max_payload = env.limits.max_payload_bytes.map_or(MAX_PAYLOAD_BYTES, |m| {
-            usize::try_from(m)
-                .unwrap_or(usize::MAX)
-                .min(MAX_PAYLOAD_BYTES)
-        });
-        if let Some(item) = items.iter().find(|i| i.payload.len() > max_payload) {
-            return Err(EngineError::PayloadTooLarge {
-                size: item.payload.len(),
-                limit: max_payload,
-            });
-        }
-        let runs = self.prepare_runs(&env.id, items, None).await?;
+        let runs = self
+            .prepare_runs(&env.id, payload_limit(&env.limits), items, None)
+            .await?;
         let batch_id = batch.then(|| crate::model::new_id("batch"));
         let inserted = self.store.insert_runs(runs, batch_id).await?;
         self.inserted(&inserted);
@@ -564,23 +555,24 @@ impl Engine {
     async fn prepare_runs(
         &self,
         env_id: &str,
+        max_payload: usize,
         items: Vec<TriggerItem>,
         parent: Option<ParentLink>,
     ) -> Result<Vec<NewRun>, EngineError> {
         if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
             return Err(EngineError::BatchSize(items.len()));
         }
+        if let Some(item) = items.iter().find(|i| i.payload.len() > max_payload) {
+            return Err(EngineError::PayloadTooLarge {
+                size: item.payload.len(),
+                limit: max_payload,
+            });
+        }
         let now = self.now();
         let latest = self.store.latest_deployment(env_id).await?;
         let mut locked: HashMap<String, Deployment> = HashMap::new();
         let mut runs = Vec::with_capacity(items.len());
         for item in items {
-            if item.payload.len() > MAX_PAYLOAD_BYTES {
-                return Err(EngineError::PayloadTooLarge {
-                    size: item.payload.len(),
-                    limit: MAX_PAYLOAD_BYTES,
-                });
-            }
             let deployment = match &item.options.lock_to_version {
                 Some(version) => {
                     if !locked.contains_key(version) {
@@ -1444,6 +1436,15 @@ impl Engine {
             Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
         }
     }
+}
+
+/// The largest payload an environment takes: its own limit, within the host's.
+fn payload_limit(limits: &crate::model::EnvironmentLimits) -> usize {
+    limits.max_payload_bytes.map_or(MAX_PAYLOAD_BYTES, |m| {
+        usize::try_from(m)
+            .unwrap_or(usize::MAX)
+            .min(MAX_PAYLOAD_BYTES)
+    })
 }
 
 /// A run's hold on its lane's slot: released when the attempt's task ends, however it ends.

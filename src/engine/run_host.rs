@@ -236,7 +236,16 @@ impl RunServices for RunHost {
                 }
             }
             let batch = triggers.len() > 1;
-            let runs = match engine.prepare_runs(&env_id, triggers, Some(link)).await {
+            // Children take their environment's payload limit, as triggers over the API do.
+            let limits = match engine.store.environment_limits(&env_id).await {
+                Ok(limits) => limits,
+                Err(e) => return Err(e.to_string()),
+            };
+            let max_payload = super::payload_limit(&limits);
+            let runs = match engine
+                .prepare_runs(&env_id, max_payload, triggers, Some(link))
+                .await
+            {
                 Ok(runs) => runs,
                 Err(EngineError::Store(e)) => return Err(e.to_string()),
                 Err(refused) => return Ok(Err(refused.to_string())),

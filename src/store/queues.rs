@@ -363,6 +363,28 @@ impl Store {
         .await
     }
 
+    /// An environment's own limits (the host's where it has none).
+    pub async fn environment_limits(
+        &self,
+        environment_id: &str,
+    ) -> Result<crate::model::EnvironmentLimits, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT max_component_bytes, max_payload_bytes FROM environments WHERE id = ?1",
+            )?
+            .query_row([environment_id], |r| {
+                Ok(crate::model::EnvironmentLimits {
+                    max_component_bytes: r.get(0)?,
+                    max_payload_bytes: r.get(1)?,
+                })
+            })
+            .optional()?
+            .unwrap_or_default())
+        })
+        .await
+    }
+
     /// Every environment with its concurrency limit and limits.
     pub async fn environments(&self) -> Result<Vec<EnvironmentInfo>, StoreError> {
         self.read(|c| {

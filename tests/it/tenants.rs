@@ -317,6 +317,38 @@ async fn an_environment_has_its_own_upload_and_payload_limits() {
     let (status, _) = host.post("/api/v1/tasks/echo/trigger", big).await;
     assert_eq!(status, 200, "the dev environment keeps the host's limit");
 
+    // A task's child runs take their environment's limit too.
+    set(json!({ "maxPayloadBytes": 200 })).await;
+    let (status, parent) = host
+        .request_as(
+            &other,
+            Method::POST,
+            "/api/v1/tasks/parent/trigger",
+            Some(json!({ "payload": { "items": [["echo", 1]], "pad": 300 } })),
+        )
+        .await;
+    assert_eq!(status, 200, "{parent}");
+    let parent = parent["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let run = loop {
+        let (_, run) = host
+            .request_as(&other, Method::GET, &format!("/api/v3/runs/{parent}"), None)
+            .await;
+        if run["status"] == "FAILED" || run["status"] == "COMPLETED" {
+            break run;
+        }
+        assert!(std::time::Instant::now() < deadline, "{run:#}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    assert!(
+        run["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("the limit is 200 bytes"),
+        "{run:#}"
+    );
+
     // Bad changes are refused by name.
     for (body, field) in [
         (json!({ "maxPayloadBytes": -1 }), "maxPayloadBytes"),

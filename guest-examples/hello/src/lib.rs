@@ -230,6 +230,10 @@ struct ParentPayload {
     items: Vec<ChildSpec>,
     #[serde(default)]
     wait: bool,
+    /// Wrap each child's payload as `{"payload": …, "pad": "xx…"}` with this many bytes of pad
+    /// (to make payloads bigger than the parent's own).
+    #[serde(default)]
+    pad: usize,
 }
 
 /// `[task, payload]`, or `[task, payload, idempotency key]`.
@@ -242,13 +246,25 @@ enum ChildSpec {
 
 fn parent(payload: ParentPayload, _ctx: &Context) -> Result<Value, TaskError> {
     use kiln_sdk::child::{self, Item};
+    let pad = payload.pad;
+    let padded = |child: Value| {
+        if pad == 0 {
+            child
+        } else {
+            serde_json::json!({ "payload": child, "pad": "x".repeat(pad) })
+        }
+    };
     let items: Vec<Item> = payload
         .items
         .into_iter()
         .map(|spec| match spec {
-            ChildSpec::Plain(task, payload) => Item::new(task, payload),
-            ChildSpec::Keyed(task, payload, key) => {
-                let mut item = Item::new(task, payload);
+            ChildSpec::Plain(task, child) => (task, padded(child), None),
+            ChildSpec::Keyed(task, child, key) => (task, padded(child), Some(key)),
+        })
+        .map(|spec| match spec {
+            (task, child, None) => Item::new(task, child),
+            (task, child, Some(key)) => {
+                let mut item = Item::new(task, child);
                 item.options.idempotency_key = Some(key);
                 item
             }
