@@ -97,6 +97,13 @@ impl Engine {
         vars: Vec<(String, String)>,
         overwrite: bool,
     ) -> Result<Vec<String>, EngineError> {
+        // Refused before any sealing work; the store checks the total after the write.
+        if vars.len() > MAX_ENV_VARS {
+            return Err(EngineError::InvalidEnvVar(format!(
+                "an environment holds at most {MAX_ENV_VARS} variables; this request sets {}",
+                vars.len()
+            )));
+        }
         let mut sealed = Vec::with_capacity(vars.len());
         for (name, value) in vars {
             check_name(&name).map_err(EngineError::InvalidEnvVar)?;

@@ -831,16 +831,12 @@ impl Engine {
         if run.checkpointed && run.status != RunStatus::Executing {
             let error = update.error.clone();
             self.store
-                .finish_attempt(FinishAttempt {
+                .finish_attempt(FinishAttempt::closing(
                     update,
-                    attempt: run.attempt_count,
+                    run.attempt_count,
                     attempt_status,
-                    attempt_error: error,
-                    output: None,
-                    fuel_used: 0,
-                    compute_ms: 0,
-                    logs: Vec::new(),
-                })
+                    error,
+                ))
                 .await
         } else {
             self.store.update_run(update).await
@@ -879,20 +875,16 @@ impl Engine {
             };
             let result = if run.status == RunStatus::Executing {
                 self.store
-                    .finish_attempt(FinishAttempt {
+                    .finish_attempt(FinishAttempt::closing(
                         update,
-                        attempt: run.attempt_count,
-                        attempt_status: if continues {
+                        run.attempt_count,
+                        if continues {
                             AttemptStatus::Executing
                         } else {
                             AttemptStatus::Failed
                         },
-                        attempt_error: (!continues).then_some(error),
-                        output: None,
-                        fuel_used: 0,
-                        compute_ms: 0,
-                        logs: Vec::new(),
-                    })
+                        (!continues).then_some(error),
+                    ))
                     .await
             } else {
                 self.store.update_run(update).await
@@ -1384,20 +1376,12 @@ impl Engine {
             return;
         };
         let error = RunError::coded(kind.code().unwrap_or("SYSTEM_FAILURE"), message);
-        let finish = FinishAttempt {
-            update: RunUpdate {
-                expected: RunStatus::Executing,
-                error: Some(error.clone()),
-                ..run_update(run, &t, now)
-            },
-            attempt,
-            attempt_status: AttemptStatus::Failed,
-            attempt_error: Some(error),
-            output: None,
-            fuel_used: 0,
-            compute_ms: 0,
-            logs: Vec::new(),
+        let update = RunUpdate {
+            expected: RunStatus::Executing,
+            error: Some(error.clone()),
+            ..run_update(run, &t, now)
         };
+        let finish = FinishAttempt::closing(update, attempt, AttemptStatus::Failed, Some(error));
         match self.store.finish_attempt(finish).await {
             Ok(resumed) => self.activate(resumed),
             Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),

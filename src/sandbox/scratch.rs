@@ -83,18 +83,32 @@ pub(super) struct ScratchLease {
 
 impl Drop for ScratchLease {
     fn drop(&mut self) {
-        let used = std::fs::read_dir(&self.dir).map_or(true, |mut d| d.next().is_some());
-        let clean = !used
-            || (std::fs::remove_dir_all(&self.dir).is_ok()
-                && std::fs::create_dir(&self.dir).is_ok());
-        if clean {
-            self.pool
-                .free
+        let dir = std::mem::take(&mut self.dir);
+        let pool = self.pool.clone();
+        let used = std::fs::read_dir(&dir).map_or(true, |mut d| d.next().is_some());
+        if !used {
+            pool.free
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(std::mem::take(&mut self.dir));
-        } else {
-            tracing::warn!(dir = %self.dir.display(), "a scratch directory could not be emptied; it is left out of the pool");
+                .push(dir);
+            return;
+        }
+        let give_back = move || {
+            let clean = std::fs::remove_dir_all(&dir).is_ok() && std::fs::create_dir(&dir).is_ok();
+            if clean {
+                pool.free
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(dir);
+            } else {
+                tracing::warn!(dir = %dir.display(), "a scratch directory could not be emptied; it is left out of the pool");
+            }
+        };
+        // Emptying what a guest wrote (up to its quota) is file-system work for the blocking
+        // pool, not for the async thread that ran the attempt.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(give_back)),
+            Err(_) => give_back(),
         }
     }
 }

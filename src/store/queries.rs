@@ -137,6 +137,28 @@ pub struct FinishAttempt {
     pub logs: Vec<LogLine>,
 }
 
+impl FinishAttempt {
+    /// Closes an attempt kiln ends itself (recovery, cancel, a failure outside the guest): no
+    /// output, no usage, no logs of its own.
+    pub fn closing(
+        update: RunUpdate,
+        attempt: u32,
+        attempt_status: AttemptStatus,
+        attempt_error: Option<RunError>,
+    ) -> FinishAttempt {
+        FinishAttempt {
+            update,
+            attempt,
+            attempt_status,
+            attempt_error,
+            output: None,
+            fuel_used: 0,
+            compute_ms: 0,
+            logs: Vec::new(),
+        }
+    }
+}
+
 const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payload, r.output, r.error, \
      r.deployment_id, d.version, r.queue, r.machine, r.max_attempts, r.retry_factor, r.retry_min_ms, \
      r.retry_max_ms, r.retry_randomize, r.attempt_count, r.queue_ts, r.available_at, r.created_at, \

@@ -18,6 +18,18 @@ async fn host(scratch_bytes: Option<u64>) -> TestHost {
     host
 }
 
+/// Waits (up to 5 s: directories are emptied on the blocking pool) until `dir` holds no files.
+async fn emptied(dir: &std::path::Path) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let files = files_under(dir);
+        if files == 0 || std::time::Instant::now() > deadline {
+            return files;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Files (not directories) anywhere under `dir`.
 fn files_under(dir: &std::path::Path) -> usize {
     std::fs::read_dir(dir)
@@ -48,7 +60,7 @@ async fn a_runs_tmp_is_kept_across_its_wait_cannot_be_left_and_goes_when_it_ends
     host.wait_status(&id, "WAITING").await;
     // A waiting run keeps nothing on disk: its resume rebuilds /tmp by replaying its writes.
     let root = host.dir.join("scratch");
-    assert_eq!(files_under(&root), 0, "nothing kept while the run waits");
+    assert_eq!(emptied(&root).await, 0, "nothing kept while the run waits");
 
     let run = host.wait_final(&id).await;
     assert_eq!(run["status"], "COMPLETED", "{run:#}");
@@ -64,7 +76,7 @@ async fn a_runs_tmp_is_kept_across_its_wait_cannot_be_left_and_goes_when_it_ends
         "the replay rebuilt /tmp as it was, not appended twice"
     );
     escapes_failed(output);
-    assert_eq!(files_under(&root), 0, "emptied when the run ended");
+    assert_eq!(emptied(&root).await, 0, "emptied when the run ended");
 
     // Another run does not see this run's files.
     let other = host.trigger("scratch", json!({ "write_kb": 0 })).await;
