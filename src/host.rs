@@ -219,7 +219,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         )
     })?;
     let lock = lock_data_dir(&config.data_dir)?;
-    let store = Store::open(&config.data_dir)?;
+    let store = Store::open_sqlite(&config.data_dir)?;
     let boot = store
         .bootstrap(keys::environment_key("dev"), keys::admin_key(), now_ms())
         .await?;
@@ -319,19 +319,12 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         secret: store.host_secret("token-callback").await?,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let app = api::router(ApiState {
-        realtime: api::realtime::Hub::start(store.clone()),
+    let state = ApiState {
+        realtime: api::realtime::Hub::start(engine.clone()),
         engine: engine.clone(),
         max_component_bytes: config.max_component_bytes,
-    });
-    let mut server_stop = shutdown_rx.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.wait_for(|stop| *stop).await;
-            })
-            .await
-    });
+    };
+    let server = tokio::spawn(api::serve(listener, state, shutdown_rx.clone()));
     let dispatcher = tokio::spawn({
         let engine = engine.clone();
         async move {

@@ -15,6 +15,7 @@ pub mod deploy;
 pub mod engine;
 pub mod host;
 pub mod keys;
+pub mod metadata;
 pub mod model;
 pub mod sandbox;
 pub mod schedule;

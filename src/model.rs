@@ -603,6 +603,18 @@ impl TokenStatus {
     }
 }
 
+/// The error a timed-out token completes with (Trigger.dev's shape and code).
+pub fn token_timeout_error(at: Millis) -> String {
+    let when = jiff::Timestamp::from_millisecond(at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    serde_json::json!({
+        "code": "TRIGGER_WAITPOINT_TIMEOUT",
+        "message": format!("Waitpoint timed out at {when}"),
+    })
+    .to_string()
+}
+
 /// A wait token: a waitpoint completed from outside the run, with JSON data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitToken {

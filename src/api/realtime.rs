@@ -16,9 +16,9 @@ use futures_util::Stream;
 use tokio::sync::watch;
 
 use super::{ApiError, ApiState, Authed, dto};
-use crate::engine::EngineError;
-use crate::model::{Millis, RunStatus};
-use crate::store::{RunFilter, Store, StoreError};
+use crate::engine::{Engine, EngineError};
+use crate::model::{Environment, Millis};
+use crate::store::RunFilter;
 
 /// A run as a subscriber receives it.
 #[derive(Debug, PartialEq, Eq)]
@@ -34,34 +34,29 @@ const TAGS_PAGE: usize = 100;
 
 /// The shared watch channels of watched runs, refreshed after every store commit.
 pub struct Hub {
-    store: Store,
+    engine: Arc<Engine>,
     runs: Mutex<HashMap<(String, String), Arc<Watched>>>,
 }
 
 /// The run as `GET /api/v3/runs/{id}` shows it, if the environment has it.
-pub(super) async fn run_dto(
-    store: &Store,
+async fn run_dto(
+    engine: &Engine,
     env_id: &str,
     run_id: &str,
-) -> Result<Option<dto::RunDto>, StoreError> {
-    let Some(run) = store.run(env_id, run_id).await? else {
-        return Ok(None);
-    };
-    let attempts = store.attempts(&run.id).await?;
-    let waiting = if run.status == RunStatus::Waiting {
-        store.waiting_for(&run.id).await?
-    } else {
-        Vec::new()
-    };
-    Ok(Some(dto::RunDto::new(&run, &attempts, &waiting)))
+) -> Result<Option<dto::RunDto>, EngineError> {
+    Ok(engine
+        .run_view(env_id, run_id)
+        .await?
+        .as_ref()
+        .map(dto::RunDto::from))
 }
 
 async fn snapshot(
-    store: &Store,
+    engine: &Engine,
     env_id: &str,
     run_id: &str,
-) -> Result<Option<Snapshot>, StoreError> {
-    let Some(dto) = run_dto(store, env_id, run_id).await? else {
+) -> Result<Option<Snapshot>, EngineError> {
+    let Some(dto) = run_dto(engine, env_id, run_id).await? else {
         return Ok(None);
     };
     Ok(Some(Snapshot {
@@ -71,13 +66,14 @@ async fn snapshot(
 }
 
 impl Hub {
-    /// A hub over `store`, with its refresh task running.
-    pub fn start(store: Store) -> Arc<Hub> {
+    /// A hub over the engine's runs, with its refresh task running.
+    pub fn start(engine: Arc<Engine>) -> Arc<Hub> {
+        let commits = engine.commits();
         let hub = Arc::new(Hub {
-            store: store.clone(),
+            engine,
             runs: Mutex::new(HashMap::new()),
         });
-        tokio::spawn(pump(Arc::downgrade(&hub), store.commits()));
+        tokio::spawn(pump(Arc::downgrade(&hub), commits));
         hub
     }
 
@@ -95,7 +91,7 @@ impl Hub {
         if let Some(sender) = self.watched().get(&key) {
             return Ok(sender.subscribe());
         }
-        let current = snapshot(&self.store, env_id, run_id)
+        let current = snapshot(&self.engine, env_id, run_id)
             .await?
             .ok_or_else(|| ApiError::from(EngineError::RunNotFound(run_id.to_owned())))?;
         let mut watched = self.watched();
@@ -114,7 +110,7 @@ impl Hub {
             runs.iter().map(|(k, s)| (k.clone(), s.clone())).collect()
         };
         for ((env_id, run_id), sender) in watched {
-            match snapshot(&self.store, &env_id, &run_id).await {
+            match snapshot(&self.engine, &env_id, &run_id).await {
                 Ok(Some(now)) => {
                     sender.send_if_modified(|last| {
                         if last.as_deref() == Some(&now) {
@@ -191,11 +187,10 @@ pub(super) async fn subscribe_tags(
             "unknown query parameter `{other}`; supported: tags"
         )));
     }
-    let store = state.engine.store().clone();
-    let commits = store.commits();
+    let commits = state.engine.commits();
     let watch = TagWatch {
-        store,
-        env_id: env.id.clone(),
+        engine: state.engine.clone(),
+        env,
         tags,
         seen: HashMap::new(),
         pending: Vec::new(),
@@ -223,8 +218,8 @@ pub(super) async fn subscribe_tags(
 
 /// One tags subscription: what it has sent, by run and last change.
 struct TagWatch {
-    store: Store,
-    env_id: String,
+    engine: Arc<Engine>,
+    env: Environment,
     tags: Vec<String>,
     seen: HashMap<String, Millis>,
     /// Events to send, last first.
@@ -233,14 +228,14 @@ struct TagWatch {
 
 impl TagWatch {
     /// Queues the runs with the tags that changed since they were last sent.
-    async fn poll(&mut self) -> Result<(), StoreError> {
+    async fn poll(&mut self) -> Result<(), EngineError> {
         let filter = RunFilter {
             tags: self.tags.clone(),
             ..RunFilter::default()
         };
         let page = self
-            .store
-            .list_runs(&self.env_id, filter, TAGS_PAGE, None, None)
+            .engine
+            .list_runs(&self.env, filter, TAGS_PAGE, None, None)
             .await?;
         let mut changed: HashSet<String> = HashSet::new();
         for run in &page.runs {
@@ -256,7 +251,7 @@ impl TagWatch {
         // Oldest first on the wire: `pending` pops from the end.
         for run in &page.runs {
             if changed.contains(&run.id)
-                && let Some(dto) = run_dto(&self.store, &self.env_id, &run.id).await?
+                && let Some(dto) = run_dto(&self.engine, &self.env.id, &run.id).await?
             {
                 self.pending
                     .push(serde_json::to_string(&dto).unwrap_or_default());

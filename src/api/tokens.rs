@@ -9,9 +9,8 @@ use axum::extract::{Path, Query, State};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
-use super::{
-    ApiError, ApiState, Authed, Cursor, body_bytes, dto, filter_values, json_object, time_param,
-};
+use super::request::{Cursor, filter_values, time_param};
+use super::{ApiError, ApiState, Authed, body_bytes, dto, json_object};
 use crate::model::{Delay, TokenStatus, WaitToken, parse_duration};
 use crate::sandbox::TokenRequest;
 use crate::store::TokenFilter;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 
-use super::metadata::MetadataOp;
 use super::{Engine, EngineError, TriggerItem};
+use crate::metadata::MetadataOp;
 use crate::model::{Delay, Machine, RunStatus, TokenStatus, TriggerOptions, WaitToken};
 use crate::sandbox::journal::{self, Entry, Kind};
 use crate::sandbox::{
@@ -241,7 +241,7 @@ impl RunServices for RunHost {
                 Ok(limits) => limits,
                 Err(e) => return Err(e.to_string()),
             };
-            let max_payload = super::payload_limit(&limits);
+            let max_payload = super::trigger::payload_limit(&limits);
             let runs = match engine
                 .prepare_runs(&env_id, max_payload, triggers, Some(link))
                 .await
@@ -341,17 +341,10 @@ impl RunServices for RunHost {
             let now = engine.now();
             match engine
                 .store
-                .change_metadata(
-                    &target_run,
-                    now,
-                    move |current| {
-                        super::metadata::apply(current.as_deref(), &ops).map_err(|e| e.to_string())
-                    },
-                    Some(journal),
-                )
+                .change_metadata(&target_run, now, ops, Some(journal))
                 .await
             {
-                Ok(result) => Ok(result),
+                Ok(result) => Ok(result.map_err(|e| e.to_string())),
                 Err(StoreError::Conflict) => {
                     Err("the run was canceled while it changed metadata".into())
                 }

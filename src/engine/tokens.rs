@@ -9,7 +9,7 @@
 use sha2::{Digest, Sha256};
 
 use super::{Engine, EngineError};
-use crate::model::{Environment, Millis, NewToken, WaitToken};
+use crate::model::{Environment, NewToken, WaitToken};
 use crate::sandbox::TokenRequest;
 use crate::store::TokenFilter;
 
@@ -25,18 +25,6 @@ pub struct TokenUrls {
     /// The API's base URL as clients reach it, e.g. `http://127.0.0.1:3030`.
     pub base: String,
     pub secret: Vec<u8>,
-}
-
-/// The error a timed-out token completes with (Trigger.dev's shape and code).
-pub fn timeout_error(at: Millis) -> String {
-    let when = jiff::Timestamp::from_millisecond(at)
-        .map(|t| t.to_string())
-        .unwrap_or_default();
-    serde_json::json!({
-        "code": "TRIGGER_WAITPOINT_TIMEOUT",
-        "message": format!("Waitpoint timed out at {when}"),
-    })
-    .to_string()
 }
 
 fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {

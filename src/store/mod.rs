@@ -1,348 +1,284 @@
-//! SQLite persistence: schema, migrations and every query. **The only module that imports rusqlite.**
+//! Persistence behind one facade: [`Store`] takes and returns domain types only, whatever the
+//! backend. `sqlite` is the embedded default (and **the only module that imports rusqlite**).
 //!
-//! One writer thread owns the write connection and commits in groups: every write request that
-//! arrives while a transaction is open joins it (each in its own savepoint, so one failing request
-//! does not undo the others), and all of them are answered after the one `COMMIT`. Reads run on
-//! their own connections (WAL mode lets them proceed while the writer commits).
-//!
-//! The store never decides a run's next status: callers pass the status they expect and the one
-//! they computed, and writes are compare-and-set (`WHERE id = ? AND status = ?`); zero rows is
-//! [`StoreError::Conflict`].
+//! The contract every backend keeps:
+//! - **Ok means durable.** A write that answered `Ok` is committed (SQLite: `synchronous = FULL`,
+//!   group commit); a write that failed stored nothing of itself.
+//! - **The store never decides a run's next status.** Callers pass the status they expect and the
+//!   one the engine's state machine computed; writes are compare-and-set (`WHERE id = ? AND
+//!   status = ?`), and zero rows is [`StoreError::Conflict`].
+//! - **Effects commit with their journal.** A token, child runs or a metadata change a run makes
+//!   is stored in one transaction with the journal the attempt recorded before it
+//!   ([`JournalWith`]); the journal's entries are built by a pure function of the effect's result.
+//! - Nothing here runs caller code inside a transaction except such pure functions of values.
 
-mod children;
-mod env_vars;
-mod migrations;
-mod queries;
-mod queues;
-mod schedules;
-mod tokens;
+mod error;
+mod sqlite;
+mod types;
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::thread;
+use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
-pub use env_vars::StoredVar;
-pub use queries::{
-    AttemptStart, Bootstrapped, EntriesFor, FinishAttempt, Inserted, JournalWith, KeyInfo, NewKey,
-    NewRun, ParentLink, RunFilter, RunPage, RunUpdate,
-};
-pub use queues::{EnvironmentChange, EnvironmentInfo, task_queue_name};
-pub use schedules::{DeclaredSchedule, ScheduleFire, ScheduleRefusal, ScheduleSpec};
-pub use tokens::TokenFilter;
+pub use error::StoreError;
+pub use sqlite::DURABILITY;
+pub use types::*;
 
-/// The durability every commit has (see `open_connection`), as benchmarks print it.
-pub const DURABILITY: &str = "SQLite WAL, synchronous = FULL";
-
-/// Most write requests joined into one transaction. Bounds the time a request waits for others.
-const MAX_GROUP: usize = 512;
-
-/// How long a connection waits on a lock held by another process before failing.
-const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// A compare-and-set found the row in another state (or gone).
-    #[error("the record changed concurrently; reload it and try again")]
-    Conflict,
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    #[error(
-        "the database at {path} has schema version {found}, newer than this kiln understands ({known}); run a newer kiln or use another --data-dir"
-    )]
-    NewerSchema {
-        path: PathBuf,
-        found: i64,
-        known: i64,
-    },
-    #[error(
-        "cannot open the database at {path}: {source}; check the path exists, is writable and is not held by another process (another kiln, or a tool with it open)"
-    )]
-    Open {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
-    #[error("database error: {0}")]
-    Sqlite(rusqlite::Error),
-    /// The database could not be written: the disk is full or failing. Nothing of the write was
-    /// stored; the same write succeeds once space returns.
-    #[error(
-        "kiln could not write its database ({0}); the disk holding the data dir is probably full: free space there and try again (nothing of this request was stored)"
-    )]
-    Storage(String),
-    #[error("stored data is corrupt: {0}")]
-    Corrupt(String),
-    #[error(
-        "the store could not run the write (shut down, or a transaction failed to begin; see the host log)"
-    )]
-    Closed,
-    /// The write was refused for a reason the caller passes on; nothing was stored.
-    #[error("{0}")]
-    Refused(String),
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> StoreError {
-        use rusqlite::ErrorCode::{DiskFull, SystemIoFailure};
-        match e.sqlite_error_code() {
-            Some(DiskFull | SystemIoFailure) => StoreError::Storage(e.to_string()),
-            _ => StoreError::Sqlite(e),
-        }
-    }
-}
-
-impl StoreError {
-    /// Whether the write failed for want of space (or a failing disk), so it may work later.
-    pub fn is_storage(&self) -> bool {
-        matches!(self, StoreError::Storage(_))
-    }
-}
-
-type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+use crate::metadata::{MetadataError, MetadataOp};
+use crate::model::*;
+use crate::schedule::Schedule;
 
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    writer: mpsc::UnboundedSender<Job>,
-    readers: Arc<ReaderPool>,
-    /// Counts committed write groups; watchers re-read what they watch when it moves.
-    commits: Arc<watch::Sender<u64>>,
+    backend: Backend,
 }
 
-struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::SqliteStore),
 }
 
 impl Store {
-    /// Opens (creating if needed) `kiln.db` in `dir`, runs migrations, and starts the writer.
-    pub fn open(dir: &Path) -> Result<Store, StoreError> {
-        let path = dir.join("kiln.db");
-        let conn = open_connection(&path, false)?;
-        let with_path = |e| match e {
-            StoreError::Sqlite(source) => StoreError::Open {
-                path: path.clone(),
-                source,
-            },
-            other => other,
-        };
-        migrate(&conn, &path).map_err(with_path)?;
-        // Take the write lock once now: a database another process holds locked stops the start
-        // with its path, instead of failing the first write.
-        conn.execute_batch("BEGIN IMMEDIATE; COMMIT")
-            .map_err(|e| with_path(StoreError::Sqlite(e)))?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let commits = Arc::new(watch::Sender::new(0));
-        thread::Builder::new()
-            .name("kiln-store-writer".into())
-            .spawn({
-                let commits = commits.clone();
-                move || writer_loop(conn, rx, &commits)
-            })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+    /// Opens (creating if needed) the SQLite database `kiln.db` in `dir`, runs migrations, and
+    /// starts its writer. A database from a newer kiln, or one another process holds locked, is
+    /// refused before anything is written.
+    pub fn open_sqlite(dir: &Path) -> Result<Store, StoreError> {
         Ok(Store {
-            commits,
-            writer: tx,
-            readers: Arc::new(ReaderPool {
-                path,
-                idle: Mutex::new(Vec::new()),
-            }),
+            backend: Backend::Sqlite(sqlite::SqliteStore::open(dir)?),
         })
     }
 
-    /// Runs `op` inside the next group transaction; resolves after the commit.
-    async fn write<R: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let (reply_tx, reply_rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
-            let result = op(conn);
-            let ok = result.is_ok();
-            let reply: Reply = Box::new(move |commit: Result<(), StoreError>| {
-                let _ = reply_tx.send(commit.and(result));
-            });
-            (ok, reply)
-        });
-        self.writer.send(job).map_err(|_| StoreError::Closed)?;
-        reply_rx.await.map_err(|_| StoreError::Closed)?
-    }
-
-    /// Ticks after every committed write group (the value counts them).
+    /// Ticks after every committed write (the value counts commits); watchers re-read what they
+    /// watch when it moves.
     pub fn commits(&self) -> watch::Receiver<u64> {
-        self.commits.subscribe()
-    }
-
-    /// Runs `op` on a read connection on the blocking pool.
-    async fn read<R: Send + 'static>(
-        &self,
-        op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
-    ) -> Result<R, StoreError> {
-        let readers = self.readers.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = match readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-                Some(conn) => conn,
-                None => open_connection(&readers.path, true)?,
-            };
-            let result = op(&conn);
-            readers
-                .idle
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(conn);
-            result
-        })
-        .await
-        .map_err(|_| StoreError::Closed)?
-    }
-}
-
-fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreError> {
-    let flags = if read_only {
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    } else {
-        OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX
-    };
-    let open_err = |source| StoreError::Open {
-        path: path.to_path_buf(),
-        source,
-    };
-    let conn = Connection::open_with_flags(path, flags).map_err(open_err)?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(open_err)?;
-    if !read_only {
-        // A database from a newer kiln is refused before anything (even the journal mode in its
-        // header) is written to it.
-        refuse_newer_schema(&conn, path)?;
-        // WAL lets readers run beside the writer. `synchronous = FULL` makes every commit durable
-        // across power loss; group commit keeps its fsync cost per batch, not per run.
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open_err)?;
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_err)?;
-    }
-    Ok(conn)
-}
-
-/// The schema version of the database; `NewerSchema` if this kiln does not know it.
-fn refuse_newer_schema(conn: &Connection, path: &Path) -> Result<i64, StoreError> {
-    let known = migrations::MIGRATIONS.len() as i64;
-    let found: i64 = conn
-        .pragma_query_value(None, "user_version", |r| r.get(0))
-        .map_err(|source| StoreError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    if found > known {
-        return Err(StoreError::NewerSchema {
-            path: path.to_path_buf(),
-            found,
-            known,
-        });
-    }
-    Ok(found)
-}
-
-fn migrate(conn: &Connection, path: &Path) -> Result<(), StoreError> {
-    let found = refuse_newer_schema(conn, path)?;
-    for (index, sql) in migrations::MIGRATIONS
-        .iter()
-        .enumerate()
-        .skip(found as usize)
-    {
-        let tx = conn.unchecked_transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", index as i64 + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-fn writer_loop(
-    conn: Connection,
-    mut rx: mpsc::UnboundedReceiver<Job>,
-    commits: &watch::Sender<u64>,
-) {
-    // Jobs a rolled-back group never ran; they go first into the next group.
-    let mut carried: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
-    loop {
-        let Some(first) = carried.pop_front().or_else(|| rx.blocking_recv()) else {
-            return;
-        };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match carried.pop_front().map(Ok).unwrap_or_else(|| rx.try_recv()) {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
+        match &self.backend {
+            Backend::Sqlite(s) => s.commits(),
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let msg = e.to_string();
-            tracing::error!(error = %msg, "cannot begin a write transaction");
-            // The jobs never ran; dropping them answers each caller with `Closed`.
-            drop(jobs);
-            continue;
+    }
+
+    /// The durability every commit has, as benchmarks print it.
+    pub fn durability(&self) -> &'static str {
+        match &self.backend {
+            Backend::Sqlite(_) => sqlite::DURABILITY,
         }
-        let mut replies = Vec::with_capacity(jobs.len());
-        let mut jobs = jobs.into_iter();
-        let mut rolled_back = false;
-        for job in jobs.by_ref() {
-            replies.push(run_in_savepoint(&conn, job));
-            // On a full disk or an I/O error SQLite may roll the whole transaction back by itself:
-            // then nothing of this group is stored, and the jobs after it must not run outside a
-            // transaction.
-            if conn.is_autocommit() {
-                rolled_back = true;
-                break;
-            }
-        }
-        carried.extend(jobs);
-        let commit = if rolled_back {
-            Err(StoreError::Storage(
-                "the write transaction was rolled back".to_owned(),
-            ))
-        } else {
-            conn.execute_batch("COMMIT").map_err(StoreError::from)
-        };
-        let commit = match commit {
-            Ok(()) => {
-                commits.send_modify(|n| *n += 1);
-                Ok(())
-            }
-            Err(e) => {
-                if !conn.is_autocommit() {
-                    let _ = conn.execute_batch("ROLLBACK");
+    }
+}
+
+/// Declares each facade method once: its contract (the doc comment) and signature; every backend
+/// must have a method of the same name and arguments.
+macro_rules! facade {
+    ($(
+        $(#[$meta:meta])*
+        fn $name:ident(&self $(, $arg:ident: $ty:ty)* $(,)?) -> $ret:ty;
+    )*) => {
+        impl Store {
+            $(
+                $(#[$meta])*
+                pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                    match &self.backend {
+                        Backend::Sqlite(s) => s.$name($($arg),*).await,
+                    }
                 }
-                tracing::error!(error = %e, "a write group failed; nothing of it was stored");
-                Err(e)
-            }
-        };
-        for reply in replies {
-            reply(match &commit {
-                Ok(()) => Ok(()),
-                Err(StoreError::Storage(msg)) => Err(StoreError::Storage(msg.clone())),
-                Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
-            });
+            )*
         }
-    }
+    };
 }
 
-fn run_in_savepoint(conn: &Connection, job: Job) -> Reply {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
-        let msg = e.to_string();
-        return Box::new(move |_| tracing::error!(error = %msg, "savepoint failed"));
-    }
-    let (ok, reply) = job(conn);
-    if !ok {
-        // Undo this request's partial writes; the others in the group stay.
-        let _ = conn.execute_batch("ROLLBACK TO job");
-    }
-    let _ = conn.execute_batch("RELEASE job");
-    reply
+facade! {
+    /// DEQUEUED → EXECUTING: locks the run to `deployment_id` (if not yet locked) and opens
+    /// attempt `attempt`. Returns what the attempt runs with: the run's environment variables
+    /// (copied from its environment when its first attempt starts, so every attempt and replay
+    /// sees the same) and its environment's outbound HTTP allow-list.
+    fn start_attempt(&self, run_id: &str, deployment_id: &str, attempt: u32, now: Millis) -> AttemptStart;
+    /// Applies a status change with compare-and-set. Returns the run as stored after it.
+    /// The lanes returned are of parents the change resumed (a child that ended).
+    fn update_run(&self, update: RunUpdate) -> Vec<Lane>;
+    /// Records the end of an attempt and applies the run's new status, in one transaction.
+    ///
+    /// If the run was canceled meanwhile, the attempt is still recorded (as CANCELED) with its
+    /// usage and logs, and the run keeps its CANCELED status.
+    /// The lanes returned are of parents the run's end resumed.
+    fn finish_attempt(&self, finish: FinishAttempt) -> Vec<Lane>;
+    /// The attempts of a run, oldest first.
+    fn attempts(&self, run_id: &str) -> Vec<Attempt>;
+    /// A run's log lines in the order they were written, at most `limit` after line `after`.
+    fn logs(&self, run_id: &str, after: i64, limit: usize) -> Vec<(i64, LogLine)>;
+    /// Runs a previous process claimed or was executing when it stopped.
+    fn in_flight_runs(&self) -> Vec<Run>;
+    /// Stores the component (if new) and a deployment with the next version of the day
+    /// (`YYYYMMDD.N`), with its tasks, in one transaction.
+    fn insert_deployment(&self, environment_id: &str, digest: &[u8; 32], bytes: Vec<u8>, tasks: Vec<TaskDefinition>, day: String, now: Millis) -> Deployment;
+    /// The newest deployment of an environment.
+    fn latest_deployment(&self, environment_id: &str) -> Option<Deployment>;
+    /// A deployment by id.
+    fn deployment(&self, id: &str) -> Option<Deployment>;
+    /// The deployment of an environment with this version.
+    fn deployment_by_version(&self, environment_id: &str, version: &str) -> Option<Deployment>;
+    /// An environment's deployments, newest first.
+    fn list_deployments(&self, environment_id: &str) -> Vec<Deployment>;
+    /// The bytes of a stored component.
+    fn component_bytes(&self, digest: &str) -> Vec<u8>;
+    /// Queues the environment's PENDING_VERSION runs of these tasks (a version with them was
+    /// deployed). They keep their queue order.
+    fn enqueue_pending_version(&self, environment_id: &str, task_ids: Vec<String>, now: Millis) -> Vec<Lane>;
+    /// The environment's variables, by name.
+    fn env_vars(&self, environment_id: &str) -> Vec<StoredVar>;
+    fn env_var(&self, environment_id: &str, name: &str) -> Option<StoredVar>;
+    /// Writes `vars` in one transaction. `create`: names that exist are left alone and returned;
+    /// otherwise they are overwritten. `limit` bounds how many variables the environment may hold
+    /// afterwards (`Err(Refused)` naming it, nothing written).
+    fn put_env_vars(&self, environment_id: &str, vars: Vec<StoredVar>, overwrite: bool, limit: usize, now: Millis) -> Vec<String>;
+    /// Whether a variable of that name was there to delete.
+    fn delete_env_var(&self, environment_id: &str, name: &str) -> bool;
+    /// An environment's own limits (the host's where it has none).
+    fn environment_limits(&self, environment_id: &str) -> crate::model::EnvironmentLimits;
+    /// Every environment with its concurrency limit and limits.
+    fn environments(&self) -> Vec<EnvironmentInfo>;
+    /// Changes an environment's limits (each `Some` field: set, `Some(None)`: back to the host's
+    /// default). `None` if there is no such environment.
+    fn update_environment(&self, project: &str, environment: &str, change: EnvironmentChange) -> Option<EnvironmentInfo>;
+    /// Every environment that has a deployment.
+    fn deployed_environments(&self) -> Vec<Environment>;
+    /// Claims the heads of several lanes (up to `count` runs each, in score order) in one
+    /// transaction and one `UPDATE … RETURNING`; the runs are DEQUEUED. Returns each lane's runs,
+    /// in the order asked.
+    fn claim_lanes(&self, lanes: Vec<(Lane, usize)>, now: Millis) -> Vec<Vec<Run>>;
+    /// Every lane with ready runs (read once at start; afterwards the engine tracks them).
+    fn ready_lanes(&self) -> Vec<Lane>;
+    /// Every queue of every environment (the scheduler's limits at start).
+    fn all_queues(&self) -> Vec<Queue>;
+    /// The queues of a deployment's environment, as the deployment left them.
+    fn environment_queues(&self, environment_id: &str) -> Vec<Queue>;
+    /// One page of an environment's queues by name, and how many there are.
+    fn list_queues(&self, environment_id: &str, offset: usize, limit: usize) -> (Vec<Queue>, u64);
+    /// A queue of the environment, if it has one by that reference.
+    fn queue(&self, environment_id: &str, queue: QueueRef) -> Option<Queue>;
+    /// How many runs wait in a queue (ready or in retry backoff).
+    fn queued_count(&self, environment_id: &str, queue: &str) -> u64;
+    /// Pauses or resumes a queue. `None` if the environment has no such queue.
+    fn set_queue_paused(&self, environment_id: &str, queue: QueueRef, paused: bool, now: Millis) -> Option<Queue>;
+    /// Overrides a queue's limit (`None`: back to its definition's). `None` if the environment has
+    /// no such queue.
+    fn override_queue_limit(&self, environment_id: &str, queue: QueueRef, limit: Option<u32>, now: Millis) -> Option<Queue>;
+    /// Inserts runs in one transaction, as one batch when `batch_id` is given. A run whose
+    /// idempotency key matches a live key of an earlier run is not inserted: the earlier run is
+    /// returned with `cached: true`. A key whose run failed or expired is released and reused.
+    fn insert_runs(&self, runs: Vec<NewRun>, batch_id: Option<String>) -> Vec<Inserted>;
+    /// Inserts a run's child runs (as [`Store::insert_runs`]) and, in the same transaction,
+    /// appends the parent's journal and marks it as having one. `Conflict` (and nothing stored)
+    /// if the parent is no longer executing.
+    fn insert_child_runs(&self, runs: Vec<NewRun>, batch_id: Option<String>, journal: JournalWith<[Inserted]>, waiting: bool) -> Vec<Inserted>;
+    /// Forgets an idempotency key (for one task, or every task of the environment). Returns how
+    /// many keys were removed.
+    fn reset_idempotency_key(&self, environment_id: &str, key: &str, task_id: Option<String>) -> usize;
+    /// Gives a DELAYED run a new delay (compare-and-set on DELAYED); its TTL counts from the new
+    /// enqueue time.
+    fn reschedule(&self, run_id: &str, until: Millis, now: Millis) -> ();
+    /// Adds tags to a run, keeping order and dropping repeats. `Ok(Err(n))` when the result would
+    /// have `n` tags, more than `max`; nothing changes then.
+    fn add_tags(&self, run_id: &str, tags: Vec<String>, max: usize, now: Millis) -> Result<Vec<String>, usize>;
+    /// Applies metadata operations to a run's current metadata, atomically; a refused change
+    /// (too large, a bad key…) leaves it untouched. With `journal` (a change a run makes), the
+    /// run's journal segment — `journal.entries` gets the new metadata — and the mark that its
+    /// attempt has a journal commit with the change.
+    fn change_metadata(&self, run_id: &str, now: Millis, ops: Vec<MetadataOp>, journal: Option<JournalWith<str>>) -> Result<String, MetadataError>;
+    /// How many of an environment's runs have `status` (a scan of the environment's runs: for
+    /// benchmarks and checks, not for request paths).
+    fn count_runs(&self, environment_id: &str, status: RunStatus) -> u64;
+    /// A run of an environment (another environment's run is `None`, like a missing one).
+    fn run(&self, environment_id: &str, run_id: &str) -> Option<Run>;
+    /// The child runs of an environment by id, as they are now (`None` for an unknown id).
+    fn runs_by_id(&self, environment_id: &str, ids: Vec<String>) -> Vec<Option<Run>>;
+    /// Ids of a run's children that have not ended.
+    fn live_children(&self, run_id: &str) -> Vec<String>;
+    /// A page of an environment's runs, newest first. `after` continues to older runs, `before`
+    /// goes back to newer ones.
+    fn list_runs(&self, environment_id: &str, filter: RunFilter, limit: usize, after: Option<String>, before: Option<String>) -> RunPage;
+    /// Creates an imperative schedule, or updates the environment's schedule with this
+    /// deduplication key. Returns the schedule and whether it is new.
+    fn upsert_schedule(&self, environment_id: &str, deduplication_key: String, spec: ScheduleSpec, next_fire_at: Millis, max_schedules: usize, now: Millis) -> Result<(Schedule, bool), ScheduleRefusal>;
+    /// Replaces the fields of an imperative schedule.
+    fn update_schedule(&self, environment_id: &str, id: &str, spec: ScheduleSpec, next_fire_at: Millis, now: Millis) -> Result<Schedule, ScheduleRefusal>;
+    /// Deletes an imperative schedule; returns it as it was.
+    fn delete_schedule(&self, environment_id: &str, id: &str) -> Result<Schedule, ScheduleRefusal>;
+    /// Activates (with `next_fire_at` unless it already has one) or deactivates a schedule.
+    fn set_schedule_active(&self, environment_id: &str, id: &str, active: bool, next_fire_at: Option<Millis>, now: Millis) -> Option<Schedule>;
+    /// A schedule of an environment (another environment's is `None`, like a missing one).
+    fn schedule(&self, environment_id: &str, id: &str) -> Option<Schedule>;
+    /// A page of an environment's schedules, newest first, and how many it has in all.
+    fn list_schedules(&self, environment_id: &str, offset: usize, limit: usize) -> (Vec<Schedule>, u64);
+    /// Active schedules whose next fire time has come, earliest first.
+    fn due_schedules(&self, now: Millis, limit: usize) -> Vec<Schedule>;
+    /// The earliest next fire time of any active schedule.
+    fn next_schedule_fire(&self) -> Option<Millis>;
+    /// Carries out fires in one transaction. Each moves its schedule on only if it is still
+    /// active with the `next_fire_at` the engine saw, and then inserts its run (an existing run
+    /// with the fire's idempotency key is returned `cached` instead). `None` for a fire that did
+    /// not happen (the schedule changed meanwhile) or made no run.
+    fn fire_schedules(&self, fires: Vec<ScheduleFire>) -> Vec<Option<Inserted>>;
+    /// Makes the environment's declarative schedules those of `declared` (one per task), in one
+    /// transaction: new ones are created active, changed ones take the new cron and time zone
+    /// (keeping their active state), unchanged ones are left alone, and those of tasks that no
+    /// longer declare one are deleted. Returns how many were deleted.
+    fn sync_declarative_schedules(&self, environment_id: &str, declared: Vec<DeclaredSchedule>, now: Millis) -> usize;
+    /// Makes sure project `default` with environment `dev` exists. A dev environment that never
+    /// had a key gets `dev_key` (returned, to be shown once); a host that never had an admin key
+    /// gets `admin_key` (returned likewise).
+    fn bootstrap(&self, dev_key: NewKey, admin_key: NewKey, now: Millis) -> Bootstrapped;
+    /// Whether this is an admin key of the host.
+    fn is_admin_key(&self, key_hash: [u8; 32]) -> bool;
+    /// Creates a secret key for an environment, creating the project and environment if needed.
+    fn create_key(&self, project: &str, environment: &str, key: NewKey, now: Millis) -> KeyInfo;
+    /// Every secret key of the host (never the secret itself), newest first.
+    fn list_keys(&self) -> Vec<KeyInfo>;
+    /// Revokes a key; requests with it are refused from now on. `None` if there is no such key.
+    fn revoke_key(&self, id: &str, now: Millis) -> Option<KeyInfo>;
+    /// The environment an active key belongs to.
+    fn environment_for_key(&self, key_hash: [u8; 32]) -> Option<Environment>;
+    /// A host-wide secret by name, made (32 random bytes) the first time it is asked for.
+    fn host_secret(&self, name: &str) -> Vec<u8>;
+    /// Moves DELAYED runs whose time has come to QUEUED. Returns the lanes of the runs moved.
+    fn enqueue_delayed(&self, now: Millis, limit: usize) -> Vec<Lane>;
+    /// Ends the retry backoff of queued runs whose time has come. Returns their lanes.
+    fn end_backoffs(&self, now: Millis, limit: usize) -> Vec<Lane>;
+    /// Expires runs that were not started before their TTL. Returns how many expired.
+    fn expire_due(&self, now: Millis, error: RunError, limit: usize) -> (usize, Vec<Lane>);
+    /// The earliest delayed-run enqueue, retry backoff end or TTL expiry, if any.
+    fn next_timer(&self) -> Option<Millis>;
+    /// Creates a wait token, or returns the live token with the same idempotency key (`true`).
+    /// With `journal`, the run's journal is appended in the same transaction and the run marked
+    /// as having one, so a replay — even after a crash — returns this token and makes no other.
+    fn create_token(&self, new: NewToken, journal: Option<JournalWith<(WaitToken, bool)>>) -> (WaitToken, bool);
+    /// A token of the environment.
+    fn token(&self, environment_id: &str, id: &str) -> Option<WaitToken>;
+    /// Completes a waiting token with `output` (JSON text) and resumes the runs waiting for it.
+    /// `None` if the environment has no such token; `Some(None)` if it was already done.
+    fn complete_token(&self, environment_id: Option<String>, id: &str, output: String, now: Millis) -> Option<Completed>;
+    /// One page of the environment's tokens, newest first: at most `limit` after (older than) or
+    /// before (newer than) a cursor id.
+    fn list_tokens(&self, environment_id: &str, filter: TokenFilter, limit: usize, after: Option<String>, before: Option<String>) -> (Vec<WaitToken>, bool);
+    /// Checkpoints an executing attempt that waits until `until`, in one transaction: the run
+    /// becomes WAITING (in `checkpoint.update`), the journal recorded since the last checkpoint is
+    /// appended, a DATETIME waitpoint is created, and the logs and usage so far are stored. A run
+    /// canceled meanwhile keeps its status; the attempt is recorded as canceled.
+    fn checkpoint(&self, checkpoint: FinishAttempt, journal: Vec<u8>, until: Millis) -> ();
+    /// Checkpoints an executing attempt that waits for token `token` (as [`Store::checkpoint`]
+    /// does for a time). If the token was done by the time this commits, the run goes straight
+    /// back to its queue: returns its lane.
+    fn checkpoint_on_token(&self, checkpoint: FinishAttempt, journal: Vec<u8>, token: String) -> Option<Lane>;
+    /// Checkpoints an executing attempt that waits for child runs `children` to end (as
+    /// [`Store::checkpoint`] does for a time). If they had all ended by the time this commits,
+    /// the run goes straight back to its queue: returns its lane.
+    fn checkpoint_on_runs(&self, checkpoint: FinishAttempt, journal: Vec<u8>, children: Vec<String>) -> Option<Lane>;
+    /// The journal of an attempt: its segments in order, concatenated.
+    fn journal(&self, run_id: &str, attempt: u32) -> Vec<u8>;
+    /// Bytes and segments of every stored journal (for the benchmark).
+    fn journal_size(&self) -> (u64, u64);
+    /// What a run waits for now: pending waitpoints and children that have not ended.
+    fn waiting_for(&self, run_id: &str) -> Vec<WaitingFor>;
+    /// Completes DATETIME waitpoints whose time came and times out wait tokens whose timeout
+    /// passed (with Trigger.dev's `TRIGGER_WAITPOINT_TIMEOUT` error), and puts the WAITING runs
+    /// waiting for them back in the queue (keeping their score). Returns those runs' lanes.
+    fn resume_due(&self, now: Millis, limit: usize) -> Vec<Lane>;
 }

@@ -20,5 +20,6 @@ mod scratch;
 mod storage;
 mod support;
 mod tenants;
+mod tidy;
 mod tokens;
 mod waits;

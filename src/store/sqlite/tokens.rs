@@ -1,20 +1,20 @@
-//! Wait tokens (waitpoints of kind `MANUAL`), the runs waiting for them, and host secrets.
+//! Wait tokens (waitpoints of kind `MANUAL`): made by the API or by a run (with the run's journal,
+//! so a replay finds the same token), completed once, listed.
 //!
-//! A token is created (by the API, or by a run together with the run's journal so a replay finds
-//! the same token), completed once (later completions change nothing), or times out by the timer.
-//! Completing or timing out puts the runs that wait for it back in their queues in the same
-//! transaction.
+//! Completing a token puts the runs that wait for it back in their queues in the same transaction.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::queries::{JournalWith, commit_journal, lane_from_row, record_attempt};
-use super::{FinishAttempt, Store, StoreError};
-use crate::model::{Lane, Millis, NewToken, TokenStatus, WaitToken, new_id};
+use super::SqliteStore;
+use super::journal::commit_journal;
+use super::lifecycle::finish_token;
+use crate::model::*;
+use crate::store::*;
 
-const TOKEN_COLUMNS: &str = "id, environment_id, status, idempotency_key, idempotency_expires_at, \
+pub(super) const TOKEN_COLUMNS: &str = "id, environment_id, status, idempotency_key, idempotency_expires_at, \
      tags, output, output_is_error, completes_at, created_at, completed_at";
 
-fn token_from_row(row: &Row<'_>) -> rusqlite::Result<WaitToken> {
+pub(super) fn token_from_row(row: &Row<'_>) -> rusqlite::Result<WaitToken> {
     let status: String = row.get(2)?;
     Ok(WaitToken {
         id: row.get(0)?,
@@ -23,7 +23,7 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<WaitToken> {
             "PENDING" => TokenStatus::Waiting,
             "COMPLETED" => TokenStatus::Completed,
             "TIMED_OUT" => TokenStatus::TimedOut,
-            other => return Err(super::queries::corrupt_col(2, "token status", other)),
+            other => return Err(super::rows::corrupt_col(2, "token status", other)),
         },
         idempotency_key: row.get(3)?,
         idempotency_expires_at: row.get(4)?,
@@ -36,7 +36,7 @@ fn token_from_row(row: &Row<'_>) -> rusqlite::Result<WaitToken> {
     })
 }
 
-fn load_token(
+pub(super) fn load_token(
     c: &Connection,
     environment_id: &str,
     id: &str,
@@ -49,67 +49,7 @@ fn load_token(
     .optional()?)
 }
 
-/// Puts the WAITING runs that wait for `waitpoint` back in their queues; returns their lanes.
-fn resume_waiters(c: &Connection, waitpoint: &str, now: Millis) -> Result<Vec<Lane>, StoreError> {
-    Ok(c.prepare_cached(
-        "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
-             WHERE status = 'WAITING' \
-               AND id IN (SELECT run_id FROM waitpoint_waiters WHERE waitpoint_id = ?1) \
-             RETURNING environment_id, queue, concurrency_key",
-    )?
-    .query_map(params![waitpoint, now], lane_from_row)?
-    .collect::<Result<_, _>>()?)
-}
-
-/// Completes a token still waiting (data, or the timeout error) and resumes its waiters. `None`
-/// if it was already done: a token completes once.
-pub(super) fn finish_token(
-    c: &Connection,
-    id: &str,
-    status: TokenStatus,
-    output: &str,
-    now: Millis,
-) -> Result<Option<Vec<Lane>>, StoreError> {
-    let changed = c
-        .prepare_cached(
-            "UPDATE waitpoints SET status = ?2, output = ?3, output_is_error = ?4, completed_at = ?5 \
-             WHERE id = ?1 AND kind = 'MANUAL' AND status = 'PENDING'",
-        )?
-        .execute(params![
-            id,
-            match status {
-                TokenStatus::TimedOut => "TIMED_OUT",
-                _ => "COMPLETED",
-            },
-            output,
-            status == TokenStatus::TimedOut,
-            now
-        ])?;
-    if changed == 0 {
-        return Ok(None);
-    }
-    resume_waiters(c, id, now).map(Some)
-}
-
-/// A completion: the token as it is now, and the lanes of the runs it resumed (`None` when the
-/// token was already done).
-pub type Completed = (WaitToken, Option<Vec<Lane>>);
-
-/// Filters of the tokens list; every field is optional.
-#[derive(Debug, Clone, Default)]
-pub struct TokenFilter {
-    pub statuses: Vec<TokenStatus>,
-    pub idempotency_key: Option<String>,
-    /// Tokens carrying any of these tags.
-    pub tags: Vec<String>,
-    pub created_from: Option<Millis>,
-    pub created_to: Option<Millis>,
-}
-
-impl Store {
-    /// Creates a wait token, or returns the live token with the same idempotency key (`true`).
-    /// With `journal`, the run's journal is appended in the same transaction and the run marked
-    /// as having one, so a replay — even after a crash — returns this token and makes no other.
+impl SqliteStore {
     pub async fn create_token(
         &self,
         new: NewToken,
@@ -176,7 +116,6 @@ impl Store {
         .await
     }
 
-    /// A token of the environment.
     pub async fn token(
         &self,
         environment_id: &str,
@@ -187,8 +126,6 @@ impl Store {
             .await
     }
 
-    /// Completes a waiting token with `output` (JSON text) and resumes the runs waiting for it.
-    /// `None` if the environment has no such token; `Some(None)` if it was already done.
     pub async fn complete_token(
         &self,
         environment_id: Option<String>,
@@ -216,8 +153,6 @@ impl Store {
         .await
     }
 
-    /// One page of the environment's tokens, newest first: at most `limit` after (older than) or
-    /// before (newer than) a cursor id.
     pub async fn list_tokens(
         &self,
         environment_id: &str,
@@ -301,73 +236,4 @@ impl Store {
         })
         .await
     }
-
-    /// Checkpoints an executing attempt that waits for token `token` (as [`Store::checkpoint`]
-    /// does for a time). If the token was done by the time this commits, the run goes straight
-    /// back to its queue: returns its lane.
-    pub async fn checkpoint_on_token(
-        &self,
-        checkpoint: FinishAttempt,
-        journal: Vec<u8>,
-        token: String,
-    ) -> Result<Option<Lane>, StoreError> {
-        self.write(move |c| {
-            let (run_id, attempt, now) = (
-                checkpoint.update.run_id.clone(),
-                checkpoint.attempt,
-                checkpoint.update.now,
-            );
-            if record_attempt(c, checkpoint)?.0 {
-                return Ok(None);
-            }
-            append_journal(c, &run_id, attempt, journal, now)?;
-            c.execute(
-                "INSERT OR IGNORE INTO waitpoint_waiters (waitpoint_id, run_id) VALUES (?1, ?2)",
-                params![token, run_id],
-            )?;
-            let pending = c
-                .prepare_cached("SELECT 1 FROM waitpoints WHERE id = ?1 AND status = 'PENDING'")?
-                .exists([&token])?;
-            if pending {
-                return Ok(None);
-            }
-            super::children::resume(c, &run_id, now)
-        })
-        .await
-    }
-
-    /// A host-wide secret by name, made (32 random bytes) the first time it is asked for.
-    pub async fn host_secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
-        let name = name.to_owned();
-        self.write(move |c| {
-            let fresh: [u8; 32] = rand::random();
-            c.execute(
-                "INSERT OR IGNORE INTO host_secrets (name, value) VALUES (?1, ?2)",
-                params![name, fresh.to_vec()],
-            )?;
-            Ok(c.query_row(
-                "SELECT value FROM host_secrets WHERE name = ?1",
-                [&name],
-                |r| r.get(0),
-            )?)
-        })
-        .await
-    }
-}
-
-/// Appends a segment to an attempt's journal.
-pub(super) fn append_journal(
-    c: &Connection,
-    run_id: &str,
-    attempt: u32,
-    entries: Vec<u8>,
-    now: Millis,
-) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT INTO journal_segments (run_id, attempt, segment, entries, created_at) \
-         SELECT ?1, ?2, coalesce(max(segment) + 1, 0), ?3, ?4 FROM journal_segments \
-         WHERE run_id = ?1 AND attempt = ?2",
-    )?
-    .execute(params![run_id, attempt, entries, now])?;
-    Ok(())
 }

@@ -1,34 +1,14 @@
 //! Environment variables, stored sealed: the store keeps nonces and ciphertexts and never sees a
-//! value (the engine seals and opens them). A run's copy is taken in the transaction that starts
-//! its first attempt, and dropped when the run ends.
+//! value (the engine seals and opens them).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError};
-use crate::model::Millis;
-use crate::secrets::Sealed;
+use super::SqliteStore;
+use super::run_env::var_from_row;
+use crate::model::*;
+use crate::store::*;
 
-/// One stored variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredVar {
-    pub environment_id: String,
-    pub name: String,
-    pub sealed: Sealed,
-}
-
-fn var_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVar> {
-    Ok(StoredVar {
-        environment_id: row.get(0)?,
-        name: row.get(1)?,
-        sealed: Sealed {
-            nonce: row.get(2)?,
-            ciphertext: row.get(3)?,
-        },
-    })
-}
-
-impl Store {
-    /// The environment's variables, by name.
+impl SqliteStore {
     pub async fn env_vars(&self, environment_id: &str) -> Result<Vec<StoredVar>, StoreError> {
         let environment_id = environment_id.to_owned();
         self.read(move |c| {
@@ -61,9 +41,6 @@ impl Store {
         .await
     }
 
-    /// Writes `vars` in one transaction. `create`: names that exist are left alone and returned;
-    /// otherwise they are overwritten. `limit` bounds how many variables the environment may hold
-    /// afterwards (`Err(Refused)` naming it, nothing written).
     pub async fn put_env_vars(
         &self,
         environment_id: &str,
@@ -112,7 +89,6 @@ impl Store {
         .await
     }
 
-    /// Whether a variable of that name was there to delete.
     pub async fn delete_env_var(
         &self,
         environment_id: &str,
@@ -127,32 +103,4 @@ impl Store {
         })
         .await
     }
-}
-
-/// Copies the environment's variables as the run's own (its first attempt starts).
-pub(super) fn snapshot_run_env(c: &Connection, run_id: &str) -> Result<(), StoreError> {
-    c.prepare_cached(
-        "INSERT OR IGNORE INTO run_env_vars (run_id, environment_id, name, nonce, value) \
-         SELECT ?1, environment_id, name, nonce, value FROM env_vars \
-         WHERE environment_id = (SELECT environment_id FROM runs WHERE id = ?1)",
-    )?
-    .execute([run_id])?;
-    Ok(())
-}
-
-/// The run's copy of its environment's variables.
-pub(super) fn run_env(c: &Connection, run_id: &str) -> Result<Vec<StoredVar>, StoreError> {
-    c.prepare_cached(
-        "SELECT environment_id, name, nonce, value FROM run_env_vars WHERE run_id = ?1 ORDER BY name",
-    )?
-    .query_map([run_id], var_from_row)?
-    .collect::<Result<_, _>>()
-    .map_err(StoreError::from)
-}
-
-/// The run ended: its copy goes.
-pub(super) fn forget_run_env(c: &Connection, run_id: &str) -> Result<(), StoreError> {
-    c.prepare_cached("DELETE FROM run_env_vars WHERE run_id = ?1")?
-        .execute([run_id])?;
-    Ok(())
 }

@@ -1,65 +1,26 @@
-//! The SQL of cron schedules, next to the code that runs it. Fire times are computed by the
-//! engine and passed in; the store never reads a cron expression.
+//! The SQL of cron schedules. Fire times are computed by the engine and passed in; the store never
+//! reads a cron expression.
 //!
 //! A fire moves the schedule's `next_fire_at` on with compare-and-set on the value the engine
 //! saw, and inserts the run in the same transaction: a fire makes one run or none, never two.
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
-use super::queries::{Inserted, NewRun, insert_one, live_idempotent_run, load_run};
-use super::{Store, StoreError};
-use crate::model::{Environment, Millis, new_id};
+use super::SqliteStore;
+use super::rows::*;
+use super::runs::{insert_one, live_idempotent_run};
+use crate::model::*;
 use crate::schedule::{Schedule, ScheduleType};
+use crate::store::*;
 
-/// The fields of an imperative schedule, validated by the engine.
-#[derive(Debug, Clone)]
-pub struct ScheduleSpec {
-    pub task_id: String,
-    pub cron: String,
-    pub timezone: String,
-    pub external_id: Option<String>,
-}
-
-/// Why a schedule write did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ScheduleRefusal {
-    NotFound,
-    /// Declarative schedules change only with a deploy.
-    Declarative,
-    /// The environment has this many schedules, the most it may have.
-    TooMany(usize),
-}
-
-/// A schedule a deployed version declares, with its first fire time.
-#[derive(Debug, Clone)]
-pub struct DeclaredSchedule {
-    pub task_id: String,
-    pub cron: String,
-    pub timezone: String,
-    pub next_fire_at: Option<Millis>,
-}
-
-/// One fire of a due schedule, planned by the engine.
-#[derive(Debug, Clone)]
-pub struct ScheduleFire {
-    pub schedule_id: String,
-    /// The `next_fire_at` the engine saw; the fire happens only if it is still that.
-    pub expected_next: Millis,
-    /// The tick the run is for; becomes `last_fire_at` when a run is made.
-    pub timestamp: Millis,
-    pub next_fire_at: Option<Millis>,
-    /// `None` when the task is in no deployed version: the tick passes without a run.
-    pub run: Option<NewRun>,
-}
-
-const SCHEDULE_COLUMNS: &str = "s.id, s.environment_id, p.slug, e.slug, s.kind, s.task_id, s.cron, \
+pub(super) const SCHEDULE_COLUMNS: &str = "s.id, s.environment_id, p.slug, e.slug, s.kind, s.task_id, s.cron, \
      s.timezone, s.external_id, s.deduplication_key, s.active, s.next_fire_at, s.last_fire_at, \
      s.created_at, s.updated_at";
 
-const SCHEDULE_FROM: &str = "schedules s JOIN environments e ON e.id = s.environment_id \
+pub(super) const SCHEDULE_FROM: &str = "schedules s JOIN environments e ON e.id = s.environment_id \
      JOIN projects p ON p.id = e.project_id";
 
-fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
+pub(super) fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
     let kind: String = row.get(4)?;
     Ok(Schedule {
         id: row.get(0)?,
@@ -90,7 +51,7 @@ fn schedule_from_row(row: &Row<'_>) -> rusqlite::Result<Schedule> {
 }
 
 /// A schedule of an environment (another environment's is `None`, like a missing one).
-fn load_schedule(
+pub(super) fn load_schedule(
     c: &Connection,
     environment_id: &str,
     id: &str,
@@ -102,12 +63,16 @@ fn load_schedule(
     .optional()?)
 }
 
-fn required(c: &Connection, environment_id: &str, id: &str) -> Result<Schedule, StoreError> {
+pub(super) fn required(
+    c: &Connection,
+    environment_id: &str,
+    id: &str,
+) -> Result<Schedule, StoreError> {
     load_schedule(c, environment_id, id)?.ok_or(StoreError::NotFound("schedule"))
 }
 
 /// Writes new fields into a schedule; an inactive one keeps no next fire time.
-fn write_spec(
+pub(super) fn write_spec(
     c: &Connection,
     id: &str,
     spec: &ScheduleSpec,
@@ -131,9 +96,7 @@ fn write_spec(
     Ok(())
 }
 
-impl Store {
-    /// Creates an imperative schedule, or updates the environment's schedule with this
-    /// deduplication key. Returns the schedule and whether it is new.
+impl SqliteStore {
     pub async fn upsert_schedule(
         &self,
         environment_id: &str,
@@ -187,7 +150,6 @@ impl Store {
         .await
     }
 
-    /// Replaces the fields of an imperative schedule.
     pub async fn update_schedule(
         &self,
         environment_id: &str,
@@ -211,7 +173,6 @@ impl Store {
         .await
     }
 
-    /// Deletes an imperative schedule; returns it as it was.
     pub async fn delete_schedule(
         &self,
         environment_id: &str,
@@ -232,7 +193,6 @@ impl Store {
         .await
     }
 
-    /// Activates (with `next_fire_at` unless it already has one) or deactivates a schedule.
     pub async fn set_schedule_active(
         &self,
         environment_id: &str,
@@ -257,7 +217,6 @@ impl Store {
         .await
     }
 
-    /// A schedule of an environment (another environment's is `None`, like a missing one).
     pub async fn schedule(
         &self,
         environment_id: &str,
@@ -268,7 +227,6 @@ impl Store {
             .await
     }
 
-    /// A page of an environment's schedules, newest first, and how many it has in all.
     pub async fn list_schedules(
         &self,
         environment_id: &str,
@@ -297,7 +255,6 @@ impl Store {
         .await
     }
 
-    /// Active schedules whose next fire time has come, earliest first.
     pub async fn due_schedules(
         &self,
         now: Millis,
@@ -315,7 +272,6 @@ impl Store {
         .await
     }
 
-    /// The earliest next fire time of any active schedule.
     pub async fn next_schedule_fire(&self) -> Result<Option<Millis>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
@@ -327,10 +283,6 @@ impl Store {
         .await
     }
 
-    /// Carries out fires in one transaction. Each moves its schedule on only if it is still
-    /// active with the `next_fire_at` the engine saw, and then inserts its run (an existing run
-    /// with the fire's idempotency key is returned `cached` instead). `None` for a fire that did
-    /// not happen (the schedule changed meanwhile) or made no run.
     pub async fn fire_schedules(
         &self,
         fires: Vec<ScheduleFire>,
@@ -373,10 +325,6 @@ impl Store {
         .await
     }
 
-    /// Makes the environment's declarative schedules those of `declared` (one per task), in one
-    /// transaction: new ones are created active, changed ones take the new cron and time zone
-    /// (keeping their active state), unchanged ones are left alone, and those of tasks that no
-    /// longer declare one are deleted. Returns how many were deleted.
     pub async fn sync_declarative_schedules(
         &self,
         environment_id: &str,
@@ -430,26 +378,6 @@ impl Store {
                 }
             }
             Ok(removed)
-        })
-        .await
-    }
-
-    /// Every environment that has a deployment.
-    pub async fn deployed_environments(&self) -> Result<Vec<Environment>, StoreError> {
-        self.read(|c| {
-            Ok(c.prepare(
-                "SELECT e.id, p.slug, e.slug FROM environments e JOIN projects p ON p.id = e.project_id \
-                 WHERE EXISTS (SELECT 1 FROM deployments d WHERE d.environment_id = e.id)",
-            )?
-            .query_map([], |r| {
-                Ok(Environment {
-                    id: r.get(0)?,
-                    project_slug: r.get(1)?,
-                    slug: r.get(2)?,
-                    limits: Default::default(),
-                })
-            })?
-            .collect::<Result<_, _>>()?)
         })
         .await
     }

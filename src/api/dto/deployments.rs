@@ -1,0 +1,81 @@
+//! Deployments and their tasks on the wire, and keys as the admin sees them (never the secret).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::iso;
+use crate::model::{Deployment, TaskDefinition};
+use crate::store::KeyInfo;
+
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDto {
+    id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    queue: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    machine: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_attempts: Option<u32>,
+    /// The declared cron schedule: `{cron, timezone}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    schedule: Option<Value>,
+}
+
+impl From<&TaskDefinition> for TaskDto {
+    fn from(t: &TaskDefinition) -> TaskDto {
+        TaskDto {
+            id: t.id.clone(),
+            description: t.description.clone(),
+            queue: t.queue.as_ref().map(|q| q.name.clone()),
+            machine: t.machine.map(|m| m.as_str()),
+            max_duration_ms: t
+                .max_duration
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            max_attempts: t.retry.max_attempts,
+            schedule: t
+                .schedule
+                .as_ref()
+                .map(|s| serde_json::json!({ "cron": s.cron, "timezone": s.timezone })),
+        }
+    }
+}
+
+/// kiln's deployment shape (Trigger.dev deploys through its own build service instead).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeploymentDto {
+    id: String,
+    version: String,
+    content_hash: String,
+    created_at: String,
+    tasks: Vec<TaskDto>,
+}
+
+impl From<&Deployment> for DeploymentDto {
+    fn from(d: &Deployment) -> DeploymentDto {
+        DeploymentDto {
+            id: d.id.clone(),
+            version: d.version.clone(),
+            content_hash: d.component_digest.clone(),
+            created_at: iso(d.created_at),
+            tasks: d.tasks.iter().map(TaskDto::from).collect(),
+        }
+    }
+}
+
+/// A key as the admin API shows it: never the secret (creation adds it once).
+pub fn key_json(k: &KeyInfo) -> Value {
+    serde_json::json!({
+        "id": k.id,
+        "project": k.project,
+        "environment": k.environment,
+        "prefix": k.prefix,
+        "createdAt": iso(k.created_at),
+        "revokedAt": k.revoked_at.map(iso),
+    })
+}

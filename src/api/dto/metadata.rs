@@ -1,0 +1,93 @@
+//! The metadata endpoint's body: Trigger.dev's `metadata` object or its `operations` list, as
+//! metadata operations.
+
+use serde_json::Value;
+
+use crate::metadata::MetadataOp;
+
+/// `PUT /api/v1/runs/{id}/metadata` body (Trigger.dev's `FlushedRunMetadata`): `metadata`
+/// replaces the object, then `operations` apply in order.
+pub fn parse_metadata_body(
+    mut body: serde_json::Map<String, Value>,
+) -> Result<Vec<MetadataOp>, String> {
+    let mut ops = Vec::new();
+    match body.remove("metadata") {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(value)) => ops.push(MetadataOp::Update { value }),
+        Some(_) => return Err("`metadata` must be a JSON object".into()),
+    }
+    match body.remove("operations") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for (i, op) in list.into_iter().enumerate() {
+                ops.push(parse_metadata_op(op).map_err(|e| format!("operations[{i}]: {e}"))?);
+            }
+        }
+        Some(_) => return Err("`operations` must be an array".into()),
+    }
+    for key in ["parentOperations", "rootOperations"] {
+        if body
+            .remove(key)
+            .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
+        {
+            return Err(format!(
+                "`{key}` is not supported until kiln has child runs"
+            ));
+        }
+    }
+    if let Some(k) = body.keys().next() {
+        return Err(format!(
+            "unknown field `{k}`; send `metadata` and/or `operations`"
+        ));
+    }
+    Ok(ops)
+}
+
+pub(crate) fn parse_metadata_op(op: Value) -> Result<MetadataOp, String> {
+    let Value::Object(mut op) = op else {
+        return Err("each operation must be an object with a `type`".into());
+    };
+    let kind = op
+        .remove("type")
+        .and_then(|t| t.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let key = || match op.get("key") {
+        Some(Value::String(k)) if !k.is_empty() => Ok(k.clone()),
+        _ => Err(format!("`{kind}` needs a non-empty string `key`")),
+    };
+    let value = || {
+        op.get("value")
+            .cloned()
+            .ok_or_else(|| format!("`{kind}` needs a `value`"))
+    };
+    Ok(match kind.as_str() {
+        "set" => MetadataOp::Set {
+            key: key()?,
+            value: value()?,
+        },
+        "delete" => MetadataOp::Delete { key: key()? },
+        "append" => MetadataOp::Append {
+            key: key()?,
+            value: value()?,
+        },
+        "remove" => MetadataOp::Remove {
+            key: key()?,
+            value: value()?,
+        },
+        "increment" => MetadataOp::Increment {
+            key: key()?,
+            by: value()?
+                .as_f64()
+                .ok_or("`increment` needs a number `value`")?,
+        },
+        "update" => match value()? {
+            Value::Object(value) => MetadataOp::Update { value },
+            _ => return Err("`update` needs an object `value`".into()),
+        },
+        other => {
+            return Err(format!(
+                "unknown operation type `{other}`; use set, delete, append, remove, increment or update"
+            ));
+        }
+    })
+}

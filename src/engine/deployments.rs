@@ -1,0 +1,44 @@
+//! Deploying through the engine: the deployer validates and stores the version; the engine then
+//! applies its queues' limits, queues the runs that waited for a version with its tasks, and syncs
+//! the environment's declarative schedules.
+
+use super::*;
+
+impl Engine {
+    /// Deploys a component and queues the runs that were waiting for a version with its tasks.
+    pub async fn deploy(
+        &self,
+        env: &Environment,
+        bytes: Vec<u8>,
+    ) -> Result<Deployment, EngineError> {
+        if let Some(limit) = env.limits.max_component_bytes
+            && bytes.len() as u64 > limit
+        {
+            return Err(DeployError::TooLarge {
+                size: bytes.len(),
+                limit: usize::try_from(limit).unwrap_or(usize::MAX),
+            }
+            .into());
+        }
+        let deployment = self.deployer.deploy(env, bytes).await?;
+        // The deployment set its queues' limits from the definitions.
+        for queue in self.store.environment_queues(&env.id).await? {
+            self.apply_queue(&queue);
+        }
+        let tasks = deployment.tasks.iter().map(|t| t.id.clone()).collect();
+        let lanes = self
+            .store
+            .enqueue_pending_version(&env.id, tasks, self.now())
+            .await?;
+        if !lanes.is_empty() {
+            tracing::info!(version = %deployment.version, "queued runs that waited for a version");
+            self.activate(lanes);
+        }
+        // The deployment is stored either way; a failure here is repaired at the next start.
+        if let Err(e) = self.sync_declarative(env, &deployment).await {
+            tracing::error!(error = %e, version = %deployment.version, "updating the declarative schedules failed");
+        }
+        self.wake.notify_one();
+        Ok(deployment)
+    }
+}

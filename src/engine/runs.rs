@@ -1,0 +1,184 @@
+//! What a client does to a run: cancel (cascading to its children), replay, reschedule, tags,
+//! metadata, and forgetting an idempotency key.
+
+use super::*;
+
+/// How many times a compare-and-set is retried against concurrent changes before giving up.
+pub(super) const CAS_RETRIES: usize = 8;
+
+/// The result of a cancel request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    Canceled,
+    /// The run had already finished with this status; nothing changed.
+    AlreadyFinished(RunStatus),
+}
+
+impl Engine {
+    /// A new run with the same task, payload, tags and metadata, on the latest version.
+    pub async fn replay(&self, env: &Environment, run_id: &str) -> Result<Run, EngineError> {
+        let run = self.find(env, run_id).await?;
+        let item = TriggerItem {
+            task_id: run.task_id,
+            payload: run.payload,
+            options: TriggerOptions {
+                tags: run.tags,
+                machine: Some(run.machine),
+                ..TriggerOptions::default()
+            },
+        };
+        Ok(self.trigger(env, item).await?.run)
+    }
+
+    /// Changes the delay of a DELAYED run.
+    pub async fn reschedule(
+        &self,
+        env: &Environment,
+        run_id: &str,
+        delay: Delay,
+    ) -> Result<Run, EngineError> {
+        let run = self.find(env, run_id).await?;
+        if transition(&run_state(&run), Event::Reschedule, self.now()).is_err() {
+            return Err(EngineError::NotDelayed(run.status));
+        }
+        let now = self.now();
+        let until = match delay {
+            Delay::For(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
+            Delay::Until(at) => at.max(now),
+        };
+        match self.store.reschedule(&run.id, until, now).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict) => {
+                let status = self.find(env, run_id).await?.status;
+                return Err(EngineError::NotDelayed(status));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.wake();
+        self.find(env, run_id).await
+    }
+
+    /// Adds tags to a run (at most [`MAX_TAGS`] in all).
+    pub async fn add_tags(
+        &self,
+        env: &Environment,
+        run_id: &str,
+        tags: Vec<String>,
+    ) -> Result<Vec<String>, EngineError> {
+        let run = self.find(env, run_id).await?;
+        self.store
+            .add_tags(&run.id, tags, MAX_TAGS, self.now())
+            .await?
+            .map_err(EngineError::TooManyTags)
+    }
+
+    /// Applies metadata operations to a run's metadata; returns the new metadata (JSON text).
+    pub async fn update_metadata(
+        &self,
+        env: &Environment,
+        run_id: &str,
+        ops: Vec<MetadataOp>,
+    ) -> Result<String, EngineError> {
+        let run = self.find(env, run_id).await?;
+        let result = self
+            .store
+            .change_metadata(&run.id, self.now(), ops, None)
+            .await?;
+        Ok(result?)
+    }
+
+    /// Forgets an idempotency key so the next trigger with it makes a new run.
+    pub async fn reset_idempotency_key(
+        &self,
+        env: &Environment,
+        key: &str,
+        task_id: Option<String>,
+    ) -> Result<usize, EngineError> {
+        Ok(self
+            .store
+            .reset_idempotency_key(&env.id, key, task_id)
+            .await?)
+    }
+
+    pub(super) async fn find(&self, env: &Environment, run_id: &str) -> Result<Run, EngineError> {
+        self.store
+            .run(&env.id, run_id)
+            .await?
+            .ok_or_else(|| EngineError::RunNotFound(run_id.to_owned()))
+    }
+
+    /// Cancels a run in any non-final status; an executing attempt is interrupted within one
+    /// epoch tick.
+    pub async fn cancel(
+        &self,
+        env: &Environment,
+        run_id: &str,
+    ) -> Result<CancelOutcome, EngineError> {
+        for _ in 0..CAS_RETRIES {
+            let run = self
+                .store
+                .run(&env.id, run_id)
+                .await?
+                .ok_or_else(|| EngineError::RunNotFound(run_id.to_owned()))?;
+            if run.status.is_final() {
+                return Ok(CancelOutcome::AlreadyFinished(run.status));
+            }
+            let Ok(t) = transition(&run_state(&run), Event::Cancel, self.now()) else {
+                return Ok(CancelOutcome::AlreadyFinished(run.status));
+            };
+            let update = RunUpdate {
+                error: Some(RunError::coded("TASK_RUN_CANCELLED", "Canceled by user")),
+                ..run_update(&run, &t, self.now())
+            };
+            match self.end_run(&run, update, AttemptStatus::Canceled).await {
+                Ok(resumed) => {
+                    self.activate(resumed);
+                    if t.effects.contains(&Effect::InterruptAttempt)
+                        && let Some(handle) = self.executing_handle(&run.id)
+                    {
+                        handle.cancel();
+                    }
+                    // Its children go with it.
+                    for child in self.store.live_children(&run.id).await? {
+                        Box::pin(self.cancel(env, &child)).await?;
+                    }
+                    return Ok(CancelOutcome::Canceled);
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(EngineError::Contended)
+    }
+
+    /// Applies a change that ends a run not executing now. A checkpointed attempt (the run waits,
+    /// or was queued to continue) is closed with `attempt_status` and its journal dropped.
+    pub(super) async fn end_run(
+        &self,
+        run: &Run,
+        update: RunUpdate,
+        attempt_status: AttemptStatus,
+    ) -> Result<Vec<Lane>, StoreError> {
+        if run.checkpointed && run.status != RunStatus::Executing {
+            let error = update.error.clone();
+            self.store
+                .finish_attempt(FinishAttempt::closing(
+                    update,
+                    run.attempt_count,
+                    attempt_status,
+                    error,
+                ))
+                .await
+        } else {
+            self.store.update_run(update).await
+        }
+    }
+
+    pub(super) fn executing_handle(&self, run_id: &str) -> Option<CancelHandle> {
+        self.executing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(run_id)
+            .cloned()
+    }
+}

@@ -1,0 +1,153 @@
+//! Attempts: the start (the run locked to its version, the attempt row, the run's copy of its
+//! environment variables), the end with its usage and logs, and reading attempts and logs.
+
+use rusqlite::{Connection, params};
+
+use super::SqliteStore;
+use super::lifecycle::{apply_update, record_attempt};
+use super::rows::*;
+use crate::model::*;
+use crate::store::*;
+
+pub(super) fn attempt_start(c: &Connection, run_id: &str) -> Result<AttemptStart, StoreError> {
+    let (project, environment, hosts) = c
+        .prepare_cached(
+            "SELECT p.slug, e.slug, e.allowed_outbound_hosts FROM runs r \
+             JOIN environments e ON e.id = r.environment_id JOIN projects p ON p.id = e.project_id \
+             WHERE r.id = ?1",
+        )?
+        .query_row([run_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+            ))
+        })?;
+    Ok(AttemptStart {
+        env_vars: super::run_env::run_env(c, run_id)?,
+        allowed_outbound_hosts: super::rows::outbound_hosts(hosts),
+        project,
+        environment,
+    })
+}
+
+impl SqliteStore {
+    pub async fn start_attempt(
+        &self,
+        run_id: &str,
+        deployment_id: &str,
+        attempt: u32,
+        now: Millis,
+    ) -> Result<AttemptStart, StoreError> {
+        let (run_id, deployment_id) = (run_id.to_owned(), deployment_id.to_owned());
+        self.write(move |c| {
+            // A checkpointed attempt continues: same number, its row stays.
+            let continued = c.execute(
+                "UPDATE runs SET status = 'EXECUTING', updated_at = ?3 \
+                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 AND checkpointed = 1",
+                params![run_id, attempt, now],
+            )?;
+            if continued == 1 {
+                return attempt_start(c, &run_id);
+            }
+            let changed = c.execute(
+                "UPDATE runs SET status = 'EXECUTING', attempt_count = ?2, \
+                   deployment_id = coalesce(deployment_id, ?3), \
+                   started_at = coalesce(started_at, ?4), updated_at = ?4 \
+                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 - 1 AND checkpointed = 0",
+                params![run_id, attempt, deployment_id, now],
+            )?;
+            if changed == 0 {
+                return Err(StoreError::Conflict);
+            }
+            c.execute(
+                "INSERT INTO attempts (run_id, number, status, deployment_id, started_at) \
+                 VALUES (?1, ?2, 'EXECUTING', ?3, ?4)",
+                params![run_id, attempt, deployment_id, now],
+            )?;
+            if attempt == 1 {
+                super::run_env::snapshot_run_env(c, &run_id)?;
+            }
+            attempt_start(c, &run_id)
+        })
+        .await
+    }
+
+    pub async fn update_run(&self, update: RunUpdate) -> Result<Vec<Lane>, StoreError> {
+        self.write(move |c| apply_update(c, &update)).await
+    }
+
+    pub async fn finish_attempt(&self, finish: FinishAttempt) -> Result<Vec<Lane>, StoreError> {
+        self.write(move |c| record_attempt(c, finish).map(|(_, resumed)| resumed))
+            .await
+    }
+
+    pub async fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT run_id, number, status, deployment_id, started_at, finished_at, error, fuel_used, compute_ms \
+                 FROM attempts WHERE run_id = ?1 ORDER BY number",
+            )?
+            .query_map([&run_id], |r| {
+                let status: String = r.get(2)?;
+                let error: Option<String> = r.get(6)?;
+                Ok(Attempt {
+                    run_id: r.get(0)?,
+                    number: r.get(1)?,
+                    status: AttemptStatus::parse(&status).ok_or_else(|| corrupt_col(2, "attempt status", &status))?,
+                    deployment_id: r.get(3)?,
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    error: error.as_deref().map(decode_error),
+                    fuel_used: r.get::<_, i64>(7)? as u64,
+                    compute_ms: r.get::<_, i64>(8)? as u64,
+                })
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn logs(
+        &self,
+        run_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<(i64, LogLine)>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            Ok(c.prepare_cached(
+                "SELECT id, attempt, at, level, message, attributes FROM run_logs \
+                 WHERE run_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",
+            )?
+            .query_map(params![run_id, after, limit as i64], |r| {
+                let level: String = r.get(3)?;
+                Ok((
+                    r.get(0)?,
+                    LogLine {
+                        attempt: r.get(1)?,
+                        at: r.get(2)?,
+                        level: LogLevel::parse(&level)
+                            .ok_or_else(|| corrupt_col(3, "log level", &level))?,
+                        message: r.get(4)?,
+                        attributes: r.get(5)?,
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
+    pub async fn in_flight_runs(&self) -> Result<Vec<Run>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare(&format!(
+                "SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.status IN ('DEQUEUED', 'EXECUTING')"
+            ))?
+            .query_map([], run_from_row)?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+}

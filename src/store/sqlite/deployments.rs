@@ -1,0 +1,265 @@
+//! Deployments: the component bytes (content-addressed), versions (`YYYYMMDD.N`, assigned inside
+//! the insert transaction), their task definitions, and the runs a deploy releases from
+//! PENDING_VERSION.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::SqliteStore;
+use super::rows::*;
+use crate::model::*;
+use crate::store::*;
+
+pub(super) fn insert_task(
+    c: &Connection,
+    deployment_id: &str,
+    position: usize,
+    t: &TaskDefinition,
+) -> Result<(), StoreError> {
+    c.execute(
+        "INSERT INTO tasks (deployment_id, position, task_id, description, queue_name, queue_limit, \
+           retry_max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, \
+           max_duration_ms, ttl_ms, machine, schedule_cron, schedule_timezone) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+        params![
+            deployment_id,
+            position as i64,
+            t.id,
+            t.description,
+            t.queue.as_ref().map(|q| &q.name),
+            t.queue.as_ref().and_then(|q| q.concurrency_limit),
+            t.retry.max_attempts,
+            t.retry.factor,
+            t.retry.min_timeout_ms.map(|v| v as i64),
+            t.retry.max_timeout_ms.map(|v| v as i64),
+            t.retry.randomize,
+            t.retry.out_of_memory_machine.map(Machine::as_str),
+            t.max_duration.map(|d| d.as_millis() as i64),
+            t.ttl.map(|d| d.as_millis() as i64),
+            t.machine.map(Machine::as_str),
+            t.schedule.as_ref().map(|s| &s.cron),
+            t.schedule.as_ref().map(|s| &s.timezone),
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
+    let (environment_id, version, component_digest, created_at) = c.query_row(
+        "SELECT environment_id, version, component_digest, created_at FROM deployments WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )?;
+    let machine = |v: Option<String>, col: usize| -> rusqlite::Result<Option<Machine>> {
+        v.map(|s| Machine::parse(&s).ok_or_else(|| corrupt_col(col, "machine", &s)))
+            .transpose()
+    };
+    let tasks = c
+        .prepare_cached(
+            "SELECT task_id, description, queue_name, queue_limit, retry_max_attempts, retry_factor, \
+               retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, max_duration_ms, ttl_ms, machine, \
+               schedule_cron, schedule_timezone \
+             FROM tasks WHERE deployment_id = ?1 ORDER BY position",
+        )?
+        .query_map([id], |r| {
+            let queue_name: Option<String> = r.get(2)?;
+            Ok(TaskDefinition {
+                id: r.get(0)?,
+                description: r.get(1)?,
+                queue: queue_name.map(|name| QueueDefinition {
+                    name,
+                    concurrency_limit: r.get(3).ok().flatten(),
+                }),
+                retry: RetryDefinition {
+                    max_attempts: r.get(4)?,
+                    factor: r.get(5)?,
+                    min_timeout_ms: r.get::<_, Option<i64>>(6)?.map(|v| v as u64),
+                    max_timeout_ms: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    randomize: r.get(8)?,
+                    out_of_memory_machine: machine(r.get(9)?, 9)?,
+                },
+                max_duration: r
+                    .get::<_, Option<i64>>(10)?
+                    .map(|v| std::time::Duration::from_millis(v as u64)),
+                ttl: r
+                    .get::<_, Option<i64>>(11)?
+                    .map(|v| std::time::Duration::from_millis(v as u64)),
+                machine: machine(r.get(12)?, 12)?,
+                schedule: r.get::<_, Option<String>>(13)?.map(|cron| TaskSchedule {
+                    cron,
+                    timezone: r
+                        .get::<_, Option<String>>(14)
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| crate::schedule::DEFAULT_TIMEZONE.to_owned()),
+                }),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(Deployment {
+        id: id.to_owned(),
+        environment_id,
+        version,
+        component_digest,
+        created_at,
+        tasks,
+    })
+}
+
+impl SqliteStore {
+    pub async fn insert_deployment(
+        &self,
+        environment_id: &str,
+        digest: &[u8; 32],
+        bytes: Vec<u8>,
+        tasks: Vec<TaskDefinition>,
+        day: String,
+        now: Millis,
+    ) -> Result<Deployment, StoreError> {
+        let environment_id = environment_id.to_owned();
+        let digest = hex(digest);
+        self.write(move |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO components (digest, bytes, created_at) VALUES (?1, ?2, ?3)",
+                params![digest, bytes, now],
+            )?;
+            let prefix = format!("{day}.");
+            let last: Option<i64> = c.query_row(
+                "SELECT max(CAST(substr(version, ?2) AS INTEGER)) FROM deployments \
+                 WHERE environment_id = ?1 AND version LIKE ?3",
+                params![environment_id, prefix.len() as i64 + 1, format!("{prefix}%")],
+                |r| r.get(0),
+            )?;
+            let version = format!("{day}.{}", last.unwrap_or(0) + 1);
+            let id = new_id("deployment");
+            c.execute(
+                "INSERT INTO deployments (id, environment_id, version, component_digest, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id, environment_id, version, digest, now],
+            )?;
+            for (position, t) in tasks.iter().enumerate() {
+                insert_task(c, &id, position, t)?;
+            }
+            super::queues::sync_queues(c, &environment_id, &tasks, now)?;
+            Ok(Deployment {
+                id,
+                environment_id,
+                version,
+                component_digest: digest,
+                created_at: now,
+                tasks,
+            })
+        })
+        .await
+    }
+
+    pub async fn latest_deployment(
+        &self,
+        environment_id: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.read(move |c| {
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM deployments WHERE environment_id = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                    [&environment_id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            id.map(|id| load_deployment(c, &id)).transpose()
+        })
+        .await
+    }
+
+    pub async fn deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            let exists: bool = c
+                .query_row("SELECT 1 FROM deployments WHERE id = ?1", [&id], |_| {
+                    Ok(true)
+                })
+                .optional()?
+                .unwrap_or(false);
+            if exists {
+                load_deployment(c, &id).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
+        .await
+    }
+
+    pub async fn deployment_by_version(
+        &self,
+        environment_id: &str,
+        version: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let (environment_id, version) = (environment_id.to_owned(), version.to_owned());
+        self.read(move |c| {
+            let id: Option<String> = c
+                .query_row(
+                    "SELECT id FROM deployments WHERE environment_id = ?1 AND version = ?2",
+                    params![environment_id, version],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            id.map(|id| load_deployment(c, &id)).transpose()
+        })
+        .await
+    }
+
+    pub async fn list_deployments(
+        &self,
+        environment_id: &str,
+    ) -> Result<Vec<Deployment>, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.read(move |c| {
+            let ids: Vec<String> = c
+                .prepare("SELECT id FROM deployments WHERE environment_id = ?1 ORDER BY created_at DESC, rowid DESC")?
+                .query_map([&environment_id], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            ids.iter().map(|id| load_deployment(c, id)).collect()
+        })
+        .await
+    }
+
+    pub async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
+        let digest = digest.to_owned();
+        self.read(move |c| {
+            c.query_row(
+                "SELECT bytes FROM components WHERE digest = ?1",
+                [&digest],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or(StoreError::NotFound("component"))
+        })
+        .await
+    }
+
+    pub async fn enqueue_pending_version(
+        &self,
+        environment_id: &str,
+        task_ids: Vec<String>,
+        now: Millis,
+    ) -> Result<Vec<Lane>, StoreError> {
+        let environment_id = environment_id.to_owned();
+        self.write(move |c| {
+            let mut lanes = Vec::new();
+            let mut stmt = c.prepare_cached(
+                "UPDATE runs SET status = 'QUEUED', available_at = ?3, updated_at = ?3, backoff = 0 \
+                 WHERE environment_id = ?1 AND task_id = ?2 AND status = 'PENDING_VERSION' \
+                 RETURNING environment_id, queue, concurrency_key",
+            )?;
+            for task in &task_ids {
+                for lane in stmt.query_map(params![environment_id, task, now], lane_from_row)? {
+                    let lane = lane?;
+                    if !lanes.contains(&lane) {
+                        lanes.push(lane);
+                    }
+                }
+            }
+            Ok(lanes)
+        })
+        .await
+    }
+}

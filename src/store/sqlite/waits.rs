@@ -1,0 +1,192 @@
+//! Checkpoints and what a checkpointed run waits for: a time, a wait token or child runs; the
+//! stored journal it replays; and the timer pass that completes due waitpoints.
+
+use rusqlite::params;
+
+use super::SqliteStore;
+use super::journal::append_journal;
+use super::lifecycle::{FINAL, record_attempt, resume_if_done};
+use crate::model::*;
+use crate::store::*;
+
+impl SqliteStore {
+    pub async fn checkpoint(
+        &self,
+        checkpoint: FinishAttempt,
+        journal: Vec<u8>,
+        until: Millis,
+    ) -> Result<(), StoreError> {
+        self.write(move |c| {
+            let (run_id, attempt, now) = (
+                checkpoint.update.run_id.clone(),
+                checkpoint.attempt,
+                checkpoint.update.now,
+            );
+            if record_attempt(c, checkpoint)?.0 {
+                return Ok(());
+            }
+            super::journal::append_journal(c, &run_id, attempt, journal, now)?;
+            c.execute(
+                "INSERT INTO waitpoints (id, environment_id, run_id, kind, status, completes_at, created_at) \
+                 SELECT ?1, environment_id, id, 'DATETIME', 'PENDING', ?2, ?3 FROM runs WHERE id = ?4",
+                params![new_id("waitpoint"), until, now, run_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub async fn checkpoint_on_token(
+        &self,
+        checkpoint: FinishAttempt,
+        journal: Vec<u8>,
+        token: String,
+    ) -> Result<Option<Lane>, StoreError> {
+        self.write(move |c| {
+            let (run_id, attempt, now) = (
+                checkpoint.update.run_id.clone(),
+                checkpoint.attempt,
+                checkpoint.update.now,
+            );
+            if record_attempt(c, checkpoint)?.0 {
+                return Ok(None);
+            }
+            append_journal(c, &run_id, attempt, journal, now)?;
+            c.execute(
+                "INSERT OR IGNORE INTO waitpoint_waiters (waitpoint_id, run_id) VALUES (?1, ?2)",
+                params![token, run_id],
+            )?;
+            let pending = c
+                .prepare_cached("SELECT 1 FROM waitpoints WHERE id = ?1 AND status = 'PENDING'")?
+                .exists([&token])?;
+            if pending {
+                return Ok(None);
+            }
+            super::lifecycle::resume(c, &run_id, now)
+        })
+        .await
+    }
+
+    pub async fn checkpoint_on_runs(
+        &self,
+        checkpoint: FinishAttempt,
+        journal: Vec<u8>,
+        children: Vec<String>,
+    ) -> Result<Option<Lane>, StoreError> {
+        self.write(move |c| {
+            let (run_id, attempt, now) = (
+                checkpoint.update.run_id.clone(),
+                checkpoint.attempt,
+                checkpoint.update.now,
+            );
+            if record_attempt(c, checkpoint)?.0 {
+                return Ok(None);
+            }
+            super::journal::append_journal(c, &run_id, attempt, journal, now)?;
+            let mut wait = c.prepare_cached(
+                "INSERT OR IGNORE INTO run_waiters (child_run_id, parent_run_id) VALUES (?1, ?2)",
+            )?;
+            for child in &children {
+                wait.execute(params![child, run_id])?;
+            }
+            resume_if_done(c, &run_id, now)
+        })
+        .await
+    }
+
+    pub async fn journal(&self, run_id: &str, attempt: u32) -> Result<Vec<u8>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut out = Vec::new();
+            let mut stmt = c.prepare_cached(
+                "SELECT entries FROM journal_segments WHERE run_id = ?1 AND attempt = ?2 ORDER BY segment",
+            )?;
+            let mut rows = stmt.query(params![run_id, attempt])?;
+            while let Some(row) = rows.next()? {
+                out.extend_from_slice(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn journal_size(&self) -> Result<(u64, u64), StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT coalesce(sum(length(entries)), 0), count(*) FROM journal_segments",
+                [],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+            )?)
+        })
+        .await
+    }
+
+    pub async fn waiting_for(&self, run_id: &str) -> Result<Vec<WaitingFor>, StoreError> {
+        let run_id = run_id.to_owned();
+        self.read(move |c| {
+            let mut out: Vec<WaitingFor> = c
+                .prepare_cached(
+                    "SELECT id, kind, completes_at FROM waitpoints \
+                     WHERE status = 'PENDING' AND (run_id = ?1 OR id IN \
+                       (SELECT waitpoint_id FROM waitpoint_waiters WHERE run_id = ?1)) \
+                     ORDER BY id",
+                )?
+                .query_map([&run_id], |r| {
+                    let (id, kind, at): (String, String, Option<Millis>) =
+                        (r.get(0)?, r.get(1)?, r.get(2)?);
+                    Ok(match (kind.as_str(), at) {
+                        ("DATETIME", Some(completes_at)) => {
+                            WaitingFor::DateTime { id, completes_at }
+                        }
+                        _ => WaitingFor::Token { id, timeout_at: at },
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let children = c
+                .prepare_cached(&format!(
+                    "SELECT w.child_run_id FROM run_waiters w JOIN runs r ON r.id = w.child_run_id \
+                     WHERE w.parent_run_id = ?1 AND r.status NOT IN {FINAL} ORDER BY w.child_run_id"
+                ))?
+                .query_map([&run_id], |r| Ok(WaitingFor::Run { id: r.get(0)? }))?
+                .collect::<Result<Vec<_>, _>>()?;
+            out.extend(children);
+            Ok(out)
+        })
+        .await
+    }
+
+    pub async fn resume_due(&self, now: Millis, limit: usize) -> Result<Vec<Lane>, StoreError> {
+        self.write(move |c| {
+            let due: Vec<(String, String, Option<String>, Millis)> = c
+                .prepare_cached(
+                    "SELECT id, kind, run_id, completes_at FROM waitpoints WHERE status = 'PENDING' \
+                     AND completes_at IS NOT NULL AND completes_at <= ?1 \
+                     ORDER BY completes_at LIMIT ?2",
+                )?
+                .query_map(params![now, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut lanes = Vec::new();
+            for (id, kind, run, at) in due {
+                if kind == "MANUAL" {
+                    let error = token_timeout_error(at);
+                    let resumed =
+                        super::lifecycle::finish_token(c, &id, TokenStatus::TimedOut, &error, now)?;
+                    lanes.extend(resumed.into_iter().flatten());
+                    continue;
+                }
+                c.prepare_cached(
+                    "UPDATE waitpoints SET status = 'COMPLETED', completed_at = ?2 WHERE id = ?1",
+                )?
+                .execute(params![id, now])?;
+                // A run canceled while it waited stays canceled.
+                if let Some(run) = run {
+                    lanes.extend(super::lifecycle::resume(c, &run, now)?);
+                }
+            }
+            Ok(lanes)
+        })
+        .await
+    }
+}

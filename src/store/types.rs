@@ -1,0 +1,272 @@
+//! The values the store takes and returns: plain domain data, the same for every backend.
+//!
+//! Nothing here names a database type. The engine computes these (every option resolved, every
+//! status decided) and a backend persists them; what comes back is domain data too.
+
+use crate::model::*;
+use crate::secrets::Sealed;
+
+/// A secret key about to be stored: the plaintext (shown once) and its SHA-256 digest.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub plaintext: String,
+    pub hash: [u8; 32],
+}
+
+/// What a start found or created.
+#[derive(Debug, Clone)]
+pub struct Bootstrapped {
+    pub dev: Environment,
+    /// The dev environment's first key, when this start created it.
+    pub dev_key: Option<String>,
+    /// The host's first admin key, when this start created it.
+    pub admin_key: Option<String>,
+}
+
+/// A stored key as shown to an admin: never the secret.
+#[derive(Debug, Clone)]
+pub struct KeyInfo {
+    pub id: String,
+    pub project: String,
+    pub environment: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    pub created_at: Millis,
+    pub revoked_at: Option<Millis>,
+}
+
+/// A run to insert, every option resolved by the engine.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub environment_id: String,
+    pub task_id: String,
+    /// QUEUED, DELAYED or PENDING_VERSION.
+    pub status: RunStatus,
+    pub payload: String,
+    pub queue: String,
+    pub machine: Machine,
+    pub retry: RetryPolicy,
+    pub oom_machine: Option<Machine>,
+    /// Queue timestamp: the trigger time, or the delay's end.
+    pub queue_timestamp: Millis,
+    pub priority_ms: i64,
+    pub delay_until: Option<Millis>,
+    pub ttl: Option<std::time::Duration>,
+    pub expires_at: Option<Millis>,
+    /// The key and when it stops matching repeats.
+    pub idempotency: Option<(String, Millis)>,
+    pub tags: Vec<String>,
+    pub metadata: Option<String>,
+    pub max_duration: Option<std::time::Duration>,
+    pub concurrency_key: Option<String>,
+    pub lock_to_version: Option<String>,
+    /// Set for a child run: its parent, root and depth.
+    pub parent: Option<ParentLink>,
+    pub now: Millis,
+}
+
+/// Where a child run hangs in its tree.
+#[derive(Debug, Clone)]
+pub struct ParentLink {
+    pub parent_run_id: String,
+    pub root_run_id: String,
+    pub depth: u32,
+}
+
+/// A run as inserted, or the run an idempotency key already pointed to.
+#[derive(Debug, Clone)]
+pub struct Inserted {
+    pub run: Run,
+    pub cached: bool,
+}
+
+/// Filters of the runs list; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct RunFilter {
+    pub statuses: Vec<RunStatus>,
+    pub task_ids: Vec<String>,
+    pub versions: Vec<String>,
+    /// Runs carrying any of these tags.
+    pub tags: Vec<String>,
+    pub created_from: Option<Millis>,
+    pub created_to: Option<Millis>,
+    pub batch_id: Option<String>,
+    pub idempotency_key: Option<String>,
+}
+
+/// One page of runs, newest first, with cursors for the neighbouring pages.
+#[derive(Debug, Clone)]
+pub struct RunPage {
+    pub runs: Vec<Run>,
+    /// Id to pass as `after` for the next (older) page.
+    pub next: Option<String>,
+    /// Id to pass as `before` for the previous (newer) page.
+    pub previous: Option<String>,
+}
+
+/// A status change computed by the engine, applied with compare-and-set on `expected`.
+#[derive(Debug, Clone)]
+pub struct RunUpdate {
+    pub run_id: String,
+    pub expected: RunStatus,
+    pub status: RunStatus,
+    pub available_at: Option<Millis>,
+    pub error: Option<RunError>,
+    /// The machine for the next attempt, when it changes.
+    pub machine: Option<Machine>,
+    /// Whether the current attempt has a checkpoint after the change.
+    pub checkpointed: bool,
+    pub now: Millis,
+}
+
+/// The end of one attempt: the run's new state, the attempt's result, usage and logs.
+#[derive(Debug, Clone)]
+pub struct FinishAttempt {
+    pub update: RunUpdate,
+    pub attempt: u32,
+    pub attempt_status: AttemptStatus,
+    /// The attempt's own error; the run's error (in `update`) is only set once it is final.
+    pub attempt_error: Option<RunError>,
+    pub output: Option<String>,
+    pub fuel_used: u64,
+    pub compute_ms: u64,
+    pub logs: Vec<LogLine>,
+}
+
+/// What an attempt runs with (see [`Store::start_attempt`]).
+#[derive(Debug, Clone, Default)]
+pub struct AttemptStart {
+    pub env_vars: Vec<StoredVar>,
+    pub allowed_outbound_hosts: Vec<String>,
+    /// The run's project and environment slugs.
+    pub project: String,
+    pub environment: String,
+}
+
+/// A run's journal to store together with an effect the run has (children it triggers, a token
+/// it makes, a metadata change): `entries(effect)` returns the encoded entries the attempt recorded
+/// since the last checkpoint followed by the call's own entry, which names the effect's result.
+pub struct JournalWith<T: ?Sized> {
+    pub run_id: String,
+    pub attempt: u32,
+    pub entries: EntriesFor<T>,
+    /// Log lines written since the last checkpoint, stored with the effect.
+    pub logs: Vec<LogLine>,
+}
+
+/// Builds a journal segment once the effect's result is known.
+pub type EntriesFor<T> = Box<dyn FnOnce(&T) -> Vec<u8> + Send>;
+
+/// An environment as an admin sees it.
+#[derive(Debug, Clone)]
+pub struct EnvironmentInfo {
+    pub environment: Environment,
+    /// `None`: the host's default.
+    pub concurrency_limit: Option<u32>,
+    /// Outbound HTTP rules (`scheme://host[:port]`); empty: no host.
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+/// A change of an environment's limits; `None` fields stay as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EnvironmentChange {
+    pub concurrency_limit: Option<Option<u32>>,
+    pub max_component_bytes: Option<Option<u64>>,
+    pub max_payload_bytes: Option<Option<u64>>,
+    /// The whole new allow-list (empty: no host).
+    pub allowed_outbound_hosts: Option<Vec<String>>,
+}
+
+/// The queue every run of `task` uses unless the task or the trigger names another.
+pub fn task_queue_name(task: &TaskDefinition) -> String {
+    match &task.queue {
+        Some(q) => q.name.clone(),
+        None => format!("{TASK_QUEUE_PREFIX}{}", task.id),
+    }
+}
+
+/// A completion: the token as it is now, and the lanes of the runs it resumed (`None` when the
+/// token was already done).
+pub type Completed = (WaitToken, Option<Vec<Lane>>);
+
+/// Filters of the tokens list; every field is optional.
+#[derive(Debug, Clone, Default)]
+pub struct TokenFilter {
+    pub statuses: Vec<TokenStatus>,
+    pub idempotency_key: Option<String>,
+    /// Tokens carrying any of these tags.
+    pub tags: Vec<String>,
+    pub created_from: Option<Millis>,
+    pub created_to: Option<Millis>,
+}
+
+/// One stored variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredVar {
+    pub environment_id: String,
+    pub name: String,
+    pub sealed: Sealed,
+}
+
+/// The fields of an imperative schedule, validated by the engine.
+#[derive(Debug, Clone)]
+pub struct ScheduleSpec {
+    pub task_id: String,
+    pub cron: String,
+    pub timezone: String,
+    pub external_id: Option<String>,
+}
+
+/// Why a schedule write did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleRefusal {
+    NotFound,
+    /// Declarative schedules change only with a deploy.
+    Declarative,
+    /// The environment has this many schedules, the most it may have.
+    TooMany(usize),
+}
+
+/// A schedule a deployed version declares, with its first fire time.
+#[derive(Debug, Clone)]
+pub struct DeclaredSchedule {
+    pub task_id: String,
+    pub cron: String,
+    pub timezone: String,
+    pub next_fire_at: Option<Millis>,
+}
+
+/// One fire of a due schedule, planned by the engine.
+#[derive(Debug, Clone)]
+pub struct ScheduleFire {
+    pub schedule_id: String,
+    /// The `next_fire_at` the engine saw; the fire happens only if it is still that.
+    pub expected_next: Millis,
+    /// The tick the run is for; becomes `last_fire_at` when a run is made.
+    pub timestamp: Millis,
+    pub next_fire_at: Option<Millis>,
+    /// `None` when the task is in no deployed version: the tick passes without a run.
+    pub run: Option<NewRun>,
+}
+
+impl FinishAttempt {
+    /// Closes an attempt kiln ends itself (recovery, cancel, a failure outside the guest): no
+    /// output, no usage, no logs of its own.
+    pub fn closing(
+        update: RunUpdate,
+        attempt: u32,
+        attempt_status: AttemptStatus,
+        attempt_error: Option<RunError>,
+    ) -> FinishAttempt {
+        FinishAttempt {
+            update,
+            attempt,
+            attempt_status,
+            attempt_error,
+            output: None,
+            fuel_used: 0,
+            compute_ms: 0,
+            logs: Vec::new(),
+        }
+    }
+}
