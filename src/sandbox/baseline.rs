@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use tokio::task::JoinSet;
 
-use super::{CancelHandle, Prepared, RunContext, Sandbox, SandboxConfig, wit, wit_context};
+use super::bindings::wit;
+use super::execute::wit_context;
+use super::{CancelHandle, Prepared, RunContext, Sandbox, SandboxConfig};
 use crate::model::{DEFAULT_FUEL_BUDGET, Machine};
 
 /// Which of the sandbox's interruption mechanisms a benchmark sandbox has on.

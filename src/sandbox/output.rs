@@ -12,7 +12,7 @@ use wasmtime_wasi::async_trait;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
-use crate::model::{LogLevel, LogLine};
+use crate::model::{LogLevel, LogLine, now_ms};
 
 /// Most log lines kept per attempt; later lines are counted, not stored.
 const MAX_LINES: usize = 10_000;
@@ -77,7 +77,7 @@ impl LogBuffer {
         self.bytes += size;
         self.lines.push(LogLine {
             attempt: self.attempt,
-            at: super::log_time(),
+            at: log_time(),
             level,
             message,
             attributes,
@@ -148,7 +148,7 @@ impl LogBuffer {
         if self.dropped > 0 {
             lines.push(LogLine {
                 attempt: self.attempt,
-                at: super::log_time(),
+                at: log_time(),
                 level: LogLevel::Warn,
                 message: format!(
                     "{} log lines dropped: an attempt keeps at most {MAX_LINES} lines and {MAX_BYTES} bytes",
@@ -236,6 +236,11 @@ impl AsyncWrite for GuestOutput {
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
     }
+}
+
+/// Timestamp for a log line written now.
+fn log_time() -> i64 {
+    now_ms()
 }
 
 #[cfg(test)]

@@ -1,0 +1,100 @@
+//! What a failed guest call was: cancel, time limit, fuel, denied memory, divergence from the
+//! journal, or a crash whose message carries the trap and the guest's last stderr lines.
+//!
+//! Every failure becomes a [`GuestFailure`] value for the run's status; nothing here may panic
+//! on what the guest left behind.
+
+use std::sync::atomic::Ordering;
+
+use wasmtime::{Store, Trap};
+
+use super::journal::Divergence;
+use super::state::{HostState, STOP_CANCELED, STOP_TIMEOUT};
+
+/// A guest call that did not return normally.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GuestFailure {
+    pub kind: TrapKind,
+    pub message: String,
+    /// The wasm backtrace, when wasmtime captured one.
+    pub stack: Option<String>,
+}
+
+/// How a guest call ended abnormally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TrapKind {
+    /// A trap: panic, `unreachable`, out-of-bounds access, stack overflow.
+    Crash,
+    /// A memory growth was denied by the machine's limit.
+    OutOfMemory,
+    /// The fuel budget ran out.
+    FuelExhausted,
+    /// The time limit passed.
+    Timeout,
+    /// The attempt was canceled.
+    Canceled,
+    /// On replay the guest made other host calls than the journal recorded.
+    Nondeterministic,
+}
+
+pub(super) fn nondeterministic(d: &Divergence) -> GuestFailure {
+    GuestFailure {
+        kind: TrapKind::Nondeterministic,
+        message: d.to_string(),
+        stack: None,
+    }
+}
+
+/// Turns a failed guest call into a run-level classification with a one-line message.
+pub(super) fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> GuestFailure {
+    let state = store.data();
+    let divergence = error
+        .downcast_ref::<Divergence>()
+        .cloned()
+        .or_else(|| state.journal().divergence().cloned());
+    if let Some(d) = divergence {
+        return nondeterministic(&d);
+    }
+    let trap = error.downcast_ref::<Trap>().copied();
+    let stack = error
+        .downcast_ref::<wasmtime::WasmBacktrace>()
+        .map(|bt| bt.to_string())
+        .filter(|s| !s.trim().is_empty());
+    let stop = state.stop.load(Ordering::Relaxed);
+    let (kind, message) = if trap == Some(Trap::Interrupt) && stop == STOP_CANCELED {
+        (TrapKind::Canceled, "the attempt was canceled".to_owned())
+    } else if trap == Some(Trap::Interrupt) && stop == STOP_TIMEOUT {
+        (
+            TrapKind::Timeout,
+            "the attempt ran past its time limit".to_owned(),
+        )
+    } else if trap == Some(Trap::OutOfFuel) {
+        (
+            TrapKind::FuelExhausted,
+            "the attempt used up its fuel budget (a runaway loop?)".to_owned(),
+        )
+    } else if let Some(denied) = state.limiter.denied {
+        (TrapKind::OutOfMemory, state.limiter.denial_message(denied))
+    } else {
+        let detail = match trap {
+            Some(t) => t.to_string(),
+            None => format!("{error:#}"),
+        };
+        let panic = state
+            .logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .last_error_lines(3);
+        let message = if panic.is_empty() {
+            format!("the task crashed: {detail}")
+        } else {
+            format!("the task crashed: {detail}: {panic}")
+        };
+        (TrapKind::Crash, message)
+    };
+    GuestFailure {
+        kind,
+        message,
+        stack,
+    }
+}

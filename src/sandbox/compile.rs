@@ -1,0 +1,126 @@
+//! Turning an upload into a runnable component: the checks of the bytes, compilation, linking
+//! against kiln's host imports (with a readable message for a missing import), and compiled
+//! artifacts written to and loaded from the host's data dir.
+//!
+//! An upload that cannot run comes back as a [`CompileError`], never a panic. The one `unsafe` of
+//! the crate is here, in [`Sandbox::load_artifact`]: nothing but files this host wrote may be
+//! loaded that way.
+
+use std::sync::atomic::Ordering;
+
+use wasmtime::component::{Component, types::ComponentItem};
+
+use super::{HostState, Sandbox, bindings};
+
+/// A compiled, linked component, ready to instantiate.
+#[derive(Clone)]
+pub struct Prepared {
+    pub(super) pre: bindings::TaskPre<HostState>,
+    component: Component,
+}
+
+/// Why an upload could not become a runnable component.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error(
+        "the upload is not WebAssembly (it does not start with the `\\0asm` magic bytes); upload the `.wasm` file your build produced"
+    )]
+    NotWasm,
+    #[error(
+        "the upload is a core WebAssembly module, not a component; build it with `cargo build --target wasm32-wasip2` (or wrap a core module with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    #[error("the component is invalid: {0}")]
+    Invalid(String),
+    #[error(
+        "the component does not export {missing}; build it against kiln's `kiln:task/task` world (the Rust SDK's `kiln_sdk::tasks!` does this)"
+    )]
+    MissingExports { missing: String },
+    #[error(
+        "the component imports {detail}, which kiln does not provide; kiln provides the `kiln:task` interfaces, the WASI 0.2 interfaces (no filesystem preopens, no sockets) and `wasi:http/outgoing-handler`"
+    )]
+    UnsupportedImport { detail: String },
+}
+
+impl Sandbox {
+    /// Compiles and links an upload. CPU-heavy: runs on the blocking pool.
+    pub async fn compile(&self, bytes: Vec<u8>) -> Result<Prepared, CompileError> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.compile_blocking(&bytes))
+            .await
+            .map_err(|e| CompileError::Invalid(format!("compilation stopped: {e}")))?
+    }
+
+    fn compile_blocking(&self, bytes: &[u8]) -> Result<Prepared, CompileError> {
+        const MAGIC: &[u8; 4] = b"\0asm";
+        const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+        if bytes.len() < 8 || &bytes[..4] != MAGIC {
+            return Err(CompileError::NotWasm);
+        }
+        if bytes[4..8] == CORE_VERSION {
+            return Err(CompileError::CoreModule);
+        }
+        let engine = &self.inner.engine;
+        self.inner.compilations.fetch_add(1, Ordering::Relaxed);
+        let component =
+            Component::new(engine, bytes).map_err(|e| CompileError::Invalid(format!("{e:#}")))?;
+        self.link(component)
+    }
+
+    /// The compiled machine code of a component, to be loaded later with [`Sandbox::load_artifact`].
+    pub fn artifact(&self, prepared: &Prepared) -> anyhow::Result<Vec<u8>> {
+        Ok(prepared.component.serialize()?)
+    }
+
+    /// Loads an artifact written by [`Sandbox::artifact`] from the host's own data dir.
+    pub fn load_artifact(&self, path: &std::path::Path) -> Result<Prepared, CompileError> {
+        // SAFETY: `deserialize_file` trusts the file to be machine code wasmtime produced for a
+        // compatible engine. kiln only passes files it wrote itself, into its own data dir, named
+        // by the component digest and this engine's fingerprint; they never come from a client.
+        #[allow(unsafe_code)]
+        let component =
+            unsafe { Component::deserialize_file(&self.inner.engine, path) }.map_err(|e| {
+                CompileError::Invalid(format!("cannot load the compiled artifact: {e:#}"))
+            })?;
+        self.link(component)
+    }
+
+    /// Checks exports and imports and links the component against kiln's host interfaces.
+    fn link(&self, component: Component) -> Result<Prepared, CompileError> {
+        let engine = &self.inner.engine;
+        let ty = component.component_type();
+        let exported: Vec<String> = ty
+            .exports(engine)
+            .filter(|(_, item)| matches!(item.ty, ComponentItem::ComponentFunc(_)))
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        let missing: Vec<String> = ["definitions", "run"]
+            .into_iter()
+            .filter(|f| !exported.iter().any(|e| e == f))
+            .map(|f| format!("`{f}`"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(CompileError::MissingExports {
+                missing: missing.join(" and "),
+            });
+        }
+        let instance_pre = self.inner.linker.instantiate_pre(&component).map_err(|e| {
+            CompileError::UnsupportedImport {
+                detail: describe_link_error(&e),
+            }
+        })?;
+        let pre = bindings::TaskPre::new(instance_pre).map_err(|e| {
+            CompileError::Invalid(format!("exports do not match kiln:task/task: {e:#}"))
+        })?;
+        Ok(Prepared { pre, component })
+    }
+}
+
+/// wasmtime names the missing import in its link error; keep that part, drop the rest.
+fn describe_link_error(error: &wasmtime::Error) -> String {
+    let text = format!("{error:#}");
+    match text.split_once("component imports ") {
+        Some((_, rest)) => rest.split(", but").next().unwrap_or(rest).trim().to_owned(),
+        None => text,
+    }
+}

@@ -1,0 +1,99 @@
+//! Building the sandbox: the wasmtime `Config` (fuel, epochs, deterministic floats), the pooling
+//! allocator sized from the configured concurrency, the engine fingerprint that names compiled
+//! artifacts, the linker with every host import, and the epoch ticker thread.
+//!
+//! Nothing here executes a guest; it must never relax a limit the execution relies on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::limits::MAX_TABLE_ELEMENTS;
+use super::{Inner, Sandbox, bindings, scratch};
+
+/// How often the epoch advances. Bounds how late a cancel, a timeout or a yield to the async
+/// runtime can come.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Sizing of the sandbox.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// Attempts that may execute at once; sizes the instance pool.
+    pub concurrency: usize,
+}
+
+impl Sandbox {
+    pub fn new(config: &SandboxConfig) -> anyhow::Result<Sandbox> {
+        Sandbox::build(config, true, true)
+    }
+
+    /// The sandbox with fuel metering and epoch interruption on as asked: the host runs with
+    /// both; benchmarks compare the four combinations, built by this same code.
+    pub(super) fn build(
+        config: &SandboxConfig,
+        fuel: bool,
+        epochs: bool,
+    ) -> anyhow::Result<Sandbox> {
+        let mut wasm = Config::new();
+        wasm.consume_fuel(fuel)
+            .epoch_interruption(epochs)
+            .cranelift_nan_canonicalization(true)
+            .relaxed_simd_deterministic(true);
+        // Instances come from a pool sized for the configured concurrency plus deploy checks.
+        let slots = u32::try_from(config.concurrency.max(1))
+            .unwrap_or(u32::MAX / 64)
+            .saturating_add(8);
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots.saturating_mul(16))
+            .total_memories(slots.saturating_mul(4))
+            .total_tables(slots.saturating_mul(8))
+            .total_stacks(slots)
+            .max_memories_per_component(4)
+            .max_tables_per_component(8)
+            .max_memory_size(4 << 30)
+            .table_elements(MAX_TABLE_ELEMENTS);
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm)?;
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            engine.precompile_compatibility_hash().hash(&mut h);
+            env!("CARGO_PKG_VERSION").hash(&mut h);
+            format!("{:016x}", h.finish())
+        };
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+        scratch::add_to_linker(&mut linker)?;
+        bindings::Task::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        if epochs {
+            let (ticking_engine, stop) = (engine.clone(), ticker_stop.clone());
+            std::thread::Builder::new()
+                .name("kiln-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(EPOCH_TICK);
+                        ticking_engine.increment_epoch();
+                    }
+                })?;
+        }
+        Ok(Sandbox {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                ticker_stop,
+                compilations: AtomicU64::new(0),
+                fingerprint,
+                live: Arc::default(),
+                scratch: std::sync::OnceLock::new(),
+            }),
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! `kiln:task/wait`: waits for a duration or until a time, and wait tokens (make one, wait for
+//! one). A short wait sleeps in place; a long one, or a token still waiting, unwinds the guest so
+//! the run checkpoints.
+//!
+//! Deadlines and token answers are journaled, so a replay waits for the same instant and sees
+//! the same token.
+
+use std::time::Duration;
+
+use crate::model::Millis;
+use crate::sandbox::bindings;
+use crate::sandbox::bindings::kiln::task::wait::{
+    Token as WitToken, TokenError as WitTokenError, TokenOptions as WitTokenOptions,
+};
+use crate::sandbox::journal::{self, Kind};
+use crate::sandbox::state::Suspend;
+use crate::sandbox::{
+    HostState, TokenCreated, TokenRequest, TokenState, WaitFor, check_token_request,
+};
+
+impl HostState {
+    /// A wait: its deadline is journaled (so a replay waits for the same instant), then it sleeps
+    /// in place if short, or unwinds the guest to checkpoint.
+    async fn wait(
+        &mut self,
+        digest: u64,
+        deadline: impl FnOnce(Millis) -> Millis,
+    ) -> wasmtime::Result<()> {
+        let now = self.clock.now();
+        let until = self
+            .journal()
+            .call(Kind::Wait, digest, || journal::number(deadline(now) as u64))
+            .map_err(wasmtime::Error::new)?;
+        let until = journal::as_number(&until)
+            .and_then(|u| i64::try_from(u).ok())
+            .unwrap_or(i64::MAX);
+        let remaining = until.saturating_sub(now);
+        if remaining <= 0 {
+            return Ok(());
+        }
+        let remaining = Duration::from_millis(remaining as u64);
+        if remaining > self.wait_threshold {
+            return Err(wasmtime::Error::new(Suspend {
+                wait: WaitFor::Until(until),
+            }));
+        }
+        tokio::time::sleep(remaining).await;
+        // Waiting is not compute: the time limit moves by the time slept.
+        self.deadline = self.deadline.map(|d| d + remaining);
+        Ok(())
+    }
+}
+
+impl bindings::kiln::task::wait::Host for HostState {
+    async fn for_duration(&mut self, ms: u64) -> wasmtime::Result<()> {
+        let digest = journal::digest(&[b"for-duration", &ms.to_le_bytes()]);
+        self.wait(digest, |now| {
+            now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
+        })
+        .await
+    }
+
+    async fn until(&mut self, at_ms: u64) -> wasmtime::Result<()> {
+        let digest = journal::digest(&[b"until", &at_ms.to_le_bytes()]);
+        self.wait(digest, |_| i64::try_from(at_ms).unwrap_or(i64::MAX))
+            .await
+    }
+
+    async fn create_token(
+        &mut self,
+        options: WitTokenOptions,
+    ) -> wasmtime::Result<Result<WitToken, WitTokenError>> {
+        let request = TokenRequest {
+            timeout_ms: options.timeout_ms,
+            idempotency_key: options.idempotency_key,
+            idempotency_key_ttl_ms: options.idempotency_key_ttl_ms,
+            tags: options.tags,
+        };
+        let digest = journal::digest(&[b"create-token", format!("{request:?}").as_bytes()]);
+        let replayed = self
+            .journal()
+            .replayed(Kind::CreateToken, digest)
+            .map_err(wasmtime::Error::new)?;
+        let created = match replayed {
+            Some(value) => serde_json::from_slice::<TokenCreated>(&value).map_err(|e| {
+                wasmtime::Error::msg(format!("the journal's token entry is corrupt: {e}"))
+            })?,
+            None => {
+                if let Err(message) = check_token_request(&request) {
+                    return Ok(Err(WitTokenError::Invalid(message)));
+                }
+                let Some(services) = self.services.clone() else {
+                    return Ok(Err(WitTokenError::Invalid(
+                        "wait tokens can only be made by a run".into(),
+                    )));
+                };
+                let flushed = self.flush()?;
+                services
+                    .create_token(request, flushed, digest)
+                    .await
+                    .map_err(|e| {
+                        wasmtime::Error::msg(format!("could not make the wait token: {e}"))
+                    })?
+            }
+        };
+        Ok(Ok(WitToken {
+            id: created.id,
+            url: created.url,
+            is_cached: created.is_cached,
+        }))
+    }
+
+    async fn for_token(&mut self, id: String) -> wasmtime::Result<Result<String, WitTokenError>> {
+        let digest = journal::digest(&[b"for-token", id.as_bytes()]);
+        // Each earlier execution that suspended here left a marker; then comes the result, if
+        // one was recorded.
+        let state = {
+            let mut journal = self.journal();
+            while journal.next_is(Kind::TokenPending, digest) {
+                journal
+                    .replayed(Kind::TokenPending, digest)
+                    .map_err(wasmtime::Error::new)?;
+            }
+            journal
+                .replayed(Kind::TokenResult, digest)
+                .map_err(wasmtime::Error::new)?
+        };
+        let state = match state {
+            Some(value) => serde_json::from_slice::<TokenState>(&value).map_err(|e| {
+                wasmtime::Error::msg(format!("the journal's token result is corrupt: {e}"))
+            })?,
+            None => {
+                let state = match self.services.clone() {
+                    Some(services) => services.token_state(id.clone()).await.map_err(|e| {
+                        wasmtime::Error::msg(format!("could not read the wait token: {e}"))
+                    })?,
+                    None => TokenState::NotFound,
+                };
+                if state == TokenState::Waiting {
+                    self.journal()
+                        .record(Kind::TokenPending, digest, Vec::new());
+                    return Err(wasmtime::Error::new(Suspend {
+                        wait: WaitFor::Token(id),
+                    }));
+                }
+                let value = serde_json::to_vec(&state).unwrap_or_default();
+                self.journal().record(Kind::TokenResult, digest, value);
+                state
+            }
+        };
+        Ok(match state {
+            TokenState::Completed(data) => Ok(data),
+            TokenState::TimedOut(message) => Err(WitTokenError::TimedOut(message)),
+            TokenState::NotFound => Err(WitTokenError::Invalid(format!(
+                "wait token `{id}` not found in this environment"
+            ))),
+            TokenState::Waiting => Err(WitTokenError::Invalid(format!(
+                "wait token `{id}` is still waiting"
+            ))),
+        })
+    }
+}
