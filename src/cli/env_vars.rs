@@ -6,7 +6,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::{Client, ClientArgs, encode, print_json, s};
+use super::client::{Client, ClientArgs, encode, print_json, s};
 
 /// Which environment's variables: the secret key must be that environment's.
 #[derive(Debug, Args)]

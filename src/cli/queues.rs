@@ -3,7 +3,7 @@
 use clap::Subcommand;
 use serde_json::{Value, json};
 
-use super::{AdminArgs, Client, ClientArgs, encode, print_json, s};
+use super::client::{AdminArgs, Client, ClientArgs, encode, print_json, s};
 
 #[derive(Debug, Subcommand)]
 pub(super) enum QueuesCommand {

@@ -1,0 +1,127 @@
+//! The command line: `kiln serve` runs the host; every other command is an HTTP client of a
+//! running host's API (never SQL, never wasmtime). This file is only clap's top level and the
+//! dispatch to the commands, each of which has a file of its own.
+
+mod client;
+mod deploy;
+mod env_vars;
+mod keys;
+mod queues;
+mod runs;
+mod schedules;
+mod serve;
+mod tokens;
+mod trigger;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use client::ClientArgs;
+use keys::KeysCommand;
+use runs::RunsCommand;
+use serve::ServeArgs;
+use trigger::TriggerArgs;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "kiln",
+    version,
+    about = "A WebAssembly task host: deploy Wasm components, trigger runs, watch them complete"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the host: the API, the scheduler and the sandbox, with embedded SQLite.
+    Serve(ServeArgs),
+    /// Upload a `.wasm` component; it becomes the environment's newest version.
+    Deploy {
+        /// The component file (build guests with `cargo build --target wasm32-wasip2`).
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Trigger a run of a task; prints the run id.
+    Trigger {
+        /// Task id, as declared by the deployed component.
+        task: String,
+        /// JSON payload (default `null`); `-` reads it from standard input.
+        payload: Option<String>,
+        #[command(flatten)]
+        options: Box<TriggerArgs>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Inspect and manage runs.
+    #[command(subcommand)]
+    Runs(RunsCommand),
+    /// Cron schedules that trigger tasks: create, list, get, update, delete, activate,
+    /// deactivate, and the time zones they can use.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
+    /// Manage projects, environments and their secret keys (with the host's admin key).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Inspect queues, pause and resume them, override their concurrency limits.
+    #[command(subcommand)]
+    Queues(queues::QueuesCommand),
+    /// Environments' concurrency limits (with the host's admin key).
+    #[command(subcommand)]
+    Envs(queues::EnvsCommand),
+    /// Wait tokens: make, list, show, and complete them (runs waiting for one resume).
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
+    /// Environment variables tasks see (stored encrypted): list, get, set, rm, import a .env file.
+    #[command(subcommand)]
+    Env(env_vars::EnvCommand),
+    /// Measure throughput, latency, metering and cold starts against baselines (see BENCHMARKS.md).
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => serve::serve(args).await,
+        Command::Deploy { file, client } => deploy::deploy(file, client).await,
+        Command::Trigger {
+            task,
+            payload,
+            options,
+            client,
+        } => trigger::trigger(task, payload, &options, client).await,
+        Command::Runs(cmd) => runs::runs(cmd).await,
+        Command::Schedules(cmd) => schedules::run(cmd).await,
+        Command::Keys(cmd) => keys::keys(cmd).await,
+        Command::Queues(cmd) => queues::queues(cmd).await,
+        Command::Envs(cmd) => queues::envs(cmd).await,
+        Command::Tokens(cmd) => tokens::tokens(cmd).await,
+        Command::Env(cmd) => env_vars::env(cmd).await,
+        Command::Bench(args) => crate::bench::main(args).await,
+    }
+}
