@@ -1,6 +1,6 @@
 // The browser check: a page on another loopback origin, in headless Chromium (Debian's
-// `chromium`, never a downloaded browser), uses the SDK's realtime with only a public token and
-// must see a run finish. Every request it makes to the host is cross-origin, so this also checks
+// `chromium`, never a downloaded browser), uses the SDK's realtime with only a public token, as
+// `@trigger.dev/react-hooks` does, and must see a run finish. Every request it makes to the host is cross-origin, so this also checks
 // the host's CORS answers (preflights, allowed and exposed headers) as a browser enforces them.
 
 import assert from "node:assert/strict";
@@ -17,7 +17,7 @@ import { apiUrl, finished } from "./support.js";
 const here = new URL(".", import.meta.url);
 const chromiumPath = process.env.KILN_CHROMIUM ?? "/usr/bin/chromium";
 
-// The SDK imports a few Node modules it never uses in a page; a browser build stubs them, with
+// The SDK's core imports a few Node modules it never uses in a page; a browser build stubs them, with
 // an AsyncLocalStorage that keeps one store (a page has one flow of control).
 const nodeShims = {
   name: "node-shims",
@@ -105,7 +105,8 @@ async function runPage(params) {
       .waitForFunction(() => window.outcome, null, { timeout: 30_000 })
       .catch(() => undefined);
     const outcome = handle ? await handle.jsonValue() : undefined;
-    const what = reported.slice(-20).join("\n") || "(nothing)";
+    const errors = outcome?.fetchErrors?.map((e) => `fetch error: ${e}`) ?? [];
+    const what = [...errors, ...reported].slice(-20).join("\n") || "(nothing)";
     assert.ok(outcome, `the page never saw the run finish; the browser reported:\n${what}`);
     assert.ok(outcome.ok, `the page failed: ${outcome.error}\nthe browser reported:\n${what}`);
     return outcome;

@@ -1,19 +1,26 @@
-// The page of the browser check: the SDK's realtime, with only a public token, as a web app uses
-// it. What to do comes in the URL's fragment (JSON); the outcome goes to `window.outcome`.
+// The page of the browser check. It does what `@trigger.dev/react-hooks` does in a web app
+// (`useTaskTrigger`, `useRealtimeRun`), without React: the SDK's `ApiClient` with only a public
+// token. What to do comes in the URL's fragment (JSON); the outcome goes to `window.outcome`.
 //
-// - `{ "mode": "subscribe", "runId", "token" }`: follow the run until it finishes.
-// - `{ "mode": "trigger", "task", "payload", "token" }`: trigger the task with a trigger token,
-//   then follow the new run with the token the trigger answered with.
+// - `{ "mode": "subscribe", "apiUrl", "runId", "token" }`: follow the run until it finishes.
+// - `{ "mode": "trigger", "apiUrl", "task", "payload", "token" }`: trigger the task with a trigger
+//   token, then follow the new run with the token the trigger answered with.
 
-import { configure, runs, tasks } from "@trigger.dev/sdk";
+import { ApiClient, stringifyIO } from "@trigger.dev/core/v3";
 
 const status = document.getElementById("status");
 const params = JSON.parse(decodeURIComponent(location.hash.slice(1)));
+const fetchErrors = [];
 
-async function follow(runId) {
+async function follow(runId, token) {
+  const client = new ApiClient(params.apiUrl, token);
   const statuses = [];
   let last;
-  for await (const run of runs.subscribeToRun(runId)) {
+  const subscription = client.subscribeToRun(runId, {
+    closeOnComplete: true,
+    onFetchError: (error) => fetchErrors.push(String(error?.message ?? error)),
+  });
+  for await (const run of subscription) {
     statuses.push(run.status);
     status.textContent = run.status;
     last = run;
@@ -21,21 +28,23 @@ async function follow(runId) {
   return { runId, statuses, output: last?.output, finishedAt: last?.finishedAt?.toISOString() };
 }
 
-async function main() {
-  configure({ baseURL: params.apiUrl, accessToken: params.token });
-  if (params.mode === "subscribe") return follow(params.runId);
-  const handle = await tasks.trigger(params.task, params.payload);
+async function trigger() {
+  const client = new ApiClient(params.apiUrl, params.token);
+  const packet = await stringifyIO(params.payload);
+  const handle = await client.triggerTask(params.task, {
+    payload: packet.data,
+    options: { payloadType: packet.dataType },
+  });
   // The trigger token was for one trigger; reading the run takes the token the host answered with.
-  configure({ baseURL: params.apiUrl, accessToken: handle.publicAccessToken });
-  return follow(handle.id);
+  return follow(handle.id, handle.publicAccessToken);
 }
 
-main().then(
+(params.mode === "subscribe" ? follow(params.runId, params.token) : trigger()).then(
   (outcome) => {
-    window.outcome = { ok: true, ...outcome };
+    window.outcome = { ok: true, ...outcome, fetchErrors };
   },
   (error) => {
     status.textContent = "error";
-    window.outcome = { ok: false, error: String(error?.stack ?? error) };
+    window.outcome = { ok: false, error: String(error?.stack ?? error), fetchErrors };
   }
 );
