@@ -6,6 +6,7 @@ mod bench;
 mod chaos;
 mod children;
 mod cli;
+mod compat;
 mod deploy;
 mod env_vars;
 mod http;
