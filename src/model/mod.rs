@@ -5,6 +5,7 @@
 //! shapes) and they know nothing of SQL or wasmtime. Where a value crosses into a database it goes
 //! through the `as_str`/`parse` pairs defined here so the spelling lives in one place.
 
+mod lifecycle;
 mod queue;
 mod run;
 mod task;
@@ -13,6 +14,7 @@ mod token;
 
 use std::time::Duration;
 
+pub use lifecycle::{Condition, EDGES, Edge, INITIAL, Step, allowed, edge_for, guard};
 pub use queue::*;
 pub use run::*;
 pub use task::*;

@@ -1,9 +1,12 @@
 //! Attempts: the start (the run locked to its version, the attempt row, the run's copy of its
 //! environment variables), the end with its usage and logs, and reading attempts and logs.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
+use super::guards::status_guard;
 use super::lifecycle::{apply_update, record_attempt};
 use super::rows::*;
 use crate::model::*;
@@ -31,6 +34,28 @@ pub(super) fn attempt_start(c: &Connection, run_id: &str) -> Result<AttemptStart
     })
 }
 
+/// A claimed run whose attempt has a checkpoint continues it (`StartAttempt`, same number).
+pub(super) static CONTINUE_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = '{executing}', updated_at = ?3 \
+         WHERE id = ?1 AND {guard} AND attempt_count = ?2 AND checkpointed = 1",
+        executing = RunStatus::Executing.as_str(),
+        guard = status_guard(Step::StartAttempt, RunStatus::Executing, &[])
+    )
+});
+
+/// A claimed run starts a new attempt (`StartAttempt`), locked to its deployment.
+pub(super) static START_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = '{executing}', attempt_count = ?2, \
+           deployment_id = coalesce(deployment_id, ?3), \
+           started_at = coalesce(started_at, ?4), updated_at = ?4 \
+         WHERE id = ?1 AND {guard} AND attempt_count = ?2 - 1 AND checkpointed = 0",
+        executing = RunStatus::Executing.as_str(),
+        guard = status_guard(Step::StartAttempt, RunStatus::Executing, &[])
+    )
+});
+
 impl SqliteStore {
     pub async fn start_attempt(
         &self,
@@ -42,21 +67,18 @@ impl SqliteStore {
         let (run_id, deployment_id) = (run_id.to_owned(), deployment_id.to_owned());
         self.write(move |c| {
             // A checkpointed attempt continues: same number, its row stays.
-            let continued = c.execute(
-                "UPDATE runs SET status = 'EXECUTING', updated_at = ?3 \
-                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 AND checkpointed = 1",
-                params![run_id, attempt, now],
-            )?;
+            let continued = c
+                .prepare_cached(&CONTINUE_ATTEMPT)?
+                .execute(params![run_id, attempt, now])?;
             if continued == 1 {
                 return attempt_start(c, &run_id);
             }
-            let changed = c.execute(
-                "UPDATE runs SET status = 'EXECUTING', attempt_count = ?2, \
-                   deployment_id = coalesce(deployment_id, ?3), \
-                   started_at = coalesce(started_at, ?4), updated_at = ?4 \
-                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 - 1 AND checkpointed = 0",
-                params![run_id, attempt, deployment_id, now],
-            )?;
+            let changed = c.prepare_cached(&START_ATTEMPT)?.execute(params![
+                run_id,
+                attempt,
+                deployment_id,
+                now
+            ])?;
             if changed == 0 {
                 return Err(StoreError::Conflict);
             }

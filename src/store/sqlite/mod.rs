@@ -14,6 +14,7 @@ mod attempts;
 mod deployments;
 mod env_vars;
 mod environments;
+mod guards;
 mod journal;
 mod lifecycle;
 mod migrations;
@@ -44,6 +45,25 @@ const MAX_GROUP: usize = 512;
 
 /// How long a connection waits on a lock held by another process before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every set-based statement that writes a run's status, by name, for the check against the
+/// state machine's table.
+#[cfg(test)]
+fn status_writes() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("claim", &queues::CLAIM),
+        ("start attempt", &attempts::START_ATTEMPT),
+        ("continue attempt", &attempts::CONTINUE_ATTEMPT),
+        ("enqueue delayed", &timers::ENQUEUE_DELAYED),
+        (
+            "enqueue pending version",
+            &deployments::ENQUEUE_PENDING_VERSION,
+        ),
+        ("expire", &timers::EXPIRE_DUE),
+        ("resume", &lifecycle::RESUME),
+        ("resume waiters", &lifecycle::RESUME_WAITERS),
+    ]
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {

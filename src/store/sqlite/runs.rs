@@ -1,9 +1,12 @@
 //! Runs: inserting them (idempotency keys, tags, child runs with the parent's journal), reading
 //! and listing them, and the changes a client makes (tags, metadata, reschedule).
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
+use super::guards::status_guard;
 use super::journal::commit_journal;
 use super::lifecycle::FINAL;
 use super::rows::*;
@@ -72,6 +75,12 @@ pub(super) fn insert_one(
     new: &NewRun,
     batch_id: Option<&str>,
 ) -> Result<String, StoreError> {
+    if !INITIAL.contains(&new.status) {
+        return Err(StoreError::Refused(format!(
+            "a new run cannot start in status {}",
+            new.status
+        )));
+    }
     super::queues::ensure_queue(c, &new.environment_id, &new.queue, new.now)?;
     let id = new_id("run");
     let available_at = new.delay_until.unwrap_or(new.now);
@@ -172,6 +181,17 @@ pub(super) fn is_ancestor_or_self(
     Ok(false)
 }
 
+/// A DELAYED run gets a new delay (`Reschedule`); its TTL counts from the new enqueue time.
+pub(super) static RESCHEDULE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET available_at = ?2, delay_until = ?2, queue_ts = ?2, \
+           score = ?2 - priority_ms, \
+           expires_at = CASE WHEN ttl_ms IS NULL THEN NULL ELSE ?2 + ttl_ms END, updated_at = ?3 \
+         WHERE id = ?1 AND {guard}",
+        guard = status_guard(Step::Reschedule, RunStatus::Delayed, &[])
+    )
+});
+
 impl SqliteStore {
     pub async fn insert_runs(
         &self,
@@ -237,12 +257,9 @@ impl SqliteStore {
     ) -> Result<(), StoreError> {
         let run_id = run_id.to_owned();
         self.write(move |c| {
-            let changed = c.execute(
-                "UPDATE runs SET available_at = ?2, delay_until = ?2, queue_ts = ?2, score = ?2 - priority_ms, \
-                   expires_at = CASE WHEN ttl_ms IS NULL THEN NULL ELSE ?2 + ttl_ms END, updated_at = ?3 \
-                 WHERE id = ?1 AND status = 'DELAYED'",
-                params![run_id, until, now],
-            )?;
+            let changed = c
+                .prepare_cached(&RESCHEDULE)?
+                .execute(params![run_id, until, now])?;
             if changed == 0 {
                 return Err(StoreError::Conflict);
             }
