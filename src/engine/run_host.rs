@@ -35,6 +35,15 @@ pub(super) struct RunHost {
 }
 
 impl RunHost {
+    /// Whose journal an effect commits with: the run, its environment and the attempt.
+    fn journal_of(&self) -> (String, String, u32) {
+        (
+            self.run_id.clone(),
+            self.environment_id.clone(),
+            self.attempt,
+        )
+    }
+
     /// The run whose metadata `target` names (a run without a parent is its own parent and root).
     fn metadata_run(&self, target: MetadataTarget) -> String {
         match target {
@@ -170,12 +179,11 @@ impl RunServices for RunHost {
     ) -> BoxFuture<'static, Result<TokenCreated, String>> {
         let engine = self.engine.clone();
         let new = engine.new_token(&self.environment_id, &request);
-        let (run_id, attempt) = (self.run_id.clone(), self.attempt);
+        let journal_of = self.journal_of();
         Box::pin(async move {
             let entries_engine = engine.clone();
             let journal = effect_journal(
-                run_id,
-                attempt,
+                journal_of,
                 flushed,
                 Kind::CreateToken,
                 digest,
@@ -210,11 +218,7 @@ impl RunServices for RunHost {
         digest: u64,
     ) -> BoxFuture<'static, Result<Result<Vec<ChildRun>, String>, String>> {
         let engine = self.engine.clone();
-        let (run_id, attempt, env_id) = (
-            self.run_id.clone(),
-            self.attempt,
-            self.environment_id.clone(),
-        );
+        let (journal_of, env_id) = (self.journal_of(), self.environment_id.clone());
         let version = wait.then(|| self.version.clone());
         let link = ParentLink {
             parent_run_id: self.run_id.clone(),
@@ -251,8 +255,7 @@ impl RunServices for RunHost {
                 Err(refused) => return Ok(Err(refused.to_string())),
             };
             let journal = effect_journal(
-                run_id,
-                attempt,
+                journal_of,
                 flushed,
                 Kind::Trigger,
                 digest,
@@ -320,7 +323,7 @@ impl RunServices for RunHost {
     ) -> BoxFuture<'static, Result<Result<String, String>, String>> {
         let engine = self.engine.clone();
         let target_run = self.metadata_run(target);
-        let (run_id, attempt) = (self.run_id.clone(), self.attempt);
+        let (journal_of, env_id) = (self.journal_of(), self.environment_id.clone());
         Box::pin(async move {
             let ops = match changes
                 .into_iter()
@@ -331,8 +334,7 @@ impl RunServices for RunHost {
                 Err(why) => return Ok(Err(why)),
             };
             let journal = effect_journal(
-                run_id,
-                attempt,
+                journal_of,
                 flushed,
                 Kind::MetadataWrite,
                 digest,
@@ -341,7 +343,7 @@ impl RunServices for RunHost {
             let now = engine.now();
             match engine
                 .store
-                .change_metadata(&target_run, now, ops, Some(journal))
+                .change_metadata(&env_id, &target_run, now, ops, Some(journal))
                 .await
             {
                 Ok(result) => Ok(result.map_err(|e| e.to_string())),
@@ -387,8 +389,7 @@ impl RunServices for RunHost {
 /// The journal segment an effect commits: what the attempt flushed, then the call's own entry,
 /// whose value (what a replay answers) is `answer(effect)` as JSON.
 fn effect_journal<T: ?Sized, A: serde::Serialize>(
-    run_id: String,
-    attempt: u32,
+    (run_id, environment_id, attempt): (String, String, u32),
     flushed: Flushed,
     kind: Kind,
     digest: u64,
@@ -397,6 +398,7 @@ fn effect_journal<T: ?Sized, A: serde::Serialize>(
     let Flushed { mut entries, logs } = flushed;
     JournalWith {
         run_id,
+        environment_id,
         attempt,
         logs,
         entries: Box::new(move |effect: &T| {

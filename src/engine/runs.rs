@@ -46,7 +46,7 @@ impl Engine {
             Delay::For(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             Delay::Until(at) => at.max(now),
         };
-        match self.store.reschedule(&run.id, until, now).await {
+        match self.store.reschedule(&env.id, &run.id, until, now).await {
             Ok(()) => {}
             Err(StoreError::Conflict) => {
                 let status = self.find(env, run_id).await?.status;
@@ -67,7 +67,7 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let run = self.find(env, run_id).await?;
         self.store
-            .add_tags(&run.id, tags, MAX_TAGS, self.now())
+            .add_tags(&env.id, &run.id, tags, MAX_TAGS, self.now())
             .await?
             .map_err(EngineError::TooManyTags)
     }
@@ -82,7 +82,7 @@ impl Engine {
         let run = self.find(env, run_id).await?;
         let result = self
             .store
-            .change_metadata(&run.id, self.now(), ops, None)
+            .change_metadata(&env.id, &run.id, self.now(), ops, None)
             .await?;
         Ok(result?)
     }
@@ -139,7 +139,7 @@ impl Engine {
                         handle.cancel();
                     }
                     // Its children go with it.
-                    for child in self.store.live_children(&run.id).await? {
+                    for child in self.store.live_children(&env.id, &run.id).await? {
                         Box::pin(self.cancel(env, &child)).await?;
                     }
                     return Ok(CancelOutcome::Canceled);

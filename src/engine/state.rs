@@ -5,7 +5,7 @@
 //! randomness in, and persist the result with a compare-and-set on the old status. Every edge is
 //! covered by the table tests at the bottom.
 
-use crate::model::{Condition, EDGES, Machine, Millis, RetryPolicy, RunStatus, Step, edge_for};
+use crate::model::{Condition, Machine, Millis, RetryPolicy, RunStatus, Step, edge_for};
 
 /// What kind of failure ended an attempt; decides retry and final status (DESIGN §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,6 +2,7 @@
 //! the two agree with the table of edges in `model::lifecycle`.
 
 use super::*;
+use crate::model::EDGES;
 use RunStatus as S;
 
 fn policy(max_attempts: u32) -> RetryPolicy {

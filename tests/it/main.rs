@@ -19,6 +19,7 @@ mod runs;
 mod schedules;
 mod scratch;
 mod storage;
+mod store;
 mod support;
 mod tenants;
 mod tidy;

@@ -188,13 +188,19 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
-        let id = id.to_owned();
+    pub async fn deployment(
+        &self,
+        environment_id: &str,
+        id: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let (environment_id, id) = (environment_id.to_owned(), id.to_owned());
         self.read(move |c| {
             let exists: bool = c
-                .query_row("SELECT 1 FROM deployments WHERE id = ?1", [&id], |_| {
-                    Ok(true)
-                })
+                .query_row(
+                    "SELECT 1 FROM deployments WHERE id = ?1 AND environment_id = ?2",
+                    params![id, environment_id],
+                    |_| Ok(true),
+                )
                 .optional()?
                 .unwrap_or(false);
             if exists {

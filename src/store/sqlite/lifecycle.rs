@@ -62,8 +62,8 @@ pub(super) fn record_attempt(
         Err(StoreError::Conflict) => {
             let status: Option<String> = c
                 .query_row(
-                    "SELECT status FROM runs WHERE id = ?1",
-                    [&update.run_id],
+                    "SELECT status FROM runs WHERE id = ?1 AND environment_id = ?2",
+                    params![update.run_id, update.environment_id],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -129,7 +129,7 @@ pub(super) fn apply_update(c: &Connection, u: &RunUpdate) -> Result<Vec<Lane>, S
            error = coalesce(?6, error), finished_at = coalesce(?7, finished_at), \
            machine = coalesce(?8, machine), \
            backoff = (?3 = 'QUEUED' AND coalesce(?5, available_at) > ?4), checkpointed = ?9 \
-         WHERE id = ?1 AND status = ?2",
+         WHERE id = ?1 AND status = ?2 AND environment_id = ?10",
         params![
             u.run_id,
             u.expected.as_str(),
@@ -140,6 +140,7 @@ pub(super) fn apply_update(c: &Connection, u: &RunUpdate) -> Result<Vec<Lane>, S
             finished,
             u.machine.map(Machine::as_str),
             u.checkpointed,
+            u.environment_id,
         ],
     )?;
     if changed == 0 {
