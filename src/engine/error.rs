@@ -25,6 +25,14 @@ pub enum EngineError {
     Deploy(#[from] DeployError),
     #[error("run `{0}` not found")]
     RunNotFound(String),
+    #[error("{}task `{task}`: {field} {message}", item.map(|i| format!("item {i}, ")).unwrap_or_default())]
+    InvalidTrigger {
+        /// The item's index in a batch.
+        item: Option<usize>,
+        task: String,
+        field: &'static str,
+        message: String,
+    },
     #[error("the payload is {size} bytes; the limit is {limit} bytes")]
     PayloadTooLarge { size: usize, limit: usize },
     #[error("the run changed concurrently too many times; try again")]

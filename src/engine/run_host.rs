@@ -86,19 +86,12 @@ fn metadata_op(change: MetadataChange) -> Result<MetadataOp, String> {
 /// Deepest nesting of child runs (Trigger.dev refuses deeper trees too).
 const MAX_DEPTH: u32 = 25;
 
-/// A guest's child item as a trigger, checked the way the API checks options.
+/// A guest's child item as a trigger. Its options are held to the limits of every trigger when
+/// the engine prepares the runs (`check_trigger`); here only what the guest's form adds.
 fn trigger_item(item: ChildItem, version: Option<&str>) -> Result<TriggerItem, String> {
     let at = |field: &str| format!("task `{}`: {field}", item.task_id);
     if serde_json::from_str::<serde::de::IgnoredAny>(&item.payload).is_err() {
         return Err(at("the payload is not valid JSON"));
-    }
-    if item.tags.len() > super::MAX_TAGS
-        || item
-            .tags
-            .iter()
-            .any(|t| t.is_empty() || t.chars().count() > super::MAX_TAG_LEN)
-    {
-        return Err(at("tags: at most 10, each 1–128 characters"));
     }
     let machine = match &item.machine {
         None => None,
@@ -107,21 +100,6 @@ fn trigger_item(item: ChildItem, version: Option<&str>) -> Result<TriggerItem, S
                 .ok_or_else(|| at(&format!("machine `{m}` is not a machine preset")))?,
         ),
     };
-    if item
-        .queue
-        .as_ref()
-        .is_some_and(|q| q.is_empty() || q.len() > 128)
-    {
-        return Err(at("queue: 1–128 characters"));
-    }
-    if let Some(m) = &item.metadata
-        && !matches!(serde_json::from_str(m), Ok(serde_json::Value::Object(_)))
-    {
-        return Err(at("metadata must be a JSON object"));
-    }
-    if item.max_attempts == Some(0) {
-        return Err(at("maxAttempts must be at least 1"));
-    }
     let ms = |v: u64| std::time::Duration::from_millis(v);
     Ok(TriggerItem {
         task_id: item.task_id,
