@@ -1,3 +1,4 @@
+/// <reference path="./wit/task.d.ts" />
 /**
  * `@kiln-run/sdk`: write kiln tasks in TypeScript or JavaScript with Trigger.dev v4's authoring
  * API. Declare tasks with `task`, `schemaTask` or `schedules.task` in one file (or files it

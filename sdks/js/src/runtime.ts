@@ -1,3 +1,4 @@
+/// <reference path="./wit/task.d.ts" />
 /**
  * The component's exports, `definitions()` and `run()` of the `kiln:task/task` world, over the
  * tasks the user's file declared. `kiln-build` makes the component's entry import the user's file

@@ -2,11 +2,12 @@
 
 They exist only inside a built component; importing `kiln_sdk` anywhere else (a type checker, the
 build command, your unit tests) must still work, so every module reaches the host through
-`imports()` when it is called, never at import time.
+`module()` when it is called, never at import time.
 """
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 from typing import Any
 
@@ -15,16 +16,16 @@ class NotInAComponentError(RuntimeError):
     """A host call made outside a kiln component (e.g. in plain CPython)."""
 
 
-def imports() -> ModuleType:
-    """`wit_world.imports`, or `NotInAComponentError` outside a component."""
+def module(name: str) -> ModuleType:
+    """The bindings of one imported interface (`wit_world.imports.<name>`, e.g. `wait`), or
+    `NotInAComponentError` outside a component."""
     try:
-        from wit_world import imports as host  # type: ignore[import-not-found]
+        return importlib.import_module(f"wit_world.imports.{name}")
     except ImportError as e:
         raise NotInAComponentError(
             "kiln host calls work only inside a kiln component: build it with "
             "`python -m kiln_sdk build app.py -o app.wasm` and deploy it"
         ) from e
-    return host
 
 
 def err_value(error: BaseException) -> Any:

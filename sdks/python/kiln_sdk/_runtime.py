@@ -9,6 +9,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# Only the component imports this module, and it does so when the component is built: importing
+# the bindings here puts them in the build's snapshot instead of loading them on every run.
+import wit_world.imports.kiln_task_types  # type: ignore[import-not-found]  # noqa: F401
+import wit_world.imports.log  # type: ignore[import-not-found]  # noqa: F401
+import wit_world.imports.metadata  # type: ignore[import-not-found]  # noqa: F401
+import wit_world.imports.outgoing_handler  # type: ignore[import-not-found]  # noqa: F401
+import wit_world.imports.tasks  # type: ignore[import-not-found]  # noqa: F401
+import wit_world.imports.wait  # type: ignore[import-not-found]  # noqa: F401
+import wit_world.imports.wasi_http_types  # type: ignore[import-not-found]  # noqa: F401
+from componentize_py_types import Err  # type: ignore[import-not-found]
+
+from . import http  # noqa: F401  (also in the snapshot)
 from ._json import convert, dumps
 from .context import Context
 from .errors import _NamedError, task_error
@@ -38,8 +50,6 @@ class WitWorld:
         return [t.definition() for t in REGISTRY.values()]
 
     def run(self, task_id: str, payload: str, ctx: Any) -> str:
-        from componentize_py_types import Err  # type: ignore[import-not-found]
-
         try:
             return _attempt(task_id, payload, ctx)
         except Exception as e:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any, Generic, Mapping, Optional, Sequence, TypeVar, Union
 
 from ._duration import Duration, delay_ms, duration_ms
-from ._host import err_value, imports, is_err
+from ._host import err_value, is_err, module
 from ._json import convert, dumps
 from .errors import SubtaskUnwrapError, TaskRunError, TriggerError
 
@@ -104,7 +104,7 @@ def _options(options: Optional[TriggerOptions], kwargs: Mapping[str, Any]) -> Tr
 
 
 def _wit_item(task_id: str, payload: Any, o: TriggerOptions) -> Any:
-    tasks = imports().tasks
+    tasks = module("tasks")
     return tasks.TriggerItem(
         task_id=task_id,
         payload=dumps(payload),
@@ -136,7 +136,7 @@ def _items(task: Any, items: Sequence[Any]) -> list[tuple[str, Any, TriggerOptio
 
 def _trigger(items: list[tuple[str, Any, TriggerOptions]]) -> list[RunHandle]:
     try:
-        runs = imports().tasks.batch_trigger([_wit_item(*i) for i in items])
+        runs = module("tasks").batch_trigger([_wit_item(*i) for i in items])
     except Exception as e:
         if is_err(e):
             raise TriggerError(str(err_value(e))) from None
@@ -146,7 +146,7 @@ def _trigger(items: list[tuple[str, Any, TriggerOptions]]) -> list[RunHandle]:
 
 def _trigger_and_wait(items: list[tuple[str, Any, TriggerOptions]], output_type: Any) -> list[TaskRunResult[Any]]:
     try:
-        outcomes = imports().tasks.batch_trigger_and_wait([_wit_item(*i) for i in items])
+        outcomes = module("tasks").batch_trigger_and_wait([_wit_item(*i) for i in items])
     except Exception as e:
         if is_err(e):
             raise TriggerError(str(err_value(e))) from None

@@ -63,9 +63,9 @@ class _NamedError(Exception):
 
 def task_error(error: BaseException):  # -> kiln_task_types.TaskError
     """The WIT `task-error` of an exception raised by a task."""
-    from ._host import imports
+    from ._host import module
 
-    types = imports().kiln_task_types
+    types = module("kiln_task_types")
     if isinstance(error, _NamedError):
         name, message, abort = error.name, str(error), error.abort
     else:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Union
 from urllib.parse import urlsplit
 
-from ._host import err_value, imports, is_err
+from ._host import err_value, is_err, module
 
 #: Most bytes written to the request body stream per call (wasi:io's write limit is 4096).
 _WRITE_CHUNK = 4096
@@ -74,8 +74,7 @@ def request(
     json: Any = None,
 ) -> Response:
     """Sends a request and reads the whole response."""
-    host = imports()
-    h = host.wasi_http_types
+    h = module("wasi_http_types")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise HttpError("HttpRequestUriInvalid", f"{url!r} is not an http(s) URL")
@@ -99,7 +98,7 @@ def request(
     h.OutgoingBody.finish(outgoing, None)
 
     try:
-        future = host.outgoing_handler.handle(request, None)
+        future = module("outgoing_handler").handle(request, None)
     except Exception as e:
         if is_err(e):
             raise _error(e) from None

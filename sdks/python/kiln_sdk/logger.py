@@ -27,9 +27,9 @@ def _attributes(attributes: Optional[Mapping[str, Any]]) -> Optional[str]:
 
 
 def _write(level: str, message: str, attributes: Optional[Mapping[str, Any]], extra: Mapping[str, Any]) -> None:
-    from ._host import imports
+    from ._host import module
 
-    log = imports().log
+    log = module("log")
     merged = {**(attributes or {}), **extra}
     log.log(getattr(log.Level, level), str(message), _attributes(merged))
 

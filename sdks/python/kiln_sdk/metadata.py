@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping
 
-from ._host import err_value, imports, is_err
+from ._host import err_value, is_err, module
 from ._json import dumps
 from .errors import MetadataError
 
@@ -22,7 +22,7 @@ class MetadataUpdater:
         self._target = target
 
     def _apply(self, op: str, value: Any) -> "MetadataUpdater":
-        m = imports().metadata
+        m = module("metadata")
         operation = getattr(m, f"Operation_{op}")(value)
         try:
             m.update(getattr(m.Target, self._target), [operation])
@@ -34,7 +34,7 @@ class MetadataUpdater:
 
     def current(self) -> dict[str, Any]:
         """The whole object, `{}` when there is none."""
-        m = imports().metadata
+        m = module("metadata")
         return json.loads(m.get(getattr(m.Target, self._target)))
 
     def get(self, key: str, default: Any = None) -> Any:

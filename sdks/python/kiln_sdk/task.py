@@ -119,9 +119,9 @@ class Task(Generic[P, O]):
 
     def definition(self) -> Any:
         """The WIT `task-definition` (inside a component only)."""
-        from ._host import imports
+        from ._host import module
 
-        t = imports().kiln_task_types
+        t = module("kiln_task_types")
         r, q, s = self.retry, self.queue, self.schedule
         return t.TaskDefinition(
             id=self.id,

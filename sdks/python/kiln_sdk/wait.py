@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Generic, Optional, Sequence, TypeVar, Union
 
 from ._duration import Duration, delay_ms, duration_ms, epoch_ms
-from ._host import err_value, imports, is_err
+from ._host import err_value, is_err, module
 from ._json import convert
 from .errors import TokenError, WaitpointTimeoutError
 
@@ -38,7 +38,7 @@ def for_(
     ms += round((seconds + 60 * minutes + 3600 * hours + 86_400 * days + 604_800 * weeks) * 1000)
     if ms < 0:
         raise ValueError("wait.for_: the duration must not be negative")
-    imports().wait.for_duration(ms)
+    module("wait").for_duration(ms)
 
 
 #: `wait.for_duration(timedelta(hours=1))`, the same as `wait.for_`.
@@ -50,7 +50,7 @@ def until(at: datetime, *, raise_if_in_the_past: bool = False) -> None:
     ms = epoch_ms(at)
     if raise_if_in_the_past and ms < time.time() * 1000:
         raise ValueError(f"wait.until: {at.isoformat()} is in the past")
-    imports().wait.until(ms)
+    module("wait").until(ms)
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ def create_token(
 ) -> WaitToken:
     """Makes a wait token (made once: a replay gets the same one). `timeout`: a duration
     (`"1h"`, seconds, a `timedelta`) or a `datetime`; default never."""
-    wait = imports().wait
+    wait = module("wait")
     options = wait.TokenOptions(
         timeout_ms=None if timeout is None else delay_ms(timeout, "timeout", round(time.time() * 1000)),
         idempotency_key=idempotency_key,
@@ -121,7 +121,7 @@ def for_token(token: Union[str, WaitToken], output_type: Any = Any) -> TokenResu
     an unknown token raises `TokenError`."""
     token_id = token if isinstance(token, str) else token.id
     try:
-        data = imports().wait.for_token(token_id)
+        data = module("wait").for_token(token_id)
     except Exception as e:
         if is_err(e):
             error = _token_error(e)
