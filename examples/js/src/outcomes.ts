@@ -1,6 +1,6 @@
 // How a run can end, and what a task can tell the host on the way: retried errors, aborts,
 // child runs with typed results, metadata, and a schedule.
-import { AbortTaskRunError, logger, metadata, schedules, task, tasks } from "@kiln-run/sdk";
+import { AbortTaskRunError, logger, metadata, schedules, schemaTask, task, tasks } from "@kiln-run/sdk";
 import type { hello } from "./hello.js";
 
 export const flaky = task({
@@ -83,4 +83,19 @@ export const nightly = schedules.task({
   run: async (payload) => {
     return { type: payload.type, at: payload.timestamp.toISOString() };
   },
+});
+
+// A payload checked before `run`: anything with `parse` works (a zod schema, for instance).
+export const charge = schemaTask({
+  id: "charge",
+  description: "Charges an amount in cents, after checking the payload",
+  schema: (value: unknown) => {
+    const p = value as { cents?: unknown };
+    if (typeof p?.cents !== "number" || !Number.isInteger(p.cents) || p.cents <= 0) {
+      throw new Error("cents must be a positive integer");
+    }
+    return { cents: p.cents };
+  },
+  onStart: ({ payload }) => logger.debug("charging", { cents: payload.cents }),
+  run: async ({ cents }) => logger.trace("charge", async () => ({ charged: cents })),
 });
