@@ -12,7 +12,7 @@ use crate::support::TestHost;
 
 /// A payload that does not fit the handler's dataclass fails the run once, as an abort.
 async fn a_payload_that_does_not_fit_the_dataclass_aborts_the_run(host: &TestHost) {
-    let id = host.trigger("hello", json!({ "nmae": "Ada" })).await;
+    let id = host.trigger("hello", json!({ "name": 42 })).await;
     let run = host.wait_final(&id).await;
     assert_eq!(run["status"], "FAILED", "{run:#}");
     assert_eq!(run["attemptCount"], 1, "{run:#}");
@@ -20,7 +20,7 @@ async fn a_payload_that_does_not_fit_the_dataclass_aborts_the_run(host: &TestHos
     assert!(
         run["error"]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("nmae")),
+            .is_some_and(|m| m.contains("expected str")),
         "{run:#}"
     );
 }

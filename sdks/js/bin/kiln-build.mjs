@@ -9,7 +9,7 @@
 // pinned with this package (see package-lock.json); nothing is downloaded at build time. It never
 // writes anywhere but the output file and a temporary directory it removes.
 
-import { mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -118,7 +118,7 @@ async function main() {
     }).catch((e) => fail(`componentize-js failed: ${e && e.message ? e.message : e}`));
     mkdirSync(dirname(output), { recursive: true });
     writeFileSync(output, component);
-    if (args.keepBundle) writeFileSync(output.replace(/\.wasm$/, "") + ".js", await import("node:fs").then((fs) => fs.readFileSync(bundle)));
+    if (args.keepBundle) copyFileSync(bundle, output.replace(/\.wasm$/, "") + ".js");
     const mib = (component.length / (1024 * 1024)).toFixed(1);
     console.log(`kiln-build: wrote ${output} (${mib} MiB) in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   } finally {

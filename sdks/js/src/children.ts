@@ -114,7 +114,7 @@ export function witOptions(options: TriggerOptions | undefined): WitTriggerOptio
   return {
     idempotencyKey: Array.isArray(o.idempotencyKey) ? o.idempotencyKey.join("-") : o.idempotencyKey,
     tags: o.tags === undefined ? [] : typeof o.tags === "string" ? [o.tags] : [...o.tags],
-    delayMs: o.delay === undefined ? undefined : u64(delayMs(o.delay, "delay", Date.now())),
+    delayMs: o.delay === undefined ? undefined : u64(delayMs(o.delay, "delay")),
     ttlMs: o.ttl === undefined ? undefined : u64(durationMs(o.ttl, "ttl")),
     queue: o.queue,
     concurrencyKey: o.concurrencyKey,

@@ -47,12 +47,15 @@ export function durationMs(value: Duration, what: string): number {
   throw new Error(`${what} must be a duration string like "1h" or a number of seconds`);
 }
 
-/** Milliseconds from now until `value` (a `Date`), or of a duration (string or seconds). */
-export function delayMs(value: Duration | Date, what: string, nowMs: number): number {
+/**
+ * Milliseconds from now until `value` (a `Date`), or of a duration (string or seconds). The clock
+ * is read only for a `Date`: each reading is a journal entry of the run.
+ */
+export function delayMs(value: Duration | Date, what: string): number {
   if (value instanceof Date) {
     const at = value.getTime();
     if (Number.isNaN(at)) throw new Error(`${what} is an invalid Date`);
-    return Math.max(0, at - nowMs);
+    return Math.max(0, at - Date.now());
   }
   return durationMs(value, what);
 }

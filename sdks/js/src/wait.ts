@@ -115,7 +115,7 @@ export const wait = {
   /** Makes a wait token. Made once: a replay of the run gets the same token. */
   async createToken(options: CreateTokenOptions = {}): Promise<WaitpointToken> {
     const timeoutMs =
-      options.timeout === undefined ? undefined : delayMs(options.timeout, "timeout", Date.now());
+      options.timeout === undefined ? undefined : delayMs(options.timeout, "timeout");
     let token;
     try {
       token = hostCreateToken({

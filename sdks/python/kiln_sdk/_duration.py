@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Union
 
@@ -53,8 +54,9 @@ def epoch_ms(at: datetime) -> int:
     return max(0, round(at.timestamp() * 1000))
 
 
-def delay_ms(value: Union[Duration, datetime], what: str, now_ms: int) -> int:
-    """Milliseconds from now until a datetime, or of a duration."""
+def delay_ms(value: Union[Duration, datetime], what: str) -> int:
+    """Milliseconds from now until a datetime, or of a duration. The clock is read only for a
+    datetime: each reading is a journal entry of the run."""
     if isinstance(value, datetime):
-        return max(0, epoch_ms(value) - now_ms)
+        return max(0, epoch_ms(value) - round(time.time() * 1000))
     return duration_ms(value, what)

@@ -61,15 +61,14 @@ def convert(value: Any, tp: Any) -> Any:
         if not isinstance(value, dict):
             raise TypeError(f"expected an object for {tp.__name__}, got {type(value).__name__}")
         hints = typing.get_type_hints(tp)
-        fields = {f.name: f for f in dataclasses.fields(tp)}
-        unknown = set(value) - set(fields)
-        if unknown:
-            raise ValueError(f"{tp.__name__} has no field {', '.join(sorted(unknown))}")
-        kwargs = {k: convert(v, hints.get(k, Any)) for k, v in value.items()}
+        fields = {f.name for f in dataclasses.fields(tp) if f.init}
+        # Keys the dataclass does not declare are ignored, as serde does in the Rust SDK: a
+        # payload may carry more than a task reads (the host's schedule payload may grow).
+        kwargs = {k: convert(v, hints.get(k, Any)) for k, v in value.items() if k in fields}
         try:
             return tp(**kwargs)
         except TypeError as e:
-            raise ValueError(f"{tp.__name__}: {e}") from e
+            raise ValueError(f"{tp.__name__}: {e}") from e  # a required field is missing
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(tp, type) and tp in (str, int, float, bool):

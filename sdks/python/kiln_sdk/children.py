@@ -10,7 +10,6 @@ trigger the host refuses raises `TriggerError`.
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Generic, Mapping, Optional, Sequence, TypeVar, Union
@@ -111,7 +110,7 @@ def _wit_item(task_id: str, payload: Any, o: TriggerOptions) -> Any:
         options=tasks.TriggerOptions(
             idempotency_key=o.idempotency_key,
             tags=[o.tags] if isinstance(o.tags, str) else list(o.tags),
-            delay_ms=None if o.delay is None else delay_ms(o.delay, "delay", round(time.time() * 1000)),
+            delay_ms=None if o.delay is None else delay_ms(o.delay, "delay"),
             ttl_ms=None if o.ttl is None else duration_ms(o.ttl, "ttl"),
             queue=o.queue,
             concurrency_key=o.concurrency_key,

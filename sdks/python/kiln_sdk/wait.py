@@ -99,7 +99,7 @@ def create_token(
     (`"1h"`, seconds, a `timedelta`) or a `datetime`; default never."""
     wait = module("wait")
     options = wait.TokenOptions(
-        timeout_ms=None if timeout is None else delay_ms(timeout, "timeout", round(time.time() * 1000)),
+        timeout_ms=None if timeout is None else delay_ms(timeout, "timeout"),
         idempotency_key=idempotency_key,
         idempotency_key_ttl_ms=None
         if idempotency_key_ttl is None
