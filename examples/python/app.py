@@ -3,4 +3,4 @@
 Build it into one component with ``python -m kiln_sdk build app.py -o dist/app.wasm``.
 """
 
-from tasks import approval, fanout, hello, http_call, outcomes, waits  # noqa: F401
+from tasks import approval, env, fanout, hello, http_call, outcomes, waits  # noqa: F401

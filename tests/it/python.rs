@@ -51,6 +51,7 @@ async fn python_tasks_built_with_the_sdk_run_with_trigger_dev_semantics() {
         s::metadata_changes_apply_in_order_to_the_run(&host),
         s::a_fan_out_waits_for_every_child_in_order(&host),
         s::http_reaches_an_allowed_host_and_is_refused_elsewhere(&host),
+        s::environment_variables_reach_the_task(&host),
         a_payload_that_does_not_fit_the_dataclass_aborts_the_run(&host),
     );
     eprintln!(

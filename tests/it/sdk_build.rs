@@ -58,7 +58,7 @@ fn read(path: &Path) -> Vec<u8> {
 pub fn assert_wit_copies_match() {
     let wit = read(&repo().join("wit/task.wit"));
     for copy in [
-        "sdks/js/wit/task.wit",
+        "sdks/js/wit/deps/task.wit",
         "sdks/python/kiln_sdk/wit/deps/task.wit",
     ] {
         assert!(

@@ -10,6 +10,7 @@ use axum::Router;
 use axum::routing::get;
 use reqwest::Method;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 
 use crate::support::{Options, TestHost};
 
@@ -54,6 +55,7 @@ pub fn definitions_are_deployed(tasks: &Value) {
         "progress",
         "parent",
         "nightly",
+        "env-greeting",
     ] {
         assert!(tasks.get(id).is_some(), "task {id} is deployed: {tasks:#}");
     }
@@ -220,6 +222,14 @@ pub async fn child_runs_give_the_parent_their_outputs_and_errors(host: &TestHost
             .is_some_and(|e| e.starts_with("SubtaskUnwrapError") && e.contains("card declined")),
         "{run:#}"
     );
+    // `idempotencyKeys.create("unwrap")` is Trigger.dev's run-scoped key: SHA-256 of the key and
+    // the run id joined with `-`, the same on every replay of the parent.
+    let scoped = format!("unwrap-{}", run["id"].as_str().unwrap());
+    let expected_key: String = Sha256::digest(scoped.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(out["unwrapKey"], expected_key.as_str(), "{run:#}");
     // Its `progress` child changed the parent's and the root's metadata.
     let expected = json!({ "childrenDone": 1, "touchedByChild": true });
     assert_eq!(out["metadata"], expected, "{run:#}");
@@ -299,5 +309,21 @@ pub async fn http_reaches_an_allowed_host_and_is_refused_elsewhere(host: &TestHo
             .iter()
             .any(|l| l["message"].as_str().is_some_and(|m| m.contains("denied"))),
         "the run's log says the request was denied: {lines:#?}"
+    );
+}
+
+pub async fn environment_variables_reach_the_task(host: &TestHost) {
+    let (status, body) = host
+        .post(
+            "/api/v1/projects/default/envvars/dev",
+            json!({ "name": "GREETING", "value": "hi from the environment" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = completed(host, "env-greeting", json!({})).await;
+    assert_eq!(
+        run["output"],
+        json!({ "greeting": "hi from the environment", "viaImport": "hi from the environment" }),
+        "{run:#}"
     );
 }

@@ -1,6 +1,6 @@
 // How a run can end, and what a task can tell the host on the way: retried errors, aborts,
 // child runs with typed results, metadata, and a schedule.
-import { AbortTaskRunError, logger, metadata, schedules, schemaTask, task, tasks } from "@kiln-run/sdk";
+import { AbortTaskRunError, idempotencyKeys, logger, metadata, schedules, schemaTask, task, tasks } from "@kiln-run/sdk";
 import type { hello } from "./hello.js";
 
 export const flaky = task({
@@ -60,8 +60,12 @@ export const parent = task({
     const failed = await alwaysFails.triggerAndWait(undefined, { maxAttempts: 1 });
     const child = await progress.triggerAndWait(undefined);
     let unwrapError: string | null = null;
+    let unwrapKey: string | null = null;
     try {
-      await alwaysFails.triggerAndWait(undefined, { maxAttempts: 1, idempotencyKey: "unwrap" }).unwrap();
+      // A key scoped to this run: a retry of the parent would find this child again.
+      const idempotencyKey = await idempotencyKeys.create("unwrap");
+      unwrapKey = idempotencyKey;
+      await alwaysFails.triggerAndWait(undefined, { maxAttempts: 1, idempotencyKey }).unwrap();
     } catch (e) {
       unwrapError = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
     }
@@ -71,6 +75,7 @@ export const parent = task({
       failed: failed.ok ? null : { name: failed.error.name, message: failed.error.message },
       childSteps: child.ok ? child.output.steps : null,
       unwrapError,
+      unwrapKey,
       metadata: metadata.current(),
     };
   },

@@ -7,6 +7,7 @@ from kiln_sdk import (
     Retry,
     ScheduledPayload,
     SubtaskUnwrapError,
+    idempotency_keys,
     logger,
     metadata,
     schedules,
@@ -57,8 +58,11 @@ def parent(payload: dict) -> dict:
     failed = always_fails.trigger_and_wait(None, max_attempts=1)
     child = progress.trigger_and_wait(None)
     unwrap_error = None
+    key = None
     try:
-        always_fails.trigger_and_wait(None, max_attempts=1, idempotency_key="unwrap").unwrap()
+        # A key scoped to this run: a retry of the parent would find this child again.
+        key = idempotency_keys.create("unwrap")
+        always_fails.trigger_and_wait(None, max_attempts=1, idempotency_key=key).unwrap()
     except SubtaskUnwrapError as e:
         unwrap_error = f"{type(e).__name__}: {e}"
     logger.info("children ended", greeting=greeting.ok, failed=failed.ok)
@@ -67,6 +71,7 @@ def parent(payload: dict) -> dict:
         "failed": None if failed.ok else {"name": failed.error.name, "message": failed.error.message},
         "childSteps": child.output["steps"] if child.ok else None,
         "unwrapError": unwrap_error,
+        "unwrapKey": key,
         "metadata": metadata.current(),
     }
 

@@ -5,7 +5,8 @@
 //
 // It bundles the file and everything it imports with esbuild (the component's entry imports the
 // file, so its `task(...)` declarations register, and re-exports the SDK's `definitions` and `run`),
-// then makes a component of the `kiln:task/task` world with componentize-js. Both tools come
+// then makes a component of the SDK's world (`kiln:task/task` plus `wasi:cli/environment`) with
+// componentize-js. Both tools come
 // pinned with this package (see package-lock.json); nothing is downloaded at build time. It never
 // writes anywhere but the output file and a temporary directory it removes.
 
@@ -15,7 +16,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const SDK_DIR = resolve(dirname(fileURLToPath(import.meta.url)), "..");
-const WIT = join(SDK_DIR, "wit", "task.wit");
+const WIT = join(SDK_DIR, "wit");
 const RUNTIME = join(SDK_DIR, "src", "runtime.ts");
 
 const USAGE = `usage: kiln-build <tasks.ts|tasks.js> [-o out.wasm] [--keep-bundle]
@@ -114,7 +115,7 @@ async function main() {
     const { component } = await componentize({
       sourcePath: bundle,
       witPath: WIT,
-      worldName: "task",
+      worldName: "task-js",
     }).catch((e) => fail(`componentize-js failed: ${e && e.message ? e.message : e}`));
     mkdirSync(dirname(output), { recursive: true });
     writeFileSync(output, component);

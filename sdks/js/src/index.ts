@@ -1,4 +1,4 @@
-/// <reference path="./wit/task.d.ts" />
+/// <reference path="./wit/task-js.d.ts" />
 /**
  * `@kiln-run/sdk`: write kiln tasks in TypeScript or JavaScript with Trigger.dev v4's authoring
  * API. Declare tasks with `task`, `schemaTask` or `schedules.task` in one file (or files it
@@ -20,6 +20,7 @@ import {
 } from "./children.js";
 import type { AnyTask, TaskIdentifier, TaskOutput, TaskPayload } from "./task.js";
 
+export { env } from "./env.js";
 export { AbortTaskRunError, SubtaskUnwrapError, WaitpointTimeoutError } from "./errors.js";
 export { batch } from "./children.js";
 export type {
@@ -34,6 +35,8 @@ export type {
   TriggerOptions,
 } from "./children.js";
 export type { Context } from "./context.js";
+export { idempotencyKeys } from "./idempotency.js";
+export type { CreateIdempotencyKeyOptions, IdempotencyKey } from "./idempotency.js";
 export { logger } from "./logger.js";
 export type { LogAttributes, Logger, Span } from "./logger.js";
 export { metadata } from "./metadata.js";

@@ -1,4 +1,4 @@
-/// <reference path="./wit/task.d.ts" />
+/// <reference path="./wit/task-js.d.ts" />
 /**
  * The component's exports, `definitions()` and `run()` of the `kiln:task/task` world, over the
  * tasks the user's file declared. `kiln-build` makes the component's entry import the user's file
@@ -8,6 +8,8 @@
 
 import type { RunContext, TaskDefinition } from "kiln:task/types@0.1.0";
 import { context } from "./context.js";
+import { setCurrentContext } from "./current.js";
+import { loadEnvironment } from "./env.js";
 import { NamedTaskError, taskError } from "./errors.js";
 import { registry } from "./task.js";
 
@@ -49,8 +51,10 @@ async function attempt(taskId: string, payloadJson: string, raw: RunContext): Pr
   if (task === undefined) {
     throw new NamedTaskError("TaskNotFound", `this component has no task "${taskId}"`, true);
   }
+  loadEnvironment();
   const payload = payloadOf(payloadJson, task.parse);
   const ctx = context(raw);
+  setCurrentContext(ctx);
   const { options } = task;
   await options.onStart?.({ payload, ctx });
   let output: unknown;

@@ -38,6 +38,7 @@ from .errors import (
     TriggerError,
     WaitpointTimeoutError,
 )
+from .idempotency import idempotency_keys
 from .logger import logger
 from .metadata import metadata
 from .task import Queue, Retry, Schedule, ScheduledPayload, Task, schedules, task
@@ -68,6 +69,7 @@ __all__ = [
     "batch_trigger_by_task",
     "batch_trigger_by_task_and_wait",
     "http",
+    "idempotency_keys",
     "logger",
     "metadata",
     "schedules",

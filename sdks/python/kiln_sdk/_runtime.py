@@ -22,7 +22,7 @@ from componentize_py_types import Err  # type: ignore[import-not-found]
 
 from . import http  # noqa: F401  (also in the snapshot)
 from ._json import convert, dumps
-from .context import Context
+from .context import Context, _set_current
 from .errors import _NamedError, task_error
 from .task import REGISTRY
 
@@ -36,6 +36,7 @@ def _attempt(task_id: str, payload_json: str, raw_ctx: Any) -> str:
     except (TypeError, ValueError) as e:
         raise _NamedError("TaskPayloadParsedError", str(e), abort=True) from e
     ctx = Context.from_host(raw_ctx)
+    _set_current(ctx)
     output = t.fn(payload, ctx) if t.takes_ctx else t.fn(payload)
     try:
         return dumps(output)

@@ -49,3 +49,16 @@ class Context:
             root_run_id=raw.root_run_id,
             created_at_ms=raw.created_at_ms,
         )
+
+
+_current: Optional[Context] = None
+
+
+def current() -> Optional[Context]:
+    """The context of the attempt being run; None outside one (at build time)."""
+    return _current
+
+
+def _set_current(ctx: Optional[Context]) -> None:
+    global _current
+    _current = ctx

@@ -3,7 +3,8 @@
 /// <reference path="./interfaces/kiln-task-tasks.d.ts" />
 /// <reference path="./interfaces/kiln-task-types.d.ts" />
 /// <reference path="./interfaces/kiln-task-wait.d.ts" />
-declare module 'kiln:task/task@0.1.0' {
+/// <reference path="./interfaces/wasi-cli-environment.d.ts" />
+declare module 'kiln:js/task-js@0.1.0' {
   export type Json = import('kiln:task/types@0.1.0').Json;
   export type RunContext = import('kiln:task/types@0.1.0').RunContext;
   export type TaskError = import('kiln:task/types@0.1.0').TaskError;
@@ -13,6 +14,7 @@ declare module 'kiln:task/task@0.1.0' {
   export type * as KilnTaskTasks010 from 'kiln:task/tasks@0.1.0'; // import kiln:task/tasks@0.1.0
   export type * as KilnTaskTypes010 from 'kiln:task/types@0.1.0'; // import kiln:task/types@0.1.0
   export type * as KilnTaskWait010 from 'kiln:task/wait@0.1.0'; // import kiln:task/wait@0.1.0
+  export type * as WasiCliEnvironment0212 from 'wasi:cli/environment@0.2.12'; // import wasi:cli/environment@0.2.12
   /**
   * The tasks this component offers; called once when the component is deployed.
   */
