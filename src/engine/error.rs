@@ -33,8 +33,15 @@ pub enum EngineError {
         field: &'static str,
         message: String,
     },
-    #[error("the payload is {size} bytes; the limit is {limit} bytes")]
-    PayloadTooLarge { size: usize, limit: usize },
+    #[error(
+        "the payload is {}; the limit is {limit} bytes: store large data elsewhere and pass a reference",
+        size.map_or("larger than that".to_owned(), |s| format!("{s} bytes"))
+    )]
+    PayloadTooLarge {
+        /// Its size, when the body was read whole.
+        size: Option<usize>,
+        limit: usize,
+    },
     #[error("the run changed concurrently too many times; try again")]
     Contended,
     #[error("queue `{0}` not found")]

@@ -6,6 +6,15 @@ use super::*;
 /// How many times a compare-and-set is retried against concurrent changes before giving up.
 pub(super) const CAS_RETRIES: usize = 8;
 
+/// Metadata operations for a run, its parent and its root (the metadata endpoint's
+/// `operations`, `parentOperations` and `rootOperations`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataChanges {
+    pub current: Vec<MetadataOp>,
+    pub parent: Vec<MetadataOp>,
+    pub root: Vec<MetadataOp>,
+}
+
 /// The result of a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -24,6 +33,7 @@ impl Engine {
             options: TriggerOptions {
                 tags: run.tags,
                 machine: Some(run.machine),
+                metadata: run.metadata,
                 ..TriggerOptions::default()
             },
         };
@@ -77,14 +87,31 @@ impl Engine {
         &self,
         env: &Environment,
         run_id: &str,
-        ops: Vec<MetadataOp>,
+        changes: MetadataChanges,
     ) -> Result<String, EngineError> {
         let run = self.find(env, run_id).await?;
-        let result = self
-            .store
-            .change_metadata(&env.id, &run.id, self.now(), ops, None)
-            .await?;
-        Ok(result?)
+        // A run without a parent is its own parent and root (Trigger.dev's rule).
+        let parent = run.parent_run_id.clone().unwrap_or_else(|| run.id.clone());
+        let root = run.root_run_id.clone().unwrap_or_else(|| run.id.clone());
+        let mut current = None;
+        for (id, ops) in [
+            (&run.id, changes.current),
+            (&parent, changes.parent),
+            (&root, changes.root),
+        ] {
+            if ops.is_empty() && id != &run.id {
+                continue;
+            }
+            let now = self.now();
+            let after = self
+                .store
+                .change_metadata(&env.id, id, now, ops, None)
+                .await??;
+            if id == &run.id {
+                current = Some(after);
+            }
+        }
+        Ok(current.unwrap_or_else(|| "{}".to_owned()))
     }
 
     /// Forgets an idempotency key so the next trigger with it makes a new run.

@@ -28,7 +28,8 @@ pub enum FailureKind {
     Stalled,
     /// kiln itself failed (database error, bug).
     System,
-    /// On replay after a checkpoint the guest made other host calls than it had recorded.
+    /// On replay after a checkpoint the guest made other host calls than it had recorded: the
+    /// attempt fails, and a retry starts fresh (without the journal).
     Nondeterministic,
 }
 
@@ -55,6 +56,7 @@ impl FailureKind {
                 | FailureKind::Crashed
                 | FailureKind::InvalidOutput
                 | FailureKind::Stalled
+                | FailureKind::Nondeterministic
         )
     }
 
@@ -63,11 +65,11 @@ impl FailureKind {
             FailureKind::User
             | FailureKind::Abort
             | FailureKind::InvalidOutput
-            | FailureKind::Stalled => RunStatus::Failed,
-            FailureKind::Crashed
-            | FailureKind::OutOfMemory
-            | FailureKind::FuelExhausted
-            | FailureKind::Nondeterministic => RunStatus::Crashed,
+            | FailureKind::Stalled
+            | FailureKind::Nondeterministic => RunStatus::Failed,
+            FailureKind::Crashed | FailureKind::OutOfMemory | FailureKind::FuelExhausted => {
+                RunStatus::Crashed
+            }
             FailureKind::MaxDuration => RunStatus::TimedOut,
             FailureKind::System => RunStatus::SystemFailure,
         }

@@ -256,7 +256,7 @@ impl Engine {
         }
         if let Some(item) = items.iter().find(|i| i.payload.len() > max_payload) {
             return Err(EngineError::PayloadTooLarge {
-                size: item.payload.len(),
+                size: Some(item.payload.len()),
                 limit: max_payload,
             });
         }

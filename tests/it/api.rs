@@ -539,3 +539,64 @@ async fn every_route_under_random_input_answers_below_500_and_keeps_tenants_apar
     let after = host.trigger("echo", json!("after")).await;
     assert_eq!(host.wait_final(&after).await["status"], "COMPLETED");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_just_over_the_limit_is_refused_naming_the_payload_and_its_limit() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    // Past the router's body limit (the payload's plus 64 KiB), so the body is never read whole.
+    let payload = "x".repeat((3 << 20) + (100 << 10));
+    let (status, body) = host
+        .post("/api/v1/tasks/echo/trigger", json!({ "payload": payload }))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("payload") && message.contains("3145728"),
+        "names the payload and the limit: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_operations_reach_the_parent_and_the_root_and_a_replay_keeps_the_metadata() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let parent = host
+        .trigger_with(
+            "parent",
+            json!({ "items": [["echo", 1]], "wait": false }),
+            json!({ "metadata": { "from": "trigger" } }),
+        )
+        .await;
+    let run = host.wait_final(&parent).await;
+    let child = run["output"][0].as_str().unwrap().to_owned();
+    let (status, body) = host
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/runs/{child}/metadata"),
+            Some(json!({
+                "operations": [{ "type": "set", "key": "mine", "value": 1 }],
+                "parentOperations": [{ "type": "increment", "key": "children", "value": 1 }],
+                "rootOperations": [{ "type": "append", "key": "log", "value": "child" }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"], json!({ "mine": 1 }), "the child's own");
+    let (_, parent_metadata) = host.get(&format!("/api/v1/runs/{parent}/metadata")).await;
+    // The parent is also the root here.
+    assert_eq!(
+        parent_metadata["metadata"],
+        json!({ "from": "trigger", "children": 1, "log": ["child"] })
+    );
+    // A replay is a new run with the same payload, tags and metadata.
+    let (status, replayed) = host
+        .post(&format!("/api/v1/runs/{parent}/replay"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    let replayed = host.run(replayed["id"].as_str().unwrap()).await;
+    assert_eq!(
+        replayed["metadata"],
+        json!({ "from": "trigger", "children": 1, "log": ["child"] })
+    );
+}
