@@ -57,6 +57,13 @@ impl Store {
         }
     }
 
+    /// Read connections open now: bounded, however many requests read at once.
+    pub fn read_connections(&self) -> usize {
+        match &self.backend {
+            Backend::Sqlite(s) => s.read_connections(),
+        }
+    }
+
     /// The durability every commit has, as benchmarks print it.
     pub fn durability(&self) -> &'static str {
         match &self.backend {

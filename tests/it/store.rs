@@ -340,3 +340,26 @@ async fn an_effect_of_another_environments_run_stores_nothing() {
         .expect("a valid change");
     assert_eq!(store.logs(&dev.id, &run.id, 0, 10).await.unwrap().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_reads_at_once_share_a_bounded_set_of_connections() {
+    let (_dir, store, dev, _other) = two_environments().await;
+    let runs: Vec<NewRun> = (0..500)
+        .map(|_| new_run(&dev, "a", RunStatus::Queued))
+        .collect();
+    store.insert_runs(runs, None).await.expect("insert");
+    let reads = (0..400).map(|_| {
+        let (store, env) = (store.clone(), dev.id.clone());
+        tokio::spawn(async move {
+            store
+                .list_runs(&env, kiln::store::RunFilter::default(), 100, None, None)
+                .await
+                .map(|page| page.runs.len())
+        })
+    });
+    for read in futures_util::future::join_all(reads).await {
+        assert_eq!(read.expect("the read task").expect("the read"), 100);
+    }
+    let open = store.read_connections();
+    assert!(open <= 16, "{open} read connections stayed open");
+}

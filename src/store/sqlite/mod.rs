@@ -95,10 +95,16 @@ pub struct SqliteStore {
     commits: Arc<watch::Sender<u64>>,
 }
 
+/// Read connections: at most [`MAX_READERS`] open at once (each holds its own page cache), so
+/// however many requests read at the same time, the store's memory stays bounded; more wait.
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
 }
+
+/// Most read connections open at once.
+const MAX_READERS: usize = 16;
 
 impl SqliteStore {
     /// Opens (creating if needed) `kiln.db` in `dir`, runs migrations, and starts the writer.
@@ -125,6 +131,7 @@ impl SqliteStore {
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(MAX_READERS),
             }),
         })
     }
@@ -148,6 +155,17 @@ impl SqliteStore {
     }
 
     /// Ticks after every committed write group (the value counts them).
+    /// Read connections open now (in use or idle).
+    pub fn read_connections(&self) -> usize {
+        self.readers
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+            + MAX_READERS
+            - self.readers.permits.available_permits()
+    }
+
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.commits.subscribe()
     }
@@ -158,7 +176,14 @@ impl SqliteStore {
         op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
         let readers = self.readers.clone();
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let pool = readers.clone();
         tokio::task::spawn_blocking(move || {
+            let readers = pool;
             let conn = match readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
                 Some(conn) => conn,
                 None => open_connection(&readers.path, true)?,
