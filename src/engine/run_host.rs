@@ -160,18 +160,25 @@ impl RunServices for RunHost {
         let journal_of = self.journal_of();
         Box::pin(async move {
             let entries_engine = engine.clone();
-            let journal = effect_journal(
-                journal_of,
-                flushed,
-                Kind::CreateToken,
-                digest,
-                move |(token, cached): &(WaitToken, bool)| TokenCreated {
-                    id: token.id.clone(),
-                    url: entries_engine.token_url(&token.id),
-                    is_cached: *cached,
-                },
-            );
-            let (token, cached) = match engine.store.create_token(new, Some(journal)).await {
+            let answer = move |(token, cached): &(WaitToken, bool)| TokenCreated {
+                id: token.id.clone(),
+                url: entries_engine.token_url(&token.id),
+                is_cached: *cached,
+            };
+            // Like a start, a checkpoint or an end, the effect waits out a full disk.
+            let stored = engine
+                .until_stored(&journal_of.0, || {
+                    let journal = effect_journal(
+                        journal_of.clone(),
+                        flushed.clone(),
+                        Kind::CreateToken,
+                        digest,
+                        answer.clone(),
+                    );
+                    engine.store.create_token(new.clone(), Some(journal))
+                })
+                .await;
+            let (token, cached) = match stored {
                 Ok(made) => made,
                 Err(StoreError::Conflict) => {
                     return Err("the run was canceled while it made a wait token".into());
@@ -232,19 +239,25 @@ impl RunServices for RunHost {
                 Err(EngineError::Store(e)) => return Err(e.to_string()),
                 Err(refused) => return Ok(Err(refused.to_string())),
             };
-            let journal = effect_journal(
-                journal_of,
-                flushed,
-                Kind::Trigger,
-                digest,
-                |inserted: &[Inserted]| Ok::<_, String>(children(inserted)),
-            );
             let batch_id = batch.then(|| crate::model::new_id("batch"));
-            let inserted = match engine
-                .store
-                .insert_child_runs(runs, batch_id, journal, version.is_some())
-                .await
-            {
+            let stored = engine
+                .until_stored(&journal_of.0, || {
+                    let journal = effect_journal(
+                        journal_of.clone(),
+                        flushed.clone(),
+                        Kind::Trigger,
+                        digest,
+                        |inserted: &[Inserted]| Ok::<_, String>(children(inserted)),
+                    );
+                    engine.store.insert_child_runs(
+                        runs.clone(),
+                        batch_id.clone(),
+                        journal,
+                        version.is_some(),
+                    )
+                })
+                .await;
+            let inserted = match stored {
                 Ok(inserted) => inserted,
                 Err(StoreError::Refused(why)) => return Ok(Err(why)),
                 Err(StoreError::Conflict) => {
@@ -311,19 +324,26 @@ impl RunServices for RunHost {
                 Ok(ops) => ops,
                 Err(why) => return Ok(Err(why)),
             };
-            let journal = effect_journal(
-                journal_of,
-                flushed,
-                Kind::MetadataWrite,
-                digest,
-                |next: &str| Ok::<_, String>(next.to_owned()),
-            );
             let now = engine.now();
-            match engine
-                .store
-                .change_metadata(&env_id, &target_run, now, ops, Some(journal))
-                .await
-            {
+            let stored = engine
+                .until_stored(&journal_of.0, || {
+                    let journal = effect_journal(
+                        journal_of.clone(),
+                        flushed.clone(),
+                        Kind::MetadataWrite,
+                        digest,
+                        |next: &str| Ok::<_, String>(next.to_owned()),
+                    );
+                    engine.store.change_metadata(
+                        &env_id,
+                        &target_run,
+                        now,
+                        ops.clone(),
+                        Some(journal),
+                    )
+                })
+                .await;
+            match stored {
                 Ok(result) => Ok(result.map_err(|e| e.to_string())),
                 Err(StoreError::Conflict) => {
                     Err("the run was canceled while it changed metadata".into())
