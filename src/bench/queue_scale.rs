@@ -169,11 +169,13 @@ async fn queue_point(config: &QueueScaleConfig, size: usize) -> anyhow::Result<Q
         let started = Instant::now();
         let mut claimed = 0;
         while claimed < QUEUE_PROBE_RUNS {
+            // The claim starts the runs it takes (claim is start); timed until it is durable.
             let got = engine
                 .store()
-                .claim_lanes(vec![(lane.clone(), QUEUE_CLAIM_BATCH)], engine.now())
+                .claim_runs(vec![(lane.clone(), QUEUE_CLAIM_BATCH)], engine.now())
                 .await?;
-            claimed += got.iter().map(Vec::len).sum::<usize>();
+            got.durable.wait().await?;
+            claimed += got.value.iter().map(Vec::len).sum::<usize>();
         }
         let claim_us = started.elapsed().as_secs_f64() * 1e6 / claimed as f64;
 

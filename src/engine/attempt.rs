@@ -1,9 +1,22 @@
-//! Executing one attempt of a claimed run: its deployment and compiled component, its share of the
-//! memory pool, the start (recorded before the guest runs), the sandbox call, and the record of how
-//! it ended — a checkpoint, a retry, or a final status. A claimed run that cannot start ends too
-//! (parked for a version, or SYSTEM_FAILURE); none is left claimed.
+//! Executing one attempt the claim started, and recording how it ended.
+//!
+//! **Claim is start, and the start is optimistic**: the claim that took the run from QUEUED to
+//! EXECUTING was answered as soon as it ran, so the attempt executes while that commit is still on
+//! its way to disk. Nothing leaves the sandbox before it is durable: an outbound HTTP request
+//! waits for it (`RunServices::start_durable`), and every other effect (a token, child runs, a
+//! metadata change, a checkpoint, the end) is a store write queued after the start, so it commits
+//! with it or after it, never before. The end is recorded the same way: the slot is given back as
+//! soon as the end ran, and the attempt's task then waits for both commits ([`Engine::settle`]):
+//! a start lost with its transaction means the attempt left no record and had no effect outside
+//! the sandbox — the run is queued as it was and runs again, uncounted; an end lost with its
+//! transaction (a full disk) is stored again until it is.
+//!
+//! Every path ends in a status: a run the claim started that cannot run (its version lacks the
+//! task, its component does not load, its machine does not fit the memory pool, its variables or
+//! checkpoint do not open) fails as SYSTEM_FAILURE with a code saying why.
 
 use super::*;
+use crate::store::AttemptStart;
 
 /// Removes a run's cancel handle when its attempt ends, however it ends.
 pub(super) struct Unregister<'a>(
@@ -22,26 +35,56 @@ impl Drop for Unregister<'_> {
     }
 }
 
+/// An attempt the claim started, with what it runs with.
+pub(super) struct Started {
+    /// The run as the claim left it: EXECUTING, locked to its version.
+    pub run: Run,
+    pub start: AttemptStart,
+    /// The journal a checkpointed attempt replays.
+    pub journal: Option<Vec<u8>>,
+    /// When the claim that started it is durable.
+    pub durable: Durability,
+}
+
+/// How an attempt ended, as the store records it.
+#[derive(Clone)]
+enum Ending {
+    /// It waits: its checkpoint.
+    Checkpoint {
+        checkpoint: FinishAttempt,
+        journal: Vec<u8>,
+        wait: WaitFor,
+    },
+    /// It ended, or could not run: its end, and when the run is queued again if it retries.
+    Finish {
+        finish: FinishAttempt,
+        requeue_at: Option<Millis>,
+    },
+}
+
 impl Engine {
-    /// Executes one attempt of a claimed (DEQUEUED) run and records its end. The run's slot is
-    /// released when this returns, however it returns.
-    pub(super) async fn execute(self: Arc<Self>, run: Run, _slot: Slot) {
-        let deployment = match self.deployment_for(&run).await {
-            Ok(Some(d)) => d,
-            Ok(None) => return self.park_or_fail(&run).await,
-            Err(e) => {
-                return self
-                    .fail_unstarted(&run, "SYSTEM_FAILURE", format!("{e}"))
-                    .await;
-            }
+    /// Executes one attempt the claim started and records how it ended. The slot is given back
+    /// as soon as the end is recorded; the task then settles what the commits left open.
+    pub(super) async fn execute(self: Arc<Self>, started: Started, slot: Slot) {
+        let ending = self.clone().run_attempt(&started).await;
+        let recorded = self.record(&started.run, &ending).await;
+        drop(slot);
+        self.settle(&started, &ending, recorded).await;
+    }
+
+    /// Runs the attempt in the sandbox (or finds why it cannot run).
+    async fn run_attempt(self: Arc<Self>, started: &Started) -> Ending {
+        let run = &started.run;
+        let Some(deployment) = self.deployment_of(run).await else {
+            let message = format!(
+                "task `{}` is not in the deployed version the run is locked to",
+                run.task_id
+            );
+            return self.unable(run, "COULD_NOT_FIND_TASK", message);
         };
         let prepared = match self.deployer.prepared(&deployment).await {
             Ok(p) => p,
-            Err(e) => {
-                return self
-                    .fail_unstarted(&run, "COULD_NOT_IMPORT_TASK", format!("{e}"))
-                    .await;
-            }
+            Err(e) => return self.unable(run, "COULD_NOT_IMPORT_TASK", e.to_string()),
         };
         // Wait until the machine's memory fits in the pool; the run holds its slot meanwhile.
         let need_mib = u32::try_from(run.machine.memory_bytes() >> 20).unwrap_or(u32::MAX);
@@ -50,76 +93,50 @@ impl Engine {
                 "machine {} needs {need_mib} MiB but the host lends at most {} MiB at once; pick a smaller machine or raise --memory-pool-mib",
                 run.machine, self.memory_pool_mib
             );
-            return self.fail_unstarted(&run, "SYSTEM_FAILURE", message).await;
+            return self.unable(run, "SYSTEM_FAILURE", message);
         }
         let Ok(_memory) = self.memory.clone().acquire_many_owned(need_mib).await else {
-            return;
+            return self.unable(run, "SYSTEM_FAILURE", "the host is stopping".into());
         };
-        let Ok(started) = transition(&run_state(&run), Event::StartAttempt, self.now()) else {
-            return;
+        let env = match env_vars::open_all(&self.secrets, &started.start.env_vars) {
+            Ok(env) => env,
+            Err(e) => return self.unable(run, "SYSTEM_FAILURE", e.to_string()),
         };
-        let attempt = started.state.attempt_count;
+        // A checkpointed attempt replays what it observed before.
+        let journal = match &started.journal {
+            None => Vec::new(),
+            Some(bytes) => match journal::decode(bytes) {
+                Some(entries) => entries,
+                None => {
+                    let message = "the run's checkpoint is corrupt; it cannot continue".to_owned();
+                    return self.unable(run, "SYSTEM_FAILURE", message);
+                }
+            },
+        };
         let cancel = CancelHandle::default();
         self.executing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(run.id.clone(), cancel.clone());
         let _unregister = Unregister(&self.executing, &run.id, cancel.clone());
-        let env = match self
-            .until_stored(&run.id, || {
-                self.store.start_attempt(
-                    &run.environment_id,
-                    &run.id,
-                    &deployment.id,
-                    attempt,
-                    self.now(),
-                )
-            })
-            .await
-        {
-            Ok(env) => env,
-            Err(StoreError::Conflict) => return, // canceled while claimed
-            Err(e) => {
-                tracing::error!(run = %run.id, error = %e, "could not start attempt");
-                return;
-            }
-        };
-        let http = Arc::new(self.http_policy(&env));
-        let env = match env_vars::open_all(&self.secrets, &env.env_vars) {
-            Ok(env) => env,
-            Err(e) => {
-                return self
-                    .fail_started(&run, &started.state, attempt, e.to_string())
-                    .await;
-            }
-        };
+        let request = self.request(started, &deployment, env, journal, cancel);
+        let report = self.sandbox.run(&prepared, request).await;
+        self.ending(run, report)
+    }
+
+    /// What the sandbox needs to execute the attempt.
+    fn request(
+        self: &Arc<Self>,
+        started: &Started,
+        deployment: &Deployment,
+        env: Vec<(String, String)>,
+        journal: Vec<journal::Entry>,
+        cancel: CancelHandle,
+    ) -> AttemptRequest {
+        let run = &started.run;
+        let attempt = run.attempt_count;
         let task = deployment.tasks.iter().find(|t| t.id == run.task_id);
-        // A checkpointed attempt replays what it observed before.
-        let journal = if run.checkpointed {
-            match self
-                .store
-                .journal(&run.environment_id, &run.id, attempt)
-                .await
-                .map(|b| journal::decode(&b))
-            {
-                Ok(Some(entries)) => entries,
-                Ok(None) => {
-                    let message = "the run's checkpoint is corrupt; it cannot continue".to_owned();
-                    return self
-                        .fail_started(&run, &started.state, attempt, message)
-                        .await;
-                }
-                Err(e) => {
-                    tracing::error!(run = %run.id, error = %e, "could not read the run's journal");
-                    return self
-                        .fail_started(&run, &started.state, attempt, format!("{e}"))
-                        .await;
-                }
-            }
-        } else {
-            Vec::new()
-        };
-        let request = AttemptRequest {
+        AttemptRequest {
             payload: run.payload.clone(),
             fuel: run.machine.fuel_budget(self.config.fuel_budget),
             context: RunContext {
@@ -145,7 +162,7 @@ impl Engine {
             clock: self.clock.clone(),
             wait_threshold: self.config.wait_threshold,
             env,
-            http,
+            http: Arc::new(self.http_policy(&started.start)),
             scratch_bytes: Some(
                 self.config
                     .scratch_bytes
@@ -160,129 +177,250 @@ impl Engine {
                 root_run_id: run.root_run_id.clone(),
                 parent_run_id: run.parent_run_id.clone(),
                 depth: run.depth,
+                started: started.durable.clone(),
             }),
-        };
-        let report = self.sandbox.run(&prepared, request).await;
-        let executing = RunState {
-            status: RunStatus::Executing,
-            ..started.state
-        };
+        }
+    }
+
+    /// The state machine's decision on the attempt's report, as the store records it.
+    fn ending(&self, run: &Run, report: crate::sandbox::AttemptReport) -> Ending {
         let now = self.now();
+        let executing = run_state(run);
         let compute_ms = u64::try_from(report.compute.as_millis()).unwrap_or(u64::MAX);
         if let AttemptOutcome::Suspended { wait, recorded } = report.outcome {
-            let Ok(t) = transition(&executing, Event::Suspend, now) else {
-                return;
-            };
-            let checkpoint = FinishAttempt {
-                update: RunUpdate {
-                    expected: RunStatus::Executing,
-                    ..run_update(&run, &t, now)
+            return match transition(&executing, Event::Suspend, now) {
+                Ok(t) => Ending::Checkpoint {
+                    checkpoint: FinishAttempt {
+                        update: run_update(run, &t, now),
+                        attempt: run.attempt_count,
+                        attempt_status: AttemptStatus::Executing,
+                        attempt_error: None,
+                        output: None,
+                        fuel_used: report.fuel_used,
+                        compute_ms,
+                        logs: report.logs,
+                    },
+                    journal: journal::encode(&recorded),
+                    wait,
                 },
-                attempt,
-                attempt_status: AttemptStatus::Executing,
-                attempt_error: None,
-                output: None,
-                fuel_used: report.fuel_used,
-                compute_ms,
-                logs: report.logs,
+                Err(e) => self.unable(run, "SYSTEM_FAILURE", e.to_string()),
             };
-            let entries = journal::encode(&recorded);
-            let stored = match wait {
-                WaitFor::Until(until) => {
-                    let stored = self
-                        .until_stored(&run.id, || {
-                            self.store
-                                .checkpoint(checkpoint.clone(), entries.clone(), until)
-                        })
-                        .await;
-                    self.arm_timer(Some(until));
-                    stored
-                }
-                // The token may have been completed meanwhile: then the run is queued at once.
-                WaitFor::Token(token) => self
-                    .until_stored(&run.id, || {
-                        self.store.checkpoint_on_token(
-                            checkpoint.clone(),
-                            entries.clone(),
-                            token.clone(),
-                        )
-                    })
-                    .await
-                    .map(|lane| self.activate(lane)),
-                // Children that all ended meanwhile queue the run at once, too.
-                WaitFor::Runs(children) => self
-                    .until_stored(&run.id, || {
-                        self.store.checkpoint_on_runs(
-                            checkpoint.clone(),
-                            entries.clone(),
-                            children.clone(),
-                        )
-                    })
-                    .await
-                    .map(|lane| self.activate(lane)),
-            };
-            match stored {
-                Ok(()) => self.wake.notify_one(),
-                Err(e) => {
-                    tracing::error!(run = %run.id, error = %e, "could not checkpoint the run")
-                }
-            }
-            return;
         }
         let (event, output, error) = outcome_event(report.outcome);
         let t = match transition(&executing, event, now) {
             Ok(t) => t,
-            Err(e) => {
-                tracing::error!(run = %run.id, error = %e, "invalid transition at attempt end");
-                return;
-            }
+            Err(e) => return self.unable(run, "SYSTEM_FAILURE", e.to_string()),
         };
-        let requeue_at = requeue_time(&t.effects);
-        let finish = FinishAttempt {
-            update: RunUpdate {
-                expected: RunStatus::Executing,
-                error: if t.state.status.is_final() {
-                    error.clone()
-                } else {
-                    None
+        Ending::Finish {
+            requeue_at: requeue_time(&t.effects),
+            finish: FinishAttempt {
+                update: RunUpdate {
+                    error: if t.state.status.is_final() {
+                        error.clone()
+                    } else {
+                        None
+                    },
+                    ..run_update(run, &t, now)
                 },
-                ..run_update(&run, &t, now)
+                attempt: run.attempt_count,
+                attempt_status: if error.is_some() {
+                    AttemptStatus::Failed
+                } else {
+                    AttemptStatus::Completed
+                },
+                attempt_error: error,
+                output,
+                fuel_used: report.fuel_used,
+                compute_ms,
+                logs: report.logs,
             },
-            attempt,
-            attempt_status: if error.is_some() {
-                AttemptStatus::Failed
-            } else {
-                AttemptStatus::Completed
+        }
+    }
+
+    /// A started attempt that cannot run (or go on) fails as SYSTEM_FAILURE with `code`.
+    fn unable(&self, run: &Run, code: &str, message: String) -> Ending {
+        let kind = FailureKind::System;
+        let now = self.now();
+        let error = RunError::coded(code, message);
+        // Executing → SYSTEM_FAILURE is an edge of every executing run.
+        let update = match transition(&run_state(run), Event::Fail { kind, jitter: 0.0 }, now) {
+            Ok(t) => run_update(run, &t, now),
+            Err(_) => RunUpdate {
+                status: RunStatus::SystemFailure,
+                ..run_update(run, &transition_noop(run), now)
             },
-            attempt_error: error,
-            output,
-            fuel_used: report.fuel_used,
-            compute_ms,
-            logs: report.logs,
         };
-        match self
-            .until_stored(&run.id, || self.store.finish_attempt(finish.clone()))
-            .await
-        {
-            Ok(resumed) => {
-                self.activate(resumed);
-                match requeue_at {
-                    Some(at) if at <= now => self.activate([run.lane()]),
-                    Some(at) => {
-                        self.arm_timer(Some(at));
+        let update = RunUpdate {
+            error: Some(error.clone()),
+            ..update
+        };
+        Ending::Finish {
+            finish: FinishAttempt::closing(
+                update,
+                run.attempt_count,
+                AttemptStatus::Failed,
+                Some(error),
+            ),
+            requeue_at: None,
+        }
+    }
+
+    /// Records the ending as soon as it runs (before its commit). `None` when nothing was
+    /// recorded: the run was no longer executing (its start was lost, or it was canceled and
+    /// its attempt closed), or the write failed for good.
+    async fn record(&self, run: &Run, ending: &Ending) -> Option<Durability> {
+        match ending {
+            Ending::Checkpoint {
+                checkpoint,
+                journal,
+                wait,
+            } => {
+                let stored = self
+                    .until_stored(&run.id, || self.store_checkpoint(checkpoint, journal, wait))
+                    .await;
+                match stored {
+                    Ok(staged) => {
+                        if let WaitFor::Until(at) = wait {
+                            self.arm_timer(Some(*at));
+                        }
+                        // A token done or children ended meanwhile queue the run at once.
+                        self.activate(staged.value);
                         self.wake.notify_one();
+                        Some(staged.durable)
                     }
-                    None => {}
+                    Err(e) => self.not_recorded(run, e),
                 }
             }
-            Err(e) => {
-                tracing::error!(run = %run.id, error = %e, "could not record the attempt's end")
+            Ending::Finish { finish, requeue_at } => {
+                let stored = self
+                    .until_stored(&run.id, || self.store.finish_attempt(finish.clone()))
+                    .await;
+                match stored {
+                    Ok(staged) => {
+                        self.activate(staged.value);
+                        self.requeued(run, *requeue_at);
+                        Some(staged.durable)
+                    }
+                    Err(e) => self.not_recorded(run, e),
+                }
             }
         }
     }
 
+    /// The checkpoint of a wait, whatever it waits for; the lane of a run it queued at once.
+    async fn store_checkpoint(
+        &self,
+        checkpoint: &FinishAttempt,
+        journal: &[u8],
+        wait: &WaitFor,
+    ) -> Result<Staged<Option<Lane>>, StoreError> {
+        let (checkpoint, journal) = (checkpoint.clone(), journal.to_vec());
+        match wait {
+            WaitFor::Until(until) => {
+                let staged = self.store.checkpoint(checkpoint, journal, *until).await?;
+                Ok(Staged {
+                    value: None,
+                    durable: staged.durable,
+                })
+            }
+            WaitFor::Token(token) => {
+                self.store
+                    .checkpoint_on_token(checkpoint, journal, token.clone())
+                    .await
+            }
+            WaitFor::Runs(children) => {
+                self.store
+                    .checkpoint_on_runs(checkpoint, journal, children.clone())
+                    .await
+            }
+        }
+    }
+
+    /// A run that retries goes back to its lane at once, or when its backoff ends.
+    fn requeued(&self, run: &Run, requeue_at: Option<Millis>) {
+        match requeue_at {
+            Some(at) if at <= self.now() => self.activate([run.lane()]),
+            Some(at) => {
+                self.arm_timer(Some(at));
+                self.wake.notify_one();
+            }
+            None => {}
+        }
+    }
+
+    fn not_recorded(&self, run: &Run, e: StoreError) -> Option<Durability> {
+        match e {
+            // Not executing any more: settled by the start's durability (a lost start), or the
+            // run was canceled and the attempt closed with it.
+            StoreError::Conflict => {}
+            e => {
+                tracing::error!(run = %run.id, error = %e, "could not record the attempt's end")
+            }
+        }
+        None
+    }
+
+    /// After the slot is free: waits until the start and the end are durable. A start lost with
+    /// its transaction leaves the run queued as it was (its lane is activated again); an end lost
+    /// with its transaction is stored again, until it is.
+    async fn settle(&self, started: &Started, ending: &Ending, recorded: Option<Durability>) {
+        let run = &started.run;
+        if let Err(e) = started.durable.wait().await {
+            tracing::warn!(run = %run.id, error = %e, "the attempt's start was not stored; the run is queued again");
+            self.activate([run.lane()]);
+            return;
+        }
+        let Some(recorded) = recorded else {
+            return;
+        };
+        let Err(e) = recorded.wait().await else {
+            return;
+        };
+        tracing::warn!(run = %run.id, error = %e, "the attempt's end was not stored; storing it again");
+        let stored = match ending {
+            Ending::Checkpoint {
+                checkpoint,
+                journal,
+                wait,
+            } => self
+                .until_stored(&run.id, || {
+                    Engine::durably(self.store_checkpoint(checkpoint, journal, wait))
+                })
+                .await
+                .map(|lane| self.activate(lane)),
+            Ending::Finish { finish, requeue_at } => self
+                .until_stored(&run.id, || {
+                    Engine::durably(self.store.finish_attempt(finish.clone()))
+                })
+                .await
+                .map(|resumed| {
+                    self.activate(resumed);
+                    self.requeued(run, *requeue_at);
+                }),
+        };
+        if let Err(e) = stored {
+            tracing::error!(run = %run.id, error = %e, "could not store the attempt's end");
+        }
+    }
+
+    /// Fails an executing run as SYSTEM_FAILURE with `code`, outside its attempt's task.
+    pub(super) async fn fail_executing(&self, run: &Run, code: &str, message: String) {
+        let Ending::Finish { finish, .. } = self.unable(run, code, message) else {
+            return;
+        };
+        let stored = self
+            .until_stored(&run.id, || {
+                Engine::durably(self.store.finish_attempt(finish.clone()))
+            })
+            .await;
+        match stored {
+            Ok(resumed) => self.activate(resumed),
+            Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
+        }
+    }
+
     /// The HTTP policy of an attempt: its environment's allow-list and the host's limits.
-    pub(super) fn http_policy(&self, start: &crate::store::AttemptStart) -> HttpPolicy {
+    pub(super) fn http_policy(&self, start: &AttemptStart) -> HttpPolicy {
         let allow = start
             .allowed_outbound_hosts
             .iter()
@@ -304,85 +442,50 @@ impl Engine {
         }
     }
 
-    /// A claimed run whose task is in no usable version waits for a deploy (PENDING_VERSION) if it
-    /// never started; a started run's locked version cannot lose the task, so that is a failure.
-    pub(super) async fn park_or_fail(&self, run: &Run) {
-        let Ok(t) = transition(&run_state(run), Event::Park, self.now()) else {
-            let message = format!(
-                "task `{}` is not in the deployed version the run is locked to",
-                run.task_id
-            );
-            return self
-                .fail_unstarted(run, "COULD_NOT_FIND_TASK", message)
-                .await;
-        };
-        let update = run_update(run, &t, self.now());
-        if let Err(e) = self.store.update_run(update).await {
-            tracing::error!(run = %run.id, error = %e, "could not park the run");
-        }
-    }
-
-    /// An attempt that started but cannot go on (its checkpoint cannot be read) fails as
-    /// SYSTEM_FAILURE.
-    pub(super) async fn fail_started(
-        &self,
-        run: &Run,
-        started: &RunState,
-        attempt: u32,
-        message: String,
-    ) {
-        let executing = RunState {
-            status: RunStatus::Executing,
-            ..*started
-        };
-        let kind = FailureKind::System;
-        let now = self.now();
-        let Ok(t) = transition(&executing, Event::Fail { kind, jitter: 0.0 }, now) else {
-            return;
-        };
-        let error = RunError::coded(kind.code().unwrap_or("SYSTEM_FAILURE"), message);
-        let update = RunUpdate {
-            expected: RunStatus::Executing,
-            error: Some(error.clone()),
-            ..run_update(run, &t, now)
-        };
-        let finish = FinishAttempt::closing(update, attempt, AttemptStatus::Failed, Some(error));
-        match self.store.finish_attempt(finish).await {
-            Ok(resumed) => self.activate(resumed),
-            Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
-        }
-    }
-
-    pub(super) async fn deployment_for(&self, run: &Run) -> Result<Option<Deployment>, StoreError> {
-        let deployment = match (&run.deployment_id, &run.lock_to_version) {
-            (Some(id), _) => self.store.deployment(&run.environment_id, id).await?,
-            (None, Some(version)) => {
-                self.store
-                    .deployment_by_version(&run.environment_id, version)
-                    .await?
+    /// The deployment a started run is locked to, if it has the run's task: from the engine's
+    /// cache of deployments (they never change once stored), else the store.
+    async fn deployment_of(&self, run: &Run) -> Option<Arc<Deployment>> {
+        let id = run.deployment_id.as_ref()?;
+        let cached = self
+            .deployments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned();
+        let deployment = match cached {
+            Some(d) => d,
+            None => {
+                let loaded = match self.store.deployment(&run.environment_id, id).await {
+                    Ok(found) => Arc::new(found?),
+                    Err(e) => {
+                        tracing::error!(run = %run.id, error = %e, "could not read the run's deployment");
+                        return None;
+                    }
+                };
+                let mut cache = self.deployments.lock().unwrap_or_else(|e| e.into_inner());
+                // Deployments are small; a host keeps a bounded number of them in memory.
+                if cache.len() >= MAX_CACHED_DEPLOYMENTS {
+                    cache.clear();
+                }
+                cache.insert(id.clone(), loaded.clone());
+                loaded
             }
-            (None, None) => self.store.latest_deployment(&run.environment_id).await?,
         };
-        Ok(deployment.filter(|d| d.tasks.iter().any(|t| t.id == run.task_id)))
+        deployment
+            .tasks
+            .iter()
+            .any(|t| t.id == run.task_id)
+            .then_some(deployment)
     }
+}
 
-    /// A claimed run that cannot start fails as SYSTEM_FAILURE without an attempt.
-    pub(super) async fn fail_unstarted(&self, run: &Run, code: &str, message: String) {
-        let kind = FailureKind::System;
-        let Ok(t) = transition(
-            &run_state(run),
-            Event::Fail { kind, jitter: 0.0 },
-            self.now(),
-        ) else {
-            return;
-        };
-        let update = RunUpdate {
-            error: Some(RunError::coded(code, message)),
-            ..run_update(run, &t, self.now())
-        };
-        match self.end_run(run, update, AttemptStatus::Failed).await {
-            Ok(resumed) => self.activate(resumed),
-            Err(e) => tracing::error!(run = %run.id, error = %e, "could not fail the run"),
-        }
+/// Deployments kept in memory by id before the cache starts over.
+const MAX_CACHED_DEPLOYMENTS: usize = 1_024;
+
+/// A transition that changes nothing (for an update that fails a run whatever the machine says).
+fn transition_noop(run: &Run) -> Transition {
+    Transition {
+        state: run_state(run),
+        effects: Vec::new(),
     }
 }

@@ -49,7 +49,8 @@ use crate::sandbox::{
     AttemptOutcome, AttemptRequest, CancelHandle, RunContext, Sandbox, TrapKind, WaitFor, journal,
 };
 use crate::store::{
-    EnvironmentChange, FinishAttempt, Inserted, NewRun, ParentLink, RunUpdate, Store, StoreError,
+    Claimed, Durability, EnvironmentChange, FinishAttempt, Inserted, NewRun, ParentLink, RunUpdate,
+    Staged, Store, StoreError,
 };
 use scheduler::{QueueLimits, Scheduler};
 use state::{Effect, Event, FailureKind, RunState, Transition, transition};
@@ -93,6 +94,10 @@ pub struct Engine {
     memory_pool_mib: u32,
     /// Which runs start next; slots are counted here.
     scheduler: Mutex<Scheduler>,
+    /// Slots held by attempts now (free slots are counted from these, not from tasks).
+    held: std::sync::atomic::AtomicUsize,
+    /// Deployments by id, as attempts need them (a deployment never changes once stored).
+    deployments: Mutex<HashMap<String, Arc<Deployment>>>,
     /// Where wait tokens' callback URLs point; set once the host listens.
     token_urls: std::sync::OnceLock<tokens::TokenUrls>,
     /// Seals and opens environment variables.
@@ -123,6 +128,8 @@ impl Engine {
             memory: Arc::new(Semaphore::new(pool_mib as usize)),
             memory_pool_mib: pool_mib,
             scheduler: Mutex::new(Scheduler::new(config.environment_concurrency)),
+            held: std::sync::atomic::AtomicUsize::new(0),
+            deployments: Mutex::new(HashMap::new()),
             token_urls: std::sync::OnceLock::new(),
             secrets,
             config,
@@ -150,6 +157,16 @@ impl Engine {
     /// stored. A full disk fails the write without storing anything; the attempt then keeps its
     /// slot and its result and tries again, with backoff, until space returns or the host stops
     /// (the next start recovers the run from its last stored state).
+    /// A staged write's value once it is durable (off the hot path, where nothing gains from
+    /// going on before the commit).
+    pub(super) async fn durably<T>(
+        staged: impl std::future::Future<Output = Result<Staged<T>, StoreError>>,
+    ) -> Result<T, StoreError> {
+        let staged = staged.await?;
+        staged.durable.wait().await?;
+        Ok(staged.value)
+    }
+
     pub(super) async fn until_stored<T, F>(
         &self,
         run_id: &str,

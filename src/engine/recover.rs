@@ -27,18 +27,17 @@ impl Engine {
                 ..run_update(&run, &t, now)
             };
             let result = if run.status == RunStatus::Executing {
-                self.store
-                    .finish_attempt(FinishAttempt::closing(
-                        update,
-                        run.attempt_count,
-                        if continues {
-                            AttemptStatus::Executing
-                        } else {
-                            AttemptStatus::Failed
-                        },
-                        (!continues).then_some(error),
-                    ))
-                    .await
+                Engine::durably(self.store.finish_attempt(FinishAttempt::closing(
+                    update,
+                    run.attempt_count,
+                    if continues {
+                        AttemptStatus::Executing
+                    } else {
+                        AttemptStatus::Failed
+                    },
+                    (!continues).then_some(error),
+                )))
+                .await
             } else {
                 self.store.update_run(update).await
             };

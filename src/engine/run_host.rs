@@ -32,6 +32,8 @@ pub(super) struct RunHost {
     pub root_run_id: Option<String>,
     pub parent_run_id: Option<String>,
     pub depth: u32,
+    /// When the claim that started the attempt is durable.
+    pub started: crate::store::Durability,
 }
 
 impl RunHost {
@@ -149,6 +151,15 @@ fn child_state(run: Option<crate::model::Run>, id: &str) -> ChildState {
 }
 
 impl RunServices for RunHost {
+    fn start_durable(&self) -> BoxFuture<'static, Result<(), String>> {
+        let started = self.started.clone();
+        Box::pin(async move {
+            started.wait().await.map_err(|e| {
+                format!("the attempt's start could not be stored, so it may not reach out: {e}")
+            })
+        })
+    }
+
     fn create_token(
         &self,
         request: TokenRequest,

@@ -188,14 +188,13 @@ impl Engine {
     ) -> Result<Vec<Lane>, StoreError> {
         if run.checkpointed && run.status != RunStatus::Executing {
             let error = update.error.clone();
-            self.store
-                .finish_attempt(FinishAttempt::closing(
-                    update,
-                    run.attempt_count,
-                    attempt_status,
-                    error,
-                ))
-                .await
+            Engine::durably(self.store.finish_attempt(FinishAttempt::closing(
+                update,
+                run.attempt_count,
+                attempt_status,
+                error,
+            )))
+            .await
         } else {
             self.store.update_run(update).await
         }

@@ -249,8 +249,9 @@ fn decide(run: &RunState, event: Event, now: Millis) -> Result<Transition, Inval
     };
     match (run.status, event) {
         (S::Queued, Event::Dequeue) => Ok(to(S::Dequeued, vec![])),
-        // A checkpointed attempt continues; otherwise a new attempt begins.
-        (S::Dequeued, Event::StartAttempt) => Ok(Transition {
+        // A checkpointed attempt continues; otherwise a new attempt begins. Claim is start: a
+        // planned run starts straight from the queue.
+        (S::Dequeued | S::Queued, Event::StartAttempt) => Ok(Transition {
             state: RunState {
                 status: S::Executing,
                 attempt_count: run.attempt_count + u32::from(!run.checkpointed),
@@ -294,7 +295,9 @@ fn decide(run: &RunState, event: Event, now: Millis) -> Result<Transition, Inval
             Ok(to(S::Expired, vec![Effect::Finished]))
         }
         (S::Delayed, Event::Reschedule) => Ok(to(S::Delayed, vec![])),
-        (S::Dequeued, Event::Park) if run.attempt_count == 0 => Ok(to(S::PendingVersion, vec![])),
+        (S::Dequeued | S::Queued, Event::Park) if run.attempt_count == 0 => {
+            Ok(to(S::PendingVersion, vec![]))
+        }
         _ => Err(invalid()),
     }
 }

@@ -313,7 +313,7 @@ fn every_other_edge_is_rejected() {
     // With one attempt made: a started run neither expires nor parks.
     let valid = |s: RunStatus, e: &Event| match e {
         Event::Dequeue => s == S::Queued,
-        Event::StartAttempt => s == S::Dequeued,
+        Event::StartAttempt => matches!(s, S::Dequeued | S::Queued),
         Event::Succeed => s == S::Executing,
         Event::Fail { .. } => matches!(s, S::Executing | S::Dequeued),
         Event::Cancel => !s.is_final(),

@@ -67,6 +67,8 @@ use Step as E;
 pub const EDGES: &[Edge] = &[
     edge(E::Dequeue, S::Queued, S::Dequeued, Always),
     edge(E::StartAttempt, S::Dequeued, S::Executing, Always),
+    // Claim is start: a planned run goes from the queue straight to its attempt.
+    edge(E::StartAttempt, S::Queued, S::Executing, Always),
     edge(E::Succeed, S::Executing, S::Completed, Always),
     // A failed attempt retries (back to the queue) or ends with its kind's final status.
     edge(E::Fail, S::Executing, S::Queued, Always),
@@ -99,6 +101,7 @@ pub const EDGES: &[Edge] = &[
     edge(E::Expire, S::PendingVersion, S::Expired, NeverStarted),
     edge(E::Reschedule, S::Delayed, S::Delayed, Always),
     edge(E::Park, S::Dequeued, S::PendingVersion, NeverStarted),
+    edge(E::Park, S::Queued, S::PendingVersion, NeverStarted),
 ];
 
 /// The statuses a run first gets when it is triggered.

@@ -74,7 +74,12 @@ impl Sandbox {
                 .insecure_random(seeded(0x1a5e_0000_0000_0002))
                 .insecure_random_seed(u128::from(replay.seed) << 64 | u128::from(!replay.seed));
         }
-        let http_hooks = http::KilnHttpHooks::new(replay.http, journal.clone(), logs.clone());
+        let http_hooks = http::KilnHttpHooks::new(
+            replay.http,
+            journal.clone(),
+            logs.clone(),
+            replay.services.clone(),
+        );
         // Every execution starts from an empty scratch directory: a replay writes again what the
         // run wrote before its checkpoint, so the guest finds it as it was.
         let scratch_quota = match &replay.scratch {

@@ -20,6 +20,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::journal::{Digest, Journal};
 use super::output::LogBuffer;
+use super::services::RunServices;
 use crate::model::LogLevel;
 
 /// One entry of an allow-list: `scheme://host[:port]`. The scheme is `http`, `https` or `*`; the
@@ -197,6 +198,8 @@ pub(super) struct KilnHttpHooks {
     sent: u32,
     journal: Arc<Mutex<Journal>>,
     logs: Arc<Mutex<LogBuffer>>,
+    /// The run's services: a request leaves only once the attempt's start is durable.
+    services: Option<Arc<dyn RunServices>>,
 }
 
 impl KilnHttpHooks {
@@ -204,12 +207,14 @@ impl KilnHttpHooks {
         policy: Arc<HttpPolicy>,
         journal: Arc<Mutex<Journal>>,
         logs: Arc<Mutex<LogBuffer>>,
+        services: Option<Arc<dyn RunServices>>,
     ) -> KilnHttpHooks {
         KilnHttpHooks {
             policy,
             sent: 0,
             journal,
             logs,
+            services,
         }
     }
 }
@@ -421,7 +426,19 @@ impl WasiHttpHooks for KilnHttpHooks {
             ));
         };
 
+        let services = self.services.clone();
         Box::new(async move {
+            // Nothing leaves the sandbox before the attempt's start is durable.
+            if let Some(services) = services
+                && let Err(why) = services.start_durable().await
+            {
+                log(
+                    &logs,
+                    LogLevel::Error,
+                    format!("outbound request to {origin} not sent: {why}"),
+                );
+                return Err(Error::InternalError(Some(why)));
+            }
             let limits = policy.limits.clone();
             let work = async {
                 // Only a rule naming the host exactly lets it resolve to an internal address.

@@ -46,6 +46,11 @@ pub struct Flushed {
 /// What an executing run may ask of the host, besides the journal. Implemented by the engine;
 /// calls that have effects commit them together with the journal recorded so far.
 pub trait RunServices: Send + Sync {
+    /// Resolves once the attempt's start is durable (it may execute before): whatever leaves the
+    /// sandbox other than through the store — outbound HTTP — waits for it. `Err`: the start was
+    /// lost with its transaction, so the attempt must not reach out at all.
+    fn start_durable(&self) -> futures_util::future::BoxFuture<'static, Result<(), String>>;
+
     /// Makes a wait token and, in the same transaction, appends `flushed` (the journal recorded
     /// since the last checkpoint) and the token's own entry (kind `CreateToken`, `digest`).
     fn create_token(

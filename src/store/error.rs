@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A compare-and-set found the row in another state (or gone).
     #[error("the record changed concurrently; reload it and try again")]

@@ -93,11 +93,12 @@ macro_rules! facade {
 }
 
 facade! {
-    /// DEQUEUED → EXECUTING: locks the run to `deployment_id` (if not yet locked) and opens
-    /// attempt `attempt`. Returns what the attempt runs with: the run's environment variables
-    /// (copied from its environment when its first attempt starts, so every attempt and replay
-    /// sees the same) and its environment's outbound HTTP allow-list.
-    fn start_attempt(&self, environment_id: &str, run_id: &str, deployment_id: &str, attempt: u32, now: Millis) -> AttemptStart;
+    /// Claims the heads of several lanes (up to `count` runs each, in score order) and starts
+    /// them, in one write answered as soon as it ran (claim is start; see [`Staged`]): each run
+    /// goes from QUEUED to EXECUTING with its attempt row, locked to its version, and comes back
+    /// with what its attempt runs with; a run no version has a task for, never started, parks in
+    /// PENDING_VERSION instead. Returns each lane's runs, in the order asked.
+    fn claim_runs(&self, lanes: Vec<(Lane, usize)>, now: Millis) -> Staged<Vec<Vec<Claimed>>>;
     /// Applies a status change with compare-and-set. Returns the run as stored after it.
     /// The lanes returned are of parents the change resumed (a child that ended).
     fn update_run(&self, update: RunUpdate) -> Vec<Lane>;
@@ -105,8 +106,9 @@ facade! {
     ///
     /// If the run was canceled meanwhile, the attempt is still recorded (as CANCELED) with its
     /// usage and logs, and the run keeps its CANCELED status.
-    /// The lanes returned are of parents the run's end resumed.
-    fn finish_attempt(&self, finish: FinishAttempt) -> Vec<Lane>;
+    /// The lanes returned are of parents the run's end resumed. Answered as soon as it ran
+    /// ([`Staged`]): the slot is free then; whatever depends on the end being durable waits.
+    fn finish_attempt(&self, finish: FinishAttempt) -> Staged<Vec<Lane>>;
     /// The attempts of a run, oldest first.
     fn attempts(&self, environment_id: &str, run_id: &str) -> Vec<Attempt>;
     /// A run's log lines in the order they were written, at most `limit` after line `after`.
@@ -147,10 +149,6 @@ facade! {
     fn update_environment(&self, project: &str, environment: &str, change: EnvironmentChange) -> Option<EnvironmentInfo>;
     /// Every environment that has a deployment.
     fn deployed_environments(&self) -> Vec<Environment>;
-    /// Claims the heads of several lanes (up to `count` runs each, in score order) in one
-    /// transaction and one `UPDATE … RETURNING`; the runs are DEQUEUED. Returns each lane's runs,
-    /// in the order asked.
-    fn claim_lanes(&self, lanes: Vec<(Lane, usize)>, now: Millis) -> Vec<Vec<Run>>;
     /// Every lane with ready runs (read once at start; afterwards the engine tracks them).
     fn ready_lanes(&self) -> Vec<Lane>;
     /// Every queue of every environment (the scheduler's limits at start).
@@ -268,16 +266,17 @@ facade! {
     /// Checkpoints an executing attempt that waits until `until`, in one transaction: the run
     /// becomes WAITING (in `checkpoint.update`), the journal recorded since the last checkpoint is
     /// appended, a DATETIME waitpoint is created, and the logs and usage so far are stored. A run
-    /// canceled meanwhile keeps its status; the attempt is recorded as canceled.
-    fn checkpoint(&self, checkpoint: FinishAttempt, journal: Vec<u8>, until: Millis) -> ();
+    /// canceled meanwhile keeps its status; the attempt is recorded as canceled. Answered as soon
+    /// as it ran ([`Staged`]), like every checkpoint.
+    fn checkpoint(&self, checkpoint: FinishAttempt, journal: Vec<u8>, until: Millis) -> Staged<()>;
     /// Checkpoints an executing attempt that waits for token `token` (as [`Store::checkpoint`]
     /// does for a time). If the token was done by the time this commits, the run goes straight
     /// back to its queue: returns its lane.
-    fn checkpoint_on_token(&self, checkpoint: FinishAttempt, journal: Vec<u8>, token: String) -> Option<Lane>;
+    fn checkpoint_on_token(&self, checkpoint: FinishAttempt, journal: Vec<u8>, token: String) -> Staged<Option<Lane>>;
     /// Checkpoints an executing attempt that waits for child runs `children` to end (as
     /// [`Store::checkpoint`] does for a time). If they had all ended by the time this commits,
     /// the run goes straight back to its queue: returns its lane.
-    fn checkpoint_on_runs(&self, checkpoint: FinishAttempt, journal: Vec<u8>, children: Vec<String>) -> Option<Lane>;
+    fn checkpoint_on_runs(&self, checkpoint: FinishAttempt, journal: Vec<u8>, children: Vec<String>) -> Staged<Option<Lane>>;
     /// The journal of an attempt: its segments in order, concatenated.
     fn journal(&self, environment_id: &str, run_id: &str, attempt: u32) -> Vec<u8>;
     /// Bytes and segments of every stored journal (for the benchmark).

@@ -5,6 +5,7 @@
 
 use crate::model::*;
 use crate::secrets::Sealed;
+use crate::store::StoreError;
 
 /// A secret key about to be stored: the plaintext (shown once) and its SHA-256 digest.
 #[derive(Debug, Clone)]
@@ -145,6 +146,20 @@ pub struct AttemptStart {
     pub environment: String,
 }
 
+/// A run a claim took off its lane.
+#[derive(Debug, Clone)]
+pub enum Claimed {
+    /// Its attempt started (claim is start): the run as it is now, what the attempt runs with,
+    /// and — for an attempt that continues from a checkpoint — the journal it replays.
+    Started {
+        run: Box<Run>,
+        start: AttemptStart,
+        journal: Option<Vec<u8>>,
+    },
+    /// No deployed version has its task, and it never started: it waits in PENDING_VERSION.
+    Parked { run_id: String },
+}
+
 /// A run's journal to store together with an effect the run has (children it triggers, a token
 /// it makes, a metadata change): `entries(effect)` returns the encoded entries the attempt recorded
 /// since the last checkpoint followed by the call's own entry, which names the effect's result.
@@ -272,4 +287,55 @@ impl FinishAttempt {
             logs: Vec::new(),
         }
     }
+}
+
+/// When a write answered before its commit becomes durable (see [`Staged`]). Cheap to clone;
+/// every clone sees the same outcome.
+#[derive(Debug, Clone)]
+pub struct Durability(tokio::sync::watch::Receiver<Option<Result<(), StoreError>>>);
+
+impl Durability {
+    /// A durability and the sender that settles it.
+    pub(crate) fn pending() -> (
+        tokio::sync::watch::Sender<Option<Result<(), StoreError>>>,
+        Durability,
+    ) {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        (tx, Durability(rx))
+    }
+
+    /// A write that is durable already.
+    pub fn settled() -> Durability {
+        let (tx, durable) = Durability::pending();
+        let _ = tx.send(Some(Ok(())));
+        durable
+    }
+
+    /// Waits until the write is committed durably; `Err` if its transaction failed (nothing of
+    /// it was stored).
+    pub async fn wait(&self) -> Result<(), StoreError> {
+        let mut rx = self.0.clone();
+        loop {
+            if let Some(outcome) = rx.borrow_and_update().clone() {
+                return outcome;
+            }
+            if rx.changed().await.is_err() {
+                return Err(StoreError::Closed);
+            }
+        }
+    }
+
+    /// Whether the write is durable now (`None`: not settled yet).
+    pub fn now(&self) -> Option<Result<(), StoreError>> {
+        self.0.borrow().clone()
+    }
+}
+
+/// The result of a write that was answered as soon as it ran, before its commit: the attempt path
+/// goes on at once (an optimistic start), and whatever leaves the sandbox waits for `durable`.
+/// Writes queued after this one commit with it or after it, never before.
+#[derive(Debug, Clone)]
+pub struct Staged<T> {
+    pub value: T,
+    pub durable: Durability,
 }

@@ -110,21 +110,24 @@ async fn every_read_and_write_of_a_run_is_scoped_to_its_environment() {
         .expect("insert")
         .remove(0)
         .run;
-    let claimed = store
-        .claim_lanes(vec![(run.lane(), 1)], now)
-        .await
-        .expect("claim");
-    assert_eq!(claimed[0].len(), 1);
-    // Starting another environment's run is a conflict; its own environment starts it.
-    let start = async |env: &str| {
-        store
-            .start_attempt(env, &run.id, &deployment.id, 1, now)
-            .await
+    // A claim of another environment's lane finds nothing; the run's own lane starts it.
+    let claim = async |env: &Environment| {
+        let lane = kiln::model::Lane {
+            environment_id: env.id.clone(),
+            ..run.lane()
+        };
+        let staged = store.claim_runs(vec![(lane, 1)], now).await.expect("claim");
+        staged.durable.wait().await.expect("durable");
+        staged.value.into_iter().flatten().collect::<Vec<_>>()
     };
-    assert!(matches!(start(&other.id).await, Err(StoreError::Conflict)));
-    start(&dev.id)
-        .await
-        .expect("the run's own environment starts it");
+    assert!(claim(&other).await.is_empty());
+    let claimed = claim(&dev).await;
+    assert!(
+        matches!(&claimed[..], [kiln::store::Claimed::Started { run: started, .. }]
+            if started.id == run.id && started.status == RunStatus::Executing
+                && started.deployment_id.as_deref() == Some(deployment.id.as_str())),
+        "{claimed:?}"
+    );
     let update = |env: &Environment| RunUpdate {
         run_id: run.id.clone(),
         environment_id: env.id.clone(),
@@ -147,7 +150,11 @@ async fn every_read_and_write_of_a_run_is_scoped_to_its_environment() {
     store
         .checkpoint(checkpoint(&dev), b"journal".to_vec(), now + 60_000)
         .await
-        .expect("the run's own environment checkpoints it");
+        .expect("the run's own environment checkpoints it")
+        .durable
+        .wait()
+        .await
+        .expect("durable");
 
     // Reads: another environment sees nothing, the run's own sees it all.
     assert!(store.run(&other.id, &run.id).await.unwrap().is_none());
@@ -272,7 +279,7 @@ async fn every_read_and_write_of_a_run_is_scoped_to_its_environment() {
 async fn an_effect_of_another_environments_run_stores_nothing() {
     let (_dir, store, dev, other) = two_environments().await;
     let now = now_ms();
-    let deployment = store
+    store
         .insert_deployment(
             &dev.id,
             &[8; 32],
@@ -289,14 +296,11 @@ async fn an_effect_of_another_environments_run_stores_nothing() {
         .expect("insert")
         .remove(0)
         .run;
-    store
-        .claim_lanes(vec![(run.lane(), 1)], now)
+    let staged = store
+        .claim_runs(vec![(run.lane(), 1)], now)
         .await
-        .expect("claim");
-    store
-        .start_attempt(&dev.id, &run.id, &deployment.id, 1, now)
-        .await
-        .expect("start");
+        .expect("claim and start");
+    staged.durable.wait().await.expect("durable");
     let journal = |env: &Environment| JournalWith::<str> {
         run_id: run.id.clone(),
         environment_id: env.id.clone(),

@@ -66,3 +66,20 @@ pub(super) fn insert_logs(
     }
     Ok(())
 }
+
+/// The journal of an attempt: its segments in order, concatenated.
+pub(super) fn read_journal(
+    c: &Connection,
+    run_id: &str,
+    attempt: u32,
+) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::new();
+    let mut stmt = c.prepare_cached(
+        "SELECT entries FROM journal_segments WHERE run_id = ?1 AND attempt = ?2 ORDER BY segment",
+    )?;
+    let mut rows = stmt.query(params![run_id, attempt])?;
+    while let Some(row) = rows.next()? {
+        out.extend_from_slice(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
+    }
+    Ok(out)
+}

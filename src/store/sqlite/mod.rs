@@ -11,6 +11,7 @@
 //! queue, `runs` for a schedule's run).
 
 mod attempts;
+mod claim;
 mod deployments;
 mod env_vars;
 mod environments;
@@ -35,7 +36,7 @@ use std::thread;
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::StoreError;
+use super::{Durability, Staged, StoreError};
 
 /// The durability every commit has (see `open_connection`), as benchmarks print it.
 pub const DURABILITY: &str = "SQLite WAL, synchronous = FULL";
@@ -51,9 +52,9 @@ const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 #[cfg(test)]
 fn status_writes() -> Vec<(&'static str, &'static str)> {
     vec![
-        ("claim", &queues::CLAIM),
-        ("start attempt", &attempts::START_ATTEMPT),
-        ("continue attempt", &attempts::CONTINUE_ATTEMPT),
+        ("claim and start", &claim::START_CLAIMED),
+        ("claim and continue", &claim::CONTINUE_CLAIMED),
+        ("claim and park", &claim::PARK_CLAIMED),
         ("enqueue delayed", &timers::ENQUEUE_DELAYED),
         (
             "enqueue pending version",
@@ -154,7 +155,29 @@ impl SqliteStore {
         reply_rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// Ticks after every committed write group (the value counts them).
+    /// Runs `op` inside the next group transaction and answers as soon as it ran, before the
+    /// commit: the value, and a [`Durability`] that settles when the group commits (or fails).
+    /// A failed `op` is answered with its error at once (nothing of it is stored).
+    pub(super) async fn write_staged<R: Send + 'static>(
+        &self,
+        op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<Staged<R>, StoreError> {
+        let (ran_tx, ran_rx) = oneshot::channel();
+        let (settle, durable) = Durability::pending();
+        let job: Job = Box::new(move |conn| {
+            let result = op(conn);
+            let ok = result.is_ok();
+            let _ = ran_tx.send(result);
+            let reply: Reply = Box::new(move |commit: Result<(), StoreError>| {
+                let _ = settle.send(Some(commit));
+            });
+            (ok, reply)
+        });
+        self.writer.send(job).map_err(|_| StoreError::Closed)?;
+        let value = ran_rx.await.map_err(|_| StoreError::Closed)??;
+        Ok(Staged { value, durable })
+    }
+
     /// Read connections open now (in use or idle).
     pub fn read_connections(&self) -> usize {
         self.readers
@@ -286,7 +309,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = control(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             tracing::error!(error = %msg, "cannot begin a write transaction");
             // The jobs never ran; dropping them answers each caller with `Closed`.
@@ -312,7 +335,7 @@ fn writer_loop(
                 "the write transaction was rolled back".to_owned(),
             ))
         } else {
-            conn.execute_batch("COMMIT").map_err(StoreError::from)
+            control(&conn, "COMMIT").map_err(StoreError::from)
         };
         let commit = match commit {
             Ok(()) => {
@@ -337,16 +360,21 @@ fn writer_loop(
     }
 }
 
+/// Runs one cached statement that takes no parameters (transaction control).
+fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn run_in_savepoint(conn: &Connection, job: Job) -> Reply {
-    if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+    if let Err(e) = control(conn, "SAVEPOINT job") {
         let msg = e.to_string();
         return Box::new(move |_| tracing::error!(error = %msg, "savepoint failed"));
     }
     let (ok, reply) = job(conn);
     if !ok {
         // Undo this request's partial writes; the others in the group stay.
-        let _ = conn.execute_batch("ROLLBACK TO job");
+        let _ = control(conn, "ROLLBACK TO job");
     }
-    let _ = conn.execute_batch("RELEASE job");
+    let _ = control(conn, "RELEASE job");
     reply
 }

@@ -3,12 +3,9 @@
 //! The ready index (`runs_ready`, migration V5) is ordered by lane then score, so claiming the head
 //! of a lane is an index seek that never passes another lane's runs, however many are queued.
 
-use std::sync::LazyLock;
-
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
-use super::guards::status_guard;
 use super::rows::*;
 use crate::model::*;
 use crate::store::*;
@@ -107,79 +104,7 @@ pub(super) fn find_queue(
     .filter(|q| !matches!(queue, QueueRef::Custom(_)) || q.kind == QueueKind::Custom))
 }
 
-/// Planned heads of lanes are claimed (`Dequeue`).
-pub(super) static CLAIM: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "UPDATE runs SET status = '{dequeued}', updated_at = ?1 \
-         WHERE id IN (SELECT value FROM json_each(?2)) AND {guard} \
-         RETURNING id",
-        dequeued = RunStatus::Dequeued.as_str(),
-        guard = status_guard(Step::Dequeue, RunStatus::Dequeued, &[])
-    )
-});
-
 impl SqliteStore {
-    pub async fn claim_lanes(
-        &self,
-        lanes: Vec<(Lane, usize)>,
-        now: Millis,
-    ) -> Result<Vec<Vec<Run>>, StoreError> {
-        self.write(move |c| {
-            let mut heads: Vec<Vec<String>> = Vec::with_capacity(lanes.len());
-            let mut head = c.prepare_cached(
-                "SELECT id FROM runs WHERE status = 'QUEUED' AND backoff = 0 \
-                   AND environment_id = ?1 AND queue = ?2 AND concurrency_key IS ?3 \
-                 ORDER BY score LIMIT ?4",
-            )?;
-            for (lane, count) in &lanes {
-                heads.push(
-                    head.query_map(
-                        params![
-                            lane.environment_id,
-                            lane.queue,
-                            lane.concurrency_key,
-                            *count as i64
-                        ],
-                        |r| r.get(0),
-                    )?
-                    .collect::<Result<_, _>>()?,
-                );
-            }
-            let ids: Vec<&String> = heads.iter().flatten().collect();
-            if ids.is_empty() {
-                return Ok(heads.iter().map(|_| Vec::new()).collect());
-            }
-            let claimed = c
-                .prepare_cached(&CLAIM)?
-                .query_map(
-                    params![
-                        now,
-                        serde_json::to_string(&ids)
-                            .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                    ],
-                    |r| r.get::<_, String>(0),
-                )?
-                .count();
-            if claimed != ids.len() {
-                // The writer is the only one changing runs, so the heads it just read are QUEUED.
-                return Err(StoreError::Corrupt(format!(
-                    "claimed {claimed} of {} queued runs",
-                    ids.len()
-                )));
-            }
-            let mut out = Vec::with_capacity(heads.len());
-            for lane in heads {
-                let mut runs = Vec::with_capacity(lane.len());
-                for id in lane {
-                    runs.push(super::rows::load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?);
-                }
-                out.push(runs);
-            }
-            Ok(out)
-        })
-        .await
-    }
-
     pub async fn ready_lanes(&self) -> Result<Vec<Lane>, StoreError> {
         self.read(|c| {
             Ok(c.prepare(

@@ -16,8 +16,8 @@ impl SqliteStore {
         checkpoint: FinishAttempt,
         journal: Vec<u8>,
         until: Millis,
-    ) -> Result<(), StoreError> {
-        self.write(move |c| {
+    ) -> Result<Staged<()>, StoreError> {
+        self.write_staged(move |c| {
             let (run_id, attempt, now) = (
                 checkpoint.update.run_id.clone(),
                 checkpoint.attempt,
@@ -42,8 +42,8 @@ impl SqliteStore {
         checkpoint: FinishAttempt,
         journal: Vec<u8>,
         token: String,
-    ) -> Result<Option<Lane>, StoreError> {
-        self.write(move |c| {
+    ) -> Result<Staged<Option<Lane>>, StoreError> {
+        self.write_staged(move |c| {
             let (run_id, attempt, now) = (
                 checkpoint.update.run_id.clone(),
                 checkpoint.attempt,
@@ -73,8 +73,8 @@ impl SqliteStore {
         checkpoint: FinishAttempt,
         journal: Vec<u8>,
         children: Vec<String>,
-    ) -> Result<Option<Lane>, StoreError> {
-        self.write(move |c| {
+    ) -> Result<Staged<Option<Lane>>, StoreError> {
+        self.write_staged(move |c| {
             let (run_id, attempt, now) = (
                 checkpoint.update.run_id.clone(),
                 checkpoint.attempt,
@@ -106,15 +106,7 @@ impl SqliteStore {
             if !run_in_env(c, &environment_id, &run_id)? {
                 return Ok(Vec::new());
             }
-            let mut out = Vec::new();
-            let mut stmt = c.prepare_cached(
-                "SELECT entries FROM journal_segments WHERE run_id = ?1 AND attempt = ?2 ORDER BY segment",
-            )?;
-            let mut rows = stmt.query(params![run_id, attempt])?;
-            while let Some(row) = rows.next()? {
-                out.extend_from_slice(row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?);
-            }
-            Ok(out)
+            super::journal::read_journal(c, &run_id, attempt)
         })
         .await
     }
