@@ -46,6 +46,8 @@ pub struct HostConfig {
     pub max_component_bytes: usize,
     /// Machine code of compiled components kept in memory (least recently used dropped past it).
     pub compiled_cache_bytes: usize,
+    /// How the instance pool resets slots between instances.
+    pub pool: crate::sandbox::PoolTuning,
     /// Components to deploy to the dev environment at start (skipped when the latest version
     /// already has the same bytes).
     pub deploy: Vec<PathBuf>,
@@ -80,6 +82,7 @@ impl HostConfig {
             environment_concurrency: DEFAULT_ENVIRONMENT_CONCURRENCY,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             compiled_cache_bytes: crate::deploy::DEFAULT_COMPILED_CACHE_BYTES,
+            pool: crate::sandbox::PoolTuning::default(),
             deploy: Vec::new(),
             default_ttl: None,
             clock: Arc::new(SystemClock),
@@ -241,7 +244,10 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
 
     let secrets = crate::secrets::SecretBox::open_or_create(&config.data_dir)?;
     let concurrency = config.concurrency.max(1);
-    let sandbox = Sandbox::new(&SandboxConfig { concurrency })?;
+    let sandbox = Sandbox::new(&SandboxConfig {
+        concurrency,
+        pool: config.pool,
+    })?;
     sandbox.use_scratch_dirs(&config.data_dir.join("scratch"))?;
     let deployer = Arc::new(Deployer::new(
         store.clone(),

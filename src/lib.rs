@@ -4,8 +4,9 @@
 //!
 //! `ARCHITECTURE.md` at the repository root maps the modules and their invariants.
 
-// One exception, with its `// SAFETY:` comment: loading a compiled artifact this host wrote
-// (`sandbox::Sandbox::load_artifact`).
+// Two exceptions, each with its `// SAFETY:` comment: loading a compiled artifact this host
+// wrote (`sandbox::Sandbox::load_artifact`), and quieting library backtraces before any thread
+// exists (`cli::quiet_library_backtraces`).
 #![deny(unsafe_code)]
 
 pub mod api;

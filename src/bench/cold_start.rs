@@ -128,7 +128,7 @@ pub async fn cold_start(config: &ColdStartConfig) -> anyhow::Result<ColdStartRep
         result?;
 
         let started = Instant::now();
-        let sandbox = Sandbox::new(&SandboxConfig { concurrency })?;
+        let sandbox = Sandbox::new(&SandboxConfig::new(concurrency))?;
         let created = started.elapsed();
         let started = Instant::now();
         let prepared = sandbox.compile(bytes.clone()).await?;

@@ -154,6 +154,16 @@ pub struct BenchArgs {
     /// Print the results as JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// MiB of each guest memory the pool keeps resident between instances (as `serve
+    /// --pool-keep-resident-mib`; the host and its baselines both use it).
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
+    pub pool_keep_resident_mib: usize,
+    /// KiB of each table kept resident between instances.
+    #[arg(long, value_name = "KIB", default_value_t = 1024)]
+    pub pool_table_keep_resident_kib: usize,
+    /// Slot resets queued before their pages go back together (as `serve --pool-decommit-batch`).
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub pool_decommit_batch: usize,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
@@ -161,6 +171,11 @@ pub struct BenchArgs {
 
 /// Runs `kiln bench`.
 pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
+    util::set_pool_tuning(crate::sandbox::PoolTuning {
+        memory_keep_resident: args.pool_keep_resident_mib.saturating_mul(1 << 20),
+        table_keep_resident: args.pool_table_keep_resident_kib.saturating_mul(1 << 10),
+        decommit_batch: args.pool_decommit_batch,
+    });
     if cfg!(debug_assertions) {
         eprintln!(
             "warning: this kiln is a debug build; its numbers are meaningless. Use ./scripts/bench or `cargo run --release -- bench`"

@@ -96,7 +96,7 @@ pub async fn sandbox(config: &SandboxBenchConfig) -> anyhow::Result<SandboxRepor
     let mut prepared = Vec::new();
     let mut expected: Option<String> = None;
     for metering in variants {
-        let sandbox = Sandbox::with_metering(&SandboxConfig { concurrency: 1 }, metering)?;
+        let sandbox = Sandbox::with_metering(&SandboxConfig::new(1), metering)?;
         let p = sandbox.compile(bytes.clone()).await?;
         // Warm-up, and a check that every variant computes the same thing.
         let output = sandbox.bare_call(&p, "hash", &payload).await?;

@@ -184,7 +184,10 @@ struct BareLoop {
 
 impl BareLoop {
     async fn new(concurrency: usize, bytes: Vec<u8>) -> anyhow::Result<BareLoop> {
-        let sandbox = Sandbox::new(&SandboxConfig { concurrency })?;
+        let sandbox = Sandbox::new(&SandboxConfig {
+            concurrency,
+            pool: super::util::pool_tuning(),
+        })?;
         let prepared = sandbox.compile(bytes).await?;
         Ok(BareLoop { sandbox, prepared })
     }

@@ -31,6 +31,18 @@ pub(super) fn rss_mb() -> f64 {
         .map_or(0.0, |kb| kb / 1024.0)
 }
 
+/// The pool tuning every host and baseline of this benchmark run uses (`--pool-*` flags), so
+/// kiln and its bare loop are measured with the same configuration.
+static POOL: std::sync::OnceLock<crate::sandbox::PoolTuning> = std::sync::OnceLock::new();
+
+pub(super) fn set_pool_tuning(tuning: crate::sandbox::PoolTuning) {
+    let _ = POOL.set(tuning);
+}
+
+pub(super) fn pool_tuning() -> crate::sandbox::PoolTuning {
+    POOL.get().copied().unwrap_or_default()
+}
+
 pub(super) async fn start_host(
     dir: &Path,
     concurrency: usize,
@@ -39,6 +51,7 @@ pub(super) async fn start_host(
     let mut config = HostConfig::new(dir.to_path_buf(), ([127, 0, 0, 1], 0).into());
     config.concurrency = concurrency;
     config.deploy = deploy;
+    config.pool = pool_tuning();
     host::start(config).await
 }
 

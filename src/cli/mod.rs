@@ -84,8 +84,24 @@ enum Command {
 }
 
 /// Entry point of the binary.
+/// With `RUST_BACKTRACE` set, std captures a backtrace for every error a library makes, and
+/// wasmtime makes one each time a store is dropped: that alone cost a tenth of a host's CPU.
+/// Panics keep their backtraces (`RUST_BACKTRACE` governs those); libraries' errors do not,
+/// unless `RUST_LIB_BACKTRACE` asks for them.
+fn quiet_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first thing in `main`, before the runtime or any other thread exists, so
+        // nothing reads the environment concurrently.
+        #[allow(unsafe_code)]
+        unsafe {
+            std::env::set_var("RUST_LIB_BACKTRACE", "0");
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    quiet_library_backtraces();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -35,6 +35,14 @@ pub(super) struct ServeArgs {
     /// used are dropped and load again from their artifact on disk when a run needs them.
     #[arg(long, default_value_t = 1024)]
     compiled_cache_mib: usize,
+    /// MiB of each guest memory the instance pool keeps resident between instances (zeroed in
+    /// place instead of returned to the kernel, which costs every core a TLB flush); uses up to
+    /// that much RSS per concurrency slot.
+    #[arg(long, default_value_t = 8)]
+    pool_keep_resident_mib: usize,
+    /// Slot resets the pool queues before returning their pages to the kernel together.
+    #[arg(long, default_value_t = 8)]
+    pool_decommit_batch: usize,
     /// Deploy this component to the dev environment at start unless the latest version already
     /// has the same bytes (repeatable).
     #[arg(long)]
@@ -113,6 +121,11 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         environment_concurrency: args.environment_concurrency,
         max_component_bytes: args.max_component_bytes,
         compiled_cache_bytes: args.compiled_cache_mib.saturating_mul(1 << 20),
+        pool: crate::sandbox::PoolTuning {
+            memory_keep_resident: args.pool_keep_resident_mib.saturating_mul(1 << 20),
+            decommit_batch: args.pool_decommit_batch,
+            ..crate::sandbox::PoolTuning::default()
+        },
         deploy: args.deploy,
         default_ttl: args.default_ttl,
         default_max_duration: args.default_max_duration,

@@ -23,6 +23,43 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub struct SandboxConfig {
     /// Attempts that may execute at once; sizes the instance pool.
     pub concurrency: usize,
+    /// How the pool gives memory back between instances.
+    pub pool: PoolTuning,
+}
+
+impl SandboxConfig {
+    /// A sandbox for `concurrency` attempts at once, with the default pool tuning.
+    pub fn new(concurrency: usize) -> SandboxConfig {
+        SandboxConfig {
+            concurrency,
+            pool: PoolTuning::default(),
+        }
+    }
+}
+
+/// How the instance pool resets a slot for its next instance. Returning pages to the kernel
+/// (`madvise`) costs a TLB shootdown on every core each time; keeping the first bytes of each
+/// memory and table resident and zeroing them in place (only the pages an instance touched, with
+/// Linux's `PAGEMAP_SCAN` where the kernel has it) avoids most of them, at the price of that much
+/// resident memory per pool slot. `kiln bench` measures both sides; see BENCHMARKS.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolTuning {
+    /// Bytes of each linear memory kept resident (zeroed in place) between instances.
+    pub memory_keep_resident: usize,
+    /// Bytes of each table kept resident between instances.
+    pub table_keep_resident: usize,
+    /// Decommits queued before they are flushed together (1: each at once).
+    pub decommit_batch: usize,
+}
+
+impl Default for PoolTuning {
+    fn default() -> PoolTuning {
+        PoolTuning {
+            memory_keep_resident: 8 << 20,
+            table_keep_resident: 1 << 20,
+            decommit_batch: 8,
+        }
+    }
 }
 
 impl Sandbox {
@@ -55,7 +92,11 @@ impl Sandbox {
             .max_memories_per_component(4)
             .max_tables_per_component(8)
             .max_memory_size(4 << 30)
-            .table_elements(MAX_TABLE_ELEMENTS);
+            .table_elements(MAX_TABLE_ELEMENTS)
+            .linear_memory_keep_resident(config.pool.memory_keep_resident)
+            .table_keep_resident(config.pool.table_keep_resident)
+            .decommit_batch_size(config.pool.decommit_batch.max(1))
+            .pagemap_scan(wasmtime::Enabled::Auto);
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm)?;
         let fingerprint = {

@@ -33,7 +33,7 @@ use wasmtime::component::Linker;
 
 pub use classify::{GuestFailure, TrapKind};
 pub use compile::{CompileError, Prepared};
-pub use engine::{EPOCH_TICK, SandboxConfig};
+pub use engine::{EPOCH_TICK, PoolTuning, SandboxConfig};
 pub use execute::MAX_OUTPUT_BYTES;
 pub use outcome::{
     AttemptOutcome, AttemptReport, DeclaredRetry, DeclaredSchedule, DeclaredTask, WaitFor,

@@ -9,6 +9,7 @@ use std::sync::LazyLock;
 use super::SqliteStore;
 use super::guards::status_guard;
 use super::rows::*;
+use super::rows::{exec, query_one};
 use crate::model::*;
 use crate::store::*;
 
@@ -18,7 +19,8 @@ pub(super) fn insert_task(
     position: usize,
     t: &TaskDefinition,
 ) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "INSERT INTO tasks (deployment_id, position, task_id, description, queue_name, queue_limit, \
            retry_max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, \
            max_duration_ms, ttl_ms, machine, schedule_cron, schedule_timezone) \
@@ -47,7 +49,8 @@ pub(super) fn insert_task(
 }
 
 pub(super) fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
-    let (environment_id, version, component_digest, created_at) = c.query_row(
+    let (environment_id, version, component_digest, created_at) = query_one(
+        c,
         "SELECT environment_id, version, component_digest, created_at FROM deployments WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -136,12 +139,14 @@ impl SqliteStore {
         let environment_id = environment_id.to_owned();
         let digest = hex(digest);
         self.write(move |c| {
-            c.execute(
+            exec(
+                c,
                 "INSERT OR IGNORE INTO components (digest, bytes, created_at) VALUES (?1, ?2, ?3)",
                 params![digest, bytes, now],
             )?;
             let prefix = format!("{day}.");
-            let last: Option<i64> = c.query_row(
+            let last: Option<i64> = query_one(
+                c,
                 "SELECT max(CAST(substr(version, ?2) AS INTEGER)) FROM deployments \
                  WHERE environment_id = ?1 AND version LIKE ?3",
                 params![environment_id, prefix.len() as i64 + 1, format!("{prefix}%")],
@@ -149,7 +154,8 @@ impl SqliteStore {
             )?;
             let version = format!("{day}.{}", last.unwrap_or(0) + 1);
             let id = new_id("deployment");
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO deployments (id, environment_id, version, component_digest, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![id, environment_id, version, digest, now],
@@ -249,7 +255,8 @@ impl SqliteStore {
     pub async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
         let digest = digest.to_owned();
         self.read(move |c| {
-            c.query_row(
+            query_one(
+                c,
                 "SELECT bytes FROM components WHERE digest = ?1",
                 [&digest],
                 |r| r.get(0),

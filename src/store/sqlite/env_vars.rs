@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::SqliteStore;
+use super::rows::{exec, query_one};
 use super::run_env::var_from_row;
 use crate::model::*;
 use crate::store::*;
@@ -74,7 +75,8 @@ impl SqliteStore {
                     kept.push(var.name.clone());
                 }
             }
-            let count: i64 = c.query_row(
+            let count: i64 = query_one(
+                c,
                 "SELECT count(*) FROM env_vars WHERE environment_id = ?1",
                 [&environment_id],
                 |r| r.get(0),
@@ -96,7 +98,8 @@ impl SqliteStore {
     ) -> Result<bool, StoreError> {
         let (environment_id, name) = (environment_id.to_owned(), name.to_owned());
         self.write(move |c| {
-            Ok(c.execute(
+            Ok(exec(
+                c,
                 "DELETE FROM env_vars WHERE environment_id = ?1 AND name = ?2",
                 [environment_id, name],
             )? == 1)

@@ -4,6 +4,7 @@
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::SqliteStore;
+use super::rows::exec;
 use super::rows::*;
 use crate::model::*;
 use crate::store::*;
@@ -93,7 +94,8 @@ impl SqliteStore {
             }
             let hosts = (!info.allowed_outbound_hosts.is_empty())
                 .then(|| serde_json::to_string(&info.allowed_outbound_hosts).unwrap_or_default());
-            c.execute(
+            exec(
+                c,
                 "UPDATE environments SET concurrency_limit = ?2, max_component_bytes = ?3, \
                    max_payload_bytes = ?4, allowed_outbound_hosts = ?5 WHERE id = ?1",
                 params![

@@ -19,10 +19,12 @@ pub(super) fn commit_journal<T: ?Sized>(
     let entries = (journal.entries)(effect);
     super::journal::append_journal(c, &journal.run_id, journal.attempt, entries, now)?;
     insert_logs(c, &journal.run_id, &journal.logs)?;
-    let marked = c.execute(
-        "UPDATE runs SET checkpointed = 1 WHERE id = ?1 AND environment_id = ?2 AND status = 'EXECUTING'",
-        params![journal.run_id, journal.environment_id],
-    )?;
+    let marked = c
+        .prepare_cached(
+            "UPDATE runs SET checkpointed = 1 \
+             WHERE id = ?1 AND environment_id = ?2 AND status = 'EXECUTING'",
+        )?
+        .execute(params![journal.run_id, journal.environment_id])?;
     if marked == 0 {
         return Err(StoreError::Conflict);
     }

@@ -7,6 +7,7 @@
 
 use std::sync::LazyLock;
 
+use super::rows::exec;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::guards::status_guard;
@@ -57,40 +58,40 @@ pub(super) fn record_attempt(
         compute_ms,
         logs,
     } = finish;
-    let (canceled, resumed) = match apply_update(c, &update) {
-        Ok(resumed) => (false, resumed),
-        Err(StoreError::Conflict) => {
-            let status: Option<String> = c
-                .query_row(
-                    "SELECT status FROM runs WHERE id = ?1 AND environment_id = ?2",
-                    params![update.run_id, update.environment_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if status.as_deref() != Some(RunStatus::Canceled.as_str()) {
-                return Err(StoreError::Conflict);
+    let (canceled, resumed) =
+        match apply_with_usage(c, &update, output.as_deref(), fuel_used, compute_ms) {
+            Ok(resumed) => (false, resumed),
+            Err(StoreError::Conflict) => {
+                let status: Option<String> = c
+                    .query_row(
+                        "SELECT status FROM runs WHERE id = ?1 AND environment_id = ?2",
+                        params![update.run_id, update.environment_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                if status.as_deref() != Some(RunStatus::Canceled.as_str()) {
+                    return Err(StoreError::Conflict);
+                }
+                (true, Vec::new())
             }
-            (true, Vec::new())
-        }
-        Err(e) => return Err(e),
-    };
+            Err(e) => return Err(e),
+        };
     let attempt_status = if canceled {
         AttemptStatus::Canceled
     } else {
         attempt_status
     };
-    c.execute(
-        "UPDATE runs SET output = coalesce(?2, output), fuel_used = fuel_used + ?3, \
-           compute_ms = compute_ms + ?4 WHERE id = ?1",
-        params![
-            update.run_id,
-            if canceled { None } else { output },
-            fuel_used as i64,
-            compute_ms as i64
-        ],
-    )?;
+    if canceled {
+        // The run keeps its CANCELED status and gets no output; the attempt's usage still counts.
+        exec(
+            c,
+            "UPDATE runs SET fuel_used = fuel_used + ?2, compute_ms = compute_ms + ?3 WHERE id = ?1",
+            params![update.run_id, fuel_used as i64, compute_ms as i64],
+        )?;
+    }
     // A checkpointed attempt is still under way: no end time yet.
-    c.execute(
+    exec(
+        c,
         "UPDATE attempts SET status = ?3, \
            finished_at = CASE WHEN ?3 = 'EXECUTING' THEN NULL ELSE ?4 END, error = ?5, \
            fuel_used = fuel_used + ?6, compute_ms = compute_ms + ?7 \
@@ -115,6 +116,17 @@ pub(super) fn record_attempt(
 }
 
 pub(super) fn apply_update(c: &Connection, u: &RunUpdate) -> Result<Vec<Lane>, StoreError> {
+    apply_with_usage(c, u, None, 0, 0)
+}
+
+/// [`apply_update`], adding an attempt's output and usage to the run in the same statement.
+fn apply_with_usage(
+    c: &Connection,
+    u: &RunUpdate,
+    output: Option<&str>,
+    fuel_used: u64,
+    compute_ms: u64,
+) -> Result<Vec<Lane>, StoreError> {
     // The engine computed the change with the state machine; a change its table lacks is a bug,
     // refused rather than stored.
     if !allowed(u.expected, u.status) {
@@ -124,11 +136,14 @@ pub(super) fn apply_update(c: &Connection, u: &RunUpdate) -> Result<Vec<Lane>, S
         )));
     }
     let finished = u.status.is_final().then_some(u.now);
-    let changed = c.execute(
+    let changed = exec(
+        c,
         "UPDATE runs SET status = ?3, updated_at = ?4, available_at = coalesce(?5, available_at), \
            error = coalesce(?6, error), finished_at = coalesce(?7, finished_at), \
            machine = coalesce(?8, machine), \
-           backoff = (?3 = 'QUEUED' AND coalesce(?5, available_at) > ?4), checkpointed = ?9 \
+           backoff = (?3 = 'QUEUED' AND coalesce(?5, available_at) > ?4), checkpointed = ?9, \
+           output = coalesce(?11, output), fuel_used = fuel_used + ?12, \
+           compute_ms = compute_ms + ?13 \
          WHERE id = ?1 AND status = ?2 AND environment_id = ?10",
         params![
             u.run_id,
@@ -141,6 +156,9 @@ pub(super) fn apply_update(c: &Connection, u: &RunUpdate) -> Result<Vec<Lane>, S
             u.machine.map(Machine::as_str),
             u.checkpointed,
             u.environment_id,
+            output,
+            fuel_used as i64,
+            compute_ms as i64,
         ],
     )?;
     if changed == 0 {

@@ -7,6 +7,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
 use super::rows::*;
+use super::rows::{exec, query_one};
 use crate::model::*;
 use crate::store::*;
 
@@ -146,7 +147,8 @@ impl SqliteStore {
     ) -> Result<(Vec<Queue>, u64), StoreError> {
         let environment_id = environment_id.to_owned();
         self.read(move |c| {
-            let total: i64 = c.query_row(
+            let total: i64 = query_one(
+                c,
                 "SELECT count(*) FROM queues WHERE environment_id = ?1",
                 [&environment_id],
                 |r| r.get(0),
@@ -208,7 +210,8 @@ impl SqliteStore {
             let Some(q) = find_queue(c, &environment_id, &queue)? else {
                 return Ok(None);
             };
-            c.execute(
+            exec(
+                c,
                 "UPDATE queues SET paused = ?2, updated_at = ?3 WHERE id = ?1",
                 params![q.id, paused, now],
             )?;
@@ -234,7 +237,8 @@ impl SqliteStore {
                 return Ok(None);
             };
             let overridden_at = limit.map(|_| now);
-            c.execute(
+            exec(
+                c,
                 "UPDATE queues SET override_limit = ?2, overridden_at = ?3, updated_at = ?4 WHERE id = ?1",
                 params![q.id, limit, overridden_at, now],
             )?;

@@ -9,6 +9,7 @@ use super::SqliteStore;
 use super::guards::status_guard;
 use super::journal::commit_journal;
 use super::lifecycle::FINAL;
+use super::rows::exec;
 use super::rows::*;
 use crate::model::*;
 use crate::store::*;
@@ -34,7 +35,8 @@ pub(super) fn live_idempotent_run(c: &Connection, new: &NewRun) -> Result<Option
     {
         return Ok(Some(run));
     }
-    c.execute(
+    exec(
+        c,
         "DELETE FROM idempotency_keys WHERE environment_id = ?1 AND task_id = ?2 AND key = ?3",
         params![new.environment_id, new.task_id, key],
     )?;
@@ -47,7 +49,8 @@ pub(super) fn insert_all(
     batch_id: Option<&str>,
 ) -> Result<Vec<Inserted>, StoreError> {
     if let (Some(batch), Some(first)) = (batch_id, runs.first()) {
-        c.execute(
+        exec(
+            c,
             "INSERT INTO batches (id, environment_id, run_count, created_at) VALUES (?1, ?2, ?3, ?4)",
             params![batch, first.environment_id, runs.len() as i64, first.now],
         )?;
@@ -130,7 +133,8 @@ pub(super) fn insert_one(
         write_tags(c, &id, &new.environment_id, &new.tags)?;
     }
     if let Some((key, expires_at)) = &new.idempotency {
-        c.execute(
+        exec(
+            c,
             "INSERT INTO idempotency_keys (environment_id, task_id, key, run_id, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![new.environment_id, new.task_id, key, id, expires_at],
         )?;
@@ -144,7 +148,8 @@ pub(super) fn write_tags(
     environment_id: &str,
     tags: &[String],
 ) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "UPDATE runs SET tags = ?2 WHERE id = ?1",
         params![run_id, serde_json::Value::from(tags.to_vec()).to_string()],
     )?;
@@ -240,7 +245,8 @@ impl SqliteStore {
     ) -> Result<usize, StoreError> {
         let (environment_id, key) = (environment_id.to_owned(), key.to_owned());
         self.write(move |c| {
-            Ok(c.execute(
+            Ok(exec(
+                c,
                 "DELETE FROM idempotency_keys WHERE environment_id = ?1 AND key = ?2 \
                  AND (?3 IS NULL OR task_id = ?3)",
                 params![environment_id, key, task_id],
@@ -300,7 +306,8 @@ impl SqliteStore {
                 return Ok(Err(all.len()));
             }
             write_tags(c, &run_id, &environment_id, &all)?;
-            c.execute(
+            exec(
+                c,
                 "UPDATE runs SET updated_at = ?2 WHERE id = ?1",
                 params![run_id, now],
             )?;
@@ -331,7 +338,8 @@ impl SqliteStore {
                 Ok(next) => next,
                 Err(e) => return Ok(Err(e)),
             };
-            c.execute(
+            exec(
+                c,
                 "UPDATE runs SET metadata = ?2, updated_at = ?3 WHERE id = ?1",
                 params![run_id, next, now],
             )?;

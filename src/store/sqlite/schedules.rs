@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
 use super::rows::*;
+use super::rows::{exec, query_one};
 use super::runs::{insert_one, live_idempotent_run};
 use crate::model::*;
 use crate::schedule::{Schedule, ScheduleType};
@@ -79,7 +80,8 @@ pub(super) fn write_spec(
     next_fire_at: Millis,
     now: Millis,
 ) -> Result<(), StoreError> {
-    c.execute(
+    exec(
+        c,
         "UPDATE schedules SET task_id = ?2, cron = ?3, timezone = ?4, external_id = ?5, \
            next_fire_at = CASE WHEN active THEN ?6 ELSE NULL END, updated_at = ?7 \
          WHERE id = ?1",
@@ -119,7 +121,8 @@ impl SqliteStore {
                 write_spec(c, &id, &spec, next_fire_at, now)?;
                 return Ok(Ok((required(c, &environment_id, &id)?, false)));
             }
-            let count: i64 = c.query_row(
+            let count: i64 = query_one(
+                c,
                 "SELECT count(*) FROM schedules WHERE environment_id = ?1",
                 [&environment_id],
                 |r| r.get(0),
@@ -129,7 +132,8 @@ impl SqliteStore {
                 return Ok(Err(ScheduleRefusal::TooMany(count)));
             }
             let id = new_id("sched");
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO schedules (id, environment_id, kind, task_id, cron, timezone, external_id, \
                    deduplication_key, active, next_fire_at, created_at, updated_at) \
                  VALUES (?1, ?2, 'IMPERATIVE', ?3, ?4, ?5, ?6, ?7, 1, ?8, ?9, ?9)",
@@ -187,7 +191,7 @@ impl SqliteStore {
                 }
                 Some(s) => s,
             };
-            c.execute("DELETE FROM schedules WHERE id = ?1", [&id])?;
+            exec(c, "DELETE FROM schedules WHERE id = ?1", [&id])?;
             Ok(Ok(schedule))
         })
         .await
@@ -203,7 +207,8 @@ impl SqliteStore {
     ) -> Result<Option<Schedule>, StoreError> {
         let (environment_id, id) = (environment_id.to_owned(), id.to_owned());
         self.write(move |c| {
-            let changed = c.execute(
+            let changed = exec(
+                c,
                 "UPDATE schedules SET active = ?3, updated_at = ?5, \
                    next_fire_at = CASE WHEN ?3 THEN coalesce(next_fire_at, ?4) ELSE NULL END \
                  WHERE id = ?1 AND environment_id = ?2",
@@ -235,7 +240,8 @@ impl SqliteStore {
     ) -> Result<(Vec<Schedule>, u64), StoreError> {
         let environment_id = environment_id.to_owned();
         self.read(move |c| {
-            let count: i64 = c.query_row(
+            let count: i64 = query_one(
+                c,
                 "SELECT count(*) FROM schedules WHERE environment_id = ?1",
                 [&environment_id],
                 |r| r.get(0),
@@ -274,7 +280,8 @@ impl SqliteStore {
 
     pub async fn next_schedule_fire(&self) -> Result<Option<Millis>, StoreError> {
         self.read(|c| {
-            Ok(c.query_row(
+            Ok(query_one(
+                c,
                 "SELECT min(next_fire_at) FROM schedules WHERE next_fire_at IS NOT NULL",
                 [],
                 |r| r.get(0),
@@ -345,14 +352,15 @@ impl SqliteStore {
             let mut removed = 0;
             for (id, task, _, _) in &current {
                 if !declared.iter().any(|d| &d.task_id == task) {
-                    removed += c.execute("DELETE FROM schedules WHERE id = ?1", [id])?;
+                    removed += exec(c, "DELETE FROM schedules WHERE id = ?1", [id])?;
                 }
             }
             for d in &declared {
                 match current.iter().find(|(_, task, _, _)| task == &d.task_id) {
                     Some((_, _, cron, tz)) if cron == &d.cron && tz == &d.timezone => {}
                     Some((id, ..)) => {
-                        c.execute(
+                        exec(
+                c,
                             "UPDATE schedules SET cron = ?2, timezone = ?3, updated_at = ?5, \
                                next_fire_at = CASE WHEN active THEN ?4 ELSE NULL END \
                              WHERE id = ?1",
@@ -360,7 +368,8 @@ impl SqliteStore {
                         )?;
                     }
                     None => {
-                        c.execute(
+                        exec(
+                c,
                             "INSERT INTO schedules (id, environment_id, kind, task_id, cron, timezone, \
                                active, next_fire_at, created_at, updated_at) \
                              VALUES (?1, ?2, 'DECLARATIVE', ?3, ?4, ?5, 1, ?6, ?7, ?7)",

@@ -4,6 +4,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
+use super::rows::{exec, query_one};
 use crate::model::*;
 use crate::store::*;
 
@@ -14,20 +15,25 @@ pub(super) fn ensure_environment(
     environment: &str,
     now: Millis,
 ) -> Result<Environment, StoreError> {
-    c.execute(
+    exec(
+        c,
         "INSERT OR IGNORE INTO projects (id, slug, created_at) VALUES (?1, ?2, ?3)",
         params![new_id("proj"), project, now],
     )?;
-    let project_id: String =
-        c.query_row("SELECT id FROM projects WHERE slug = ?1", [project], |r| {
-            r.get(0)
-        })?;
-    c.execute(
+    let project_id: String = query_one(
+        c,
+        "SELECT id FROM projects WHERE slug = ?1",
+        [project],
+        |r| r.get(0),
+    )?;
+    exec(
+        c,
         "INSERT OR IGNORE INTO environments (id, project_id, slug, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![new_id("env"), project_id, environment, now],
     )?;
     Ok(Environment {
-        id: c.query_row(
+        id: query_one(
+            c,
             "SELECT id FROM environments WHERE project_id = ?1 AND slug = ?2",
             params![project_id, environment],
             |r| r.get(0),
@@ -49,7 +55,8 @@ pub(super) fn insert_key(
 ) -> Result<String, StoreError> {
     let id = new_id("key");
     let prefix: String = key.plaintext.chars().take(KEY_PREFIX_CHARS).collect();
-    c.execute(
+    exec(
+        c,
         "INSERT INTO api_keys (id, environment_id, key_hash, created_at, prefix) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![id, environment_id, &key.hash[..], now, prefix],
     )?;
@@ -57,7 +64,8 @@ pub(super) fn insert_key(
 }
 
 pub(super) fn load_key(c: &Connection, id: &str) -> Result<Option<KeyInfo>, StoreError> {
-    Ok(c.query_row(
+    Ok(query_one(
+        c,
         "SELECT k.id, p.slug, e.slug, k.prefix, k.created_at, k.revoked_at FROM api_keys k \
          JOIN environments e ON e.id = k.environment_id JOIN projects p ON p.id = e.project_id \
          WHERE k.id = ?1",
@@ -85,7 +93,8 @@ impl SqliteStore {
     ) -> Result<Bootstrapped, StoreError> {
         self.write(move |c| {
             let env = ensure_environment(c, "default", "dev", now)?;
-            let keys: i64 = c.query_row(
+            let keys: i64 = query_one(
+                c,
                 "SELECT count(*) FROM api_keys WHERE environment_id = ?1",
                 [&env.id],
                 |r| r.get(0),
@@ -96,9 +105,10 @@ impl SqliteStore {
             } else {
                 None
             };
-            let admins: i64 = c.query_row("SELECT count(*) FROM admin_keys", [], |r| r.get(0))?;
+            let admins: i64 = query_one(c, "SELECT count(*) FROM admin_keys", [], |r| r.get(0))?;
             let admin_key = if admins == 0 {
-                c.execute(
+                exec(
+                    c,
                     "INSERT INTO admin_keys (id, key_hash, created_at) VALUES (?1, ?2, ?3)",
                     params![new_id("admin"), &admin_key.hash[..], now],
                 )?;
@@ -117,7 +127,8 @@ impl SqliteStore {
 
     pub async fn is_admin_key(&self, key_hash: [u8; 32]) -> Result<bool, StoreError> {
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(query_one(
+                c,
                 "SELECT 1 FROM admin_keys WHERE key_hash = ?1",
                 [&key_hash[..]],
                 |_| Ok(()),
@@ -160,7 +171,8 @@ impl SqliteStore {
     pub async fn revoke_key(&self, id: &str, now: Millis) -> Result<Option<KeyInfo>, StoreError> {
         let id = id.to_owned();
         self.write(move |c| {
-            c.execute(
+            exec(
+                c,
                 "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?2) WHERE id = ?1",
                 params![id, now],
             )?;
@@ -174,7 +186,8 @@ impl SqliteStore {
         key_hash: [u8; 32],
     ) -> Result<Option<Environment>, StoreError> {
         self.read(move |c| {
-            Ok(c.query_row(
+            Ok(query_one(
+                c,
                 "SELECT e.id, p.slug, e.slug, e.max_component_bytes, e.max_payload_bytes \
                  FROM api_keys k \
                  JOIN environments e ON e.id = k.environment_id \
@@ -202,11 +215,13 @@ impl SqliteStore {
         let name = name.to_owned();
         self.write(move |c| {
             let fresh: [u8; 32] = rand::random();
-            c.execute(
+            exec(
+                c,
                 "INSERT OR IGNORE INTO host_secrets (name, value) VALUES (?1, ?2)",
                 params![name, fresh.to_vec()],
             )?;
-            Ok(c.query_row(
+            Ok(query_one(
+                c,
                 "SELECT value FROM host_secrets WHERE name = ?1",
                 [&name],
                 |r| r.get(0),

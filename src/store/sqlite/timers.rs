@@ -7,6 +7,7 @@ use std::sync::LazyLock;
 
 use super::SqliteStore;
 use super::guards::status_guard;
+use super::rows::query_one;
 use super::rows::*;
 use crate::model::*;
 use crate::store::*;
@@ -90,7 +91,8 @@ impl SqliteStore {
 
     pub async fn next_timer(&self) -> Result<Option<Millis>, StoreError> {
         self.read(|c| {
-            Ok(c.query_row(
+            Ok(query_one(
+                c,
                 "SELECT min(t) FROM ( \
                    SELECT min(available_at) AS t FROM runs WHERE status = 'DELAYED' \
                    UNION ALL SELECT min(available_at) FROM runs WHERE status = 'QUEUED' AND backoff = 1 \

@@ -8,6 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::SqliteStore;
 use super::journal::commit_journal;
 use super::lifecycle::finish_token;
+use super::rows::exec;
 use crate::model::*;
 use crate::store::*;
 
@@ -70,7 +71,8 @@ impl SqliteStore {
                     Some((id, expires)) if expires.is_none_or(|e| e > new.now) => found = Some(id),
                     // An expired key is released for the new token.
                     Some((id, _)) => {
-                        c.execute(
+                        exec(
+                c,
                             "UPDATE waitpoints SET idempotency_key = NULL WHERE id = ?1",
                             [id],
                         )?;
@@ -85,7 +87,8 @@ impl SqliteStore {
                 ),
                 None => {
                     let id = new_id("waitpoint");
-                    c.execute(
+                    exec(
+                c,
                         "INSERT INTO waitpoints (id, environment_id, kind, status, completes_at, created_at, \
                            idempotency_key, idempotency_expires_at, tags) \
                          VALUES (?1, ?2, 'MANUAL', 'PENDING', ?3, ?4, ?5, ?6, ?7)",

@@ -7,6 +7,7 @@ use super::SqliteStore;
 use super::journal::append_journal;
 use super::lifecycle::{FINAL, record_attempt, resume_if_done};
 use super::rows::run_in_env;
+use super::rows::{exec, query_one};
 use crate::model::*;
 use crate::store::*;
 
@@ -27,7 +28,8 @@ impl SqliteStore {
                 return Ok(());
             }
             super::journal::append_journal(c, &run_id, attempt, journal, now)?;
-            c.execute(
+            exec(
+                c,
                 "INSERT INTO waitpoints (id, environment_id, run_id, kind, status, completes_at, created_at) \
                  SELECT ?1, environment_id, id, 'DATETIME', 'PENDING', ?2, ?3 FROM runs WHERE id = ?4",
                 params![new_id("waitpoint"), until, now, run_id],
@@ -53,7 +55,8 @@ impl SqliteStore {
                 return Ok(None);
             }
             append_journal(c, &run_id, attempt, journal, now)?;
-            c.execute(
+            exec(
+                c,
                 "INSERT OR IGNORE INTO waitpoint_waiters (waitpoint_id, run_id) VALUES (?1, ?2)",
                 params![token, run_id],
             )?;
@@ -113,7 +116,8 @@ impl SqliteStore {
 
     pub async fn journal_size(&self) -> Result<(u64, u64), StoreError> {
         self.read(|c| {
-            Ok(c.query_row(
+            Ok(query_one(
+                c,
                 "SELECT coalesce(sum(length(entries)), 0), count(*) FROM journal_segments",
                 [],
                 |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
