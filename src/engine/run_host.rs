@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use super::{Engine, EngineError, TriggerItem};
 use crate::metadata::MetadataOp;
 use crate::model::{Delay, Machine, RunStatus, TokenStatus, TriggerOptions, WaitToken};
-use crate::sandbox::journal::{self, Entry, Kind};
+use crate::sandbox::journal::{self, Entry, JournalValue, Kind};
 use crate::sandbox::{
     ChildItem, ChildResult, ChildRun, ChildState, Flushed, MetadataChange, MetadataTarget,
     RunServices, TokenCreated, TokenRequest, TokenState,
@@ -179,10 +179,12 @@ impl RunServices for RunHost {
                 flushed,
                 Kind::CreateToken,
                 digest,
-                move |(token, cached): &(WaitToken, bool)| TokenCreated {
-                    id: token.id.clone(),
-                    url: entries_engine.token_url(&token.id),
-                    is_cached: *cached,
+                move |(token, cached): &(WaitToken, bool)| {
+                    Ok::<_, String>(TokenCreated {
+                        id: token.id.clone(),
+                        url: entries_engine.token_url(&token.id),
+                        is_cached: *cached,
+                    })
                 },
             );
             let (token, cached) = match engine.store.create_token(new, Some(journal)).await {
@@ -385,8 +387,8 @@ impl RunServices for RunHost {
 }
 
 /// The journal segment an effect commits: what the attempt flushed, then the call's own entry,
-/// whose value (what a replay answers) is `answer(effect)` as JSON.
-fn effect_journal<T: ?Sized, A: serde::Serialize>(
+/// whose value (what a replay answers) is `answer(effect)` in the journal's encoding.
+fn effect_journal<T: ?Sized, A: JournalValue>(
     run_id: String,
     attempt: u32,
     flushed: Flushed,
@@ -400,11 +402,7 @@ fn effect_journal<T: ?Sized, A: serde::Serialize>(
         attempt,
         logs,
         entries: Box::new(move |effect: &T| {
-            entries.push(Entry {
-                kind,
-                digest,
-                value: serde_json::to_vec(&answer(effect)).unwrap_or_default(),
-            });
+            entries.push(Entry::new(kind, digest, answer(effect).encode()));
             journal::encode(&entries)
         }),
     }
