@@ -12,6 +12,7 @@
 //! | `output`    | `{"mb": N}`              | returns a JSON string of N MiB                                |
 //! | `oob`       | anything                 | reads far outside linear memory (a trap)                      |
 //! | `divide`    | `{"by": N}`              | 100 / N (N = 0 panics)                                        |
+//! | `bad-token` | `{"wait_ms": N}`         | asks for a wait token with 11 tags (refused), waits N ms; `{"refused": why}` |
 
 use std::hint::black_box;
 
@@ -34,6 +35,7 @@ kiln_sdk::tasks![
     Task::new("output", output).retry(Retry::never()),
     Task::new("oob", oob).retry(Retry::never()),
     Task::new("divide", divide).retry(Retry::never()),
+    Task::new("bad-token", bad_token).retry(Retry::never()),
 ];
 
 fn spin_forever(_payload: IgnoredAny, _ctx: &Context) -> Result<(), TaskError> {
@@ -113,4 +115,23 @@ struct By {
 
 fn divide(payload: By, _ctx: &Context) -> Result<i64, TaskError> {
     Ok(black_box(100) / black_box(payload.by))
+}
+
+#[derive(Deserialize)]
+struct WaitMs {
+    wait_ms: u64,
+}
+
+/// A refused request must replay as refused: the wait after it checkpoints the run.
+fn bad_token(payload: WaitMs, _ctx: &Context) -> Result<Value, TaskError> {
+    use kiln_sdk::wait::{self, TokenOptions};
+    let refused = match wait::create_token(TokenOptions {
+        tags: (0..11).map(|i| format!("tag-{i}")).collect(),
+        ..TokenOptions::default()
+    }) {
+        Ok(token) => return Err(TaskError::abort(format!("token {} was made", token.id))),
+        Err(e) => e.to_string(),
+    };
+    wait::for_duration(std::time::Duration::from_millis(payload.wait_ms));
+    Ok(json!({ "refused": refused }))
 }

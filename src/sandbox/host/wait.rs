@@ -3,7 +3,7 @@
 //! the run checkpoints.
 //!
 //! Deadlines and token answers are journaled, so a replay waits for the same instant and sees
-//! the same token.
+//! the same token — or the same refusal of a token request.
 
 use std::time::Duration;
 
@@ -95,13 +95,24 @@ impl bindings::kiln::task::wait::Host for HostState {
                 }
             }
             None => {
-                if let Err(message) = check_token_request(&request) {
-                    return Ok(Err(WitTokenError::Invalid(message)));
-                }
-                let Some(services) = self.services.clone() else {
-                    return Ok(Err(WitTokenError::Invalid(
-                        "wait tokens can only be made by a run".into(),
-                    )));
+                let services = check_token_request(&request).and_then(|()| {
+                    self.services
+                        .clone()
+                        .ok_or_else(|| "wait tokens can only be made by a run".to_owned())
+                });
+                // A refusal stores nothing, but is journaled like any answer: a replay must meet
+                // it where the guest asked, or the calls after it would not line up.
+                let services = match services {
+                    Ok(services) => services,
+                    Err(message) => {
+                        let answer: Result<TokenCreated, String> = Err(message.clone());
+                        self.journal().record(
+                            Kind::CreateToken,
+                            &calls::digested(digest),
+                            answer.encode(),
+                        );
+                        return Ok(Err(WitTokenError::Invalid(message)));
+                    }
                 };
                 let flushed = self.flush()?;
                 services
