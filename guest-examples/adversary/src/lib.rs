@@ -12,6 +12,7 @@
 //! | `output`    | `{"mb": N}`              | returns a JSON string of N MiB                                |
 //! | `oob`       | anything                 | reads far outside linear memory (a trap)                      |
 //! | `divide`    | `{"by": N}`              | 100 / N (N = 0 panics)                                        |
+//! | `log-effects` | `{"lines"?, "pause_ms"?, "effects"?, "wait_ms"?, "after"?}` | logs `lines` lines, pauses, then `effects` times logs an empty line and changes its metadata, waits `wait_ms`, logs `after` lines |
 //! | `bad-token` | `{"wait_ms": N}`         | asks for a wait token with 11 tags (refused), waits N ms; `{"refused": why}` |
 
 use std::hint::black_box;
@@ -35,6 +36,7 @@ kiln_sdk::tasks![
     Task::new("output", output).retry(Retry::never()),
     Task::new("oob", oob).retry(Retry::never()),
     Task::new("divide", divide).retry(Retry::never()),
+    Task::new("log-effects", log_effects).retry(Retry::never()),
     Task::new("bad-token", bad_token).retry(Retry::never()),
 ];
 
@@ -134,4 +136,43 @@ fn bad_token(payload: WaitMs, _ctx: &Context) -> Result<Value, TaskError> {
     };
     wait::for_duration(std::time::Duration::from_millis(payload.wait_ms));
     Ok(json!({ "refused": refused }))
+}
+
+#[derive(Deserialize)]
+struct LogEffects {
+    #[serde(default)]
+    lines: u64,
+    #[serde(default)]
+    pause_ms: u64,
+    #[serde(default)]
+    effects: u64,
+    #[serde(default)]
+    wait_ms: u64,
+    #[serde(default)]
+    after: u64,
+}
+
+/// Every effect (here a metadata change) stores the log lines written before it; the per-attempt
+/// log cap must hold however often that happens, for empty lines too, and across a checkpoint.
+fn log_effects(payload: LogEffects, _ctx: &Context) -> Result<Value, TaskError> {
+    use std::time::Duration;
+    for i in 0..payload.lines {
+        kiln_sdk::info!("line {i}");
+    }
+    if payload.pause_ms > 0 {
+        kiln_sdk::wait::for_duration(Duration::from_millis(payload.pause_ms));
+    }
+    for _ in 0..payload.effects {
+        kiln_sdk::log::info("");
+        kiln_sdk::metadata::current()
+            .increment("effects", 1.0)
+            .map_err(|e| TaskError::abort(e.to_string()))?;
+    }
+    if payload.wait_ms > 0 {
+        kiln_sdk::wait::for_duration(Duration::from_millis(payload.wait_ms));
+    }
+    for i in 0..payload.after {
+        kiln_sdk::info!("after {i}");
+    }
+    Ok(json!({ "lines": payload.lines, "effects": payload.effects, "after": payload.after }))
 }

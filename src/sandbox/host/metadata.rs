@@ -7,6 +7,7 @@ use crate::sandbox::bindings;
 use crate::sandbox::bindings::kiln::task::metadata::{
     Operation as WitOperation, Target as WitTarget,
 };
+use crate::sandbox::classify::host_failure;
 use crate::sandbox::journal::{Call, Format, JournalValue, Kind, calls};
 use crate::sandbox::{HostState, MetadataChange, MetadataTarget};
 
@@ -26,7 +27,7 @@ impl bindings::kiln::task::metadata::Host for HostState {
             Some(services) => services
                 .metadata(target)
                 .await
-                .map_err(|e| wasmtime::Error::msg(format!("could not read metadata: {e}")))?,
+                .map_err(|e| host_failure(format!("could not read metadata: {e}")))?,
             None => "{}".to_owned(),
         };
         self.journal()
@@ -51,16 +52,23 @@ impl bindings::kiln::task::metadata::Host for HostState {
         };
         if let Some(entry) = replayed {
             return Result::<String, String>::decode(entry.format, &entry.value)
-                .ok_or_else(|| wasmtime::Error::msg("the journal's metadata entry is corrupt"));
+                .ok_or_else(|| host_failure("the journal's metadata entry is corrupt"));
         }
         let Some(services) = self.services.clone() else {
             return Ok(Err("metadata needs a run".into()));
         };
         let flushed = self.flush()?;
-        let result = services
+        let result = match services
             .update_metadata(target, changes, flushed.clone(), digest)
             .await
-            .map_err(|e| wasmtime::Error::msg(format!("could not change metadata: {e}")))?;
+        {
+            Ok(result) => result,
+            Err(e) => {
+                // Nothing was stored: what was flushed goes back, to be stored at the end.
+                self.unflush(flushed);
+                return Err(host_failure(format!("could not change metadata: {e}")));
+            }
+        };
         if result.is_err() {
             self.unflush(flushed);
             self.journal().record(

@@ -8,6 +8,7 @@ use crate::sandbox::bindings::kiln::task::tasks::{
     TriggerItem as WitTriggerItem,
 };
 use crate::sandbox::bindings::{self, wit};
+use crate::sandbox::classify::host_failure;
 use crate::sandbox::journal::{Call, Format, JournalValue, Kind, calls};
 use crate::sandbox::state::Suspend;
 use crate::sandbox::{ChildItem, ChildResult, ChildRun, ChildState, HostState, WaitFor};
@@ -49,7 +50,7 @@ impl bindings::kiln::task::tasks::Host for HostState {
         };
         let results: Vec<ChildResult> = match recorded {
             Some(entry) => Vec::<ChildResult>::decode(entry.format, &entry.value)
-                .ok_or_else(|| wasmtime::Error::msg("the journal's child results are corrupt"))?,
+                .ok_or_else(|| host_failure("the journal's child results are corrupt"))?,
             None => {
                 let services = self
                     .services
@@ -58,7 +59,7 @@ impl bindings::kiln::task::tasks::Host for HostState {
                 let states = services
                     .children_state(ids.clone())
                     .await
-                    .map_err(|e| wasmtime::Error::msg(format!("could not read child runs: {e}")))?;
+                    .map_err(|e| host_failure(format!("could not read child runs: {e}")))?;
                 let mut ended = Vec::with_capacity(states.len());
                 for state in states {
                     match state {
@@ -132,16 +133,23 @@ impl HostState {
         };
         if let Some(entry) = replayed {
             return Result::<Vec<ChildRun>, String>::decode(entry.format, &entry.value)
-                .ok_or_else(|| wasmtime::Error::msg("the journal's trigger entry is corrupt"));
+                .ok_or_else(|| host_failure("the journal's trigger entry is corrupt"));
         }
         let Some(services) = self.services.clone() else {
             return Ok(Err("child runs can only be triggered by a run".into()));
         };
         let flushed = self.flush()?;
-        let result = services
+        let result = match services
             .trigger_children(items, wait, flushed.clone(), digest)
             .await
-            .map_err(|e| wasmtime::Error::msg(format!("could not trigger child runs: {e}")))?;
+        {
+            Ok(result) => result,
+            Err(e) => {
+                // Nothing was stored: what was flushed goes back, to be stored at the end.
+                self.unflush(flushed);
+                return Err(host_failure(format!("could not trigger child runs: {e}")));
+            }
+        };
         if result.is_err() {
             // Nothing was stored: keep the entries for the next checkpoint, and the refusal too.
             self.unflush(flushed);

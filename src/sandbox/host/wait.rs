@@ -12,6 +12,7 @@ use crate::sandbox::bindings;
 use crate::sandbox::bindings::kiln::task::wait::{
     Token as WitToken, TokenError as WitTokenError, TokenOptions as WitTokenOptions,
 };
+use crate::sandbox::classify::host_failure;
 use crate::sandbox::journal::{self, Call, Format, JournalValue, Kind, calls};
 use crate::sandbox::state::Suspend;
 use crate::sandbox::{
@@ -90,7 +91,7 @@ impl bindings::kiln::task::wait::Host for HostState {
                     Some(Ok(created)) => created,
                     Some(Err(message)) => return Ok(Err(WitTokenError::Invalid(message))),
                     None => {
-                        return Err(wasmtime::Error::msg("the journal's token entry is corrupt"));
+                        return Err(host_failure("the journal's token entry is corrupt"));
                     }
                 }
             }
@@ -115,12 +116,17 @@ impl bindings::kiln::task::wait::Host for HostState {
                     }
                 };
                 let flushed = self.flush()?;
-                services
-                    .create_token(request, flushed, digest)
+                match services
+                    .create_token(request, flushed.clone(), digest)
                     .await
-                    .map_err(|e| {
-                        wasmtime::Error::msg(format!("could not make the wait token: {e}"))
-                    })?
+                {
+                    Ok(created) => created,
+                    Err(e) => {
+                        // Nothing was stored: what was flushed goes back, to be stored at the end.
+                        self.unflush(flushed);
+                        return Err(host_failure(format!("could not make the wait token: {e}")));
+                    }
+                }
             }
         };
         Ok(Ok(WitToken {
@@ -146,12 +152,13 @@ impl bindings::kiln::task::wait::Host for HostState {
         };
         let state = match state {
             Some(entry) => TokenState::decode(entry.format, &entry.value)
-                .ok_or_else(|| wasmtime::Error::msg("the journal's token result is corrupt"))?,
+                .ok_or_else(|| host_failure("the journal's token result is corrupt"))?,
             None => {
                 let state = match self.services.clone() {
-                    Some(services) => services.token_state(id.clone()).await.map_err(|e| {
-                        wasmtime::Error::msg(format!("could not read the wait token: {e}"))
-                    })?,
+                    Some(services) => services
+                        .token_state(id.clone())
+                        .await
+                        .map_err(|e| host_failure(format!("could not read the wait token: {e}")))?,
                     None => TokenState::NotFound,
                 };
                 if state == TokenState::Waiting {
