@@ -220,6 +220,74 @@ async fn a_log_flood_is_capped_and_says_so() {
     );
 }
 
+/// Every log line of a run, through all pages.
+async fn all_logs(host: &TestHost, id: &str) -> Vec<Value> {
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = host
+            .get(&format!("/api/v1/runs/{id}/logs?after={after}"))
+            .await;
+        lines.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => return lines,
+        }
+    }
+}
+
+/// Each effect stores the lines logged before it; the cap is of the attempt, not of what is
+/// buffered between effects, and an empty line counts too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_cap_holds_across_effects_that_store_the_lines() {
+    let host = adversary(Options::default()).await;
+    let id = host
+        .trigger("log-effects", json!({ "lines": 9_990, "effects": 100 }))
+        .await;
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let lines = all_logs(&host, &id).await;
+    assert_eq!(lines.len(), 10_001, "10,000 lines and the note");
+    let note = lines.last().unwrap()["message"].as_str().unwrap();
+    assert!(note.starts_with("90 log lines dropped"), "{note}");
+}
+
+/// A checkpoint's replay does not store the lines again nor count them twice, but the attempt
+/// that resumes keeps the count of what it stored before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_cap_holds_across_a_checkpoint_of_the_attempt() {
+    let (options, clock) = Options::manual_clock();
+    let host = adversary(options).await;
+    let id = host
+        .trigger(
+            "log-effects",
+            json!({ "lines": 6_000, "wait_ms": 3_600_000, "after": 6_000 }),
+        )
+        .await;
+    host.wait_status(&id, "WAITING").await;
+    clock.advance(Duration::from_secs(3_600));
+    host.wake();
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let lines = all_logs(&host, &id).await;
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 10_001, "10,000 lines and the note");
+    assert_eq!(messages[5_999], "line 5999");
+    assert_eq!(
+        messages[6_000], "after 0",
+        "the replay stored nothing again"
+    );
+    assert_eq!(messages[9_999], "after 3999");
+    assert!(
+        messages[10_000].starts_with("2000 log lines dropped"),
+        "{}",
+        messages[10_000]
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_tenants_spinning_guests_do_not_hold_up_another_tenant_or_the_api() {
     let host = TestHost::start_with(Options {
