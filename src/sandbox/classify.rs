@@ -1,7 +1,7 @@
-//! What a failed guest call was: cancel, time limit, fuel, denied memory, divergence from the
-//! journal, the host failing a call the guest made ([`HostFailure`]: a store that could not be
-//! read or written, a corrupt journal), or a crash whose message carries the trap and the
-//! guest's last stderr lines.
+//! What a failed guest call was: divergence from the journal, the host failing a call the guest
+//! made ([`HostFailure`]: a store that could not be read or written, a corrupt journal), cancel,
+//! time limit, fuel, a denied memory growth the guest did not go on from (`limits`), or a crash
+//! whose message carries the trap and the guest's last stderr lines.
 //!
 //! Every failure becomes a [`GuestFailure`] value for the run's status; nothing here may panic
 //! on what the guest left behind, and nothing the host got wrong may count as the guest's crash.
@@ -105,7 +105,7 @@ pub(super) fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> Gue
             TrapKind::FuelExhausted,
             "the attempt used up its fuel budget (a runaway loop?)".to_owned(),
         )
-    } else if let Some(denied) = state.limiter.denied {
+    } else if let Some(denied) = state.limiter.pending_denial() {
         (TrapKind::OutOfMemory, state.limiter.denial_message(denied))
     } else {
         let detail = match trap {

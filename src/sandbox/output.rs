@@ -21,6 +21,7 @@ use wasmtime_wasi::async_trait;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::limits::Activity;
 use crate::model::{LogLevel, LogLine, now_ms};
 
 /// Most log lines kept per attempt; later lines are counted, not stored.
@@ -188,14 +189,28 @@ impl LogBuffer {
 pub struct GuestOutput {
     logs: Arc<Mutex<LogBuffer>>,
     level: LogLevel,
+    /// Touched by each write to stdout; not by stderr, where a refused allocator writes before
+    /// it aborts (see `limits`).
+    activity: Option<Activity>,
 }
 
 impl GuestOutput {
-    pub fn new(logs: Arc<Mutex<LogBuffer>>, level: LogLevel) -> GuestOutput {
-        GuestOutput { logs, level }
+    pub(crate) fn new(
+        logs: Arc<Mutex<LogBuffer>>,
+        level: LogLevel,
+        activity: Option<Activity>,
+    ) -> GuestOutput {
+        GuestOutput {
+            logs,
+            level,
+            activity,
+        }
     }
 
     fn append(&self, bytes: &[u8]) {
+        if let Some(activity) = &self.activity {
+            activity.touch();
+        }
         self.logs
             .lock()
             .unwrap_or_else(|e| e.into_inner())

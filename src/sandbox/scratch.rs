@@ -209,6 +209,8 @@ impl OutputStream for CountedStream {
 }
 
 fn view(state: &mut HostState) -> (WasiFilesystemCtxView<'_>, Option<Arc<ScratchQuota>>) {
+    // A write is the guest going on (after a denied memory growth, say).
+    state.activity.touch();
     let quota = state.scratch_quota.clone();
     (
         WasiFilesystemCtxView {

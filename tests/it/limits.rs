@@ -72,6 +72,38 @@ async fn memory_limit_obeyed_and_violated() {
     assert_eq!(host.wait_final(&id).await["status"], "COMPLETED");
 }
 
+/// A growth the machine refused makes the trap that follows it an out-of-memory, but not a trap
+/// after the guest went on (here: it logged the refusal, then panicked for another reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_trap_that_follows_a_denied_growth_is_out_of_memory() {
+    let host = adversary(Options::default()).await;
+    let reserve = |then: &str| json!({ "mb": 1024, "then": then });
+
+    let recovered = run(&host, "reserve", reserve("return")).await;
+    assert_eq!(recovered["status"], "COMPLETED", "{recovered:#}");
+    assert_eq!(recovered["output"], json!({ "refused": true }));
+
+    let panicked = run(&host, "reserve", reserve("panic")).await;
+    assert_eq!(panicked["status"], "CRASHED", "{panicked:#}");
+    assert_eq!(
+        panicked["error"]["code"], "TASK_RUN_CRASHED",
+        "{panicked:#}"
+    );
+    assert!(
+        message(&panicked).contains("an unrelated bug"),
+        "{panicked:#}"
+    );
+
+    for then in ["alloc", "expect"] {
+        let oom = run(&host, "reserve", reserve(then)).await;
+        assert_eq!(oom["status"], "CRASHED", "{then}: {oom:#}");
+        assert_eq!(
+            oom["error"]["code"], "TASK_PROCESS_OOM_KILLED",
+            "{then}: {oom:#}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_memory_retries_on_the_larger_machine() {
     let host = adversary(Options::default()).await;

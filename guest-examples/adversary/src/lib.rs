@@ -13,6 +13,7 @@
 //! | `oob`       | anything                 | reads far outside linear memory (a trap)                      |
 //! | `divide`    | `{"by": N}`              | 100 / N (N = 0 panics)                                        |
 //! | `log-effects` | `{"lines"?, "pause_ms"?, "effects"?, "wait_ms"?, "after"?}` | logs `lines` lines, pauses, then `effects` times logs an empty line and changes its metadata, waits `wait_ms`, logs `after` lines |
+//! | `reserve`   | `{"mb": N, "then": T}`   | tries to reserve N MiB (`try_reserve`); if refused, logs it and then: `panic`, `alloc` (until out of memory), `expect` (panics at once, logging nothing) or `return` |
 //! | `bad-token` | `{"wait_ms": N}`         | asks for a wait token with 11 tags (refused), waits N ms; `{"refused": why}` |
 
 use std::hint::black_box;
@@ -37,6 +38,7 @@ kiln_sdk::tasks![
     Task::new("oob", oob).retry(Retry::never()),
     Task::new("divide", divide).retry(Retry::never()),
     Task::new("log-effects", log_effects).retry(Retry::never()),
+    Task::new("reserve", reserve).retry(Retry::never()),
     Task::new("bad-token", bad_token).retry(Retry::never()),
 ];
 
@@ -175,4 +177,31 @@ fn log_effects(payload: LogEffects, _ctx: &Context) -> Result<Value, TaskError> 
         kiln_sdk::info!("after {i}");
     }
     Ok(json!({ "lines": payload.lines, "effects": payload.effects, "after": payload.after }))
+}
+
+#[derive(Deserialize)]
+struct Reserve {
+    mb: usize,
+    then: String,
+}
+
+/// A refused reservation the guest goes on from must not make a later, unrelated trap an
+/// out-of-memory; running out of memory after it must still be one.
+fn reserve(payload: Reserve, ctx: &Context) -> Result<Value, TaskError> {
+    let mut buffer: Vec<u8> = Vec::new();
+    let refused = buffer.try_reserve_exact(payload.mb << 20);
+    if payload.then == "expect" {
+        refused.clone().expect("the reservation was refused");
+    }
+    if refused.is_err() {
+        kiln_sdk::warn!("could not reserve {} MiB; going on without", payload.mb);
+    }
+    match payload.then.as_str() {
+        "panic" => panic!("an unrelated bug after the refused reservation"),
+        "alloc" => {
+            alloc(Mb { mb: usize::MAX }, ctx)?;
+        }
+        _ => {}
+    }
+    Ok(json!({ "refused": refused.is_err() }))
 }

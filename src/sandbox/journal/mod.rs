@@ -27,6 +27,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use super::limits::Activity;
+
 /// Most bytes of journal one attempt may hold (replayed and recorded together); past it the
 /// attempt's next checkpoint or effect fails it.
 pub const MAX_JOURNAL_BYTES: usize = 64 << 20;
@@ -259,6 +261,8 @@ pub struct Journal {
     total_bytes: usize,
     /// True while entries remain to replay; shared with the log capture, which drops lines then.
     replaying_flag: Arc<AtomicBool>,
+    /// Touched by every call the journal answers: the guest went on (see `limits`).
+    activity: Activity,
 }
 
 impl Journal {
@@ -286,6 +290,7 @@ impl Journal {
         number: u32,
         call: &impl Call,
     ) -> Result<Option<Vec<u8>>, Divergence> {
+        self.activity.touch();
         let Some(entry) = self.http.remove(&number) else {
             return Ok(None);
         };
@@ -309,6 +314,11 @@ impl Journal {
         value.extend_from_slice(&number.to_le_bytes());
         value.extend_from_slice(outcome);
         self.record(Kind::Http, call, value);
+    }
+
+    /// What the journal's calls count into (the memory limiter reads it).
+    pub(crate) fn activity(&self) -> Activity {
+        self.activity.clone()
     }
 
     /// A flag that is true while entries remain to replay.
@@ -350,6 +360,7 @@ impl Journal {
     /// format must match), or `None` once the journal has ended and the call must be answered
     /// live. The entry's format says how to read its value.
     pub fn replayed(&mut self, kind: Kind, call: &impl Call) -> Result<Option<Entry>, Divergence> {
+        self.activity.touch();
         if let Some(d) = &self.diverged {
             return Err(d.clone());
         }
@@ -400,6 +411,7 @@ impl Journal {
 
     /// Records a call answered live, in the current format.
     pub fn record(&mut self, kind: Kind, call: &impl Call, value: Vec<u8>) {
+        self.activity.touch();
         let entry = Entry::new(kind, call.digest(Format::CURRENT), value);
         if self.total_bytes + entry.size() > MAX_JOURNAL_BYTES {
             self.overflowed = true;
