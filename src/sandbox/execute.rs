@@ -112,6 +112,7 @@ impl Sandbox {
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks,
             scratch_quota,
+            file_ids: Default::default(),
             logs,
             limiter: MemoryLimiter::new(
                 usize::try_from(memory).unwrap_or(usize::MAX),

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::file_times::FileIds;
 use super::journal::{Entry, Journal};
 use super::limits::{Activity, MemoryLimiter};
 use super::output::LogBuffer;
@@ -47,6 +48,8 @@ pub struct HostState {
     pub(super) http_hooks: http::KilnHttpHooks,
     /// The scratch directory's quota, when the attempt has one.
     pub(super) scratch_quota: Option<Arc<scratch::ScratchQuota>>,
+    /// The identities `metadata-hash` gave files in this execution.
+    pub(super) file_ids: FileIds,
     pub(super) _live: Live,
 }
 

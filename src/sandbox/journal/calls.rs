@@ -152,6 +152,29 @@ pub fn http<'a>(method: &'a str, uri: &'a str) -> impl Call + 'a {
     }
 }
 
+/// Only the current format journals this call; an entry of an earlier one is never compared
+/// with it (`Format::journals`).
+fn current_only(format: Format, digest: impl FnOnce() -> u64) -> u64 {
+    match format {
+        Format::V1 => 0,
+        Format::V2 => digest(),
+    }
+}
+
+/// A descriptor's `stat` (the times it answered are journaled).
+pub fn stat() -> impl Call {
+    |format: Format| current_only(format, || v2("filesystem.stat").finish())
+}
+
+/// `stat-at` of a path under a descriptor, following symlinks or not.
+pub fn stat_at(follow: bool, path: &str) -> impl Call + '_ {
+    move |format: Format| {
+        current_only(format, || {
+            v2("filesystem.stat-at").bool(follow).str(path).finish()
+        })
+    }
+}
+
 /// The first journal format's digests, frozen.
 mod v1 {
     use super::*;
@@ -328,6 +351,8 @@ pub(super) mod tests {
                 &metadata_update(MetadataTarget::Root, &changes),
             ),
             both("http", &http("GET", "https://example.com/x?y=1")),
+            both("stat", &stat()),
+            both("stat-at", &stat_at(true, "a.txt")),
         ]
     }
 
@@ -349,6 +374,8 @@ pub(super) mod tests {
                 ("metadata.get", 0xa41e_53de_bbf1_0624),
                 ("metadata.update", 0x8735_ff5b_290f_17ec),
                 ("http", 0x667f_50b4_8e45_f32a),
+                ("stat", 0),
+                ("stat-at", 0),
             ]
         );
         assert_eq!(
@@ -377,6 +404,8 @@ pub(super) mod tests {
                 ("metadata.get", 0xa25d_30cf_21e3_7da9),
                 ("metadata.update", 0xe086_3eb2_6098_3c8e),
                 ("http", 0xf41f_30d3_ef48_78fb),
+                ("stat", 0xf52c_ae65_b423_5ef3),
+                ("stat-at", 0xe5cc_6daf_20ae_3a79),
             ],
             "a digest changed: every run checkpointed before would fail as nondeterministic; add a journal format instead"
         );

@@ -155,6 +155,10 @@ impl<'a> Reader<'a> {
         Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
     }
 
+    pub(super) fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+
     pub(super) fn len(&mut self) -> Option<usize> {
         usize::try_from(self.u32()?).ok()
     }

@@ -4,8 +4,10 @@
 //! again from the start; every host call the guest makes is answered from the journal (its kind
 //! and request digest checked) until the journal ends, and from then on live — recorded again for
 //! the next checkpoint. Journaled: wall- and monotonic-clock reads, waits, wait-token creation and
-//! results. Randomness is not journaled: it comes from a per-run seed. Log lines are not journaled
-//! either; they are dropped while replaying, since the first execution already stored them.
+//! results, child runs and their results, metadata reads and changes, outbound HTTP outcomes, and
+//! the times `stat` answers in `/tmp`. Randomness is not journaled: it comes from a per-run seed.
+//! Log lines are not journaled either; they are not stored again while replaying, since the first
+//! execution already stored them.
 //!
 //! Entries are kept in memory while the guest runs; the engine persists the new ones with the
 //! checkpoint. A guest that reads the clock without end only fills the journal up to
@@ -59,6 +61,8 @@ pub enum Kind {
     /// starts with the request's number in the attempt: responses arrive in their own time, so
     /// they are matched by that number, not by their place among the other calls.
     Http = 12,
+    /// The times `stat` or `stat-at` answered for a file in the scratch directory.
+    FileTimes = 13,
 }
 
 impl Kind {
@@ -76,6 +80,7 @@ impl Kind {
             10 => Some(Kind::MetadataRead),
             11 => Some(Kind::MetadataWrite),
             12 => Some(Kind::Http),
+            13 => Some(Kind::FileTimes),
             _ => None,
         }
     }
@@ -92,6 +97,7 @@ impl Kind {
             Kind::MetadataRead => "metadata.get",
             Kind::MetadataWrite => "metadata.update",
             Kind::Http => "http.outgoing-handler.handle",
+            Kind::FileTimes => "filesystem.stat",
         }
     }
 }
@@ -523,6 +529,26 @@ mod tests {
         let recorded = j.take_recorded().unwrap();
         assert_eq!(recorded[0].format, Format::CURRENT);
         assert_eq!(recorded[0].digest, calls::wall_clock().digest(Format::V2));
+    }
+
+    #[test]
+    fn calls_an_older_format_answered_live_stay_live_while_it_replays() {
+        assert!(!Format::V1.journals(Kind::FileTimes));
+        let mut j = Journal::replaying(vec![Entry {
+            format: Format::V1,
+            ..Entry::new(Kind::Wait, 1, number(7))
+        }]);
+        // The first format did not journal file times: answered live, not recorded, and the
+        // replay goes on where it was.
+        assert_eq!(
+            j.call(Kind::FileTimes, &fixed(5), || number(3)),
+            Ok(number(3))
+        );
+        assert!(j.replayed(Kind::Wait, &fixed(1)).unwrap().is_some());
+        assert!(j.take_recorded().unwrap().is_empty());
+        // Once it has ended, they are journaled.
+        j.call(Kind::FileTimes, &fixed(5), || number(3)).unwrap();
+        assert_eq!(j.take_recorded().unwrap().len(), 1);
     }
 
     #[test]

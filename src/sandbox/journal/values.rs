@@ -257,6 +257,57 @@ impl JournalValue for Result<String, String> {
     }
 }
 
+/// A file time: seconds and nanoseconds since the Unix epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Time {
+    pub seconds: u64,
+    pub nanoseconds: u32,
+}
+
+/// The times a `stat` of a file in the scratch directory answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileTimes {
+    pub accessed: Option<Time>,
+    pub modified: Option<Time>,
+    pub changed: Option<Time>,
+}
+
+impl JournalValue for FileTimes {
+    fn encode(&self) -> Vec<u8> {
+        [self.accessed, self.modified, self.changed]
+            .iter()
+            .fold(Canon::value(), |c, t| match t {
+                None => c.tag(0),
+                Some(t) => c.tag(1).u64(t.seconds).u32(t.nanoseconds),
+            })
+            .bytes_out()
+    }
+
+    fn decode(format: Format, bytes: &[u8]) -> Option<Self> {
+        match format {
+            // The first format did not journal file times.
+            Format::V1 => None,
+            Format::V2 => {
+                let mut r = Reader::new(bytes);
+                let mut time = || match r.tag()? {
+                    0 => Some(None),
+                    1 => Some(Some(Time {
+                        seconds: r.u64()?,
+                        nanoseconds: r.u32()?,
+                    })),
+                    _ => None,
+                };
+                let times = FileTimes {
+                    accessed: time()?,
+                    modified: time()?,
+                    changed: time()?,
+                };
+                r.end(times)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +366,19 @@ mod tests {
         );
         let changed: Result<String, String> = Ok("{}".into());
         assert_eq!(changed.encode(), [0, 2, 0, 0, 0, b'{', b'}']);
+        let times = FileTimes {
+            accessed: None,
+            modified: Some(Time {
+                seconds: 1,
+                nanoseconds: 2,
+            }),
+            changed: None,
+        };
+        assert_eq!(
+            times.encode(),
+            [0, 1, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0]
+        );
+        round_trip(times);
 
         round_trip(created);
         round_trip(refused);
