@@ -13,7 +13,7 @@ use futures_util::future::BoxFuture;
 use super::{Engine, EngineError, TriggerItem};
 use crate::metadata::MetadataOp;
 use crate::model::{Delay, Machine, RunStatus, TokenStatus, TriggerOptions, WaitToken};
-use crate::sandbox::journal::{self, Entry, Kind};
+use crate::sandbox::journal::{self, Entry, JournalValue, Kind};
 use crate::sandbox::{
     ChildItem, ChildResult, ChildRun, ChildState, Flushed, MetadataChange, MetadataTarget,
     RunServices, TokenCreated, TokenRequest, TokenState,
@@ -171,10 +171,12 @@ impl RunServices for RunHost {
         let journal_of = self.journal_of();
         Box::pin(async move {
             let entries_engine = engine.clone();
-            let answer = move |(token, cached): &(WaitToken, bool)| TokenCreated {
-                id: token.id.clone(),
-                url: entries_engine.token_url(&token.id),
-                is_cached: *cached,
+            let answer = move |(token, cached): &(WaitToken, bool)| {
+                Ok::<_, String>(TokenCreated {
+                    id: token.id.clone(),
+                    url: entries_engine.token_url(&token.id),
+                    is_cached: *cached,
+                })
             };
             // Like a start, a checkpoint or an end, the effect waits out a full disk.
             let stored = engine
@@ -396,8 +398,8 @@ impl RunServices for RunHost {
 }
 
 /// The journal segment an effect commits: what the attempt flushed, then the call's own entry,
-/// whose value (what a replay answers) is `answer(effect)` as JSON.
-fn effect_journal<T: ?Sized, A: serde::Serialize>(
+/// whose value (what a replay answers) is `answer(effect)` in the journal's encoding.
+fn effect_journal<T: ?Sized, A: JournalValue>(
     (run_id, environment_id, attempt): (String, String, u32),
     flushed: Flushed,
     kind: Kind,
@@ -411,11 +413,7 @@ fn effect_journal<T: ?Sized, A: serde::Serialize>(
         attempt,
         logs,
         entries: Box::new(move |effect: &T| {
-            entries.push(Entry {
-                kind,
-                digest,
-                value: serde_json::to_vec(&answer(effect)).unwrap_or_default(),
-            });
+            entries.push(Entry::new(kind, digest, answer(effect).encode()));
             journal::encode(&entries)
         }),
     }

@@ -84,6 +84,8 @@ pub(super) fn outcome_event(outcome: AttemptOutcome) -> (Event, Option<String>, 
                 // The run is already CANCELED; the attempt's end is recorded as canceled.
                 TrapKind::Canceled => FailureKind::Abort,
                 TrapKind::Nondeterministic => FailureKind::Nondeterministic,
+                // The host failed a call of the task: a system failure, not a crash.
+                TrapKind::Host => FailureKind::System,
             };
             fail(kind, "Error".into(), f.message, f.stack)
         }

@@ -1,8 +1,10 @@
-//! What a failed guest call was: cancel, time limit, fuel, denied memory, divergence from the
-//! journal, or a crash whose message carries the trap and the guest's last stderr lines.
+//! What a failed guest call was: divergence from the journal, the host failing a call the guest
+//! made ([`HostFailure`]: a store that could not be read or written, a corrupt journal), cancel,
+//! time limit, fuel, a denied memory growth the guest did not go on from (`limits`), or a crash
+//! whose message carries the trap and the guest's last stderr lines.
 //!
 //! Every failure becomes a [`GuestFailure`] value for the run's status; nothing here may panic
-//! on what the guest left behind.
+//! on what the guest left behind, and nothing the host got wrong may count as the guest's crash.
 
 use std::sync::atomic::Ordering;
 
@@ -35,6 +37,27 @@ pub enum TrapKind {
     Canceled,
     /// On replay the guest made other host calls than the journal recorded.
     Nondeterministic,
+    /// The host could not carry out a call the guest made (its store failed, its journal is
+    /// corrupt): not the guest's fault.
+    Host,
+}
+
+/// The error a host call returns when the host, not the guest, failed: it ends the attempt as
+/// [`TrapKind::Host`].
+#[derive(Debug)]
+pub(super) struct HostFailure(pub(super) String);
+
+impl std::fmt::Display for HostFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for HostFailure {}
+
+/// A [`HostFailure`] as the error of a host call.
+pub(super) fn host_failure(message: impl Into<String>) -> wasmtime::Error {
+    wasmtime::Error::new(HostFailure(message.into()))
 }
 
 pub(super) fn nondeterministic(d: &Divergence) -> GuestFailure {
@@ -61,7 +84,16 @@ pub(super) fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> Gue
         .map(|bt| bt.to_string())
         .filter(|s| !s.trim().is_empty());
     let stop = state.stop.load(Ordering::Relaxed);
-    let (kind, message) = if trap == Some(Trap::Interrupt) && stop == STOP_CANCELED {
+    let host = error.downcast_ref::<HostFailure>();
+    let (kind, message) = if host.is_some() && state.cancel.0.load(Ordering::Relaxed) {
+        // A call the cancel overtook (its effect found the run canceled).
+        (TrapKind::Canceled, "the attempt was canceled".to_owned())
+    } else if let Some(HostFailure(why)) = host {
+        (
+            TrapKind::Host,
+            format!("kiln could not carry out a call of the task: {why}"),
+        )
+    } else if trap == Some(Trap::Interrupt) && stop == STOP_CANCELED {
         (TrapKind::Canceled, "the attempt was canceled".to_owned())
     } else if trap == Some(Trap::Interrupt) && stop == STOP_TIMEOUT {
         (
@@ -73,7 +105,7 @@ pub(super) fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> Gue
             TrapKind::FuelExhausted,
             "the attempt used up its fuel budget (a runaway loop?)".to_owned(),
         )
-    } else if let Some(denied) = state.limiter.denied {
+    } else if let Some(denied) = state.limiter.pending_denial() {
         (TrapKind::OutOfMemory, state.limiter.denial_message(denied))
     } else {
         let detail = match trap {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::journal::{self, Journal, Kind};
+use super::journal::{self, Journal, Kind, calls};
 use crate::model::Clock;
 
 /// The guest's wall clock: the engine's clock, journaled.
@@ -31,7 +31,9 @@ impl wasmtime_wasi::HostWallClock for JournaledWallClock {
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         // A divergence is remembered by the journal and fails the attempt at its next wait or end.
         let ns = journal
-            .call(Kind::WallClock, 0, || journal::number(live()))
+            .call(Kind::WallClock, &calls::wall_clock(), || {
+                journal::number(live())
+            })
             .ok()
             .and_then(|v| journal::as_number(&v))
             .unwrap_or_else(live);
@@ -61,7 +63,9 @@ impl wasmtime_wasi::HostMonotonicClock for JournaledMonotonicClock {
         };
         let mut journal = self.journal.lock().unwrap_or_else(|e| e.into_inner());
         let ns = journal
-            .call(Kind::MonotonicClock, 0, || journal::number(live()))
+            .call(Kind::MonotonicClock, &calls::monotonic_clock(), || {
+                journal::number(live())
+            })
             .ok()
             .and_then(|v| journal::as_number(&v))
             .unwrap_or_else(live);

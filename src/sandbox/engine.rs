@@ -12,7 +12,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::limits::MAX_TABLE_ELEMENTS;
-use super::{Inner, Sandbox, bindings, scratch};
+use super::{Inner, Sandbox, bindings, file_times, scratch};
 
 /// How often the epoch advances. Bounds how late a cancel, a timeout or a yield to the async
 /// runtime can come.
@@ -111,6 +111,7 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
         scratch::add_to_linker(&mut linker)?;
+        file_times::add_to_linker(&mut linker)?;
         bindings::Task::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));

@@ -50,22 +50,27 @@ impl Sandbox {
         replay: Replay,
     ) -> Store<HostState> {
         let journal = Journal::replaying(replay.journal);
+        let activity = journal.activity();
         let mut logs = LogBuffer::new(attempt);
         logs.mute_while(journal.replaying_flag());
         let logs = Arc::new(Mutex::new(logs));
         let journal = Arc::new(Mutex::new(journal));
         let mut wasi = WasiCtx::builder();
-        wasi.stdout(GuestOutput::new(logs.clone(), LogLevel::Info))
-            .stderr(GuestOutput::new(logs.clone(), LogLevel::Error))
-            .wall_clock(JournaledWallClock {
-                journal: journal.clone(),
-                clock: replay.clock.clone(),
-            })
-            .monotonic_clock(JournaledMonotonicClock {
-                journal: journal.clone(),
-                last: AtomicU64::new(0),
-            })
-            .envs(&replay.env);
+        wasi.stdout(GuestOutput::new(
+            logs.clone(),
+            LogLevel::Info,
+            Some(activity.clone()),
+        ))
+        .stderr(GuestOutput::new(logs.clone(), LogLevel::Error, None))
+        .wall_clock(JournaledWallClock {
+            journal: journal.clone(),
+            clock: replay.clock.clone(),
+        })
+        .monotonic_clock(JournaledMonotonicClock {
+            journal: journal.clone(),
+            last: AtomicU64::new(0),
+        })
+        .envs(&replay.env);
         // Randomness replays by construction: every generator is seeded from the run's seed.
         {
             use rand_wasi::SeedableRng;
@@ -112,12 +117,13 @@ impl Sandbox {
             http: wasmtime_wasi_http::WasiHttpCtx::new(),
             http_hooks,
             scratch_quota,
+            file_ids: Default::default(),
             logs,
-            limiter: MemoryLimiter {
-                limit: usize::try_from(memory).unwrap_or(usize::MAX),
-                used: 0,
-                denied: None,
-            },
+            limiter: MemoryLimiter::new(
+                usize::try_from(memory).unwrap_or(usize::MAX),
+                activity.clone(),
+            ),
+            activity,
             cancel,
             deadline,
             stop: Arc::new(AtomicU8::new(STOP_NONE)),

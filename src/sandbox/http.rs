@@ -18,7 +18,7 @@ use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use super::journal::{Digest, Journal};
+use super::journal::{Call, Format, Journal, calls};
 use super::output::LogBuffer;
 use super::services::RunServices;
 use crate::model::LogLevel;
@@ -363,17 +363,18 @@ impl WasiHttpHooks for KilnHttpHooks {
         let number = self.sent;
         self.sent = self.sent.saturating_add(1);
         let uri = request.uri().clone();
-        let digest = Digest::new()
-            .part(request.method().as_str().as_bytes())
-            .part(uri.to_string().as_bytes())
-            .finish();
-
-        // A replay answers from the journal.
-        let replayed = self
-            .journal
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .http_replayed(number, digest);
+        // A replay answers from the journal; `digest` is what is recorded later, once the
+        // request has moved into the client.
+        let (replayed, digest) = {
+            let uri = uri.to_string();
+            let call = calls::http(request.method().as_str(), &uri);
+            let replayed = self
+                .journal
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .http_replayed(number, &call);
+            (replayed, calls::digested(call.digest(Format::CURRENT)))
+        };
         match replayed {
             Ok(Some(bytes)) => {
                 return ready(match decode_outcome(&bytes) {
@@ -396,7 +397,7 @@ impl WasiHttpHooks for KilnHttpHooks {
             journal
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .record_http(number, digest, &encode_outcome(&outcome));
+                .record_http(number, &digest, &encode_outcome(&outcome));
             ready(outcome.and_then(Buffered::into_response))
         };
         if number >= policy.limits.max_requests {
@@ -553,7 +554,7 @@ impl WasiHttpHooks for KilnHttpHooks {
             journal
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .record_http(number, digest, &encode_outcome(&outcome));
+                .record_http(number, &digest, &encode_outcome(&outcome));
             outcome
                 .and_then(Buffered::into_response)
                 .map(|r| (r, no_io()))

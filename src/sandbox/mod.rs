@@ -12,6 +12,7 @@ mod clocks;
 mod compile;
 mod engine;
 mod execute;
+mod file_times;
 mod host;
 mod limits;
 mod outcome;

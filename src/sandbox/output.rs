@@ -1,6 +1,15 @@
 //! Capture of a guest's logs: `log` import calls and stdout/stderr lines, in the order written,
-//! with per-attempt caps so a chatty guest cannot grow host memory without bound.
-
+//! with per-attempt caps so a chatty guest cannot grow host memory or the run's stored log
+//! without bound.
+//!
+//! The caps count every line the attempt kept — whether it is still in the buffer or was already
+//! taken out by an effect that stored it ([`LogBuffer::drain`]) — and each line costs its text
+//! and attributes plus [`LINE_OVERHEAD`] bytes, so empty lines are not free. A checkpointed
+//! attempt keeps its count across the checkpoint without storing it anywhere: while the journal
+//! replays, the guest writes again exactly the lines the recorded execution kept, and the buffer
+//! counts them against the caps without keeping them (they are stored already), so when the
+//! replay ends the count is where the checkpoint left it. Lines the cap dropped while replaying
+//! were dropped, and noted, by the recorded execution; they are not noted again.
 use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -12,12 +21,16 @@ use wasmtime_wasi::async_trait;
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};
 use wasmtime_wasi::p2::{OutputStream, Pollable, StreamResult};
 
+use super::limits::Activity;
 use crate::model::{LogLevel, LogLine, now_ms};
 
 /// Most log lines kept per attempt; later lines are counted, not stored.
 const MAX_LINES: usize = 10_000;
-/// Most log bytes kept per attempt.
+/// Most log bytes kept per attempt (text, attributes and each line's overhead).
 const MAX_BYTES: usize = 4 << 20;
+/// What a line costs against [`MAX_BYTES`] besides its text: its row (attempt, time, level)
+/// is stored whatever the text, so an empty line is not free.
+const LINE_OVERHEAD: usize = 64;
 /// A single line longer than this is cut (and marked) so one line cannot use the whole budget.
 const MAX_LINE: usize = 64 << 10;
 /// How much a guest may write to stdout/stderr in one `write` call.
@@ -27,6 +40,10 @@ const STREAM_BUDGET: usize = 64 << 10;
 pub struct LogBuffer {
     attempt: u32,
     lines: Vec<LogLine>,
+    /// Lines the attempt kept so far: in `lines`, taken out by effects, or kept before a
+    /// checkpoint (counted again by the replay).
+    kept: usize,
+    /// What those lines cost, overhead included.
     bytes: usize,
     dropped: u64,
     /// Unterminated stdout / stderr text.
@@ -40,6 +57,7 @@ impl LogBuffer {
         LogBuffer {
             attempt,
             lines: Vec::new(),
+            kept: 0,
             bytes: 0,
             dropped: 0,
             partial: [Vec::new(), Vec::new()],
@@ -52,15 +70,13 @@ impl LogBuffer {
         self.replaying = Some(replaying);
     }
 
-    /// Adds one line, or counts it as dropped once the caps are reached.
+    /// Adds one line, or counts it as dropped once the caps are reached. While the journal
+    /// replays, the line only counts against the caps: the recorded execution stored it.
     pub fn push(&mut self, level: LogLevel, mut message: String, attributes: Option<String>) {
-        if self
+        let replaying = self
             .replaying
             .as_ref()
-            .is_some_and(|r| r.load(std::sync::atomic::Ordering::Relaxed))
-        {
-            return;
-        }
+            .is_some_and(|r| r.load(std::sync::atomic::Ordering::Relaxed));
         if message.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !message.is_char_boundary(cut) {
@@ -69,12 +85,18 @@ impl LogBuffer {
             message.truncate(cut);
             message.push_str(" … [line truncated]");
         }
-        let size = message.len() + attributes.as_ref().map_or(0, String::len);
-        if self.lines.len() >= MAX_LINES || self.bytes + size > MAX_BYTES {
-            self.dropped += 1;
+        let cost = LINE_OVERHEAD + message.len() + attributes.as_ref().map_or(0, String::len);
+        if self.kept >= MAX_LINES || self.bytes + cost > MAX_BYTES {
+            if !replaying {
+                self.dropped += 1;
+            }
             return;
         }
-        self.bytes += size;
+        self.kept += 1;
+        self.bytes += cost;
+        if replaying {
+            return;
+        }
         self.lines.push(LogLine {
             attempt: self.attempt,
             at: log_time(),
@@ -125,7 +147,7 @@ impl LogBuffer {
         text.trim().to_owned()
     }
 
-    /// The complete lines so far, for storing with an effect; the caps keep counting.
+    /// The complete lines so far, for storing with an effect; they still count against the caps.
     pub fn drain(&mut self) -> Vec<LogLine> {
         std::mem::take(&mut self.lines)
     }
@@ -151,7 +173,7 @@ impl LogBuffer {
                 at: log_time(),
                 level: LogLevel::Warn,
                 message: format!(
-                    "{} log lines dropped: an attempt keeps at most {MAX_LINES} lines and {MAX_BYTES} bytes",
+                    "{} log lines dropped: an attempt keeps at most {MAX_LINES} lines and {MAX_BYTES} bytes (each line counting {LINE_OVERHEAD} bytes besides its text)",
                     self.dropped
                 ),
                 attributes: None,
@@ -167,14 +189,28 @@ impl LogBuffer {
 pub struct GuestOutput {
     logs: Arc<Mutex<LogBuffer>>,
     level: LogLevel,
+    /// Touched by each write to stdout; not by stderr, where a refused allocator writes before
+    /// it aborts (see `limits`).
+    activity: Option<Activity>,
 }
 
 impl GuestOutput {
-    pub fn new(logs: Arc<Mutex<LogBuffer>>, level: LogLevel) -> GuestOutput {
-        GuestOutput { logs, level }
+    pub(crate) fn new(
+        logs: Arc<Mutex<LogBuffer>>,
+        level: LogLevel,
+        activity: Option<Activity>,
+    ) -> GuestOutput {
+        GuestOutput {
+            logs,
+            level,
+            activity,
+        }
     }
 
     fn append(&self, bytes: &[u8]) {
+        if let Some(activity) = &self.activity {
+            activity.touch();
+        }
         self.logs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -271,6 +307,56 @@ mod tests {
                 .unwrap()
                 .message
                 .starts_with("5 log lines dropped")
+        );
+    }
+
+    #[test]
+    fn lines_taken_by_effects_still_count_against_the_cap() {
+        let mut buf = LogBuffer::new(1);
+        let mut stored = 0;
+        for _ in 0..MAX_LINES + 100 {
+            buf.push(LogLevel::Info, String::new(), None);
+            stored += buf.drain().len();
+        }
+        stored += buf.take().len();
+        assert_eq!(stored, MAX_LINES + 1, "the lines and the note");
+    }
+
+    #[test]
+    fn each_line_costs_its_overhead() {
+        // 10,000 lines of 400 bytes fit in the byte cap by their text alone, not with their rows.
+        let mut buf = LogBuffer::new(1);
+        for _ in 0..MAX_LINES {
+            buf.push(LogLevel::Info, "x".repeat(400), None);
+        }
+        let kept = buf.take().len() - 1;
+        assert_eq!(kept, MAX_BYTES / (400 + LINE_OVERHEAD));
+    }
+
+    #[test]
+    fn a_replay_counts_the_lines_it_does_not_store_again() {
+        let replaying = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let mut buf = LogBuffer::new(1);
+        buf.mute_while(replaying.clone());
+        for i in 0..MAX_LINES + 7 {
+            if i == MAX_LINES / 2 + 3 {
+                replaying.store(false, std::sync::atomic::Ordering::Relaxed);
+            }
+            buf.push(LogLevel::Info, format!("line {i}"), None);
+        }
+        let lines = buf.take();
+        assert_eq!(
+            lines.len(),
+            MAX_LINES / 2 - 3 + 1,
+            "the rest of the cap and the note"
+        );
+        assert_eq!(lines[0].message, format!("line {}", MAX_LINES / 2 + 3));
+        assert!(
+            lines
+                .last()
+                .unwrap()
+                .message
+                .starts_with("7 log lines dropped")
         );
     }
 

@@ -114,7 +114,7 @@ impl Drop for ScratchLease {
 }
 
 /// The interface whose writes are counted (the version wasmtime-wasi 48 registers).
-const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
+pub(super) const FILESYSTEM_TYPES: &str = "wasi:filesystem/types@0.2.12";
 
 /// Bytes a run's scratch directory may take in all, and what it has taken.
 pub struct ScratchQuota {
@@ -209,6 +209,8 @@ impl OutputStream for CountedStream {
 }
 
 fn view(state: &mut HostState) -> (WasiFilesystemCtxView<'_>, Option<Arc<ScratchQuota>>) {
+    // A write is the guest going on (after a denied memory growth, say).
+    state.activity.touch();
     let quota = state.scratch_quota.clone();
     (
         WasiFilesystemCtxView {

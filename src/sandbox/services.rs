@@ -16,7 +16,7 @@ pub struct TokenRequest {
 }
 
 /// A wait token as the guest sees it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenCreated {
     pub id: String,
     pub url: String,
@@ -24,7 +24,7 @@ pub struct TokenCreated {
 }
 
 /// Where a token the guest waits for stands.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TokenState {
     Waiting,
     /// Completed with this JSON data.
@@ -140,14 +140,14 @@ pub struct ChildItem {
 }
 
 /// A triggered child run.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChildRun {
     pub id: String,
     pub is_cached: bool,
 }
 
 /// How a child run ended.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChildResult {
     /// Its output (JSON text).
     Ok(String),

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::file_times::FileIds;
 use super::journal::{Entry, Journal};
-use super::limits::MemoryLimiter;
+use super::limits::{Activity, MemoryLimiter};
 use super::output::LogBuffer;
 use super::{
     CancelHandle, DEFAULT_WAIT_THRESHOLD, Flushed, Live, RunServices, WaitFor, http, scratch,
@@ -32,6 +33,9 @@ pub struct HostState {
     pub(super) table: ResourceTable,
     pub(super) logs: Arc<Mutex<LogBuffer>>,
     pub(super) limiter: MemoryLimiter,
+    /// What shows the guest went on after a denied growth (`log` calls, `/tmp` writes; the
+    /// journal and stdout count into it too).
+    pub(super) activity: Activity,
     pub(super) cancel: CancelHandle,
     /// When `maxDuration` runs out; pushed back by in-place waits, which are not compute.
     pub(super) deadline: Option<Instant>,
@@ -44,6 +48,8 @@ pub struct HostState {
     pub(super) http_hooks: http::KilnHttpHooks,
     /// The scratch directory's quota, when the attempt has one.
     pub(super) scratch_quota: Option<Arc<scratch::ScratchQuota>>,
+    /// The identities `metadata-hash` gave files in this execution.
+    pub(super) file_ids: FileIds,
     pub(super) _live: Live,
 }
 

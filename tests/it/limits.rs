@@ -72,6 +72,38 @@ async fn memory_limit_obeyed_and_violated() {
     assert_eq!(host.wait_final(&id).await["status"], "COMPLETED");
 }
 
+/// A growth the machine refused makes the trap that follows it an out-of-memory, but not a trap
+/// after the guest went on (here: it logged the refusal, then panicked for another reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_trap_that_follows_a_denied_growth_is_out_of_memory() {
+    let host = adversary(Options::default()).await;
+    let reserve = |then: &str| json!({ "mb": 1024, "then": then });
+
+    let recovered = run(&host, "reserve", reserve("return")).await;
+    assert_eq!(recovered["status"], "COMPLETED", "{recovered:#}");
+    assert_eq!(recovered["output"], json!({ "refused": true }));
+
+    let panicked = run(&host, "reserve", reserve("panic")).await;
+    assert_eq!(panicked["status"], "CRASHED", "{panicked:#}");
+    assert_eq!(
+        panicked["error"]["code"], "TASK_RUN_CRASHED",
+        "{panicked:#}"
+    );
+    assert!(
+        message(&panicked).contains("an unrelated bug"),
+        "{panicked:#}"
+    );
+
+    for then in ["alloc", "expect"] {
+        let oom = run(&host, "reserve", reserve(then)).await;
+        assert_eq!(oom["status"], "CRASHED", "{then}: {oom:#}");
+        assert_eq!(
+            oom["error"]["code"], "TASK_PROCESS_OOM_KILLED",
+            "{then}: {oom:#}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_memory_retries_on_the_larger_machine() {
     let host = adversary(Options::default()).await;
@@ -217,6 +249,74 @@ async fn a_log_flood_is_capped_and_says_so() {
             .unwrap()
             .starts_with("20000 log lines dropped"),
         "{last}"
+    );
+}
+
+/// Every log line of a run, through all pages.
+async fn all_logs(host: &TestHost, id: &str) -> Vec<Value> {
+    let mut lines = Vec::new();
+    let mut after = 0;
+    loop {
+        let (_, page) = host
+            .get(&format!("/api/v1/runs/{id}/logs?after={after}"))
+            .await;
+        lines.extend(page["data"].as_array().unwrap().iter().cloned());
+        match page["next"].as_i64() {
+            Some(next) => after = next,
+            None => return lines,
+        }
+    }
+}
+
+/// Each effect stores the lines logged before it; the cap is of the attempt, not of what is
+/// buffered between effects, and an empty line counts too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_cap_holds_across_effects_that_store_the_lines() {
+    let host = adversary(Options::default()).await;
+    let id = host
+        .trigger("log-effects", json!({ "lines": 9_990, "effects": 100 }))
+        .await;
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let lines = all_logs(&host, &id).await;
+    assert_eq!(lines.len(), 10_001, "10,000 lines and the note");
+    let note = lines.last().unwrap()["message"].as_str().unwrap();
+    assert!(note.starts_with("90 log lines dropped"), "{note}");
+}
+
+/// A checkpoint's replay does not store the lines again nor count them twice, but the attempt
+/// that resumes keeps the count of what it stored before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_cap_holds_across_a_checkpoint_of_the_attempt() {
+    let (options, clock) = Options::manual_clock();
+    let host = adversary(options).await;
+    let id = host
+        .trigger(
+            "log-effects",
+            json!({ "lines": 6_000, "wait_ms": 3_600_000, "after": 6_000 }),
+        )
+        .await;
+    host.wait_status(&id, "WAITING").await;
+    clock.advance(Duration::from_secs(3_600));
+    host.wake();
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let lines = all_logs(&host, &id).await;
+    let messages: Vec<&str> = lines
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(messages.len(), 10_001, "10,000 lines and the note");
+    assert_eq!(messages[5_999], "line 5999");
+    assert_eq!(
+        messages[6_000], "after 0",
+        "the replay stored nothing again"
+    );
+    assert_eq!(messages[9_999], "after 3999");
+    assert!(
+        messages[10_000].starts_with("2000 log lines dropped"),
+        "{}",
+        messages[10_000]
     );
 }
 

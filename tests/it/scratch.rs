@@ -117,3 +117,66 @@ async fn the_scratch_quota_is_obeyed_and_enforced() {
         "{logs}"
     );
 }
+
+/// Seconds and nanoseconds as the `file-times` task writes them, in milliseconds.
+fn time_ms(text: &Value) -> i64 {
+    let (s, ns) = text.as_str().unwrap().split_once('.').unwrap();
+    s.parse::<i64>().unwrap() * 1000 + ns.parse::<i64>().unwrap() / 1_000_000
+}
+
+/// File times under `/tmp` are readings like any other: the replay after a checkpoint reads the
+/// times (and identities) the first execution read, although it wrote the file again later, and
+/// they follow the run's clock, not the host's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn file_times_in_tmp_replay_and_follow_the_runs_clock() {
+    let (options, clock) = Options::manual_clock();
+    let host = TestHost::start_with(options).await;
+    host.deploy(guests::ADVERSARY).await;
+    let id = host
+        .trigger("file-times", json!({ "wait_ms": 3_600_000 }))
+        .await;
+    host.wait_status(&id, "WAITING").await;
+    // Real time passes before the replay writes the file again.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    clock.advance(Duration::from_secs(3_600));
+    host.wake();
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    let out = &run["output"];
+
+    let (_, logs) = host.get(&format!("/api/v1/runs/{id}/logs")).await;
+    let first: Vec<&str> = logs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|l| l["message"].as_str()?.strip_prefix("a.txt: "))
+        .collect();
+    let replayed = format!(
+        "modified {}, hash {}, std {}",
+        out["modified"].as_str().unwrap(),
+        out["hash"].as_str().unwrap(),
+        out["std_modified"].as_str().unwrap()
+    );
+    assert_eq!(
+        first,
+        [replayed.as_str()],
+        "the replay read what the first execution read"
+    );
+    assert_eq!(
+        out["hash_after"], out["hash"],
+        "a file keeps its identity across the wait"
+    );
+    assert_ne!(out["b_hash"], out["hash"]);
+
+    let (before, after) = (
+        out["before_ms"].as_i64().unwrap(),
+        out["after_ms"].as_i64().unwrap(),
+    );
+    assert!(after - before >= 3_600_000, "{out:#}");
+    let near = |t: i64, clock: i64| (t - clock).abs() < 1_000;
+    assert!(near(time_ms(&out["modified"]), before), "{out:#}");
+    assert!(
+        near(time_ms(&out["b_modified"]), after),
+        "the run's clock after the wait: {out:#}"
+    );
+}

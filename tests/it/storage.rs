@@ -155,3 +155,65 @@ async fn a_full_disk_refuses_new_work_keeps_running_work_and_recovers() {
         .unwrap();
     assert_eq!(integrity, "ok");
 }
+
+/// A metadata change that meets a full disk is the host's failure, not the guest's: the attempt
+/// is not counted as the task crashing, and the log lines written before the change (which
+/// would have been stored with it) are kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_that_meets_a_full_disk_is_no_crash_of_the_task_and_keeps_its_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ServeProcess::spawn(
+        dir.path(),
+        &[],
+        &[guest_path(guests::ADVERSARY)],
+        |command| {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: only async-signal-safe `signal` runs between fork and exec (see above).
+            unsafe {
+                command.pre_exec(|| {
+                    libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                    Ok(())
+                });
+            }
+        },
+    );
+    // Logs a line, pauses in place, then changes its metadata.
+    let id = host
+        .trigger(
+            "log-effects",
+            json!({ "lines": 1, "pause_ms": 1500, "effects": 1 }),
+        )
+        .await;
+    host.wait_for(&id, |r| r["status"] == "EXECUTING").await;
+    // The disk fills during the pause: no write may pass the first 4 KiB of any file, so the
+    // change (and the attempt's end) cannot be stored until space returns.
+    set_file_size_limit(host.pid(), Some(4096));
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    set_file_size_limit(host.pid(), None);
+
+    let run = host.wait_for(&id, |r| r["isCompleted"] == true).await;
+    assert_ne!(run["error"]["code"], "TASK_RUN_CRASHED", "{run:#}");
+    assert!(
+        run["status"] == "COMPLETED" || run["error"]["code"] == "SYSTEM_FAILURE",
+        "{run:#}"
+    );
+    let logs = host
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/v1/runs/{id}/logs"),
+            None,
+        )
+        .await;
+    let lines: Vec<&str> = logs["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lines.iter().filter(|l| **l == "line 0").count(),
+        1,
+        "the line written before the change is stored once: {lines:?}"
+    );
+    host.kill();
+}

@@ -246,3 +246,25 @@ async fn another_environments_tokens_are_not_found() {
     let (_, token) = host.get(&format!("/api/v1/waitpoints/tokens/{id}")).await;
     assert_eq!(token["status"], "WAITING");
 }
+
+/// A token request the host refuses (11 tags) is journaled as refused, so the checkpoint after
+/// it replays: the run resumes, gets the same refusal, and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_token_request_replays_after_a_checkpoint() {
+    let (options, clock) = Options::manual_clock();
+    let host = TestHost::start_with(options).await;
+    host.deploy(guests::ADVERSARY).await;
+    let id = host
+        .trigger("bad-token", json!({ "wait_ms": 3_600_000 }))
+        .await;
+    host.wait_status(&id, "WAITING").await;
+    clock.advance(std::time::Duration::from_secs(3_600));
+    host.wake();
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert_eq!(run["attempts"].as_array().unwrap().len(), 1, "{run:#}");
+    let refused = run["output"]["refused"].as_str().unwrap();
+    assert!(refused.contains("at most 10 tags"), "{refused}");
+    let (_, list) = host.get("/api/v1/waitpoints/tokens").await;
+    assert_eq!(list["data"], json!([]), "nothing was made");
+}

@@ -258,3 +258,71 @@ async fn a_replay_that_does_not_match_the_journal_fails_the_attempt_and_a_retry_
         "{retried:#}"
     );
 }
+
+/// A run checkpointed by a kiln that wrote the first journal format (before formats had
+/// numbers) resumes after an upgrade: its stored journal is rewritten here to that format, the
+/// replay accepts it, and the second checkpoint appends entries of the current format after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_stored_by_the_previous_format_replays_after_an_upgrade() {
+    use kiln::sandbox::journal::{self, Call, Format, Kind, calls};
+
+    let (options, clock) = Options::manual_clock();
+    let host = TestHost::start_with(options).await;
+    host.deploy(guests::HELLO).await;
+    let ms = 3_600_000u64;
+    let id = host.trigger("wait", json!({ "ms": ms, "times": 2 })).await;
+    let first = host.wait_status(&id, "WAITING").await["waitpoints"][0]["completesAt"].clone();
+    assert!(first.is_string(), "{first}");
+
+    let db = rusqlite::Connection::open(host.dir.join("kiln.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let stored: Vec<u8> = db
+        .query_row(
+            "SELECT entries FROM journal_segments WHERE run_id = ?1",
+            [&id],
+            |r| r.get(0),
+        )
+        .unwrap();
+    let mut entries = journal::decode(&stored).unwrap();
+    assert!(entries.iter().all(|e| e.format == Format::CURRENT));
+    for e in &mut entries {
+        e.digest = match e.kind {
+            Kind::WallClock => calls::wall_clock().digest(Format::V1),
+            Kind::MonotonicClock => calls::monotonic_clock().digest(Format::V1),
+            Kind::Wait => calls::for_duration(ms).digest(Format::V1),
+            other => panic!("the wait task made a {other:?} call"),
+        };
+        e.format = Format::V1;
+    }
+    let old = journal::encode(&entries);
+    assert_eq!(old[0] >> 5, 0, "the first format has no format bits");
+    db.execute(
+        "UPDATE journal_segments SET entries = ?2 WHERE run_id = ?1",
+        rusqlite::params![id, old],
+    )
+    .unwrap();
+
+    clock.advance(Duration::from_secs(3_600));
+    host.wake();
+    host.wait_for(&id, "waiting again", |r| {
+        r["status"] == "WAITING" && r["waitpoints"][0]["completesAt"] != first
+    })
+    .await;
+    let segments: Vec<Vec<u8>> = {
+        let mut stmt = db
+            .prepare("SELECT entries FROM journal_segments WHERE run_id = ?1 ORDER BY segment")
+            .unwrap();
+        stmt.query_map([&id], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    drop(db);
+    assert_eq!(segments.len(), 2, "the old segment, then the new one");
+    let new = journal::decode(&segments[1]).unwrap();
+    assert!(!new.is_empty() && new.iter().all(|e| e.format == Format::CURRENT));
+
+    clock.advance(Duration::from_secs(3_600));
+    host.wake();
+    assert_replayed_faithfully(&host, &id, 2).await;
+}

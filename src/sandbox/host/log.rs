@@ -14,6 +14,7 @@ impl bindings::kiln::task::log::Host for HostState {
         attributes: Option<String>,
     ) {
         use bindings::kiln::task::log::Level as L;
+        self.activity.touch();
         let level = match level {
             L::Trace => LogLevel::Trace,
             L::Debug => LogLevel::Debug,

@@ -7,46 +7,31 @@ use crate::sandbox::bindings;
 use crate::sandbox::bindings::kiln::task::metadata::{
     Operation as WitOperation, Target as WitTarget,
 };
-use crate::sandbox::journal::{self, Digest, Kind};
+use crate::sandbox::classify::host_failure;
+use crate::sandbox::journal::{Call, Format, JournalValue, Kind, calls};
 use crate::sandbox::{HostState, MetadataChange, MetadataTarget};
-
-impl MetadataChange {
-    /// Adds the change to a call's digest (values are not copied).
-    fn digest(d: Digest, change: &MetadataChange) -> Digest {
-        match change {
-            MetadataChange::Set(k, v) => d.part(b"set").part(k.as_bytes()).part(v.as_bytes()),
-            MetadataChange::Delete(k) => d.part(b"del").part(k.as_bytes()),
-            MetadataChange::Append(k, v) => d.part(b"append").part(k.as_bytes()).part(v.as_bytes()),
-            MetadataChange::Remove(k, v) => d.part(b"remove").part(k.as_bytes()).part(v.as_bytes()),
-            MetadataChange::Increment(k, by) => d
-                .part(b"increment")
-                .part(k.as_bytes())
-                .part(&by.to_le_bytes()),
-            MetadataChange::Replace(v) => d.part(b"replace").part(v.as_bytes()),
-        }
-    }
-}
 
 impl bindings::kiln::task::metadata::Host for HostState {
     async fn get(&mut self, target: WitTarget) -> wasmtime::Result<String> {
         let target = metadata_target(target);
-        let digest = journal::digest(&[b"metadata.get", format!("{target:?}").as_bytes()]);
+        let call = calls::metadata_get(target);
         let replayed = self
             .journal()
-            .replayed(Kind::MetadataRead, digest)
+            .replayed(Kind::MetadataRead, &call)
             .map_err(wasmtime::Error::new)?;
-        if let Some(value) = replayed {
-            return Ok(String::from_utf8_lossy(&value).into_owned());
+        // Metadata reads are JSON text in every format.
+        if let Some(entry) = replayed {
+            return Ok(String::from_utf8_lossy(&entry.value).into_owned());
         }
         let value = match self.services.clone() {
             Some(services) => services
                 .metadata(target)
                 .await
-                .map_err(|e| wasmtime::Error::msg(format!("could not read metadata: {e}")))?,
+                .map_err(|e| host_failure(format!("could not read metadata: {e}")))?,
             None => "{}".to_owned(),
         };
         self.journal()
-            .record(Kind::MetadataRead, digest, value.clone().into_bytes());
+            .record(Kind::MetadataRead, &call, value.clone().into_bytes());
         Ok(value)
     }
 
@@ -57,36 +42,39 @@ impl bindings::kiln::task::metadata::Host for HostState {
     ) -> wasmtime::Result<Result<String, String>> {
         let target = metadata_target(target);
         let changes: Vec<MetadataChange> = operations.into_iter().map(change).collect();
-        let digest = changes
-            .iter()
-            .fold(
-                Digest::new().part(b"metadata.update").part(&[target as u8]),
-                MetadataChange::digest,
-            )
-            .finish();
-        let replayed = self
-            .journal()
-            .replayed(Kind::MetadataWrite, digest)
-            .map_err(wasmtime::Error::new)?;
-        if let Some(value) = replayed {
-            return serde_json::from_slice(&value).map_err(|e| {
-                wasmtime::Error::msg(format!("the journal's metadata entry is corrupt: {e}"))
-            });
+        let (replayed, digest) = {
+            let call = calls::metadata_update(target, &changes);
+            let replayed = self
+                .journal()
+                .replayed(Kind::MetadataWrite, &call)
+                .map_err(wasmtime::Error::new)?;
+            (replayed, call.digest(Format::CURRENT))
+        };
+        if let Some(entry) = replayed {
+            return Result::<String, String>::decode(entry.format, &entry.value)
+                .ok_or_else(|| host_failure("the journal's metadata entry is corrupt"));
         }
         let Some(services) = self.services.clone() else {
             return Ok(Err("metadata needs a run".into()));
         };
         let flushed = self.flush()?;
-        let result = services
+        let result = match services
             .update_metadata(target, changes, flushed.clone(), digest)
             .await
-            .map_err(|e| wasmtime::Error::msg(format!("could not change metadata: {e}")))?;
+        {
+            Ok(result) => result,
+            Err(e) => {
+                // Nothing was stored: what was flushed goes back, to be stored at the end.
+                self.unflush(flushed);
+                return Err(host_failure(format!("could not change metadata: {e}")));
+            }
+        };
         if result.is_err() {
             self.unflush(flushed);
             self.journal().record(
                 Kind::MetadataWrite,
-                digest,
-                serde_json::to_vec(&result).unwrap_or_default(),
+                &calls::digested(digest),
+                result.encode(),
             );
         }
         Ok(result)

@@ -8,37 +8,10 @@ use crate::sandbox::bindings::kiln::task::tasks::{
     TriggerItem as WitTriggerItem,
 };
 use crate::sandbox::bindings::{self, wit};
-use crate::sandbox::journal::{self, Digest, Kind};
+use crate::sandbox::classify::host_failure;
+use crate::sandbox::journal::{Call, Format, JournalValue, Kind, calls};
 use crate::sandbox::state::Suspend;
 use crate::sandbox::{ChildItem, ChildResult, ChildRun, ChildState, HostState, WaitFor};
-
-impl ChildItem {
-    /// Adds the item to a call's digest, field by field (the payload is not copied).
-    fn digest(d: Digest, item: &ChildItem) -> Digest {
-        let number = |n: Option<u64>| n.map(u64::to_le_bytes);
-        let d = d
-            .part(item.task_id.as_bytes())
-            .part(item.payload.as_bytes())
-            .optional(item.idempotency_key.as_deref().map(str::as_bytes));
-        let d = item
-            .tags
-            .iter()
-            .fold(d.part(&[item.tags.len() as u8]), |d, t| {
-                d.part(t.as_bytes())
-            });
-        d.optional(number(item.delay_ms).as_ref().map(|b| &b[..]))
-            .optional(number(item.ttl_ms).as_ref().map(|b| &b[..]))
-            .optional(item.queue.as_deref().map(str::as_bytes))
-            .optional(item.concurrency_key.as_deref().map(str::as_bytes))
-            .optional(item.machine.as_deref().map(str::as_bytes))
-            .optional(
-                number(item.max_attempts.map(u64::from))
-                    .as_ref()
-                    .map(|b| &b[..]),
-            )
-            .optional(item.metadata.as_deref().map(str::as_bytes))
-    }
-}
 
 impl bindings::kiln::task::tasks::Host for HostState {
     async fn batch_trigger(
@@ -64,20 +37,20 @@ impl bindings::kiln::task::tasks::Host for HostState {
             Err(why) => return Ok(Err(why)),
         };
         let ids: Vec<String> = runs.into_iter().map(|r| r.id).collect();
-        let digest = journal::digest(&[b"wait-children", ids.join(",").as_bytes()]);
-        let recorded = {
+        let (recorded, call) = {
+            let call = calls::wait_children(&ids);
             let mut journal = self.journal();
             journal
-                .skip_markers(Kind::ChildrenPending, digest)
+                .skip_markers(Kind::ChildrenPending, &call)
                 .map_err(wasmtime::Error::new)?;
-            journal
-                .replayed(Kind::ChildrenResult, digest)
-                .map_err(wasmtime::Error::new)?
+            let recorded = journal
+                .replayed(Kind::ChildrenResult, &call)
+                .map_err(wasmtime::Error::new)?;
+            (recorded, calls::digested(call.digest(Format::CURRENT)))
         };
         let results: Vec<ChildResult> = match recorded {
-            Some(value) => serde_json::from_slice(&value).map_err(|e| {
-                wasmtime::Error::msg(format!("the journal's child results are corrupt: {e}"))
-            })?,
+            Some(entry) => Vec::<ChildResult>::decode(entry.format, &entry.value)
+                .ok_or_else(|| host_failure("the journal's child results are corrupt"))?,
             None => {
                 let services = self
                     .services
@@ -86,25 +59,22 @@ impl bindings::kiln::task::tasks::Host for HostState {
                 let states = services
                     .children_state(ids.clone())
                     .await
-                    .map_err(|e| wasmtime::Error::msg(format!("could not read child runs: {e}")))?;
+                    .map_err(|e| host_failure(format!("could not read child runs: {e}")))?;
                 let mut ended = Vec::with_capacity(states.len());
                 for state in states {
                     match state {
                         ChildState::Ended(result) => ended.push(result),
                         ChildState::Going => {
                             self.journal()
-                                .record(Kind::ChildrenPending, digest, Vec::new());
+                                .record(Kind::ChildrenPending, &call, Vec::new());
                             return Err(wasmtime::Error::new(Suspend {
                                 wait: WaitFor::Runs(ids),
                             }));
                         }
                     }
                 }
-                self.journal().record(
-                    Kind::ChildrenResult,
-                    digest,
-                    serde_json::to_vec(&ended).unwrap_or_default(),
-                );
+                self.journal()
+                    .record(Kind::ChildrenResult, &call, ended.encode());
                 ended
             }
         };
@@ -153,42 +123,38 @@ impl HostState {
                 metadata: i.options.metadata,
             })
             .collect();
-        let digest = items
-            .iter()
-            .fold(
-                Digest::new().part(if wait {
-                    b"trigger-and-wait"
-                } else {
-                    b"trigger"
-                }),
-                ChildItem::digest,
-            )
-            .finish();
-        let replayed = self
-            .journal()
-            .replayed(Kind::Trigger, digest)
-            .map_err(wasmtime::Error::new)?;
-        if let Some(value) = replayed {
-            return serde_json::from_slice(&value).map_err(|e| {
-                wasmtime::Error::msg(format!("the journal's trigger entry is corrupt: {e}"))
-            });
+        let (replayed, digest) = {
+            let call = calls::trigger(&items, wait);
+            let replayed = self
+                .journal()
+                .replayed(Kind::Trigger, &call)
+                .map_err(wasmtime::Error::new)?;
+            (replayed, call.digest(Format::CURRENT))
+        };
+        if let Some(entry) = replayed {
+            return Result::<Vec<ChildRun>, String>::decode(entry.format, &entry.value)
+                .ok_or_else(|| host_failure("the journal's trigger entry is corrupt"));
         }
         let Some(services) = self.services.clone() else {
             return Ok(Err("child runs can only be triggered by a run".into()));
         };
         let flushed = self.flush()?;
-        let result = services
+        let result = match services
             .trigger_children(items, wait, flushed.clone(), digest)
             .await
-            .map_err(|e| wasmtime::Error::msg(format!("could not trigger child runs: {e}")))?;
+        {
+            Ok(result) => result,
+            Err(e) => {
+                // Nothing was stored: what was flushed goes back, to be stored at the end.
+                self.unflush(flushed);
+                return Err(host_failure(format!("could not trigger child runs: {e}")));
+            }
+        };
         if result.is_err() {
             // Nothing was stored: keep the entries for the next checkpoint, and the refusal too.
             self.unflush(flushed);
-            self.journal().record(
-                Kind::Trigger,
-                digest,
-                serde_json::to_vec(&result).unwrap_or_default(),
-            );
+            self.journal()
+                .record(Kind::Trigger, &calls::digested(digest), result.encode());
         }
         Ok(result)
     }

@@ -3,7 +3,7 @@
 //! the run checkpoints.
 //!
 //! Deadlines and token answers are journaled, so a replay waits for the same instant and sees
-//! the same token.
+//! the same token — or the same refusal of a token request.
 
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use crate::sandbox::bindings;
 use crate::sandbox::bindings::kiln::task::wait::{
     Token as WitToken, TokenError as WitTokenError, TokenOptions as WitTokenOptions,
 };
-use crate::sandbox::journal::{self, Kind};
+use crate::sandbox::classify::host_failure;
+use crate::sandbox::journal::{self, Call, Format, JournalValue, Kind, calls};
 use crate::sandbox::state::Suspend;
 use crate::sandbox::{
     HostState, TokenCreated, TokenRequest, TokenState, WaitFor, check_token_request,
@@ -23,13 +24,13 @@ impl HostState {
     /// in place if short, or unwinds the guest to checkpoint.
     async fn wait(
         &mut self,
-        digest: u64,
+        call: impl Call,
         deadline: impl FnOnce(Millis) -> Millis,
     ) -> wasmtime::Result<()> {
         let now = self.clock.now();
         let until = self
             .journal()
-            .call(Kind::Wait, digest, || journal::number(deadline(now) as u64))
+            .call(Kind::Wait, &call, || journal::number(deadline(now) as u64))
             .map_err(wasmtime::Error::new)?;
         let until = journal::as_number(&until)
             .and_then(|u| i64::try_from(u).ok())
@@ -53,17 +54,17 @@ impl HostState {
 
 impl bindings::kiln::task::wait::Host for HostState {
     async fn for_duration(&mut self, ms: u64) -> wasmtime::Result<()> {
-        let digest = journal::digest(&[b"for-duration", &ms.to_le_bytes()]);
-        self.wait(digest, |now| {
+        self.wait(calls::for_duration(ms), |now| {
             now.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
         })
         .await
     }
 
     async fn until(&mut self, at_ms: u64) -> wasmtime::Result<()> {
-        let digest = journal::digest(&[b"until", &at_ms.to_le_bytes()]);
-        self.wait(digest, |_| i64::try_from(at_ms).unwrap_or(i64::MAX))
-            .await
+        self.wait(calls::until(at_ms), |_| {
+            i64::try_from(at_ms).unwrap_or(i64::MAX)
+        })
+        .await
     }
 
     async fn create_token(
@@ -76,31 +77,56 @@ impl bindings::kiln::task::wait::Host for HostState {
             idempotency_key_ttl_ms: options.idempotency_key_ttl_ms,
             tags: options.tags,
         };
-        let digest = journal::digest(&[b"create-token", format!("{request:?}").as_bytes()]);
-        let replayed = self
-            .journal()
-            .replayed(Kind::CreateToken, digest)
-            .map_err(wasmtime::Error::new)?;
+        let (replayed, digest) = {
+            let call = calls::create_token(&request);
+            let replayed = self
+                .journal()
+                .replayed(Kind::CreateToken, &call)
+                .map_err(wasmtime::Error::new)?;
+            (replayed, call.digest(Format::CURRENT))
+        };
         let created = match replayed {
-            Some(value) => serde_json::from_slice::<TokenCreated>(&value).map_err(|e| {
-                wasmtime::Error::msg(format!("the journal's token entry is corrupt: {e}"))
-            })?,
-            None => {
-                if let Err(message) = check_token_request(&request) {
-                    return Ok(Err(WitTokenError::Invalid(message)));
+            Some(entry) => {
+                match Result::<TokenCreated, String>::decode(entry.format, &entry.value) {
+                    Some(Ok(created)) => created,
+                    Some(Err(message)) => return Ok(Err(WitTokenError::Invalid(message))),
+                    None => {
+                        return Err(host_failure("the journal's token entry is corrupt"));
+                    }
                 }
-                let Some(services) = self.services.clone() else {
-                    return Ok(Err(WitTokenError::Invalid(
-                        "wait tokens can only be made by a run".into(),
-                    )));
+            }
+            None => {
+                let services = check_token_request(&request).and_then(|()| {
+                    self.services
+                        .clone()
+                        .ok_or_else(|| "wait tokens can only be made by a run".to_owned())
+                });
+                // A refusal stores nothing, but is journaled like any answer: a replay must meet
+                // it where the guest asked, or the calls after it would not line up.
+                let services = match services {
+                    Ok(services) => services,
+                    Err(message) => {
+                        let answer: Result<TokenCreated, String> = Err(message.clone());
+                        self.journal().record(
+                            Kind::CreateToken,
+                            &calls::digested(digest),
+                            answer.encode(),
+                        );
+                        return Ok(Err(WitTokenError::Invalid(message)));
+                    }
                 };
                 let flushed = self.flush()?;
-                services
-                    .create_token(request, flushed, digest)
+                match services
+                    .create_token(request, flushed.clone(), digest)
                     .await
-                    .map_err(|e| {
-                        wasmtime::Error::msg(format!("could not make the wait token: {e}"))
-                    })?
+                {
+                    Ok(created) => created,
+                    Err(e) => {
+                        // Nothing was stored: what was flushed goes back, to be stored at the end.
+                        self.unflush(flushed);
+                        return Err(host_failure(format!("could not make the wait token: {e}")));
+                    }
+                }
             }
         };
         Ok(Ok(WitToken {
@@ -111,40 +137,38 @@ impl bindings::kiln::task::wait::Host for HostState {
     }
 
     async fn for_token(&mut self, id: String) -> wasmtime::Result<Result<String, WitTokenError>> {
-        let digest = journal::digest(&[b"for-token", id.as_bytes()]);
         // Each earlier execution that suspended here left a marker; then comes the result, if
         // one was recorded.
-        let state = {
+        let (state, call) = {
+            let call = calls::for_token(&id);
             let mut journal = self.journal();
-            while journal.next_is(Kind::TokenPending, digest) {
-                journal
-                    .replayed(Kind::TokenPending, digest)
-                    .map_err(wasmtime::Error::new)?;
-            }
             journal
-                .replayed(Kind::TokenResult, digest)
-                .map_err(wasmtime::Error::new)?
+                .skip_markers(Kind::TokenPending, &call)
+                .map_err(wasmtime::Error::new)?;
+            let state = journal
+                .replayed(Kind::TokenResult, &call)
+                .map_err(wasmtime::Error::new)?;
+            (state, calls::digested(call.digest(Format::CURRENT)))
         };
         let state = match state {
-            Some(value) => serde_json::from_slice::<TokenState>(&value).map_err(|e| {
-                wasmtime::Error::msg(format!("the journal's token result is corrupt: {e}"))
-            })?,
+            Some(entry) => TokenState::decode(entry.format, &entry.value)
+                .ok_or_else(|| host_failure("the journal's token result is corrupt"))?,
             None => {
                 let state = match self.services.clone() {
-                    Some(services) => services.token_state(id.clone()).await.map_err(|e| {
-                        wasmtime::Error::msg(format!("could not read the wait token: {e}"))
-                    })?,
+                    Some(services) => services
+                        .token_state(id.clone())
+                        .await
+                        .map_err(|e| host_failure(format!("could not read the wait token: {e}")))?,
                     None => TokenState::NotFound,
                 };
                 if state == TokenState::Waiting {
-                    self.journal()
-                        .record(Kind::TokenPending, digest, Vec::new());
+                    self.journal().record(Kind::TokenPending, &call, Vec::new());
                     return Err(wasmtime::Error::new(Suspend {
                         wait: WaitFor::Token(id),
                     }));
                 }
-                let value = serde_json::to_vec(&state).unwrap_or_default();
-                self.journal().record(Kind::TokenResult, digest, value);
+                self.journal()
+                    .record(Kind::TokenResult, &call, state.encode());
                 state
             }
         };
