@@ -98,7 +98,7 @@ pub fn router(state: ApiState) -> Router {
         POST "/api/v1/schedules/{schedule_id}/activate" [key] "Activate a schedule" => post(schedules::activate),
         POST "/api/v1/schedules/{schedule_id}/deactivate" [key] "Deactivate a schedule" =>
             post(schedules::deactivate),
-        GET "/api/v1/timezones" [key] "The IANA time zones schedules take" => get(schedules::timezones),
+        GET "/api/v1/timezones" [none] "The IANA time zones schedules take" => get(schedules::timezones),
         GET "/api/v1/projects/{project_ref}/envvars/{env}" [key] "List the environment's variables" =>
             get(env_vars::list),
         POST "/api/v1/projects/{project_ref}/envvars/{env}" [key] "Create an environment variable" =>

@@ -78,7 +78,7 @@ pub(super) async fn list_runs(
         size,
         after,
         before,
-    } = cursor.checked()?;
+    } = cursor.checked();
     let page = state
         .engine
         .list_runs(&env, filter, size, after, before)
@@ -100,12 +100,16 @@ pub(super) async fn cancel_run(
     }
 }
 
+/// `POST /api/v1/runs/{id}/replay`, with Trigger.dev's optional body of what to change.
 pub(super) async fn replay_run(
     State(state): State<ApiState>,
     Authed(env): Authed,
     Path(run_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let run = state.engine.replay(&env, &run_id).await?;
+    let body = json_object(&body_bytes(body)?)?;
+    let changes = dto::parse_replay(body).map_err(ApiError::bad_request)?;
+    let run = state.engine.replay(&env, &run_id, changes).await?;
     Ok(Json(json!({ "id": run.id })))
 }
 

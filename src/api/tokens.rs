@@ -191,7 +191,7 @@ pub(super) async fn list_tokens(
         size,
         after,
         before,
-    } = cursor.checked()?;
+    } = cursor.checked();
     let backwards = before.is_some();
     let had_cursor = after.is_some() || before.is_some();
     let (tokens, more) = state

@@ -59,7 +59,7 @@ use dispatch::Slot;
 pub use error::EngineError;
 pub use queues::{EnvironmentLimit, QueueStats};
 pub use reads::RunView;
-pub use runs::CancelOutcome;
+pub use runs::{CancelOutcome, ReplayChanges};
 use transitions::{outcome_event, requeue_time, run_state, run_update};
 pub use trigger::{
     MAX_BATCH_ITEMS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAYLOAD_BYTES, MAX_TAG_LEN, MAX_TAGS, TriggerItem,

@@ -6,6 +6,16 @@ use super::*;
 /// How many times a compare-and-set is retried against concurrent changes before giving up.
 pub(super) const CAS_RETRIES: usize = 8;
 
+/// What a replay changes from the original run; `None` (and default options) keep the
+/// original's payload, tags and machine.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayChanges {
+    /// JSON text.
+    pub payload: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub options: TriggerOptions,
+}
+
 /// The result of a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -15,17 +25,22 @@ pub enum CancelOutcome {
 }
 
 impl Engine {
-    /// A new run with the same task, payload, tags and metadata, on the latest version.
-    pub async fn replay(&self, env: &Environment, run_id: &str) -> Result<Run, EngineError> {
+    /// A new run with the same task, payload, tags and metadata, on the latest version, but for
+    /// what `changes` gives instead (Trigger.dev's replay body).
+    pub async fn replay(
+        &self,
+        env: &Environment,
+        run_id: &str,
+        changes: ReplayChanges,
+    ) -> Result<Run, EngineError> {
         let run = self.find(env, run_id).await?;
+        let mut options = changes.options;
+        options.tags = changes.tags.unwrap_or(run.tags);
+        options.machine = options.machine.or(Some(run.machine));
         let item = TriggerItem {
             task_id: run.task_id,
-            payload: run.payload,
-            options: TriggerOptions {
-                tags: run.tags,
-                machine: Some(run.machine),
-                ..TriggerOptions::default()
-            },
+            payload: changes.payload.unwrap_or(run.payload),
+            options,
         };
         Ok(self.trigger(env, item).await?.run)
     }

@@ -55,6 +55,8 @@ pub struct NewRun {
     pub expires_at: Option<Millis>,
     /// The key and when it stops matching repeats.
     pub idempotency: Option<(String, Millis)>,
+    /// The user's key and scope behind the key, shown instead of the hash.
+    pub idempotency_options: Option<IdempotencyKeyOptions>,
     pub tags: Vec<String>,
     pub metadata: Option<String>,
     pub max_duration: Option<std::time::Duration>,
@@ -206,6 +208,9 @@ pub struct StoredVar {
     pub environment_id: String,
     pub name: String,
     pub sealed: Sealed,
+    /// Read back redacted (Trigger.dev's `isSecret`); runs still see the value. Once secret, a
+    /// variable stays secret when its value is written again.
+    pub is_secret: bool,
 }
 
 /// The fields of an imperative schedule, validated by the engine.

@@ -80,9 +80,9 @@ pub(super) fn insert_one(
            max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, \
            queue_ts, available_at, created_at, updated_at, priority_ms, score, delay_until, ttl_ms, \
            expires_at, idempotency_key, metadata, max_duration_ms, concurrency_key, lock_to_version, batch_id, \
-           oom_machine, seed, parent_run_id, root_run_id, depth) \
+           oom_machine, seed, parent_run_id, root_run_id, depth, idempotency_key_user, idempotency_key_scope) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18, ?19, \
-                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
     )?
     .execute(params![
         id,
@@ -116,6 +116,11 @@ pub(super) fn insert_one(
         new.parent.as_ref().map(|p| &p.parent_run_id),
         new.parent.as_ref().map(|p| &p.root_run_id),
         new.parent.as_ref().map_or(0, |p| p.depth),
+        new.idempotency.as_ref().and(new.idempotency_options.as_ref()).map(|o| &o.key),
+        new.idempotency
+            .as_ref()
+            .and(new.idempotency_options.as_ref())
+            .map(|o| o.scope.as_str()),
     ])?;
     if !new.tags.is_empty() {
         write_tags(c, &id, &new.environment_id, &new.tags)?;
