@@ -79,8 +79,9 @@ pub fn router(state: ApiState) -> Router {
             post(tokens::complete_token),
         POST "/api/v1/waitpoints/tokens/{token_id}/callback/{capability}" [none]
             "Complete a wait token through its callback URL" => post(tokens::callback),
-        GET "/realtime/v1/runs" [key] "Stream runs with tags (Server-Sent Events)" => get(realtime::subscribe_tags),
-        GET "/realtime/v1/runs/{run_id}" [key] "Stream a run until it finishes (Server-Sent Events)" =>
+        GET "/realtime/v1/runs" [key] "Follow runs with tags (Electric's shape protocol with `offset`, else Server-Sent Events)" =>
+            get(realtime::subscribe_tags),
+        GET "/realtime/v1/runs/{run_id}" [key] "Follow a run until it finishes (Electric's shape protocol with `offset`, else Server-Sent Events)" =>
             get(realtime::subscribe_run),
         GET "/api/v1/queues" [key] "List queues" => get(queues::list_queues),
         GET "/api/v1/queues/{queue}" [key] "Retrieve a queue" => get(queues::retrieve_queue),
@@ -144,9 +145,12 @@ pub async fn serve(
     state: ApiState,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let hub = state.realtime.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
+            // Held realtime requests answer now, so the shutdown does not wait for them.
+            hub.close();
         })
         .await
 }

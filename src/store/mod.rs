@@ -57,6 +57,22 @@ impl Store {
         }
     }
 
+    /// The runs each committed write group changed (their ids, any environment's), from now
+    /// on: one message per group that changed a run, after its commit. A watcher that falls far
+    /// behind gets `Lagged` from the channel and should re-read what it watches.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<RunChanges> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.changes(),
+        }
+    }
+
+    /// How many read operations the store ran so far (to check what watchers cost).
+    pub fn reads(&self) -> u64 {
+        match &self.backend {
+            Backend::Sqlite(s) => s.reads(),
+        }
+    }
+
     /// The durability every commit has, as benchmarks print it.
     pub fn durability(&self) -> &'static str {
         match &self.backend {
@@ -190,6 +206,11 @@ facade! {
     fn run(&self, environment_id: &str, run_id: &str) -> Option<Run>;
     /// The child runs of an environment by id, as they are now (`None` for an unknown id).
     fn runs_by_id(&self, environment_id: &str, ids: Vec<String>) -> Vec<Option<Run>>;
+    /// Runs by id, of any environment (for watchers of [`Store::changes`], which keep only
+    /// their environment's); unknown ids are left out. One read however many.
+    fn changed_runs(&self, ids: Vec<String>) -> Vec<Run>;
+    /// Runs by id as [`Store::changed_runs`], each with its attempts and what it waits for.
+    fn runs_in_detail(&self, ids: Vec<String>) -> Vec<RunDetail>;
     /// Ids of a run's children that have not ended.
     fn live_children(&self, run_id: &str) -> Vec<String>;
     /// A page of an environment's runs, newest first. `after` continues to older runs, `before`

@@ -6,6 +6,18 @@
 use crate::model::*;
 use crate::secrets::Sealed;
 
+/// The run ids one committed write group inserted or changed.
+pub type ChangedRuns = std::sync::Arc<[String]>;
+
+/// What a watcher of [`super::Store::changes`] learns of one committed write group.
+#[derive(Debug, Clone)]
+pub enum RunChanges {
+    /// These runs changed (any environment's); nothing else did.
+    Runs(ChangedRuns),
+    /// Which runs changed is not known (a read failed): re-read what you watch.
+    Unknown,
+}
+
 /// A secret key about to be stored: the plaintext (shown once) and its SHA-256 digest.
 #[derive(Debug, Clone)]
 pub struct NewKey {
@@ -82,6 +94,14 @@ pub struct Inserted {
     pub cached: bool,
 }
 
+/// A run with its attempts (oldest first) and what it waits for while WAITING.
+#[derive(Debug, Clone)]
+pub struct RunDetail {
+    pub run: Run,
+    pub attempts: Vec<Attempt>,
+    pub waiting_for: Vec<WaitingFor>,
+}
+
 /// Filters of the runs list; every field is optional.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -90,6 +110,8 @@ pub struct RunFilter {
     pub versions: Vec<String>,
     /// Runs carrying any of these tags.
     pub tags: Vec<String>,
+    /// Runs carrying every one of these tags.
+    pub all_tags: Vec<String>,
     pub created_from: Option<Millis>,
     pub created_to: Option<Millis>,
     pub batch_id: Option<String>,

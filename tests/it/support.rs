@@ -216,6 +216,11 @@ impl TestHost {
             .map_or(0, |h| h.engine.deployer().compilations())
     }
 
+    /// Read operations the host's store ran so far.
+    pub fn store_reads(&self) -> u64 {
+        self.host.as_ref().map_or(0, |h| h.engine.store().reads())
+    }
+
     /// Tells the engine its (manual) clock moved.
     pub fn wake(&self) {
         if let Some(h) = &self.host {

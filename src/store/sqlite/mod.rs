@@ -11,6 +11,7 @@
 //! queue, `runs` for a schedule's run).
 
 mod attempts;
+mod changes;
 mod deployments;
 mod env_vars;
 mod environments;
@@ -26,15 +27,17 @@ mod tenants;
 mod timers;
 mod tokens;
 mod waits;
+mod watchers;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::StoreError;
+use super::{RunChanges, StoreError};
 
 /// The durability every commit has (see `open_connection`), as benchmarks print it.
 pub const DURABILITY: &str = "SQLite WAL, synchronous = FULL";
@@ -73,6 +76,10 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     /// Counts committed write groups; watchers re-read what they watch when it moves.
     commits: Arc<watch::Sender<u64>>,
+    /// The runs each committed group changed (see `changes`).
+    changes: broadcast::Sender<RunChanges>,
+    /// Read operations so far (tests check what watchers cost).
+    reads: Arc<AtomicU64>,
 }
 
 struct ReaderPool {
@@ -92,15 +99,22 @@ impl SqliteStore {
             .map_err(|e| open_error(&path, e))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(watch::Sender::new(0));
+        let feed = changes::feed();
+        let collector = changes::Collector::install(&conn, feed.clone(), {
+            let path = path.clone();
+            move || open_connection(&path, true).ok()
+        });
         thread::Builder::new()
             .name("kiln-store-writer".into())
             .spawn({
                 let commits = commits.clone();
-                move || writer_loop(conn, rx, &commits)
+                move || writer_loop(conn, rx, &commits, &collector)
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             commits,
+            changes: feed,
+            reads: Arc::new(AtomicU64::new(0)),
             writer: tx,
             readers: Arc::new(ReaderPool {
                 path,
@@ -132,11 +146,22 @@ impl SqliteStore {
         self.commits.subscribe()
     }
 
+    /// The runs each committed write group changed, from now on.
+    pub fn changes(&self) -> broadcast::Receiver<RunChanges> {
+        self.changes.subscribe()
+    }
+
+    /// How many read operations ran so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     /// Runs `op` on a read connection on the blocking pool.
     pub(super) async fn read<R: Send + 'static>(
         &self,
         op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = match readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
@@ -227,6 +252,7 @@ fn writer_loop(
     conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Job>,
     commits: &watch::Sender<u64>,
+    changed: &changes::Collector,
 ) {
     // Jobs a rolled-back group never ran; they go first into the next group.
     let mut carried: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
@@ -241,6 +267,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        changed.begin();
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
             let msg = e.to_string();
             tracing::error!(error = %msg, "cannot begin a write transaction");
@@ -272,6 +299,7 @@ fn writer_loop(
         let commit = match commit {
             Ok(()) => {
                 commits.send_modify(|n| *n += 1);
+                changed.committed();
                 Ok(())
             }
             Err(e) => {

@@ -99,6 +99,28 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
+/// An attempt from `run_id, number, status, deployment_id, started_at, finished_at, error,
+/// fuel_used, compute_ms`.
+pub(super) const ATTEMPT_COLUMNS: &str =
+    "run_id, number, status, deployment_id, started_at, finished_at, error, fuel_used, compute_ms";
+
+pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let status: String = r.get(2)?;
+    let error: Option<String> = r.get(6)?;
+    Ok(Attempt {
+        run_id: r.get(0)?,
+        number: r.get(1)?,
+        status: AttemptStatus::parse(&status)
+            .ok_or_else(|| corrupt_col(2, "attempt status", &status))?,
+        deployment_id: r.get(3)?,
+        started_at: r.get(4)?,
+        finished_at: r.get(5)?,
+        error: error.as_deref().map(decode_error),
+        fuel_used: r.get::<_, i64>(7)? as u64,
+        compute_ms: r.get::<_, i64>(8)? as u64,
+    })
+}
+
 pub(super) fn lane_from_row(row: &Row<'_>) -> rusqlite::Result<Lane> {
     Ok(Lane {
         environment_id: row.get(0)?,

@@ -409,6 +409,10 @@ impl SqliteStore {
                 ));
                 args.extend(filter.tags.into_iter().map(Into::into));
             }
+            for tag in filter.all_tags {
+                sql.push_str(" AND EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag = ?)");
+                args.push(tag.into());
+            }
             let mut compare = |cond: &str, value: Option<rusqlite::types::Value>| {
                 if let Some(v) = value {
                     sql.push_str(cond);
