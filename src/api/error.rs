@@ -71,6 +71,7 @@ impl From<EngineError> for ApiError {
             | EngineError::NotDelayed(_)
             | EngineError::TooManyTags(_)
             | EngineError::BatchSize(_)
+            | EngineError::BatchRunCount(_)
             | EngineError::LimitAboveEnvironment { .. }
             | EngineError::InvalidToken(_) => StatusCode::BAD_REQUEST,
             EngineError::Metadata(MetadataError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,

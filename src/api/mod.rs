@@ -9,6 +9,7 @@
 //! route is declared once, in [`router`].
 
 mod auth;
+mod batches;
 mod deployments;
 mod dto;
 mod env_vars;
@@ -62,6 +63,10 @@ pub fn router(state: ApiState) -> Router {
             post(triggers::batch_one_task).layer(batch_limit),
         POST "/api/v1/tasks/batch" [key] "Trigger runs of several tasks as a batch" =>
             post(triggers::batch_many_tasks).layer(batch_limit),
+        POST "/api/v3/batches" [key] "Make a batch of `runCount` runs; its items follow" => post(batches::create),
+        POST "/api/v3/batches/{batch_id}/items" [key] "Stream a batch's items (NDJSON); sealed when every index is in" =>
+            post(batches::stream_items).layer(DefaultBodyLimit::disable()),
+        GET "/api/v2/batches/{batch_id}" [key] "Retrieve a batch: its status, runs and failed items" => get(batches::retrieve),
         GET "/api/v3/runs/{run_id}" [key] "Retrieve a run" => get(runs::retrieve_run),
         GET "/api/v1/runs" [key] "List runs, newest first, with filters" => get(runs::list_runs),
         POST "/api/v2/runs/{run_id}/cancel" [key] "Cancel a run" => post(runs::cancel_run),
@@ -83,6 +88,8 @@ pub fn router(state: ApiState) -> Router {
             get(realtime::subscribe_tags),
         GET "/realtime/v1/runs/{run_id}" [key] "Follow a run until it finishes (Electric's shape protocol with `offset`, else Server-Sent Events)" =>
             get(realtime::subscribe_run),
+        GET "/realtime/v1/batches/{batch_id}" [key] "Follow a batch's runs (Electric's shape protocol)" =>
+            get(realtime::subscribe_batch),
         GET "/api/v1/queues" [key] "List queues" => get(queues::list_queues),
         GET "/api/v1/queues/{queue}" [key] "Retrieve a queue" => get(queues::retrieve_queue),
         POST "/api/v1/queues/{queue}/pause" [key] "Pause or resume a queue" => post(queues::pause_queue),

@@ -10,6 +10,7 @@
 //! `transitions` (the state machine's results as store changes).
 
 mod attempt;
+pub mod batches;
 mod config;
 mod deployments;
 mod dispatch;

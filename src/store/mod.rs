@@ -185,6 +185,17 @@ facade! {
     /// appends the parent's journal and marks it as having one. `Conflict` (and nothing stored)
     /// if the parent is no longer executing.
     fn insert_child_runs(&self, runs: Vec<NewRun>, batch_id: Option<String>, journal: JournalWith<[Inserted]>, waiting: bool) -> Vec<Inserted>;
+    /// Makes a two-phase batch, unsealed and without items; a live batch of the environment with
+    /// the same idempotency key is returned instead, `true`.
+    fn create_batch(&self, batch: NewBatch) -> (Batch, bool);
+    /// A batch of the environment, with its runs by index and its failed items.
+    fn batch(&self, environment_id: &str, id: &str) -> Option<Batch>;
+    /// Adds items to an unsealed batch in one transaction: an index the batch has is counted as
+    /// deduplicated and not run again; the others' runs are inserted (or found by idempotency
+    /// key) as runs of the batch.
+    fn add_batch_items(&self, environment_id: &str, batch_id: &str, items: Vec<NewBatchItem>, now: Millis) -> Result<ItemsAdded, BatchRefusal>;
+    /// Seals the batch if every index has arrived; says how many have.
+    fn seal_batch(&self, environment_id: &str, batch_id: &str, now: Millis) -> Option<Sealing>;
     /// Forgets an idempotency key (for one task, or every task of the environment). Returns how
     /// many keys were removed.
     fn reset_idempotency_key(&self, environment_id: &str, key: &str, task_id: Option<String>) -> usize;

@@ -128,6 +128,52 @@ pub struct RunPage {
     pub previous: Option<String>,
 }
 
+/// A two-phase batch to make (or the live batch with its idempotency key).
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub environment_id: String,
+    pub run_count: u32,
+    /// The key and when it stops matching repeats.
+    pub idempotency: Option<(String, Millis)>,
+    pub idempotency_options: Option<IdempotencyKeyOptions>,
+    pub now: Millis,
+}
+
+/// One item of a two-phase batch: the run it becomes, or why it cannot.
+#[derive(Debug, Clone)]
+pub struct NewBatchItem {
+    pub index: u32,
+    pub task_id: String,
+    pub run: Result<NewRun, BatchItemError>,
+}
+
+/// What adding items to a batch did.
+#[derive(Debug, Clone, Default)]
+pub struct ItemsAdded {
+    /// Indexes taken now.
+    pub accepted: u32,
+    /// Indexes the batch had already (not run again).
+    pub deduplicated: u32,
+    /// The runs of the accepted items (an existing run, `cached`, for an idempotency key).
+    pub inserted: Vec<Inserted>,
+}
+
+/// Why items were not added to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchRefusal {
+    NotFound,
+    /// Every index has arrived; the batch takes no more.
+    Sealed,
+}
+
+/// A batch after its items' stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sealing {
+    pub sealed: bool,
+    pub enqueued: u32,
+    pub expected: u32,
+}
+
 /// A status change computed by the engine, applied with compare-and-set on `expected`.
 #[derive(Debug, Clone)]
 pub struct RunUpdate {

@@ -2,6 +2,7 @@
 //! SQLite in a temp dir, real wasmtime, real guests from `guest-examples/`) over loopback HTTP.
 
 mod api;
+mod batches;
 mod bench;
 mod chaos;
 mod children;

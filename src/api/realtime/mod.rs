@@ -147,3 +147,29 @@ pub(super) async fn subscribe_tags(
     };
     electric::answer(&state.realtime, shape, shape_query, read).await
 }
+
+/// `GET /realtime/v1/batches/{id}`: the batch's runs (Electric only); never ends by itself.
+pub(super) async fn subscribe_batch(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(batch_id): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let shape = electric::Shape {
+        handle: format!("batch-{batch_id}"),
+        matches: |r: &Run| r.batch_id.as_deref() == Some(&batch_id) && r.environment_id == env.id,
+    };
+    let read = || async {
+        let Some(batch) = state.engine.batch(&env, &batch_id).await? else {
+            return Ok(None);
+        };
+        Ok(Some(state.engine.changed_runs(batch.runs).await?))
+    };
+    electric::answer(
+        &state.realtime,
+        shape,
+        electric::ShapeQuery::parse(&query)?,
+        read,
+    )
+    .await
+}

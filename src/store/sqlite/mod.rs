@@ -11,6 +11,7 @@
 //! queue, `runs` for a schedule's run).
 
 mod attempts;
+mod batches;
 mod changes;
 mod deployments;
 mod env_vars;

@@ -43,28 +43,71 @@ pub(super) fn insert_all(
     runs: Vec<NewRun>,
     batch_id: Option<&str>,
 ) -> Result<Vec<Inserted>, StoreError> {
+    // A batch made in one request is complete, so sealed, when made.
     if let (Some(batch), Some(first)) = (batch_id, runs.first()) {
         c.execute(
-            "INSERT INTO batches (id, environment_id, run_count, created_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO batches (id, environment_id, run_count, created_at, updated_at, sealed, sealed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?4, 1, ?4)",
             params![batch, first.environment_id, runs.len() as i64, first.now],
         )?;
     }
     let mut out = Vec::with_capacity(runs.len());
-    for new in runs {
-        if let Some(existing) = live_idempotent_run(c, &new)? {
-            out.push(Inserted {
-                run: existing,
-                cached: true,
-            });
-            continue;
+    for (index, new) in runs.into_iter().enumerate() {
+        let inserted = insert_or_find(c, &new, batch_id)?;
+        if let Some(batch) = batch_id {
+            record_batch_item(c, batch, index, &new.task_id, Ok(&inserted.run.id), new.now)?;
         }
-        let id = insert_one(c, &new, batch_id)?;
-        out.push(Inserted {
-            run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
-            cached: false,
-        });
+        out.push(inserted);
     }
     Ok(out)
+}
+
+/// Inserts a run, or finds the live run its idempotency key names (`cached`).
+pub(super) fn insert_or_find(
+    c: &Connection,
+    new: &NewRun,
+    batch_id: Option<&str>,
+) -> Result<Inserted, StoreError> {
+    if let Some(existing) = live_idempotent_run(c, new)? {
+        return Ok(Inserted {
+            run: existing,
+            cached: true,
+        });
+    }
+    let id = insert_one(c, new, batch_id)?;
+    Ok(Inserted {
+        run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
+        cached: false,
+    })
+}
+
+/// Records what item `index` of a batch became: a run, or the reason it is not one.
+pub(super) fn record_batch_item(
+    c: &Connection,
+    batch_id: &str,
+    index: usize,
+    task_id: &str,
+    outcome: Result<&str, &BatchItemError>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let (run_id, error, code) = match outcome {
+        Ok(run) => (Some(run), None, None),
+        Err(e) => (None, Some(e.message.as_str()), e.code.as_deref()),
+    };
+    c.prepare_cached(
+        "INSERT INTO batch_items (batch_id, idx, task_id, run_id, error, error_code, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        batch_id,
+        index as i64,
+        task_id,
+        run_id,
+        error,
+        code,
+        now
+    ])?;
+    Ok(())
 }
 
 pub(super) fn insert_one(
