@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiState, Authed, body_bytes, dto, json_object};
+use super::scopes::Resource;
+use super::{Access, ApiError, ApiState, body_bytes, dto, json_object};
 use crate::engine::batches::{
     BatchError, BatchItem, BatchRequest, ChunkAdded, MAX_BATCH_RUNS, too_large,
 };
@@ -42,22 +43,63 @@ fn unprocessable(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
 }
 
+/// How long the token a batch is answered with reads it (Trigger.dev's).
+const BATCH_TOKEN_SECS: i64 = 3_600;
+
+/// What a batch-trigger token must reach to trigger `task` in a batch.
+fn batch_trigger(access: &Access, task: &str) -> Result<(), ApiError> {
+    access.allow(
+        "batchTrigger",
+        &[
+            Resource::of("tasks", task),
+            Resource::all("tasks"),
+            Resource::all("batch"),
+        ],
+    )
+}
+
 /// `POST /api/v3/batches` with `{runCount, taskIdentifiers?, idempotencyKey?,
 /// idempotencyKeyOptions?}`: 202 with the batch (or, for a live idempotency key, the earlier
 /// batch, `isCached`, whose items the SDK then does not send).
 pub(super) async fn create(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = json_object(&body_bytes(body)?)?;
     let request = parse_create(&body)?;
-    let (batch, cached) = state.engine.create_batch(&env, request).await?;
+    // A token must reach every task the batch names (or every task).
+    match body.get("taskIdentifiers").and_then(Value::as_array) {
+        Some(tasks) => {
+            for task in tasks.iter().filter_map(Value::as_str) {
+                batch_trigger(&access, task)?;
+            }
+        }
+        None => access.allow(
+            "batchTrigger",
+            &[Resource::all("tasks"), Resource::all("batch")],
+        )?,
+    }
+    if let Some(digest) = access.one_time()
+        && !state.engine.use_token(&access.env, digest, "batch").await?
+    {
+        return Err(unprocessable(
+            "Cannot trigger a batch with a one-time use token as it has already been used.",
+        ));
+    }
+    let (batch, cached) = state.engine.create_batch(&access.env, request).await?;
     let mut answer = json!({ "id": batch.id, "runCount": batch.run_count, "isCached": cached });
     if let Some(key) = &batch.idempotency_key {
         answer["idempotencyKey"] = json!(key);
     }
-    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+    let headers = access
+        .token_headers(
+            &state,
+            vec![format!("read:batch:{}", batch.id)],
+            BATCH_TOKEN_SECS,
+        )
+        .await?;
+    Ok((StatusCode::ACCEPTED, headers, Json(answer)).into_response())
 }
 
 fn parse_create(body: &Map<String, Value>) -> Result<BatchRequest, ApiError> {
@@ -210,6 +252,13 @@ fn index_in(start: &[u8]) -> Option<u32> {
     digits.parse().ok()
 }
 
+/// One line as a batch item (Trigger.dev's `BatchItemNDJSON`), which a token must be allowed.
+fn allowed_item(access: &Access, line: &[u8], run_count: u32) -> Result<BatchItem, ApiError> {
+    let item = item(line, run_count)?;
+    batch_trigger(access, &item.task_id)?;
+    Ok(item)
+}
+
 /// One line as a batch item (Trigger.dev's `BatchItemNDJSON`).
 fn item(line: &[u8], run_count: u32) -> Result<BatchItem, ApiError> {
     let value: Value = serde_json::from_slice(line)
@@ -264,11 +313,12 @@ fn batch_error(e: BatchError) -> ApiError {
 /// whether the batch is sealed (if not, the SDK sends the whole stream again).
 pub(super) async fn stream_items(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Path(batch_id): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
+    let env = &access.env;
     if !is_ndjson(&headers) {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -277,7 +327,7 @@ pub(super) async fn stream_items(
     }
     let batch = state
         .engine
-        .batch(&env, &batch_id)
+        .batch(env, &batch_id)
         .await?
         .ok_or_else(|| unprocessable(format!("Batch {batch_id} not found")))?;
     let sealed_answer = || {
@@ -308,7 +358,7 @@ pub(super) async fn stream_items(
             let item = match line {
                 Line::Text(text) => {
                     bytes += text.len();
-                    item(&text, batch.run_count)?
+                    allowed_item(&access, &text, batch.run_count)?
                 }
                 Line::TooLong(start) => {
                     let index = index_in(&start)
@@ -328,7 +378,7 @@ pub(super) async fn stream_items(
         if !chunk.is_empty() && (end || chunk.len() >= CHUNK_ITEMS || bytes >= CHUNK_BYTES) {
             let added = state
                 .engine
-                .add_batch_items(&env, &batch_id, std::mem::take(&mut chunk))
+                .add_batch_items(env, &batch_id, std::mem::take(&mut chunk))
                 .await
                 .map_err(batch_error)?;
             if added.sealed {
@@ -344,7 +394,7 @@ pub(super) async fn stream_items(
     }
     let sealing = state
         .engine
-        .seal_batch(&env, &batch_id)
+        .seal_batch(env, &batch_id)
         .await
         .map_err(batch_error)?;
     let mut answer = json!({
@@ -393,18 +443,26 @@ pub(super) fn batch_json(batch: &Batch, now: crate::model::Millis) -> Value {
     v
 }
 
-/// `GET /api/v2/batches/{id}`.
+/// `GET /api/v2/batches/{id}` (a token needs `read:batch:<id>` or `read:runs`).
 pub(super) async fn retrieve(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Path(batch_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let batch = state.engine.batch(&env, &batch_id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!("batch `{batch_id}` not found"),
-        )
-    })?;
+    let batch = state
+        .engine
+        .batch(&access.env, &batch_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("batch `{batch_id}` not found"),
+            )
+        })?;
+    access.allow(
+        "read",
+        &[Resource::of("batch", &batch_id), Resource::all("runs")],
+    )?;
     Ok(Json(batch_json(&batch, state.engine.now())))
 }
 

@@ -16,6 +16,8 @@ use crate::store::StoreError;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Fields beside `error` (Trigger.dev's `code`, `param`, `type` on authorization errors).
+    extra: serde_json::Map<String, serde_json::Value>,
 }
 
 impl ApiError {
@@ -23,7 +25,14 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            extra: serde_json::Map::new(),
         }
+    }
+
+    /// The same error with another field in its body.
+    pub(super) fn with(mut self, field: &str, value: &str) -> ApiError {
+        self.extra.insert(field.to_owned(), json!(value));
+        self
     }
 
     pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
@@ -33,7 +42,9 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut body = self.extra;
+        body.insert("error".into(), json!(self.message));
+        (self.status, Json(serde_json::Value::Object(body))).into_response()
     }
 }
 

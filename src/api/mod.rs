@@ -10,10 +10,12 @@
 
 mod auth;
 mod batches;
+mod claims;
 mod deployments;
 mod dto;
 mod env_vars;
 mod error;
+mod jwt;
 mod keys;
 mod openapi;
 mod queues;
@@ -21,6 +23,7 @@ pub mod realtime;
 mod request;
 mod runs;
 mod schedules;
+mod scopes;
 mod tokens;
 mod triggers;
 
@@ -33,7 +36,7 @@ use axum::{Json, Router};
 
 use crate::engine::{Engine, MAX_PAYLOAD_BYTES};
 
-pub use auth::{Admin, Authed};
+pub use auth::{Access, Admin, Authed, KeyAccess};
 pub use error::ApiError;
 use request::{body_bytes, json_object, require_json, required};
 
@@ -76,6 +79,7 @@ pub fn router(state: ApiState) -> Router {
         GET "/api/v1/runs/{run_id}/metadata" [key] "A run's metadata" => get(runs::get_metadata),
         PUT "/api/v1/runs/{run_id}/metadata" [key] "Change a run's metadata" => put(runs::update_metadata),
         GET "/api/v1/runs/{run_id}/logs" [key] "A run's log lines" => get(runs::run_logs),
+        POST "/api/v1/auth/jwt/claims" [key] "The claims of public access tokens this key signs" => post(claims::claims),
         POST "/api/v1/idempotencyKeys/{key}/reset" [key] "Forget an idempotency key" => post(runs::reset_idempotency_key),
         GET "/api/v1/waitpoints/tokens" [key] "List wait tokens" => get(tokens::list_tokens),
         POST "/api/v1/waitpoints/tokens" [key] "Make a wait token" => post(tokens::create_token),

@@ -9,6 +9,7 @@
 //! its slots), `attempt` (executing one attempt and recording its end), `timers`, `recover`, and
 //! `transitions` (the state machine's results as store changes).
 
+pub mod access;
 mod attempt;
 pub mod batches;
 mod config;

@@ -139,13 +139,15 @@ impl Engine {
             .collect())
     }
 
-    /// Makes a secret key for `project`/`environment` (creating them on first use).
+    /// Makes a secret key for `project`/`environment` (creating them on first use), kept as its
+    /// digest and a sealed copy.
     pub async fn create_key(
         &self,
         project: &str,
         environment: &str,
         key: NewKey,
     ) -> Result<KeyInfo, EngineError> {
+        let key = crate::keys::sealed(key, &self.secrets);
         Ok(self
             .store
             .create_key(project, environment, key, self.now())

@@ -266,6 +266,17 @@ facade! {
     fn list_keys(&self) -> Vec<KeyInfo>;
     /// Revokes a key; requests with it are refused from now on. `None` if there is no such key.
     fn revoke_key(&self, id: &str, now: Millis) -> Option<KeyInfo>;
+    /// An active key by its digest, with its environment and sealed copy.
+    fn api_key(&self, key_hash: [u8; 32]) -> Option<ApiKey>;
+    /// An environment's active keys (or its key `key_id`), newest first, at most `limit`.
+    fn environment_keys(&self, environment_id: &str, key_id: Option<String>, limit: usize) -> Vec<ApiKey>;
+    /// Keeps a sealed copy of a key made before keys were kept sealed; `false` if it had one.
+    fn seal_key(&self, id: &str, sealed: crate::secrets::Sealed) -> bool;
+    /// Inserts runs (as [`Store::insert_runs`], no batch) made with a one-time token, claiming
+    /// the token's digest in the same transaction; `None` (nothing stored) if it was used.
+    fn insert_runs_once(&self, runs: Vec<NewRun>, token_digest: [u8; 32]) -> Option<Vec<Inserted>>;
+    /// Claims a one-time token's digest for `used_for`; `false` if it was used already.
+    fn use_token(&self, token_digest: [u8; 32], environment_id: &str, used_for: &str, now: Millis) -> bool;
     /// The environment an active key belongs to.
     fn environment_for_key(&self, key_hash: [u8; 32]) -> Option<Environment>;
     /// A host-wide secret by name, made (32 random bytes) the first time it is asked for.

@@ -18,11 +18,23 @@ pub enum RunChanges {
     Unknown,
 }
 
-/// A secret key about to be stored: the plaintext (shown once) and its SHA-256 digest.
+/// A secret key about to be stored: the plaintext (shown once), its SHA-256 digest, and its copy
+/// sealed under the host's secrets key.
 #[derive(Debug, Clone)]
 pub struct NewKey {
     pub plaintext: String,
     pub hash: [u8; 32],
+    pub sealed: Option<Sealed>,
+}
+
+/// An active secret key as the API authenticates with it.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub environment: Environment,
+    pub hash: [u8; 32],
+    /// `None` for a key made before kiln kept keys sealed, until it is sealed on use.
+    pub sealed: Option<Sealed>,
 }
 
 /// What a start found or created.

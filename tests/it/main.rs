@@ -13,6 +13,7 @@ mod env_vars;
 mod http;
 mod limits;
 mod options;
+mod public_tokens;
 mod queues;
 mod realtime;
 mod restart;

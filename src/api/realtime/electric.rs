@@ -118,6 +118,14 @@ impl ShapeQuery {
             skip,
         })
     }
+    /// Skips these columns instead of the query's (a token's `realtime.skipColumns`).
+    pub(super) fn skip_only(&mut self, columns: &[String]) {
+        self.skip = columns
+            .iter()
+            .filter(|c| !REQUIRED.contains(&c.as_str()))
+            .cloned()
+            .collect();
+    }
 }
 
 /// A timestamp as Trigger.dev's rows carry it: UTC, no zone suffix (the SDK adds `Z`).

@@ -18,7 +18,8 @@ use axum::response::{IntoResponse, Response};
 
 pub use hub::Hub;
 
-use super::{ApiError, ApiState, Authed};
+use super::scopes::Resource;
+use super::{Access, ApiError, ApiState};
 use crate::model::{Millis, Run, parse_duration};
 use crate::store::RunFilter;
 
@@ -30,6 +31,18 @@ const MAX_LOOKBACK_MS: Millis = 30 * 24 * 3_600_000;
 
 /// Most runs a tags or batch feed holds (its newest).
 pub(super) const FEED_CAP: usize = 1_000;
+
+/// The request's shape query; a token's `realtime.skipColumns` wins over the query's.
+fn shape_query(
+    access: &Access,
+    query: &HashMap<String, String>,
+) -> Result<electric::ShapeQuery, ApiError> {
+    let mut shape = electric::ShapeQuery::parse(query)?;
+    if let Some(skip) = access.skip_columns() {
+        shape.skip_only(skip);
+    }
+    Ok(shape)
+}
 
 /// Whether the request speaks Electric's shape protocol.
 fn electric(query: &HashMap<String, String>) -> bool {
@@ -53,12 +66,19 @@ fn tags_of(query: &HashMap<String, String>) -> Vec<String> {
 /// `GET /realtime/v1/runs/{id}`: the run, until it has finished.
 pub(super) async fn subscribe_run(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Path(run_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let env = &access.env;
+    if access.is_token() {
+        // Every request is checked (a token may expire while subscribed); the run is found
+        // first, so a missing one is a 404.
+        let run = state.engine.run(env, &run_id).await?;
+        super::runs::read_run(&access, &run)?;
+    }
     if !electric(&query) {
-        let stream = sse::run_stream(state.realtime.clone(), &env, &run_id).await?;
+        let stream = sse::run_stream(state.realtime.clone(), env, &run_id).await?;
         return Ok(stream.into_response());
     }
     let shape = electric::Shape {
@@ -66,26 +86,20 @@ pub(super) async fn subscribe_run(
         matches: |r: &Run| r.id == run_id && r.environment_id == env.id,
     };
     let read = || async {
-        match state.engine.run(&env, &run_id).await {
+        match state.engine.run(env, &run_id).await {
             Ok(run) => Ok(Some(vec![run])),
             Err(crate::engine::EngineError::RunNotFound(_)) => Ok(None),
             Err(e) => Err(ApiError::from(e)),
         }
     };
-    electric::answer(
-        &state.realtime,
-        shape,
-        electric::ShapeQuery::parse(&query)?,
-        read,
-    )
-    .await
+    electric::answer(&state.realtime, shape, shape_query(&access, &query)?, read).await
 }
 
 /// `GET /realtime/v1/runs?tags=a,b`: runs with tags. Electric: runs with every tag, created in
 /// the last `createdAt` (default 24 h). SSE: runs with any of the tags.
 pub(super) async fn subscribe_tags(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let tags = tags_of(&query);
@@ -94,6 +108,10 @@ pub(super) async fn subscribe_tags(
             "give `tags` (comma-separated) to watch runs by tag, or watch one run at /realtime/v1/runs/{id}",
         ));
     }
+    let mut resources = vec![Resource::all("runs"), Resource::all("tags")];
+    resources.extend(tags.iter().map(|t| Resource::of("tags", t)));
+    access.allow("read", &resources)?;
+    let env = access.env.clone();
     if !electric(&query) {
         if let Some(other) = query.keys().find(|k| *k != "tags") {
             return Err(ApiError::bad_request(format!(
@@ -102,7 +120,7 @@ pub(super) async fn subscribe_tags(
         }
         return Ok(sse::tags_stream(state.realtime.clone(), env, tags).into_response());
     }
-    let shape_query = electric::ShapeQuery::parse(&query)?;
+    let shape_query = shape_query(&access, &query)?;
     // The lower bound is pinned in the handle, so it does not drift on later polls.
     let created_from = match shape_query
         .handle
@@ -151,25 +169,32 @@ pub(super) async fn subscribe_tags(
 /// `GET /realtime/v1/batches/{id}`: the batch's runs (Electric only); never ends by itself.
 pub(super) async fn subscribe_batch(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Path(batch_id): Path<String>,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    let env = &access.env;
+    if access.is_token() {
+        if state.engine.batch(env, &batch_id).await?.is_none() {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                format!("batch `{batch_id}` not found"),
+            ));
+        }
+        access.allow(
+            "read",
+            &[Resource::of("batch", &batch_id), Resource::all("runs")],
+        )?;
+    }
     let shape = electric::Shape {
         handle: format!("batch-{batch_id}"),
         matches: |r: &Run| r.batch_id.as_deref() == Some(&batch_id) && r.environment_id == env.id,
     };
     let read = || async {
-        let Some(batch) = state.engine.batch(&env, &batch_id).await? else {
+        let Some(batch) = state.engine.batch(env, &batch_id).await? else {
             return Ok(None);
         };
         Ok(Some(state.engine.changed_runs(batch.runs).await?))
     };
-    electric::answer(
-        &state.realtime,
-        shape,
-        electric::ShapeQuery::parse(&query)?,
-        read,
-    )
-    .await
+    electric::answer(&state.realtime, shape, shape_query(&access, &query)?, read).await
 }

@@ -10,6 +10,7 @@
 //! or resumes a run, and the feature modules depend only on those (and `queues` for a run's
 //! queue, `runs` for a schedule's run).
 
+mod access;
 mod attempts;
 mod batches;
 mod changes;

@@ -1,4 +1,4 @@
-//! Tenants: projects, environments and their secret keys (stored as SHA-256 digests), the host's
+//! Tenants: projects, environments and their secret keys (SHA-256 digests and sealed copies), the host's
 //! admin keys, host-wide secrets, and the bootstrap of a fresh database.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -50,8 +50,17 @@ pub(super) fn insert_key(
     let id = new_id("key");
     let prefix: String = key.plaintext.chars().take(KEY_PREFIX_CHARS).collect();
     c.execute(
-        "INSERT INTO api_keys (id, environment_id, key_hash, created_at, prefix) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, environment_id, &key.hash[..], now, prefix],
+        "INSERT INTO api_keys (id, environment_id, key_hash, created_at, prefix, sealed_nonce, sealed_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            id,
+            environment_id,
+            &key.hash[..],
+            now,
+            prefix,
+            key.sealed.as_ref().map(|s| &s.nonce),
+            key.sealed.as_ref().map(|s| &s.ciphertext),
+        ],
     )?;
     Ok(id)
 }
