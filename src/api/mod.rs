@@ -11,6 +11,7 @@
 mod auth;
 mod batches;
 mod claims;
+mod cors;
 mod deployments;
 mod dto;
 mod env_vars;
@@ -147,6 +148,8 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(json_limit))
+        // Outermost: a preflight is answered before any route or auth sees it.
+        .layer(axum::middleware::from_fn(cors::cors))
         .with_state(state)
 }
 

@@ -8,6 +8,7 @@ mod chaos;
 mod children;
 mod cli;
 mod compat;
+mod cors;
 mod deploy;
 mod env_vars;
 mod http;
