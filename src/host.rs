@@ -269,6 +269,13 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     ));
     let recovered = engine.recover().await?;
     engine.sync_declarative_schedules().await?;
+    let bulk = engine.resume_bulk_actions().await?;
+    if bulk > 0 {
+        tracing::info!(
+            actions = bulk,
+            "carrying on bulk actions the last stop interrupted"
+        );
+    }
     if recovered > 0 {
         tracing::info!(
             runs = recovered,

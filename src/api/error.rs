@@ -18,6 +18,9 @@ pub struct ApiError {
     message: String,
     /// Fields beside `error` (Trigger.dev's `code`, `param`, `type` on authorization errors).
     extra: serde_json::Map<String, serde_json::Value>,
+    /// Tells the SDK not to retry a refusal it would otherwise retry (`x-should-retry: false`
+    /// on a final 409).
+    final_answer: bool,
 }
 
 impl ApiError {
@@ -26,7 +29,14 @@ impl ApiError {
             status,
             message: message.into(),
             extra: serde_json::Map::new(),
+            final_answer: false,
         }
+    }
+
+    /// The same error, marked so the SDK does not retry it.
+    pub(super) fn final_answer(mut self) -> ApiError {
+        self.final_answer = true;
+        self
     }
 
     /// The same error with another field in its body.
@@ -44,7 +54,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut body = self.extra;
         body.insert("error".into(), json!(self.message));
-        (self.status, Json(serde_json::Value::Object(body))).into_response()
+        let mut response = (self.status, Json(serde_json::Value::Object(body))).into_response();
+        if self.final_answer {
+            response.headers_mut().insert(
+                "x-should-retry",
+                axum::http::HeaderValue::from_static("false"),
+            );
+        }
+        response
     }
 }
 

@@ -10,6 +10,7 @@
 
 mod auth;
 mod batches;
+mod bulk;
 mod claims;
 mod cors;
 mod deployments;
@@ -82,6 +83,12 @@ pub fn router(state: ApiState) -> Router {
         GET "/api/v1/runs/{run_id}/logs" [key] "A run's log lines" => get(runs::run_logs),
         POST "/api/v1/auth/jwt/claims" [key] "The claims of public access tokens this key signs" => post(claims::claims),
         POST "/api/v1/idempotencyKeys/{key}/reset" [key] "Forget an idempotency key" => post(runs::reset_idempotency_key),
+        POST "/api/v1/bulk-actions" [key] "Cancel or replay runs given by ids or a filter, in the background" =>
+            post(bulk::create),
+        GET "/api/v1/bulk-actions" [key] "List bulk actions, newest first" => get(bulk::list),
+        GET "/api/v1/bulk-actions/{bulk_id}" [key] "Retrieve a bulk action and its counts" => get(bulk::retrieve),
+        POST "/api/v1/bulk-actions/{bulk_id}/abort" [key] "Stop a bulk action after its current batch" =>
+            post(bulk::abort),
         GET "/api/v1/waitpoints/tokens" [key] "List wait tokens" => get(tokens::list_tokens),
         POST "/api/v1/waitpoints/tokens" [key] "Make a wait token" => post(tokens::create_token),
         GET "/api/v1/waitpoints/tokens/{token_id}" [key] "Retrieve a wait token" => get(tokens::retrieve_token),

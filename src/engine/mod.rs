@@ -12,6 +12,7 @@
 pub mod access;
 mod attempt;
 pub mod batches;
+pub mod bulk;
 mod config;
 mod deployments;
 mod dispatch;

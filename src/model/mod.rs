@@ -1,11 +1,12 @@
 //! Domain types shared by every module: runs, attempts, deployments, task definitions, machines,
-//! queues, tokens, tenants, batches — one file per group — and the clock, ids and the duration/date parsers.
+//! queues, tokens, tenants, batches, bulk actions — one file per group — and the clock, ids and the duration/date parsers.
 //!
 //! These are plain data. They never derive `Serialize` for the wire (the `api` module owns the wire
 //! shapes) and they know nothing of SQL or wasmtime. Where a value crosses into a database it goes
 //! through the `as_str`/`parse` pairs defined here so the spelling lives in one place.
 
 mod batch;
+mod bulk;
 mod queue;
 mod run;
 mod task;
@@ -15,6 +16,7 @@ mod token;
 use std::time::Duration;
 
 pub use batch::*;
+pub use bulk::*;
 pub use queue::*;
 pub use run::*;
 pub use task::*;

@@ -196,6 +196,23 @@ facade! {
     fn add_batch_items(&self, environment_id: &str, batch_id: &str, items: Vec<NewBatchItem>, now: Millis) -> Result<ItemsAdded, BatchRefusal>;
     /// Seals the batch if every index has arrived; says how many have.
     fn seal_batch(&self, environment_id: &str, batch_id: &str, now: Millis) -> Option<Sealing>;
+    /// Makes a bulk action with its runs in one transaction (PENDING; COMPLETED if it has none).
+    fn create_bulk_action(&self, new: NewBulkAction) -> BulkAction;
+    /// A bulk action of the environment.
+    fn bulk_action(&self, environment_id: &str, id: &str) -> Option<BulkAction>;
+    /// A page of the environment's bulk actions, newest first (`after` older, `before` newer),
+    /// and whether there are more that way.
+    fn list_bulk_actions(&self, environment_id: &str, limit: usize, after: Option<String>, before: Option<String>) -> (Vec<BulkAction>, bool);
+    /// At most `limit` of a bulk action's runs from position `from` on.
+    fn bulk_action_runs(&self, id: &str, from: u32, limit: usize) -> Vec<String>;
+    /// Counts a batch done, if the action is still where the batch started (so a batch is
+    /// counted once); completes it after its last run. Returns the action as it is now.
+    fn record_bulk_progress(&self, id: &str, progress: BulkProgress) -> Option<BulkAction>;
+    /// Aborts a PENDING bulk action of the environment; returns it as it is now (a finished one
+    /// unchanged). `None` if there is no such action.
+    fn abort_bulk_action(&self, environment_id: &str, id: &str, now: Millis) -> Option<BulkAction>;
+    /// Every bulk action not finished (to carry on when the host starts).
+    fn pending_bulk_actions(&self) -> Vec<BulkAction>;
     /// Forgets an idempotency key (for one task, or every task of the environment). Returns how
     /// many keys were removed.
     fn reset_idempotency_key(&self, environment_id: &str, key: &str, task_id: Option<String>) -> usize;
@@ -277,6 +294,8 @@ facade! {
     fn insert_runs_once(&self, runs: Vec<NewRun>, token_digest: [u8; 32]) -> Option<Vec<Inserted>>;
     /// Claims a one-time token's digest for `used_for`; `false` if it was used already.
     fn use_token(&self, token_digest: [u8; 32], environment_id: &str, used_for: &str, now: Millis) -> bool;
+    /// An environment by id.
+    fn environment(&self, id: &str) -> Option<Environment>;
     /// The environment an active key belongs to.
     fn environment_for_key(&self, key_hash: [u8; 32]) -> Option<Environment>;
     /// A host-wide secret by name, made (32 random bytes) the first time it is asked for.

@@ -124,6 +124,8 @@ pub struct RunFilter {
     pub tags: Vec<String>,
     /// Runs carrying every one of these tags.
     pub all_tags: Vec<String>,
+    /// Runs in any of these queues (`task/<id>` for a task's own).
+    pub queues: Vec<String>,
     pub created_from: Option<Millis>,
     pub created_to: Option<Millis>,
     pub batch_id: Option<String>,
@@ -184,6 +186,27 @@ pub struct Sealing {
     pub sealed: bool,
     pub enqueued: u32,
     pub expected: u32,
+}
+
+/// A bulk action to make, with its runs (fixed now).
+#[derive(Debug, Clone)]
+pub struct NewBulkAction {
+    pub environment_id: String,
+    pub name: Option<String>,
+    pub kind: BulkKind,
+    pub run_ids: Vec<String>,
+    pub now: Millis,
+}
+
+/// A batch of a bulk action done: how far it got and what it counted.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkProgress {
+    /// The position the batch started at (the action's `processed` it was read at).
+    pub from: u32,
+    pub done: u32,
+    pub success: u32,
+    pub failure: u32,
+    pub now: Millis,
 }
 
 /// A status change computed by the engine, applied with compare-and-set on `expected`.

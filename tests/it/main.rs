@@ -4,6 +4,7 @@
 mod api;
 mod batches;
 mod bench;
+mod bulk;
 mod chaos;
 mod children;
 mod cli;

@@ -18,6 +18,7 @@ pub const MIGRATIONS: &[&str] = &[
     V13_OUTBOUND_HOSTS,
     V14_BATCHES,
     V15_SEALED_KEYS,
+    V16_BULK_ACTIONS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -441,4 +442,36 @@ CREATE TABLE used_tokens (
 );
 
 ALTER TABLE env_vars ADD COLUMN is_secret INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Bulk actions: a cancel or replay of a set of runs, fixed when made, carried out in batches.
+const V16_BULK_ACTIONS: &str = r#"
+CREATE TABLE bulk_actions (
+    id              TEXT PRIMARY KEY,
+    environment_id  TEXT NOT NULL REFERENCES environments(id),
+    name            TEXT,
+    -- CANCEL or REPLAY.
+    kind            TEXT NOT NULL,
+    -- PENDING until every run is done, then COMPLETED; ABORTED if stopped before.
+    status          TEXT NOT NULL,
+    total           INTEGER NOT NULL,
+    -- Runs done so far, in position order: the next batch starts at this position.
+    processed       INTEGER NOT NULL DEFAULT 0,
+    success         INTEGER NOT NULL DEFAULT 0,
+    failure         INTEGER NOT NULL DEFAULT 0,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    completed_at    INTEGER
+);
+CREATE INDEX bulk_actions_by_environment ON bulk_actions (environment_id, id);
+-- Unfinished actions are picked up again when the host starts.
+CREATE INDEX bulk_actions_pending ON bulk_actions (id) WHERE status = 'PENDING';
+
+-- The runs of an action, in the order they are done.
+CREATE TABLE bulk_action_runs (
+    bulk_id   TEXT NOT NULL REFERENCES bulk_actions(id),
+    position  INTEGER NOT NULL,
+    run_id    TEXT NOT NULL,
+    PRIMARY KEY (bulk_id, position)
+);
 "#;

@@ -13,6 +13,7 @@
 mod access;
 mod attempts;
 mod batches;
+mod bulk;
 mod changes;
 mod deployments;
 mod env_vars;

@@ -445,6 +445,7 @@ impl SqliteStore {
             );
             in_list(&mut sql, "r.task_id", filter.task_ids);
             in_list(&mut sql, "d.version", filter.versions);
+            in_list(&mut sql, "r.queue", filter.queues);
             if !filter.tags.is_empty() {
                 sql.push_str(&format!(
                     " AND EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag IN ({}))",

@@ -207,6 +207,30 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn environment(&self, id: &str) -> Result<Option<Environment>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT e.id, p.slug, e.slug, e.max_component_bytes, e.max_payload_bytes \
+                 FROM environments e JOIN projects p ON p.id = e.project_id WHERE e.id = ?1",
+                [&id],
+                |r| {
+                    Ok(Environment {
+                        id: r.get(0)?,
+                        project_slug: r.get(1)?,
+                        slug: r.get(2)?,
+                        limits: crate::model::EnvironmentLimits {
+                            max_component_bytes: r.get(3)?,
+                            max_payload_bytes: r.get(4)?,
+                        },
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
     pub async fn host_secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
         let name = name.to_owned();
         self.write(move |c| {
