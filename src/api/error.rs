@@ -111,7 +111,13 @@ impl From<EngineError> for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %e, "engine error");
         }
-        ApiError::new(status, e.to_string())
+        let error = ApiError::new(status, e.to_string());
+        // The SDK retries a 409 for ~9 s unless told not to; a name that exists stays taken.
+        if matches!(e, EngineError::EnvVarExists(_)) {
+            error.final_answer()
+        } else {
+            error
+        }
     }
 }
 

@@ -277,6 +277,16 @@ async fn a_secret_variable_reads_back_redacted_stays_secret_and_runs_see_its_val
     )
     .await;
     assert_eq!(created, (200, json!({ "success": true })));
+    // A name that exists stays taken: the SDK is told not to retry.
+    let again = reqwest::Client::new()
+        .post(format!("{}{BASE}", host.url))
+        .bearer_auth(&host.key)
+        .json(&json!({ "name": "TOKEN", "value": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.headers()["x-should-retry"], "false");
     let redacted = json!({ "name": "TOKEN", "value": "<redacted>", "isSecret": true });
     assert_eq!(
         call(&host, Method::GET, &var, None).await,
