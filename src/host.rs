@@ -44,6 +44,8 @@ pub struct HostConfig {
     /// Runs one environment may hold at once unless the admin sets another limit for it.
     pub environment_concurrency: u32,
     pub max_component_bytes: usize,
+    /// Machine code of compiled components kept in memory (least recently used dropped past it).
+    pub compiled_cache_bytes: usize,
     /// Components to deploy to the dev environment at start (skipped when the latest version
     /// already has the same bytes).
     pub deploy: Vec<PathBuf>,
@@ -77,6 +79,7 @@ impl HostConfig {
             concurrency: 8,
             environment_concurrency: DEFAULT_ENVIRONMENT_CONCURRENCY,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            compiled_cache_bytes: crate::deploy::DEFAULT_COMPILED_CACHE_BYTES,
             deploy: Vec::new(),
             default_ttl: None,
             clock: Arc::new(SystemClock),
@@ -247,6 +250,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         config.max_component_bytes,
         Some(config.data_dir.join("compiled")),
     ));
+    deployer.set_compiled_cache_bytes(config.compiled_cache_bytes);
     let engine = Arc::new(Engine::new(
         store.clone(),
         sandbox,

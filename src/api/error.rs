@@ -101,7 +101,8 @@ impl From<EngineError> for ApiError {
             | EngineError::BatchSize(_)
             | EngineError::BatchRunCount(_)
             | EngineError::LimitAboveEnvironment { .. }
-            | EngineError::InvalidToken(_) => StatusCode::BAD_REQUEST,
+            | EngineError::InvalidToken(_)
+            | EngineError::InvalidTrigger { .. } => StatusCode::BAD_REQUEST,
             EngineError::Metadata(MetadataError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
             EngineError::Metadata(_) => StatusCode::BAD_REQUEST,
             EngineError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

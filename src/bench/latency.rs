@@ -314,7 +314,7 @@ async fn sample(
     let observed = started.elapsed();
     let run = wait_completed(store, &env.id, &id, Duration::from_millis(1)).await?;
     let attempt = store
-        .attempts(&id)
+        .attempts(&env.id, &id)
         .await?
         .into_iter()
         .next()

@@ -31,6 +31,10 @@ pub(super) struct ServeArgs {
     /// Largest component upload, in bytes.
     #[arg(long, default_value_t = DEFAULT_MAX_COMPONENT_BYTES)]
     max_component_bytes: usize,
+    /// Machine code of compiled components kept in memory, in MiB; past it the least recently
+    /// used are dropped and load again from their artifact on disk when a run needs them.
+    #[arg(long, default_value_t = 1024)]
+    compiled_cache_mib: usize,
     /// Deploy this component to the dev environment at start unless the latest version already
     /// has the same bytes (repeatable).
     #[arg(long)]
@@ -108,6 +112,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         environment_concurrency: args.environment_concurrency,
         max_component_bytes: args.max_component_bytes,
+        compiled_cache_bytes: args.compiled_cache_mib.saturating_mul(1 << 20),
         deploy: args.deploy,
         default_ttl: args.default_ttl,
         default_max_duration: args.default_max_duration,

@@ -124,7 +124,17 @@ pub(super) async fn trigger(
     if r["isCached"] == true {
         eprintln!("an earlier run has this idempotency key; no new run was made");
     }
-    println!("{}", s(&r["id"]));
+    let id = s(&r["id"]);
+    // A task no deployed version has makes a run that waits: say so rather than leave it silent.
+    let run = c
+        .send(c.get(&format!("/api/v3/runs/{}", encode(&id))))
+        .await?;
+    if run["status"] == "PENDING_VERSION" {
+        eprintln!(
+            "no deployed version has task `{task}`: the run waits as PENDING_VERSION until one does (deploy it with `kiln deploy <file.wasm>`)"
+        );
+    }
+    println!("{id}");
     Ok(())
 }
 

@@ -67,8 +67,13 @@ impl Engine {
         let _unregister = Unregister(&self.executing, &run.id, cancel.clone());
         let env = match self
             .until_stored(&run.id, || {
-                self.store
-                    .start_attempt(&run.id, &deployment.id, attempt, self.now())
+                self.store.start_attempt(
+                    &run.environment_id,
+                    &run.id,
+                    &deployment.id,
+                    attempt,
+                    self.now(),
+                )
             })
             .await
         {
@@ -93,7 +98,7 @@ impl Engine {
         let journal = if run.checkpointed {
             match self
                 .store
-                .journal(&run.id, attempt)
+                .journal(&run.environment_id, &run.id, attempt)
                 .await
                 .map(|b| journal::decode(&b))
             {
@@ -350,7 +355,7 @@ impl Engine {
 
     pub(super) async fn deployment_for(&self, run: &Run) -> Result<Option<Deployment>, StoreError> {
         let deployment = match (&run.deployment_id, &run.lock_to_version) {
-            (Some(id), _) => self.store.deployment(id).await?,
+            (Some(id), _) => self.store.deployment(&run.environment_id, id).await?,
             (None, Some(version)) => {
                 self.store
                     .deployment_by_version(&run.environment_id, version)

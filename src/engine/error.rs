@@ -30,8 +30,23 @@ pub enum EngineError {
     Deploy(#[from] DeployError),
     #[error("run `{0}` not found")]
     RunNotFound(String),
-    #[error("the payload is {size} bytes; the limit is {limit} bytes")]
-    PayloadTooLarge { size: usize, limit: usize },
+    #[error("{}task `{task}`: {field} {message}", item.map(|i| format!("item {i}, ")).unwrap_or_default())]
+    InvalidTrigger {
+        /// The item's index in a batch.
+        item: Option<usize>,
+        task: String,
+        field: &'static str,
+        message: String,
+    },
+    #[error(
+        "the payload is {}; the limit is {limit} bytes: store large data elsewhere and pass a reference",
+        size.map_or("larger than that".to_owned(), |s| format!("{s} bytes"))
+    )]
+    PayloadTooLarge {
+        /// Its size, when the body was read whole.
+        size: Option<usize>,
+        limit: usize,
+    },
     #[error("the run changed concurrently too many times; try again")]
     Contended,
     #[error("queue `{0}` not found")]

@@ -41,11 +41,11 @@ use tokio::task::JoinSet;
 
 use crate::deploy::DeployError;
 use crate::deploy::Deployer;
-use crate::metadata::{MetadataError, MetadataOp};
+use crate::metadata::{MAX_METADATA_BYTES, MetadataError, MetadataOp};
 use crate::model::{
     AttemptStatus, Clock, DEFAULT_IDEMPOTENCY_KEY_TTL, Delay, Deployment, Environment, Lane,
-    Machine, Millis, Queue, QueueRef, RetryPolicy, Run, RunError, RunStatus, TASK_QUEUE_PREFIX,
-    TriggerOptions,
+    MAX_ATTEMPTS_CAP, Machine, Millis, Queue, QueueRef, RetryPolicy, Run, RunError, RunStatus,
+    TASK_QUEUE_PREFIX, TriggerOptions,
 };
 use crate::sandbox::http::{HttpLimits, HttpPolicy, OutboundRule};
 use crate::sandbox::{
@@ -62,10 +62,12 @@ use dispatch::Slot;
 pub use error::EngineError;
 pub use queues::{EnvironmentLimit, QueueStats};
 pub use reads::RunView;
-pub use runs::{CancelOutcome, ReplayChanges};
+pub use runs::{CancelOutcome, MetadataChanges, ReplayChanges};
 use transitions::{outcome_event, requeue_time, run_state, run_update};
 pub use trigger::{
-    MAX_BATCH_ITEMS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAYLOAD_BYTES, MAX_TAG_LEN, MAX_TAGS, TriggerItem,
+    InvalidOption, MAX_BATCH_ITEMS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAYLOAD_BYTES, MAX_TAG_LEN,
+    MAX_TAGS, TriggerItem, check_concurrency_key, check_idempotency_key, check_metadata,
+    check_queue_name, check_tags, check_trigger, valid_task_id,
 };
 
 /// First and longest pause between tries of a write that failed for want of disk space.

@@ -45,9 +45,9 @@ impl Engine {
         let Some(run) = self.store.run(environment_id, run_id).await? else {
             return Ok(None);
         };
-        let attempts = self.store.attempts(&run.id).await?;
+        let attempts = self.store.attempts(environment_id, &run.id).await?;
         let waiting_for = if run.status == RunStatus::Waiting {
-            self.store.waiting_for(&run.id).await?
+            self.store.waiting_for(environment_id, &run.id).await?
         } else {
             Vec::new()
         };
@@ -65,7 +65,7 @@ impl Engine {
         run_id: &str,
     ) -> Result<Vec<Attempt>, EngineError> {
         let run = self.find(env, run_id).await?;
-        Ok(self.store.attempts(&run.id).await?)
+        Ok(self.store.attempts(&env.id, &run.id).await?)
     }
 
     /// A page of the environment's runs, newest first.
@@ -92,7 +92,7 @@ impl Engine {
         limit: usize,
     ) -> Result<Vec<(i64, LogLine)>, EngineError> {
         let run = self.find(env, run_id).await?;
-        Ok(self.store.logs(&run.id, after, limit).await?)
+        Ok(self.store.logs(&env.id, &run.id, after, limit).await?)
     }
 
     /// The environment's deployments, newest first.

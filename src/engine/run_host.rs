@@ -35,6 +35,15 @@ pub(super) struct RunHost {
 }
 
 impl RunHost {
+    /// Whose journal an effect commits with: the run, its environment and the attempt.
+    fn journal_of(&self) -> (String, String, u32) {
+        (
+            self.run_id.clone(),
+            self.environment_id.clone(),
+            self.attempt,
+        )
+    }
+
     /// The run whose metadata `target` names (a run without a parent is its own parent and root).
     fn metadata_run(&self, target: MetadataTarget) -> String {
         match target {
@@ -77,19 +86,12 @@ fn metadata_op(change: MetadataChange) -> Result<MetadataOp, String> {
 /// Deepest nesting of child runs (Trigger.dev refuses deeper trees too).
 const MAX_DEPTH: u32 = 25;
 
-/// A guest's child item as a trigger, checked the way the API checks options.
+/// A guest's child item as a trigger. Its options are held to the limits of every trigger when
+/// the engine prepares the runs (`check_trigger`); here only what the guest's form adds.
 fn trigger_item(item: ChildItem, version: Option<&str>) -> Result<TriggerItem, String> {
     let at = |field: &str| format!("task `{}`: {field}", item.task_id);
     if serde_json::from_str::<serde::de::IgnoredAny>(&item.payload).is_err() {
         return Err(at("the payload is not valid JSON"));
-    }
-    if item.tags.len() > super::MAX_TAGS
-        || item
-            .tags
-            .iter()
-            .any(|t| t.is_empty() || t.chars().count() > super::MAX_TAG_LEN)
-    {
-        return Err(at("tags: at most 10, each 1–128 characters"));
     }
     let machine = match &item.machine {
         None => None,
@@ -98,21 +100,6 @@ fn trigger_item(item: ChildItem, version: Option<&str>) -> Result<TriggerItem, S
                 .ok_or_else(|| at(&format!("machine `{m}` is not a machine preset")))?,
         ),
     };
-    if item
-        .queue
-        .as_ref()
-        .is_some_and(|q| q.is_empty() || q.len() > 128)
-    {
-        return Err(at("queue: 1–128 characters"));
-    }
-    if let Some(m) = &item.metadata
-        && !matches!(serde_json::from_str(m), Ok(serde_json::Value::Object(_)))
-    {
-        return Err(at("metadata must be a JSON object"));
-    }
-    if item.max_attempts == Some(0) {
-        return Err(at("maxAttempts must be at least 1"));
-    }
     let ms = |v: u64| std::time::Duration::from_millis(v);
     Ok(TriggerItem {
         task_id: item.task_id,
@@ -170,22 +157,28 @@ impl RunServices for RunHost {
     ) -> BoxFuture<'static, Result<TokenCreated, String>> {
         let engine = self.engine.clone();
         let new = engine.new_token(&self.environment_id, &request);
-        let (run_id, attempt) = (self.run_id.clone(), self.attempt);
+        let journal_of = self.journal_of();
         Box::pin(async move {
             let entries_engine = engine.clone();
-            let journal = effect_journal(
-                run_id,
-                attempt,
-                flushed,
-                Kind::CreateToken,
-                digest,
-                move |(token, cached): &(WaitToken, bool)| TokenCreated {
-                    id: token.id.clone(),
-                    url: entries_engine.token_url(&token.id),
-                    is_cached: *cached,
-                },
-            );
-            let (token, cached) = match engine.store.create_token(new, Some(journal)).await {
+            let answer = move |(token, cached): &(WaitToken, bool)| TokenCreated {
+                id: token.id.clone(),
+                url: entries_engine.token_url(&token.id),
+                is_cached: *cached,
+            };
+            // Like a start, a checkpoint or an end, the effect waits out a full disk.
+            let stored = engine
+                .until_stored(&journal_of.0, || {
+                    let journal = effect_journal(
+                        journal_of.clone(),
+                        flushed.clone(),
+                        Kind::CreateToken,
+                        digest,
+                        answer.clone(),
+                    );
+                    engine.store.create_token(new.clone(), Some(journal))
+                })
+                .await;
+            let (token, cached) = match stored {
                 Ok(made) => made,
                 Err(StoreError::Conflict) => {
                     return Err("the run was canceled while it made a wait token".into());
@@ -210,11 +203,7 @@ impl RunServices for RunHost {
         digest: u64,
     ) -> BoxFuture<'static, Result<Result<Vec<ChildRun>, String>, String>> {
         let engine = self.engine.clone();
-        let (run_id, attempt, env_id) = (
-            self.run_id.clone(),
-            self.attempt,
-            self.environment_id.clone(),
-        );
+        let (journal_of, env_id) = (self.journal_of(), self.environment_id.clone());
         let version = wait.then(|| self.version.clone());
         let link = ParentLink {
             parent_run_id: self.run_id.clone(),
@@ -250,20 +239,25 @@ impl RunServices for RunHost {
                 Err(EngineError::Store(e)) => return Err(e.to_string()),
                 Err(refused) => return Ok(Err(refused.to_string())),
             };
-            let journal = effect_journal(
-                run_id,
-                attempt,
-                flushed,
-                Kind::Trigger,
-                digest,
-                |inserted: &[Inserted]| Ok::<_, String>(children(inserted)),
-            );
             let batch_id = batch.then(|| crate::model::new_id("batch"));
-            let inserted = match engine
-                .store
-                .insert_child_runs(runs, batch_id, journal, version.is_some())
-                .await
-            {
+            let stored = engine
+                .until_stored(&journal_of.0, || {
+                    let journal = effect_journal(
+                        journal_of.clone(),
+                        flushed.clone(),
+                        Kind::Trigger,
+                        digest,
+                        |inserted: &[Inserted]| Ok::<_, String>(children(inserted)),
+                    );
+                    engine.store.insert_child_runs(
+                        runs.clone(),
+                        batch_id.clone(),
+                        journal,
+                        version.is_some(),
+                    )
+                })
+                .await;
+            let inserted = match stored {
                 Ok(inserted) => inserted,
                 Err(StoreError::Refused(why)) => return Ok(Err(why)),
                 Err(StoreError::Conflict) => {
@@ -320,7 +314,7 @@ impl RunServices for RunHost {
     ) -> BoxFuture<'static, Result<Result<String, String>, String>> {
         let engine = self.engine.clone();
         let target_run = self.metadata_run(target);
-        let (run_id, attempt) = (self.run_id.clone(), self.attempt);
+        let (journal_of, env_id) = (self.journal_of(), self.environment_id.clone());
         Box::pin(async move {
             let ops = match changes
                 .into_iter()
@@ -330,20 +324,26 @@ impl RunServices for RunHost {
                 Ok(ops) => ops,
                 Err(why) => return Ok(Err(why)),
             };
-            let journal = effect_journal(
-                run_id,
-                attempt,
-                flushed,
-                Kind::MetadataWrite,
-                digest,
-                |next: &str| Ok::<_, String>(next.to_owned()),
-            );
             let now = engine.now();
-            match engine
-                .store
-                .change_metadata(&target_run, now, ops, Some(journal))
-                .await
-            {
+            let stored = engine
+                .until_stored(&journal_of.0, || {
+                    let journal = effect_journal(
+                        journal_of.clone(),
+                        flushed.clone(),
+                        Kind::MetadataWrite,
+                        digest,
+                        |next: &str| Ok::<_, String>(next.to_owned()),
+                    );
+                    engine.store.change_metadata(
+                        &env_id,
+                        &target_run,
+                        now,
+                        ops.clone(),
+                        Some(journal),
+                    )
+                })
+                .await;
+            match stored {
                 Ok(result) => Ok(result.map_err(|e| e.to_string())),
                 Err(StoreError::Conflict) => {
                     Err("the run was canceled while it changed metadata".into())
@@ -387,8 +387,7 @@ impl RunServices for RunHost {
 /// The journal segment an effect commits: what the attempt flushed, then the call's own entry,
 /// whose value (what a replay answers) is `answer(effect)` as JSON.
 fn effect_journal<T: ?Sized, A: serde::Serialize>(
-    run_id: String,
-    attempt: u32,
+    (run_id, environment_id, attempt): (String, String, u32),
     flushed: Flushed,
     kind: Kind,
     digest: u64,
@@ -397,6 +396,7 @@ fn effect_journal<T: ?Sized, A: serde::Serialize>(
     let Flushed { mut entries, logs } = flushed;
     JournalWith {
         run_id,
+        environment_id,
         attempt,
         logs,
         entries: Box::new(move |effect: &T| {

@@ -7,13 +7,22 @@ use super::*;
 pub(super) const CAS_RETRIES: usize = 8;
 
 /// What a replay changes from the original run; `None` (and default options) keep the
-/// original's payload, tags and machine.
+/// original's payload, tags, machine and metadata.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayChanges {
     /// JSON text.
     pub payload: Option<String>,
     pub tags: Option<Vec<String>>,
     pub options: TriggerOptions,
+}
+
+/// Metadata operations for a run, its parent and its root (the metadata endpoint's
+/// `operations`, `parentOperations` and `rootOperations`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MetadataChanges {
+    pub current: Vec<MetadataOp>,
+    pub parent: Vec<MetadataOp>,
+    pub root: Vec<MetadataOp>,
 }
 
 /// The result of a cancel request.
@@ -37,6 +46,7 @@ impl Engine {
         let mut options = changes.options;
         options.tags = changes.tags.unwrap_or(run.tags);
         options.machine = options.machine.or(Some(run.machine));
+        options.metadata = options.metadata.or(run.metadata);
         let item = TriggerItem {
             task_id: run.task_id,
             payload: changes.payload.unwrap_or(run.payload),
@@ -61,7 +71,7 @@ impl Engine {
             Delay::For(d) => now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
             Delay::Until(at) => at.max(now),
         };
-        match self.store.reschedule(&run.id, until, now).await {
+        match self.store.reschedule(&env.id, &run.id, until, now).await {
             Ok(()) => {}
             Err(StoreError::Conflict) => {
                 let status = self.find(env, run_id).await?.status;
@@ -82,7 +92,7 @@ impl Engine {
     ) -> Result<Vec<String>, EngineError> {
         let run = self.find(env, run_id).await?;
         self.store
-            .add_tags(&run.id, tags, MAX_TAGS, self.now())
+            .add_tags(&env.id, &run.id, tags, MAX_TAGS, self.now())
             .await?
             .map_err(EngineError::TooManyTags)
     }
@@ -92,14 +102,31 @@ impl Engine {
         &self,
         env: &Environment,
         run_id: &str,
-        ops: Vec<MetadataOp>,
+        changes: MetadataChanges,
     ) -> Result<String, EngineError> {
         let run = self.find(env, run_id).await?;
-        let result = self
-            .store
-            .change_metadata(&run.id, self.now(), ops, None)
-            .await?;
-        Ok(result?)
+        // A run without a parent is its own parent and root (Trigger.dev's rule).
+        let parent = run.parent_run_id.clone().unwrap_or_else(|| run.id.clone());
+        let root = run.root_run_id.clone().unwrap_or_else(|| run.id.clone());
+        let mut current = None;
+        for (id, ops) in [
+            (&run.id, changes.current),
+            (&parent, changes.parent),
+            (&root, changes.root),
+        ] {
+            if ops.is_empty() && id != &run.id {
+                continue;
+            }
+            let now = self.now();
+            let after = self
+                .store
+                .change_metadata(&env.id, id, now, ops, None)
+                .await??;
+            if id == &run.id {
+                current = Some(after);
+            }
+        }
+        Ok(current.unwrap_or_else(|| "{}".to_owned()))
     }
 
     /// Forgets an idempotency key so the next trigger with it makes a new run.
@@ -154,7 +181,7 @@ impl Engine {
                         handle.cancel();
                     }
                     // Its children go with it.
-                    for child in self.store.live_children(&run.id).await? {
+                    for child in self.store.live_children(&env.id, &run.id).await? {
                         Box::pin(self.cancel(env, &child)).await?;
                     }
                     return Ok(CancelOutcome::Canceled);

@@ -18,6 +18,7 @@ pub(super) fn run_state(run: &Run) -> RunState {
 pub(super) fn run_update(run: &Run, t: &Transition, now: Millis) -> RunUpdate {
     RunUpdate {
         run_id: run.id.clone(),
+        environment_id: run.environment_id.clone(),
         expected: run.status,
         status: t.state.status,
         available_at: requeue_time(&t.effects),

@@ -19,6 +19,156 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 2_048;
 /// Largest payload a trigger may carry (Trigger.dev's limit).
 pub const MAX_PAYLOAD_BYTES: usize = 3 << 20;
 
+/// Longest concurrency key.
+pub const MAX_CONCURRENCY_KEY_LEN: usize = 1_024;
+
+/// Longest queue name.
+pub const MAX_QUEUE_NAME_LEN: usize = 128;
+
+/// Longest task id (as deployed tasks are checked).
+pub const MAX_TASK_ID_LEN: usize = 128;
+
+/// A trigger option outside the limits, with the option's name (Trigger.dev's spelling).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidOption {
+    pub field: &'static str,
+    pub message: String,
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> InvalidOption {
+    InvalidOption {
+        field,
+        message: message.into(),
+    }
+}
+
+/// Whether `id` can name a task: 1–128 characters of letters, digits, `-`, `_` and `.`.
+pub fn valid_task_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_TASK_ID_LEN
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// At most [`MAX_TAGS`] tags of 1 to [`MAX_TAG_LEN`] characters.
+pub fn check_tags(tags: &[String]) -> Result<(), InvalidOption> {
+    if let Some(tag) = tags
+        .iter()
+        .find(|t| t.is_empty() || t.chars().count() > MAX_TAG_LEN)
+    {
+        return Err(invalid(
+            "tags",
+            format!(
+                "each tag must be 1 to {MAX_TAG_LEN} characters; one has {}",
+                tag.chars().count()
+            ),
+        ));
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(
+            "tags",
+            format!("at most {MAX_TAGS} tags per run; got {}", tags.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// 1 to [`MAX_IDEMPOTENCY_KEY_LEN`] characters.
+pub fn check_idempotency_key(key: &str) -> Result<(), InvalidOption> {
+    if key.is_empty() || key.chars().count() > MAX_IDEMPOTENCY_KEY_LEN {
+        return Err(invalid(
+            "idempotencyKey",
+            format!("must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// 1–128 characters of letters, digits, `-`, `_`, `.` and `/`.
+pub fn check_queue_name(name: &str) -> Result<(), InvalidOption> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_QUEUE_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if !ok {
+        return Err(invalid(
+            "queue",
+            format!(
+                "queue names are 1–{MAX_QUEUE_NAME_LEN} characters of letters, digits, `-`, `_`, `.` and `/`"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// 1 to [`MAX_CONCURRENCY_KEY_LEN`] bytes.
+pub fn check_concurrency_key(key: &str) -> Result<(), InvalidOption> {
+    if key.is_empty() || key.len() > MAX_CONCURRENCY_KEY_LEN {
+        return Err(invalid(
+            "concurrencyKey",
+            format!("must be 1 to {MAX_CONCURRENCY_KEY_LEN} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// A JSON object of at most [`MAX_METADATA_BYTES`] bytes.
+pub fn check_metadata(text: &str) -> Result<(), InvalidOption> {
+    if text.len() > MAX_METADATA_BYTES {
+        return Err(invalid(
+            "metadata",
+            format!(
+                "is {} bytes; the limit is {MAX_METADATA_BYTES} bytes",
+                text.len()
+            ),
+        ));
+    }
+    if !matches!(
+        serde_json::from_str::<serde_json::Value>(text),
+        Ok(serde_json::Value::Object(_))
+    ) {
+        return Err(invalid("metadata", "must be a JSON object"));
+    }
+    Ok(())
+}
+
+/// The limits every trigger is held to, whichever door it comes through: the API, a batch, a
+/// run's child trigger or a schedule's fire.
+pub fn check_trigger(task_id: &str, o: &TriggerOptions) -> Result<(), InvalidOption> {
+    if !valid_task_id(task_id) {
+        return Err(invalid(
+            "taskIdentifier",
+            format!(
+                "`{task_id}` is not a task id (1–{MAX_TASK_ID_LEN} characters of letters, digits, `-`, `_` and `.`)"
+            ),
+        ));
+    }
+    check_tags(&o.tags)?;
+    if let Some(key) = &o.idempotency_key {
+        check_idempotency_key(key)?;
+    }
+    if let Some(queue) = &o.queue {
+        check_queue_name(queue)?;
+    }
+    if let Some(key) = &o.concurrency_key {
+        check_concurrency_key(key)?;
+    }
+    if let Some(metadata) = &o.metadata {
+        check_metadata(metadata)?;
+    }
+    if let Some(n) = o.max_attempts
+        && !(1..=MAX_ATTEMPTS_CAP).contains(&n)
+    {
+        return Err(invalid(
+            "maxAttempts",
+            format!("must be a whole number from 1 to {MAX_ATTEMPTS_CAP}"),
+        ));
+    }
+    Ok(())
+}
+
 /// One run to trigger.
 #[derive(Debug, Clone)]
 pub struct TriggerItem {
@@ -94,9 +244,19 @@ impl Engine {
         if items.is_empty() || items.len() > MAX_BATCH_ITEMS {
             return Err(EngineError::BatchSize(items.len()));
         }
+        for (index, item) in items.iter().enumerate() {
+            check_trigger(&item.task_id, &item.options).map_err(|e| {
+                EngineError::InvalidTrigger {
+                    item: (items.len() > 1).then_some(index),
+                    task: item.task_id.clone(),
+                    field: e.field,
+                    message: e.message,
+                }
+            })?;
+        }
         if let Some(item) = items.iter().find(|i| i.payload.len() > max_payload) {
             return Err(EngineError::PayloadTooLarge {
-                size: item.payload.len(),
+                size: Some(item.payload.len()),
                 limit: max_payload,
             });
         }

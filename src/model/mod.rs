@@ -7,6 +7,7 @@
 
 mod batch;
 mod bulk;
+mod lifecycle;
 mod queue;
 mod run;
 mod task;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 pub use batch::*;
 pub use bulk::*;
+pub use lifecycle::{Condition, EDGES, Edge, INITIAL, Step, allowed, edge_for, guard};
 pub use queue::*;
 pub use run::*;
 pub use task::*;

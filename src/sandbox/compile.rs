@@ -19,6 +19,14 @@ pub struct Prepared {
     component: Component,
 }
 
+impl Prepared {
+    /// Bytes of machine code the compiled component holds in memory.
+    pub fn code_bytes(&self) -> usize {
+        let range = self.component.image_range();
+        (range.end as usize).saturating_sub(range.start as usize)
+    }
+}
+
 /// Why an upload could not become a runnable component.
 #[derive(Debug, thiserror::Error)]
 pub enum CompileError {

@@ -73,6 +73,13 @@ impl Store {
         }
     }
 
+    /// Read connections open now: bounded, however many requests read at once.
+    pub fn read_connections(&self) -> usize {
+        match &self.backend {
+            Backend::Sqlite(s) => s.read_connections(),
+        }
+    }
+
     /// The durability every commit has, as benchmarks print it.
     pub fn durability(&self) -> &'static str {
         match &self.backend {
@@ -106,7 +113,7 @@ facade! {
     /// attempt `attempt`. Returns what the attempt runs with: the run's environment variables
     /// (copied from its environment when its first attempt starts, so every attempt and replay
     /// sees the same) and its environment's outbound HTTP allow-list.
-    fn start_attempt(&self, run_id: &str, deployment_id: &str, attempt: u32, now: Millis) -> AttemptStart;
+    fn start_attempt(&self, environment_id: &str, run_id: &str, deployment_id: &str, attempt: u32, now: Millis) -> AttemptStart;
     /// Applies a status change with compare-and-set. Returns the run as stored after it.
     /// The lanes returned are of parents the change resumed (a child that ended).
     fn update_run(&self, update: RunUpdate) -> Vec<Lane>;
@@ -117,9 +124,9 @@ facade! {
     /// The lanes returned are of parents the run's end resumed.
     fn finish_attempt(&self, finish: FinishAttempt) -> Vec<Lane>;
     /// The attempts of a run, oldest first.
-    fn attempts(&self, run_id: &str) -> Vec<Attempt>;
+    fn attempts(&self, environment_id: &str, run_id: &str) -> Vec<Attempt>;
     /// A run's log lines in the order they were written, at most `limit` after line `after`.
-    fn logs(&self, run_id: &str, after: i64, limit: usize) -> Vec<(i64, LogLine)>;
+    fn logs(&self, environment_id: &str, run_id: &str, after: i64, limit: usize) -> Vec<(i64, LogLine)>;
     /// Runs a previous process claimed or was executing when it stopped.
     fn in_flight_runs(&self) -> Vec<Run>;
     /// Stores the component (if new) and a deployment with the next version of the day
@@ -128,7 +135,7 @@ facade! {
     /// The newest deployment of an environment.
     fn latest_deployment(&self, environment_id: &str) -> Option<Deployment>;
     /// A deployment by id.
-    fn deployment(&self, id: &str) -> Option<Deployment>;
+    fn deployment(&self, environment_id: &str, id: &str) -> Option<Deployment>;
     /// The deployment of an environment with this version.
     fn deployment_by_version(&self, environment_id: &str, version: &str) -> Option<Deployment>;
     /// An environment's deployments, newest first.
@@ -218,15 +225,15 @@ facade! {
     fn reset_idempotency_key(&self, environment_id: &str, key: &str, task_id: Option<String>) -> usize;
     /// Gives a DELAYED run a new delay (compare-and-set on DELAYED); its TTL counts from the new
     /// enqueue time.
-    fn reschedule(&self, run_id: &str, until: Millis, now: Millis) -> ();
+    fn reschedule(&self, environment_id: &str, run_id: &str, until: Millis, now: Millis) -> ();
     /// Adds tags to a run, keeping order and dropping repeats. `Ok(Err(n))` when the result would
     /// have `n` tags, more than `max`; nothing changes then.
-    fn add_tags(&self, run_id: &str, tags: Vec<String>, max: usize, now: Millis) -> Result<Vec<String>, usize>;
+    fn add_tags(&self, environment_id: &str, run_id: &str, tags: Vec<String>, max: usize, now: Millis) -> Result<Vec<String>, usize>;
     /// Applies metadata operations to a run's current metadata, atomically; a refused change
     /// (too large, a bad key…) leaves it untouched. With `journal` (a change a run makes), the
     /// run's journal segment — `journal.entries` gets the new metadata — and the mark that its
     /// attempt has a journal commit with the change.
-    fn change_metadata(&self, run_id: &str, now: Millis, ops: Vec<MetadataOp>, journal: Option<JournalWith<str>>) -> Result<String, MetadataError>;
+    fn change_metadata(&self, environment_id: &str, run_id: &str, now: Millis, ops: Vec<MetadataOp>, journal: Option<JournalWith<str>>) -> Result<String, MetadataError>;
     /// How many of an environment's runs have `status` (a scan of the environment's runs: for
     /// benchmarks and checks, not for request paths).
     fn count_runs(&self, environment_id: &str, status: RunStatus) -> u64;
@@ -240,7 +247,7 @@ facade! {
     /// Runs by id as [`Store::changed_runs`], each with its attempts and what it waits for.
     fn runs_in_detail(&self, ids: Vec<String>) -> Vec<RunDetail>;
     /// Ids of a run's children that have not ended.
-    fn live_children(&self, run_id: &str) -> Vec<String>;
+    fn live_children(&self, environment_id: &str, run_id: &str) -> Vec<String>;
     /// A page of an environment's runs, newest first. `after` continues to older runs, `before`
     /// goes back to newer ones.
     fn list_runs(&self, environment_id: &str, filter: RunFilter, limit: usize, after: Option<String>, before: Option<String>) -> RunPage;
@@ -334,11 +341,11 @@ facade! {
     /// the run goes straight back to its queue: returns its lane.
     fn checkpoint_on_runs(&self, checkpoint: FinishAttempt, journal: Vec<u8>, children: Vec<String>) -> Option<Lane>;
     /// The journal of an attempt: its segments in order, concatenated.
-    fn journal(&self, run_id: &str, attempt: u32) -> Vec<u8>;
+    fn journal(&self, environment_id: &str, run_id: &str, attempt: u32) -> Vec<u8>;
     /// Bytes and segments of every stored journal (for the benchmark).
     fn journal_size(&self) -> (u64, u64);
     /// What a run waits for now: pending waitpoints and children that have not ended.
-    fn waiting_for(&self, run_id: &str) -> Vec<WaitingFor>;
+    fn waiting_for(&self, environment_id: &str, run_id: &str) -> Vec<WaitingFor>;
     /// Completes DATETIME waitpoints whose time came and times out wait tokens whose timeout
     /// passed (with Trigger.dev's `TRIGGER_WAITPOINT_TIMEOUT` error), and puts the WAITING runs
     /// waiting for them back in the queue (keeping their score). Returns those runs' lanes.

@@ -213,6 +213,8 @@ pub struct BulkProgress {
 #[derive(Debug, Clone)]
 pub struct RunUpdate {
     pub run_id: String,
+    /// The run's environment: a change to another environment's run is a conflict.
+    pub environment_id: String,
     pub expected: RunStatus,
     pub status: RunStatus,
     pub available_at: Option<Millis>,
@@ -253,6 +255,7 @@ pub struct AttemptStart {
 /// since the last checkpoint followed by the call's own entry, which names the effect's result.
 pub struct JournalWith<T: ?Sized> {
     pub run_id: String,
+    pub environment_id: String,
     pub attempt: u32,
     pub entries: EntriesFor<T>,
     /// Log lines written since the last checkpoint, stored with the effect.

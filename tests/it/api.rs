@@ -179,6 +179,10 @@ async fn every_route_is_in_the_openapi_document_and_every_documented_route_answe
                 !(status == 404 && body.contains("no such endpoint")),
                 "{method} {path} is documented but not routed: {body}"
             );
+            assert_ne!(
+                status, 405,
+                "{method} {path} is documented with a method its route does not take"
+            );
             assert!(
                 status.as_u16() < 500,
                 "{method} {concrete}: {status} {body}"
@@ -195,6 +199,19 @@ async fn every_route_is_in_the_openapi_document_and_every_documented_route_answe
             .unwrap()
             .contains("/api/openapi.json")
     );
+}
+
+/// What a streaming response sends within `time` (at most 1 MiB).
+async fn read_for(mut resp: reqwest::Response, time: std::time::Duration) -> String {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + time;
+    while let Ok(Ok(Some(chunk))) = tokio::time::timeout_at(deadline, resp.chunk()).await {
+        out.extend_from_slice(&chunk);
+        if out.len() > 1 << 20 {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Random JSON: scalars, strings with odd characters, arrays and objects whose keys are often
@@ -518,9 +535,9 @@ async fn every_route_under_random_input_answers_below_500_and_keeps_tenants_apar
         }
         let resp = req.send().await.unwrap();
         let status = resp.status();
-        // A stream answers with its headers and would go on; its status is what counts here.
+        // A stream goes on: read what it sends at first (a run's current state) for a moment.
         let text = if path.starts_with("/realtime/") && status.is_success() {
-            String::new()
+            read_for(resp, std::time::Duration::from_millis(50)).await
         } else {
             resp.text().await.unwrap_or_default()
         };
@@ -538,4 +555,65 @@ async fn every_route_under_random_input_answers_below_500_and_keeps_tenants_apar
     // The host is unharmed.
     let after = host.trigger("echo", json!("after")).await;
     assert_eq!(host.wait_final(&after).await["status"], "COMPLETED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payload_just_over_the_limit_is_refused_naming_the_payload_and_its_limit() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    // Past the router's body limit (the payload's plus 64 KiB), so the body is never read whole.
+    let payload = "x".repeat((3 << 20) + (100 << 10));
+    let (status, body) = host
+        .post("/api/v1/tasks/echo/trigger", json!({ "payload": payload }))
+        .await;
+    assert_eq!(status, 413, "{body}");
+    let message = body["error"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("payload") && message.contains("3145728"),
+        "names the payload and the limit: {message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_operations_reach_the_parent_and_the_root_and_a_replay_keeps_the_metadata() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let parent = host
+        .trigger_with(
+            "parent",
+            json!({ "items": [["echo", 1]], "wait": false }),
+            json!({ "metadata": { "from": "trigger" } }),
+        )
+        .await;
+    let run = host.wait_final(&parent).await;
+    let child = run["output"][0].as_str().unwrap().to_owned();
+    let (status, body) = host
+        .request(
+            reqwest::Method::PUT,
+            &format!("/api/v1/runs/{child}/metadata"),
+            Some(json!({
+                "operations": [{ "type": "set", "key": "mine", "value": 1 }],
+                "parentOperations": [{ "type": "increment", "key": "children", "value": 1 }],
+                "rootOperations": [{ "type": "append", "key": "log", "value": "child" }],
+            })),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["metadata"], json!({ "mine": 1 }), "the child's own");
+    let (_, parent_metadata) = host.get(&format!("/api/v1/runs/{parent}/metadata")).await;
+    // The parent is also the root here.
+    assert_eq!(
+        parent_metadata["metadata"],
+        json!({ "from": "trigger", "children": 1, "log": ["child"] })
+    );
+    // A replay is a new run with the same payload, tags and metadata.
+    let (status, replayed) = host
+        .post(&format!("/api/v1/runs/{parent}/replay"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    let replayed = host.run(replayed["id"].as_str().unwrap()).await;
+    assert_eq!(
+        replayed["metadata"],
+        json!({ "from": "trigger", "children": 1, "log": ["child"] })
+    );
 }

@@ -1,5 +1,12 @@
 //! `kiln bench`'s scenarios run to the end and report what they measured. No timing is asserted:
-//! the numbers depend on the machine; the benchmark itself compares them with its baselines.
+//! the numbers depend on the machine; the benchmark itself compares them with its baselines. What
+//! is asserted is that each report agrees with itself: rates with counts and times, ratios with
+//! their parts, percentiles in order — so a wrong computation fails here.
+
+/// Whether `a` and `b` agree to within `tolerance` of their size (float arithmetic, rounding).
+fn close(a: f64, b: f64, tolerance: f64) -> bool {
+    (a - b).abs() <= tolerance * a.abs().max(b.abs())
+}
 
 use kiln::bench::{QueueScaleConfig, ThroughputConfig, queue_scale, throughput};
 
@@ -30,6 +37,31 @@ async fn throughput_scenario_completes_every_run_and_reports_rates() {
     ] {
         assert!(x.is_finite() && x > 0.0, "{what} is {x}: {report:?}");
     }
+    let n = report.runs as f64;
+    assert!(
+        close(report.kiln_runs_per_sec * report.kiln_secs, n, 1e-6),
+        "{report:?}"
+    );
+    assert!(
+        close(report.bare_runs_per_sec * report.bare_secs, n, 1e-6),
+        "{report:?}"
+    );
+    assert!(
+        close(report.kiln_us_per_run * report.kiln_runs_per_sec, 1e6, 1e-6),
+        "{report:?}"
+    );
+    assert!(
+        close(report.bare_us_per_run * report.bare_runs_per_sec, 1e6, 1e-6),
+        "{report:?}"
+    );
+    assert!(
+        close(
+            report.ratio,
+            report.kiln_us_per_run / report.bare_us_per_run,
+            1e-6
+        ),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -48,7 +80,23 @@ async fn queue_scenario_claims_and_drains_at_each_backlog() {
             assert!(x.is_finite() && x > 0.0, "{report:?}");
         }
     }
-    assert!(report.claim_ratio > 0.0 && report.drain_ratio > 0.0);
+    let (first, last) = (&report.points[0], &report.points[1]);
+    assert!(
+        close(
+            report.claim_ratio,
+            last.claim_us_per_run / first.claim_us_per_run,
+            1e-6
+        ),
+        "{report:?}"
+    );
+    assert!(
+        close(
+            report.drain_ratio,
+            first.drain_runs_per_sec / last.drain_runs_per_sec,
+            1e-6
+        ),
+        "{report:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,6 +111,22 @@ async fn waits_scenario_checkpoints_resumes_and_measures_replay() {
     .expect("the waits scenario runs");
     assert_eq!(report.waiting, 50);
     assert!(report.journal_bytes_per_wait > 0.0, "{report:?}");
+    assert!(
+        close(
+            report.replay_ratio,
+            report.replay_compute_ms / report.original_compute_ms,
+            1e-6
+        ),
+        "{report:?}"
+    );
+    assert!(
+        report.rss_waiting_mb >= 0.0 && report.rss_idle_mb > 0.0,
+        "{report:?}"
+    );
+    assert!(
+        report.trigger_to_waiting_ms > 0.0 && report.resume_to_completed_ms > 0.0,
+        "{report:?}"
+    );
     for x in [
         report.checkpoint_runs_per_sec,
         report.resume_runs_per_sec,
@@ -83,7 +147,16 @@ async fn latency_scenario_samples_light_and_loaded() {
     .await
     .expect("the latency scenario runs");
     for stats in [&report.in_process, &report.http, &report.loaded] {
-        let p = &stats.start_observed;
-        assert!(p.p50_ms > 0.0 && p.p99_ms >= p.p50_ms, "{report:?}");
+        for p in [&stats.trigger_call, &stats.start_observed] {
+            assert!(
+                p.p50_ms > 0.0 && p.p99_ms >= p.p50_ms && p.max_ms >= p.p99_ms,
+                "{report:?}"
+            );
+        }
+        // A run cannot be seen starting before it was triggered.
+        assert!(
+            stats.start_observed.p50_ms >= stats.trigger_call.p50_ms * 0.5,
+            "{report:?}"
+        );
     }
 }

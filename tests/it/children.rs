@@ -215,3 +215,62 @@ async fn a_parent_cannot_wait_for_itself_through_an_idempotency_key() {
         "{run:#}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_trigger_is_held_to_the_limits_of_an_api_trigger() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let big = "x".repeat(257 * 1024);
+    // Each option past a limit the API enforces, given by a task for its child.
+    let cases = [
+        (
+            json!({ "idempotencyKey": "k".repeat(2_049) }),
+            "idempotencyKey",
+        ),
+        (json!({ "metadata": { "big": big } }), "metadata"),
+        (json!({ "queue": "no spaces" }), "queue"),
+        (
+            json!({ "concurrencyKey": "c".repeat(1_025) }),
+            "concurrencyKey",
+        ),
+        (json!({ "tags": ["a".repeat(129)] }), "tags"),
+    ];
+    for (options, field) in cases {
+        let id = host
+            .trigger(
+                "parent",
+                json!({
+                    "items": [{ "task": "echo", "payload": 1, "options": options }],
+                    "wait": false,
+                }),
+            )
+            .await;
+        let run = host.wait_final(&id).await;
+        assert_eq!(run["status"], "FAILED", "{field}: {run:#}");
+        let message = run["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(field), "{field}: {message}");
+        assert!(list_children(&host, &id).await.is_empty(), "{field}");
+        // The same option over the API is refused too, naming the same field.
+        let (status, body) = host
+            .post(
+                "/api/v1/tasks/echo/trigger",
+                json!({ "payload": 1, "options": options }),
+            )
+            .await;
+        assert_eq!(status, 400, "{field}: {body}");
+        assert!(
+            body["error"].as_str().unwrap_or_default().contains(field),
+            "{body}"
+        );
+    }
+    // A task id no task can have is refused too (over the API it is a path segment).
+    let id = host
+        .trigger(
+            "parent",
+            json!({ "items": [["no such task!", 1]], "wait": false }),
+        )
+        .await;
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "FAILED", "{run:#}");
+    assert!(list_children(&host, &id).await.is_empty());
+}

@@ -395,3 +395,22 @@ async fn environment_variables_from_the_cli() {
         "{other:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triggering_a_task_no_version_has_says_the_run_waits_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = ServeProcess::start(dir.path(), &[]);
+    let out = kiln(&host, &["trigger", "not-deployed", "{}"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let id = ok(out).trim().to_owned();
+    assert!(id.starts_with("run_"), "{id}");
+    assert!(
+        stderr.contains("PENDING_VERSION") && stderr.contains("kiln deploy"),
+        "says why the run waits and what to do: {stderr}"
+    );
+    // A task that is deployed gets no such note.
+    let hello = guest_path(guests::HELLO);
+    ok(kiln(&host, &["deploy", hello.to_str().unwrap()]));
+    let out = kiln(&host, &["trigger", "hello", "{}"]);
+    assert!(String::from_utf8_lossy(&out.stderr).is_empty(), "{out:?}");
+}

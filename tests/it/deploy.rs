@@ -170,3 +170,48 @@ async fn an_upload_over_the_size_limit_is_refused() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_components_in_memory_stay_within_their_budget_and_evicted_ones_still_run() {
+    // A budget no component fits: only the one in use now stays in memory.
+    let host = TestHost::start_with(Options {
+        compiled_cache_bytes: 1,
+        ..Options::default()
+    })
+    .await;
+    host.deploy(guests::BENCH).await;
+    host.deploy(guests::HELLO).await;
+    host.deploy(guests::ADVERSARY).await;
+    let (count, bytes) = host.compiled_in_memory();
+    assert_eq!(count, 1, "{bytes} bytes of code in {count} components");
+    // A run locked to an evicted version still runs: its component loads again from disk.
+    let (_, list) = host.get("/api/v1/deployments").await;
+    let hello_version = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| {
+            d["tasks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|t| t["id"] == "hello")
+        })
+        .map(|d| d["version"].as_str().unwrap().to_owned())
+        .expect("the hello version is listed");
+    let id = host
+        .trigger_with(
+            "hello",
+            json!({ "name": "Ada" }),
+            json!({ "lockToVersion": hello_version }),
+        )
+        .await;
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert_eq!(host.compiled_in_memory().0, 1);
+    assert_eq!(
+        host.compilations(),
+        3,
+        "loaded from its artifact, not compiled again"
+    );
+}

@@ -1,5 +1,6 @@
 //! The integration tests: one binary, one module per area. Each test drives a real host (real
-//! SQLite in a temp dir, real wasmtime, real guests from `guest-examples/`) over loopback HTTP.
+//! SQLite in a temp dir, real wasmtime, real guests from `guest-examples/`, and the TypeScript and Python
+//! examples built with their SDKs) over loopback HTTP.
 
 mod api;
 mod batches;
@@ -13,16 +14,21 @@ mod cors;
 mod deploy;
 mod env_vars;
 mod http;
+mod js;
 mod limits;
 mod options;
 mod public_tokens;
+mod python;
 mod queues;
 mod realtime;
 mod restart;
 mod runs;
 mod schedules;
 mod scratch;
+mod sdk_build;
+mod sdk_scenarios;
 mod storage;
+mod store;
 mod support;
 mod tenants;
 mod tidy;

@@ -67,7 +67,13 @@ async fn a_full_disk_refuses_new_work_keeps_running_work_and_recovers() {
     // Work under way when the disk fills: one run computing, one checkpointed on a wait.
     let spinning = host.trigger("spin", json!({ "ms": 1500 })).await;
     let waiting = host.trigger("wait", json!({ "ms": 1500 })).await;
+    // And one changing its metadata step by step, each change an effect stored with its journal.
+    let stepping = host
+        .trigger("progress", json!({ "steps": 60, "ms": 40 }))
+        .await;
     host.wait_for(&spinning, |r| r["status"] == "EXECUTING")
+        .await;
+    host.wait_for(&stepping, |r| r["metadata"]["steps"].as_u64() > Some(2))
         .await;
     host.wait_for(&waiting, |r| r["status"] == "WAITING").await;
 
@@ -119,6 +125,17 @@ async fn a_full_disk_refuses_new_work_keeps_running_work_and_recovers() {
         .wait_for(&waiting, |r| r["status"] == "COMPLETED")
         .await;
     assert_eq!(waited["attemptCount"], 1);
+    // Its metadata changes waited out the full disk: every step made once, in one attempt.
+    let stepped = host
+        .wait_for(&stepping, |r| r["status"] == "COMPLETED")
+        .await;
+    assert_eq!(stepped["attemptCount"], 1, "{stepped:#}");
+    assert_eq!(stepped["metadata"]["steps"], 60, "{stepped:#}");
+    assert_eq!(
+        stepped["metadata"]["log"].as_array().map(Vec::len),
+        Some(60),
+        "{stepped:#}"
+    );
     for (n, id) in accepted.iter().enumerate() {
         let run = host.wait_for(id, |r| r["status"] == "COMPLETED").await;
         assert_eq!(run["output"]["n"], n, "{id}");
@@ -129,7 +146,7 @@ async fn a_full_disk_refuses_new_work_keeps_running_work_and_recovers() {
     let page = host
         .call(reqwest::Method::GET, "/api/v1/runs?page[size]=100", None)
         .await;
-    assert_eq!(page["data"].as_array().unwrap().len(), accepted.len() + 3);
+    assert_eq!(page["data"].as_array().unwrap().len(), accepted.len() + 4);
     host.kill();
 
     let db = rusqlite::Connection::open(&db).unwrap();

@@ -124,6 +124,8 @@ pub struct Options {
     pub http_limits: kiln::sandbox::http::HttpLimits,
     /// Bytes a run may write to `/tmp` (its machine's memory when `None`).
     pub scratch_bytes: Option<u64>,
+    /// Machine code of compiled components kept in memory.
+    pub compiled_cache_bytes: usize,
 }
 
 impl Default for Options {
@@ -138,6 +140,7 @@ impl Default for Options {
             wait_threshold: None,
             http_limits: kiln::sandbox::http::HttpLimits::default(),
             scratch_bytes: None,
+            compiled_cache_bytes: kiln::deploy::DEFAULT_COMPILED_CACHE_BYTES,
         }
     }
 }
@@ -182,6 +185,7 @@ impl TestHost {
         config.memory_pool_bytes = options.memory_pool_bytes;
         config.http_limits = options.http_limits;
         config.scratch_bytes = options.scratch_bytes;
+        config.compiled_cache_bytes = options.compiled_cache_bytes;
         if let Some(clock) = options.clock {
             config.clock = clock;
         }
@@ -219,6 +223,13 @@ impl TestHost {
     /// Read operations the host's store ran so far.
     pub fn store_reads(&self) -> u64 {
         self.host.as_ref().map_or(0, |h| h.engine.store().reads())
+    }
+
+    /// Compiled components the host keeps in memory now, and their machine code in bytes.
+    pub fn compiled_in_memory(&self) -> (usize, usize) {
+        self.host
+            .as_ref()
+            .map_or((0, 0), |h| h.engine.deployer().compiled_in_memory())
     }
 
     /// Tells the engine its (manual) clock moved.

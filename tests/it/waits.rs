@@ -192,38 +192,69 @@ async fn a_wasi_sleep_sleeps_in_place_and_counts_as_compute() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replay_that_does_not_match_the_journal_is_task_nondeterministic() {
+async fn a_replay_that_does_not_match_the_journal_fails_the_attempt_and_a_retry_starts_fresh() {
     let (options, clock) = Options::manual_clock();
     let host = TestHost::start_with(options).await;
     host.deploy(guests::HELLO).await;
-    let id = host.trigger("wait", json!({ "ms": 3_600_000 })).await;
-    host.wait_status(&id, "WAITING").await;
-    // Tamper with the stored journal: the first recorded call now has another request digest.
-    let db = rusqlite::Connection::open(host.dir.join("kiln.db")).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    let mut entries: Vec<u8> = db
-        .query_row(
-            "SELECT entries FROM journal_segments WHERE run_id = ?1",
-            [&id],
-            |r| r.get(0),
+    // One attempt only: the run fails; two: the second starts fresh, without the journal.
+    let once = host
+        .trigger_with(
+            "wait",
+            json!({ "ms": 3_600_000 }),
+            json!({ "maxAttempts": 1 }),
+        )
+        .await;
+    let twice = host
+        .trigger_with(
+            "wait",
+            json!({ "ms": 3_600_000 }),
+            json!({ "maxAttempts": 2 }),
+        )
+        .await;
+    for id in [&once, &twice] {
+        host.wait_status(id, "WAITING").await;
+        // Tamper with the stored journal: the first recorded call now has another digest.
+        let db = rusqlite::Connection::open(host.dir.join("kiln.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(5)).unwrap();
+        let mut entries: Vec<u8> = db
+            .query_row(
+                "SELECT entries FROM journal_segments WHERE run_id = ?1",
+                [id],
+                |r| r.get(0),
+            )
+            .unwrap();
+        entries[1] ^= 0xff;
+        db.execute(
+            "UPDATE journal_segments SET entries = ?2 WHERE run_id = ?1",
+            rusqlite::params![id, entries],
         )
         .unwrap();
-    entries[1] ^= 0xff;
-    db.execute(
-        "UPDATE journal_segments SET entries = ?2 WHERE run_id = ?1",
-        rusqlite::params![id, entries],
-    )
-    .unwrap();
-    drop(db);
+    }
 
     clock.advance(Duration::from_secs(3_600));
     host.wake();
-    let run = host.wait_final(&id).await;
-    assert_eq!(run["status"], "CRASHED", "{run:#}");
+    let run = host.wait_final(&once).await;
+    assert_eq!(run["status"], "FAILED", "{run:#}");
     assert_eq!(run["error"]["code"], "TASK_NONDETERMINISTIC", "{run:#}");
     let message = run["error"]["message"].as_str().unwrap();
     assert!(
         message.contains("on replay") && message.contains("but the recorded run made"),
         "names both calls: {message}"
+    );
+    // The retry (after its backoff) is a second attempt that waits again from the start.
+    let retried = loop {
+        clock.advance(Duration::from_secs(60));
+        host.wake();
+        let run = host.run(&twice).await;
+        if run["status"] == "WAITING" && run["attempts"].as_array().map_or(0, Vec::len) == 2 {
+            break run;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let first = &retried["attempts"][0];
+    assert_eq!(first["status"], "FAILED", "{retried:#}");
+    assert_eq!(
+        first["error"]["code"], "TASK_NONDETERMINISTIC",
+        "{retried:#}"
     );
 }

@@ -236,12 +236,30 @@ struct ParentPayload {
     pad: usize,
 }
 
-/// `[task, payload]`, or `[task, payload, idempotency key]`.
+/// `[task, payload]`, `[task, payload, idempotency key]`, or `{task, payload, options}` with the
+/// trigger options a child may have.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum ChildSpec {
     Keyed(String, Value, String),
     Plain(String, Value),
+    WithOptions {
+        task: String,
+        payload: Value,
+        options: ChildOptions,
+    },
+}
+
+/// A child's trigger options, as the parent was told to give them.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase", default)]
+struct ChildOptions {
+    idempotency_key: Option<String>,
+    tags: Vec<String>,
+    queue: Option<String>,
+    concurrency_key: Option<String>,
+    max_attempts: Option<u32>,
+    metadata: Option<Value>,
 }
 
 fn parent(payload: ParentPayload, _ctx: &Context) -> Result<Value, TaskError> {
@@ -258,14 +276,24 @@ fn parent(payload: ParentPayload, _ctx: &Context) -> Result<Value, TaskError> {
         .items
         .into_iter()
         .map(|spec| match spec {
-            ChildSpec::Plain(task, child) => (task, padded(child), None),
-            ChildSpec::Keyed(task, child, key) => (task, padded(child), Some(key)),
-        })
-        .map(|spec| match spec {
-            (task, child, None) => Item::new(task, child),
-            (task, child, Some(key)) => {
-                let mut item = Item::new(task, child);
+            ChildSpec::Plain(task, child) => Item::new(task, padded(child)),
+            ChildSpec::Keyed(task, child, key) => {
+                let mut item = Item::new(task, padded(child));
                 item.options.idempotency_key = Some(key);
+                item
+            }
+            ChildSpec::WithOptions {
+                task,
+                payload,
+                options,
+            } => {
+                let mut item = Item::new(task, padded(payload));
+                item.options.idempotency_key = options.idempotency_key;
+                item.options.tags = options.tags;
+                item.options.queue = options.queue;
+                item.options.concurrency_key = options.concurrency_key;
+                item.options.max_attempts = options.max_attempts;
+                item.options.metadata = options.metadata;
                 item
             }
         })

@@ -3,44 +3,41 @@
 
 use serde_json::Value;
 
+use crate::engine::MetadataChanges;
 use crate::metadata::MetadataOp;
 
 /// `PUT /api/v1/runs/{id}/metadata` body (Trigger.dev's `FlushedRunMetadata`): `metadata`
 /// replaces the object, then `operations` apply in order.
 pub fn parse_metadata_body(
     mut body: serde_json::Map<String, Value>,
-) -> Result<Vec<MetadataOp>, String> {
-    let mut ops = Vec::new();
+) -> Result<MetadataChanges, String> {
+    let mut changes = MetadataChanges::default();
     match body.remove("metadata") {
         None | Some(Value::Null) => {}
-        Some(Value::Object(value)) => ops.push(MetadataOp::Update { value }),
+        Some(Value::Object(value)) => changes.current.push(MetadataOp::Update { value }),
         Some(_) => return Err("`metadata` must be a JSON object".into()),
     }
-    match body.remove("operations") {
-        None | Some(Value::Null) => {}
-        Some(Value::Array(list)) => {
-            for (i, op) in list.into_iter().enumerate() {
-                ops.push(parse_metadata_op(op).map_err(|e| format!("operations[{i}]: {e}"))?);
+    for (key, ops) in [
+        ("operations", &mut changes.current),
+        ("parentOperations", &mut changes.parent),
+        ("rootOperations", &mut changes.root),
+    ] {
+        match body.remove(key) {
+            None | Some(Value::Null) => {}
+            Some(Value::Array(list)) => {
+                for (i, op) in list.into_iter().enumerate() {
+                    ops.push(parse_metadata_op(op).map_err(|e| format!("{key}[{i}]: {e}"))?);
+                }
             }
-        }
-        Some(_) => return Err("`operations` must be an array".into()),
-    }
-    for key in ["parentOperations", "rootOperations"] {
-        if body
-            .remove(key)
-            .is_some_and(|v| v.as_array().is_some_and(|a| !a.is_empty()))
-        {
-            return Err(format!(
-                "`{key}` is not supported until kiln has child runs"
-            ));
+            Some(_) => return Err(format!("`{key}` must be an array")),
         }
     }
     if let Some(k) = body.keys().next() {
         return Err(format!(
-            "unknown field `{k}`; send `metadata` and/or `operations`"
+            "unknown field `{k}`; send `metadata`, `operations`, `parentOperations` and/or `rootOperations`"
         ));
     }
-    Ok(ops)
+    Ok(changes)
 }
 
 pub(crate) fn parse_metadata_op(op: Value) -> Result<MetadataOp, String> {

@@ -7,8 +7,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::engine::{MAX_IDEMPOTENCY_KEY_LEN, MAX_TAG_LEN, MAX_TAGS};
-use crate::metadata::MAX_METADATA_BYTES;
+use crate::engine::{
+    InvalidOption, MAX_IDEMPOTENCY_KEY_LEN, check_concurrency_key, check_idempotency_key,
+    check_metadata, check_queue_name, check_tags,
+};
 use crate::model::{
     Delay, IdempotencyKeyOptions, IdempotencyScope, MAX_ATTEMPTS_CAP, Machine, TriggerOptions,
     parse_duration, parse_timestamp,
@@ -215,6 +217,11 @@ pub fn parse_delay(v: &Value, field: &str) -> Result<Delay, String> {
         .ok_or_else(|| format!("{field}: `{s}` is neither a duration like \"30s\" or \"1h30m\" nor an ISO 8601 date like \"2026-12-01T09:00:00Z\""))
 }
 
+/// An option the engine refused, named as the body names it.
+fn named(field: &str, e: InvalidOption) -> String {
+    format!("{field} {}", e.message)
+}
+
 /// Tags: a string or an array of strings; 1–128 characters each, at most 10, repeats dropped.
 pub fn parse_tags(v: &Value, field: &str) -> Result<Vec<String>, String> {
     let list: Vec<&Value> = match v {
@@ -226,22 +233,11 @@ pub fn parse_tags(v: &Value, field: &str) -> Result<Vec<String>, String> {
         let Value::String(tag) = item else {
             return Err(format!("{field} must be a string or an array of strings"));
         };
-        let len = tag.chars().count();
-        if len == 0 || len > MAX_TAG_LEN {
-            return Err(format!(
-                "{field}: each tag must be 1 to {MAX_TAG_LEN} characters; one has {len}"
-            ));
-        }
         if !tags.contains(tag) {
             tags.push(tag.clone());
         }
     }
-    if tags.len() > MAX_TAGS {
-        return Err(format!(
-            "{field}: at most {MAX_TAGS} tags per run; got {}",
-            tags.len()
-        ));
-    }
+    check_tags(&tags).map_err(|e| format!("{field}: {}", e.message))?;
     Ok(tags)
 }
 
@@ -275,11 +271,7 @@ pub(crate) fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerO
             }
             "idempotencyKey" => {
                 let k = string(v, field)?;
-                if k.is_empty() || k.chars().count() > MAX_IDEMPOTENCY_KEY_LEN {
-                    return Err(format!(
-                        "{field} must be 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters"
-                    ));
-                }
+                check_idempotency_key(k).map_err(|e| named(field, e))?;
                 o.idempotency_key = Some(k.to_owned());
             }
             "idempotencyKeyTTL" => o.idempotency_key_ttl = Some(duration_or_seconds(v, field)?),
@@ -320,16 +312,7 @@ pub(crate) fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerO
                         .ok_or_else(|| format!("{field}.name must be a string"))?,
                     _ => return Err(format!("{field} must be {{\"name\": \"…\"}}")),
                 };
-                let ok = !name.is_empty()
-                    && name.len() <= 128
-                    && name
-                        .chars()
-                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
-                if !ok {
-                    return Err(format!(
-                        "{field}: queue names are 1–128 characters of letters, digits, `-`, `_`, `.` and `/`"
-                    ));
-                }
+                check_queue_name(name).map_err(|e| named(field, e))?;
                 o.queue = Some(name.to_owned());
             }
             "concurrencyKey" => {
@@ -338,9 +321,7 @@ pub(crate) fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerO
                     Value::Number(n) => n.to_string(),
                     _ => return Err(format!("{field} must be a string or a number")),
                 };
-                if k.is_empty() || k.len() > 1024 {
-                    return Err(format!("{field} must be 1 to 1024 characters"));
-                }
+                check_concurrency_key(&k).map_err(|e| named(field, e))?;
                 o.concurrency_key = Some(k);
             }
             "metadata" => {
@@ -355,12 +336,7 @@ pub(crate) fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerO
                     return Err(format!("{field} must be a JSON object"));
                 }
                 let text = v.to_string();
-                if text.len() > MAX_METADATA_BYTES {
-                    return Err(format!(
-                        "{field} is {} bytes; the limit is {MAX_METADATA_BYTES} bytes",
-                        text.len()
-                    ));
-                }
+                check_metadata(&text).map_err(|e| named(field, e))?;
                 o.metadata = Some(text);
             }
             "lockToVersion" => o.lock_to_version = Some(string(v, field)?.to_owned()),

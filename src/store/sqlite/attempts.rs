@@ -1,9 +1,12 @@
 //! Attempts: the start (the run locked to its version, the attempt row, the run's copy of its
 //! environment variables), the end with its usage and logs, and reading attempts and logs.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, params};
 
 use super::SqliteStore;
+use super::guards::status_guard;
 use super::lifecycle::{apply_update, record_attempt};
 use super::rows::*;
 use crate::model::*;
@@ -31,32 +34,62 @@ pub(super) fn attempt_start(c: &Connection, run_id: &str) -> Result<AttemptStart
     })
 }
 
+/// A claimed run whose attempt has a checkpoint continues it (`StartAttempt`, same number).
+pub(super) static CONTINUE_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = '{executing}', updated_at = ?3 \
+         WHERE id = ?1 AND environment_id = ?4 AND {guard} AND attempt_count = ?2 \
+           AND checkpointed = 1",
+        executing = RunStatus::Executing.as_str(),
+        guard = status_guard(Step::StartAttempt, RunStatus::Executing, &[])
+    )
+});
+
+/// A claimed run starts a new attempt (`StartAttempt`), locked to its deployment.
+pub(super) static START_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = '{executing}', attempt_count = ?2, \
+           deployment_id = coalesce(deployment_id, ?3), \
+           started_at = coalesce(started_at, ?4), updated_at = ?4 \
+         WHERE id = ?1 AND environment_id = ?5 AND {guard} AND attempt_count = ?2 - 1 \
+           AND checkpointed = 0",
+        executing = RunStatus::Executing.as_str(),
+        guard = status_guard(Step::StartAttempt, RunStatus::Executing, &[])
+    )
+});
+
 impl SqliteStore {
     pub async fn start_attempt(
         &self,
+        environment_id: &str,
         run_id: &str,
         deployment_id: &str,
         attempt: u32,
         now: Millis,
     ) -> Result<AttemptStart, StoreError> {
-        let (run_id, deployment_id) = (run_id.to_owned(), deployment_id.to_owned());
+        let (environment_id, run_id, deployment_id) = (
+            environment_id.to_owned(),
+            run_id.to_owned(),
+            deployment_id.to_owned(),
+        );
         self.write(move |c| {
             // A checkpointed attempt continues: same number, its row stays.
-            let continued = c.execute(
-                "UPDATE runs SET status = 'EXECUTING', updated_at = ?3 \
-                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 AND checkpointed = 1",
-                params![run_id, attempt, now],
-            )?;
+            let continued = c.prepare_cached(&CONTINUE_ATTEMPT)?.execute(params![
+                run_id,
+                attempt,
+                now,
+                environment_id
+            ])?;
             if continued == 1 {
                 return attempt_start(c, &run_id);
             }
-            let changed = c.execute(
-                "UPDATE runs SET status = 'EXECUTING', attempt_count = ?2, \
-                   deployment_id = coalesce(deployment_id, ?3), \
-                   started_at = coalesce(started_at, ?4), updated_at = ?4 \
-                 WHERE id = ?1 AND status = 'DEQUEUED' AND attempt_count = ?2 - 1 AND checkpointed = 0",
-                params![run_id, attempt, deployment_id, now],
-            )?;
+            let changed = c.prepare_cached(&START_ATTEMPT)?.execute(params![
+                run_id,
+                attempt,
+                deployment_id,
+                now,
+                environment_id
+            ])?;
             if changed == 0 {
                 return Err(StoreError::Conflict);
             }
@@ -82,9 +115,16 @@ impl SqliteStore {
             .await
     }
 
-    pub async fn attempts(&self, run_id: &str) -> Result<Vec<Attempt>, StoreError> {
-        let run_id = run_id.to_owned();
+    pub async fn attempts(
+        &self,
+        environment_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.read(move |c| {
+            if !run_in_env(c, &environment_id, &run_id)? {
+                return Ok(Vec::new());
+            }
             Ok(c.prepare_cached(
                 "SELECT run_id, number, status, deployment_id, started_at, finished_at, error, fuel_used, compute_ms \
                  FROM attempts WHERE run_id = ?1 ORDER BY number",
@@ -97,12 +137,16 @@ impl SqliteStore {
 
     pub async fn logs(
         &self,
+        environment_id: &str,
         run_id: &str,
         after: i64,
         limit: usize,
     ) -> Result<Vec<(i64, LogLine)>, StoreError> {
-        let run_id = run_id.to_owned();
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.read(move |c| {
+            if !run_in_env(c, &environment_id, &run_id)? {
+                return Ok(Vec::new());
+            }
             Ok(c.prepare_cached(
                 "SELECT id, attempt, at, level, message, attributes FROM run_logs \
                  WHERE run_id = ?1 AND id > ?2 ORDER BY id LIMIT ?3",

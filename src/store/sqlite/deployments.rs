@@ -4,7 +4,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use std::sync::LazyLock;
+
 use super::SqliteStore;
+use super::guards::status_guard;
 use super::rows::*;
 use crate::model::*;
 use crate::store::*;
@@ -105,6 +108,21 @@ pub(super) fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, St
     })
 }
 
+/// PENDING_VERSION runs of a task a deploy brought go to QUEUED (`Enqueue`), keeping their order.
+pub(super) static ENQUEUE_PENDING_VERSION: LazyLock<String> = LazyLock::new(|| {
+    let guard = status_guard(
+        Step::Enqueue,
+        RunStatus::Queued,
+        &[RunStatus::PendingVersion],
+    );
+    format!(
+        "UPDATE runs SET status = '{queued}', available_at = ?3, updated_at = ?3, backoff = 0 \
+         WHERE environment_id = ?1 AND task_id = ?2 AND {guard} \
+         RETURNING environment_id, queue, concurrency_key",
+        queued = RunStatus::Queued.as_str()
+    )
+});
+
 impl SqliteStore {
     pub async fn insert_deployment(
         &self,
@@ -170,13 +188,19 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn deployment(&self, id: &str) -> Result<Option<Deployment>, StoreError> {
-        let id = id.to_owned();
+    pub async fn deployment(
+        &self,
+        environment_id: &str,
+        id: &str,
+    ) -> Result<Option<Deployment>, StoreError> {
+        let (environment_id, id) = (environment_id.to_owned(), id.to_owned());
         self.read(move |c| {
             let exists: bool = c
-                .query_row("SELECT 1 FROM deployments WHERE id = ?1", [&id], |_| {
-                    Ok(true)
-                })
+                .query_row(
+                    "SELECT 1 FROM deployments WHERE id = ?1 AND environment_id = ?2",
+                    params![id, environment_id],
+                    |_| Ok(true),
+                )
                 .optional()?
                 .unwrap_or(false);
             if exists {
@@ -245,11 +269,7 @@ impl SqliteStore {
         let environment_id = environment_id.to_owned();
         self.write(move |c| {
             let mut lanes = Vec::new();
-            let mut stmt = c.prepare_cached(
-                "UPDATE runs SET status = 'QUEUED', available_at = ?3, updated_at = ?3, backoff = 0 \
-                 WHERE environment_id = ?1 AND task_id = ?2 AND status = 'PENDING_VERSION' \
-                 RETURNING environment_id, queue, concurrency_key",
-            )?;
+            let mut stmt = c.prepare_cached(&ENQUEUE_PENDING_VERSION)?;
             for task in &task_ids {
                 for lane in stmt.query_map(params![environment_id, task, now], lane_from_row)? {
                     let lane = lane?;

@@ -20,8 +20,8 @@ pub(super) fn commit_journal<T: ?Sized>(
     super::journal::append_journal(c, &journal.run_id, journal.attempt, entries, now)?;
     insert_logs(c, &journal.run_id, &journal.logs)?;
     let marked = c.execute(
-        "UPDATE runs SET checkpointed = 1 WHERE id = ?1 AND status = 'EXECUTING'",
-        [&journal.run_id],
+        "UPDATE runs SET checkpointed = 1 WHERE id = ?1 AND environment_id = ?2 AND status = 'EXECUTING'",
+        params![journal.run_id, journal.environment_id],
     )?;
     if marked == 0 {
         return Err(StoreError::Conflict);

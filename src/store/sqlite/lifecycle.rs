@@ -5,12 +5,37 @@
 //! Every path that gives a run a final status goes through [`apply_update`], which resumes the
 //! parents waiting for it in the same transaction; so no path that ends a run can strand a parent.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
+use super::guards::status_guard;
 use super::journal::insert_logs;
 use super::rows::*;
 use crate::model::*;
 use crate::store::*;
+
+/// A WAITING run goes back to QUEUED (`Resume`), keeping its score.
+pub(super) static RESUME: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = '{queued}', available_at = ?2, backoff = 0, updated_at = ?2 \
+         WHERE id = ?1 AND {guard} \
+         RETURNING environment_id, queue, concurrency_key",
+        queued = RunStatus::Queued.as_str(),
+        guard = status_guard(Step::Resume, RunStatus::Queued, &[])
+    )
+});
+
+/// The WAITING runs that wait for a waitpoint go back to QUEUED (`Resume`).
+pub(super) static RESUME_WAITERS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = '{queued}', available_at = ?2, backoff = 0, updated_at = ?2 \
+         WHERE {guard} AND id IN (SELECT run_id FROM waitpoint_waiters WHERE waitpoint_id = ?1) \
+         RETURNING environment_id, queue, concurrency_key",
+        queued = RunStatus::Queued.as_str(),
+        guard = status_guard(Step::Resume, RunStatus::Queued, &[])
+    )
+});
 
 /// Statuses in which a run has ended, as SQL.
 pub(super) const FINAL: &str =
@@ -37,8 +62,8 @@ pub(super) fn record_attempt(
         Err(StoreError::Conflict) => {
             let status: Option<String> = c
                 .query_row(
-                    "SELECT status FROM runs WHERE id = ?1",
-                    [&update.run_id],
+                    "SELECT status FROM runs WHERE id = ?1 AND environment_id = ?2",
+                    params![update.run_id, update.environment_id],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -90,13 +115,21 @@ pub(super) fn record_attempt(
 }
 
 pub(super) fn apply_update(c: &Connection, u: &RunUpdate) -> Result<Vec<Lane>, StoreError> {
+    // The engine computed the change with the state machine; a change its table lacks is a bug,
+    // refused rather than stored.
+    if !allowed(u.expected, u.status) {
+        return Err(StoreError::Refused(format!(
+            "run {}: the state machine has no edge from {} to {}",
+            u.run_id, u.expected, u.status
+        )));
+    }
     let finished = u.status.is_final().then_some(u.now);
     let changed = c.execute(
         "UPDATE runs SET status = ?3, updated_at = ?4, available_at = coalesce(?5, available_at), \
            error = coalesce(?6, error), finished_at = coalesce(?7, finished_at), \
            machine = coalesce(?8, machine), \
            backoff = (?3 = 'QUEUED' AND coalesce(?5, available_at) > ?4), checkpointed = ?9 \
-         WHERE id = ?1 AND status = ?2",
+         WHERE id = ?1 AND status = ?2 AND environment_id = ?10",
         params![
             u.run_id,
             u.expected.as_str(),
@@ -107,6 +140,7 @@ pub(super) fn apply_update(c: &Connection, u: &RunUpdate) -> Result<Vec<Lane>, S
             finished,
             u.machine.map(Machine::as_str),
             u.checkpointed,
+            u.environment_id,
         ],
     )?;
     if changed == 0 {
@@ -158,13 +192,9 @@ pub(super) fn resume_if_done(
 /// Puts a WAITING run back in its queue (keeping its score); its lane, or `None` if it was not
 /// waiting (canceled meanwhile, say).
 pub(super) fn resume(c: &Connection, run: &str, now: Millis) -> Result<Option<Lane>, StoreError> {
-    Ok(c.prepare_cached(
-        "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
-         WHERE id = ?1 AND status = 'WAITING' \
-         RETURNING environment_id, queue, concurrency_key",
-    )?
-    .query_row(params![run, now], lane_from_row)
-    .optional()?)
+    Ok(c.prepare_cached(&RESUME)?
+        .query_row(params![run, now], lane_from_row)
+        .optional()?)
 }
 
 /// Puts the WAITING runs that wait for `waitpoint` back in their queues; returns their lanes.
@@ -173,14 +203,9 @@ pub(super) fn resume_waiters(
     waitpoint: &str,
     now: Millis,
 ) -> Result<Vec<Lane>, StoreError> {
-    Ok(c.prepare_cached(
-        "UPDATE runs SET status = 'QUEUED', available_at = ?2, backoff = 0, updated_at = ?2 \
-             WHERE status = 'WAITING' \
-               AND id IN (SELECT run_id FROM waitpoint_waiters WHERE waitpoint_id = ?1) \
-             RETURNING environment_id, queue, concurrency_key",
-    )?
-    .query_map(params![waitpoint, now], lane_from_row)?
-    .collect::<Result<_, _>>()?)
+    Ok(c.prepare_cached(&RESUME_WAITERS)?
+        .query_map(params![waitpoint, now], lane_from_row)?
+        .collect::<Result<_, _>>()?)
 }
 
 /// Completes a token still waiting (data, or the timeout error) and resumes its waiters. `None`

@@ -18,6 +18,7 @@ mod changes;
 mod deployments;
 mod env_vars;
 mod environments;
+mod guards;
 mod journal;
 mod lifecycle;
 mod migrations;
@@ -50,6 +51,25 @@ const MAX_GROUP: usize = 512;
 
 /// How long a connection waits on a lock held by another process before failing.
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Every set-based statement that writes a run's status, by name, for the check against the
+/// state machine's table.
+#[cfg(test)]
+fn status_writes() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("claim", &queues::CLAIM),
+        ("start attempt", &attempts::START_ATTEMPT),
+        ("continue attempt", &attempts::CONTINUE_ATTEMPT),
+        ("enqueue delayed", &timers::ENQUEUE_DELAYED),
+        (
+            "enqueue pending version",
+            &deployments::ENQUEUE_PENDING_VERSION,
+        ),
+        ("expire", &timers::EXPIRE_DUE),
+        ("resume", &lifecycle::RESUME),
+        ("resume waiters", &lifecycle::RESUME_WAITERS),
+    ]
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> StoreError {
@@ -85,10 +105,16 @@ pub struct SqliteStore {
     reads: Arc<AtomicU64>,
 }
 
+/// Read connections: at most [`MAX_READERS`] open at once (each holds its own page cache), so
+/// however many requests read at the same time, the store's memory stays bounded; more wait.
 struct ReaderPool {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
+    permits: tokio::sync::Semaphore,
 }
+
+/// Most read connections open at once.
+const MAX_READERS: usize = 16;
 
 impl SqliteStore {
     /// Opens (creating if needed) `kiln.db` in `dir`, runs migrations, and starts the writer.
@@ -122,6 +148,7 @@ impl SqliteStore {
             readers: Arc::new(ReaderPool {
                 path,
                 idle: Mutex::new(Vec::new()),
+                permits: tokio::sync::Semaphore::new(MAX_READERS),
             }),
         })
     }
@@ -145,6 +172,17 @@ impl SqliteStore {
     }
 
     /// Ticks after every committed write group (the value counts them).
+    /// Read connections open now (in use or idle).
+    pub fn read_connections(&self) -> usize {
+        self.readers
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+            + MAX_READERS
+            - self.readers.permits.available_permits()
+    }
+
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.commits.subscribe()
     }
@@ -166,7 +204,14 @@ impl SqliteStore {
     ) -> Result<R, StoreError> {
         self.reads.fetch_add(1, Ordering::Relaxed);
         let readers = self.readers.clone();
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let pool = readers.clone();
         tokio::task::spawn_blocking(move || {
+            let readers = pool;
             let conn = match readers.idle.lock().unwrap_or_else(|e| e.into_inner()).pop() {
                 Some(conn) => conn,
                 None => open_connection(&readers.path, true)?,

@@ -3,9 +3,12 @@
 //! The ready index (`runs_ready`, migration V5) is ordered by lane then score, so claiming the head
 //! of a lane is an index seek that never passes another lane's runs, however many are queued.
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::SqliteStore;
+use super::guards::status_guard;
 use super::rows::*;
 use crate::model::*;
 use crate::store::*;
@@ -104,6 +107,17 @@ pub(super) fn find_queue(
     .filter(|q| !matches!(queue, QueueRef::Custom(_)) || q.kind == QueueKind::Custom))
 }
 
+/// Planned heads of lanes are claimed (`Dequeue`).
+pub(super) static CLAIM: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = '{dequeued}', updated_at = ?1 \
+         WHERE id IN (SELECT value FROM json_each(?2)) AND {guard} \
+         RETURNING id",
+        dequeued = RunStatus::Dequeued.as_str(),
+        guard = status_guard(Step::Dequeue, RunStatus::Dequeued, &[])
+    )
+});
+
 impl SqliteStore {
     pub async fn claim_lanes(
         &self,
@@ -136,11 +150,7 @@ impl SqliteStore {
                 return Ok(heads.iter().map(|_| Vec::new()).collect());
             }
             let claimed = c
-                .prepare_cached(
-                    "UPDATE runs SET status = 'DEQUEUED', updated_at = ?1 \
-                     WHERE id IN (SELECT value FROM json_each(?2)) AND status = 'QUEUED' \
-                     RETURNING id",
-                )?
+                .prepare_cached(&CLAIM)?
                 .query_map(
                     params![
                         now,

@@ -21,6 +21,18 @@ pub(super) const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.statu
 pub(super) const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
      LEFT JOIN deployments d ON d.id = r.deployment_id";
 
+/// Whether the environment has this run: every read or write of a run's parts checks it first.
+pub(super) fn run_in_env(
+    c: &Connection,
+    environment_id: &str,
+    run_id: &str,
+) -> Result<bool, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM runs WHERE id = ?1 AND environment_id = ?2")?
+            .exists(rusqlite::params![run_id, environment_id])?,
+    )
+}
+
 pub(super) fn load_run(c: &Connection, id: &str) -> Result<Option<Run>, StoreError> {
     Ok(c.prepare_cached(&format!(
         "SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.id = ?1"

@@ -1,9 +1,12 @@
 //! Runs: inserting them (idempotency keys, tags, child runs with the parent's journal), reading
 //! and listing them, and the changes a client makes (tags, metadata, reschedule).
 
+use std::sync::LazyLock;
+
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::SqliteStore;
+use super::guards::status_guard;
 use super::journal::commit_journal;
 use super::lifecycle::FINAL;
 use super::rows::*;
@@ -115,6 +118,12 @@ pub(super) fn insert_one(
     new: &NewRun,
     batch_id: Option<&str>,
 ) -> Result<String, StoreError> {
+    if !INITIAL.contains(&new.status) {
+        return Err(StoreError::Refused(format!(
+            "a new run cannot start in status {}",
+            new.status
+        )));
+    }
     super::queues::ensure_queue(c, &new.environment_id, &new.queue, new.now)?;
     let id = new_id("run");
     let available_at = new.delay_until.unwrap_or(new.now);
@@ -220,6 +229,17 @@ pub(super) fn is_ancestor_or_self(
     Ok(false)
 }
 
+/// A DELAYED run gets a new delay (`Reschedule`); its TTL counts from the new enqueue time.
+pub(super) static RESCHEDULE: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET available_at = ?2, delay_until = ?2, queue_ts = ?2, \
+           score = ?2 - priority_ms, \
+           expires_at = CASE WHEN ttl_ms IS NULL THEN NULL ELSE ?2 + ttl_ms END, updated_at = ?3 \
+         WHERE id = ?1 AND environment_id = ?4 AND {guard}",
+        guard = status_guard(Step::Reschedule, RunStatus::Delayed, &[])
+    )
+});
+
 impl SqliteStore {
     pub async fn insert_runs(
         &self,
@@ -279,18 +299,19 @@ impl SqliteStore {
 
     pub async fn reschedule(
         &self,
+        environment_id: &str,
         run_id: &str,
         until: Millis,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let run_id = run_id.to_owned();
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.write(move |c| {
-            let changed = c.execute(
-                "UPDATE runs SET available_at = ?2, delay_until = ?2, queue_ts = ?2, score = ?2 - priority_ms, \
-                   expires_at = CASE WHEN ttl_ms IS NULL THEN NULL ELSE ?2 + ttl_ms END, updated_at = ?3 \
-                 WHERE id = ?1 AND status = 'DELAYED'",
-                params![run_id, until, now],
-            )?;
+            let changed = c.prepare_cached(&RESCHEDULE)?.execute(params![
+                run_id,
+                until,
+                now,
+                environment_id
+            ])?;
             if changed == 0 {
                 return Err(StoreError::Conflict);
             }
@@ -301,18 +322,22 @@ impl SqliteStore {
 
     pub async fn add_tags(
         &self,
+        environment_id: &str,
         run_id: &str,
         tags: Vec<String>,
         max: usize,
         now: Millis,
     ) -> Result<Result<Vec<String>, usize>, StoreError> {
-        let run_id = run_id.to_owned();
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.write(move |c| {
-            let (environment_id, current): (String, String) = c.query_row(
-                "SELECT environment_id, tags FROM runs WHERE id = ?1",
-                [&run_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let current: String = c
+                .query_row(
+                    "SELECT tags FROM runs WHERE id = ?1 AND environment_id = ?2",
+                    params![run_id, environment_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound("run"))?;
             let mut all: Vec<String> = serde_json::from_str(&current).unwrap_or_default();
             for tag in tags {
                 if !all.contains(&tag) {
@@ -334,17 +359,22 @@ impl SqliteStore {
 
     pub async fn change_metadata(
         &self,
+        environment_id: &str,
         run_id: &str,
         now: Millis,
         ops: Vec<MetadataOp>,
         journal: Option<JournalWith<str>>,
     ) -> Result<Result<String, MetadataError>, StoreError> {
-        let run_id = run_id.to_owned();
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.write(move |c| {
-            let current: Option<String> =
-                c.query_row("SELECT metadata FROM runs WHERE id = ?1", [&run_id], |r| {
-                    r.get(0)
-                })?;
+            let current: Option<String> = c
+                .query_row(
+                    "SELECT metadata FROM runs WHERE id = ?1 AND environment_id = ?2",
+                    params![run_id, environment_id],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or(StoreError::NotFound("run"))?;
             let next = match crate::metadata::apply(current.as_deref(), &ops) {
                 Ok(next) => next,
                 Err(e) => return Ok(Err(e)),
@@ -400,13 +430,18 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn live_children(&self, run_id: &str) -> Result<Vec<String>, StoreError> {
-        let run_id = run_id.to_owned();
+    pub async fn live_children(
+        &self,
+        environment_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.read(move |c| {
             Ok(c.prepare_cached(&format!(
-                "SELECT id FROM runs WHERE parent_run_id = ?1 AND status NOT IN {FINAL}"
+                "SELECT id FROM runs WHERE parent_run_id = ?1 AND environment_id = ?2 \
+                 AND status NOT IN {FINAL}"
             ))?
-            .query_map([run_id], |r| r.get(0))?
+            .query_map(params![run_id, environment_id], |r| r.get(0))?
             .collect::<Result<_, _>>()?)
         })
         .await

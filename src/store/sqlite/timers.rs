@@ -3,10 +3,40 @@
 
 use rusqlite::params;
 
+use std::sync::LazyLock;
+
 use super::SqliteStore;
+use super::guards::status_guard;
 use super::rows::*;
 use crate::model::*;
 use crate::store::*;
+
+/// DELAYED runs whose time came go to QUEUED (the state machine's `Enqueue`).
+pub(super) static ENQUEUE_DELAYED: LazyLock<String> = LazyLock::new(|| {
+    let guard = status_guard(Step::Enqueue, RunStatus::Queued, &[RunStatus::Delayed]);
+    format!(
+        "UPDATE runs SET status = '{queued}', updated_at = ?1 \
+         WHERE {guard} AND id IN (SELECT id FROM runs WHERE {guard} AND available_at <= ?1 \
+                                  ORDER BY available_at LIMIT ?2) \
+         RETURNING environment_id, queue, concurrency_key",
+        queued = RunStatus::Queued.as_str()
+    )
+});
+
+/// Runs that never started and whose TTL passed expire (`Expire`; the table's condition says
+/// "never started").
+pub(super) static EXPIRE_DUE: LazyLock<String> = LazyLock::new(|| {
+    let guard = status_guard(Step::Expire, RunStatus::Expired, &[]);
+    format!(
+        "UPDATE runs SET status = '{expired}', updated_at = ?1, expired_at = ?1, finished_at = ?1, \
+           error = ?2 \
+         WHERE {guard} AND id IN (SELECT id FROM runs WHERE {guard} \
+                                  AND expires_at IS NOT NULL AND expires_at <= ?1 \
+                                  ORDER BY expires_at LIMIT ?3) \
+         RETURNING id",
+        expired = RunStatus::Expired.as_str()
+    )
+});
 
 impl SqliteStore {
     pub async fn enqueue_delayed(
@@ -15,14 +45,9 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<Lane>, StoreError> {
         self.write(move |c| {
-            Ok(c.prepare_cached(
-                "UPDATE runs SET status = 'QUEUED', updated_at = ?1 \
-                 WHERE id IN (SELECT id FROM runs WHERE status = 'DELAYED' AND available_at <= ?1 \
-                              ORDER BY available_at LIMIT ?2) \
-                 RETURNING environment_id, queue, concurrency_key",
-            )?
-            .query_map(params![now, limit as i64], lane_from_row)?
-            .collect::<Result<_, _>>()?)
+            Ok(c.prepare_cached(&ENQUEUE_DELAYED)?
+                .query_map(params![now, limit as i64], lane_from_row)?
+                .collect::<Result<_, _>>()?)
         })
         .await
     }
@@ -49,14 +74,10 @@ impl SqliteStore {
     ) -> Result<(usize, Vec<Lane>), StoreError> {
         self.write(move |c| {
             let expired: Vec<String> = c
-                .prepare_cached(
-                    "UPDATE runs SET status = 'EXPIRED', updated_at = ?1, expired_at = ?1, finished_at = ?1, error = ?2 \
-                     WHERE id IN (SELECT id FROM runs WHERE status IN ('QUEUED', 'PENDING_VERSION') \
-                                  AND expires_at IS NOT NULL AND expires_at <= ?1 AND attempt_count = 0 \
-                                  ORDER BY expires_at LIMIT ?3) \
-                     RETURNING id",
-                )?
-                .query_map(params![now, encode_error(&error), limit as i64], |r| r.get(0))?
+                .prepare_cached(&EXPIRE_DUE)?
+                .query_map(params![now, encode_error(&error), limit as i64], |r| {
+                    r.get(0)
+                })?
                 .collect::<Result<_, _>>()?;
             let mut resumed = Vec::new();
             for id in &expired {

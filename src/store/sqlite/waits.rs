@@ -6,6 +6,7 @@ use rusqlite::{Connection, params};
 use super::SqliteStore;
 use super::journal::append_journal;
 use super::lifecycle::{FINAL, record_attempt, resume_if_done};
+use super::rows::run_in_env;
 use crate::model::*;
 use crate::store::*;
 
@@ -123,9 +124,17 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn journal(&self, run_id: &str, attempt: u32) -> Result<Vec<u8>, StoreError> {
-        let run_id = run_id.to_owned();
+    pub async fn journal(
+        &self,
+        environment_id: &str,
+        run_id: &str,
+        attempt: u32,
+    ) -> Result<Vec<u8>, StoreError> {
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
         self.read(move |c| {
+            if !run_in_env(c, &environment_id, &run_id)? {
+                return Ok(Vec::new());
+            }
             let mut out = Vec::new();
             let mut stmt = c.prepare_cached(
                 "SELECT entries FROM journal_segments WHERE run_id = ?1 AND attempt = ?2 ORDER BY segment",
@@ -150,9 +159,19 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn waiting_for(&self, run_id: &str) -> Result<Vec<WaitingFor>, StoreError> {
-        let run_id = run_id.to_owned();
-        self.read(move |c| waiting_for_run(c, &run_id)).await
+    pub async fn waiting_for(
+        &self,
+        environment_id: &str,
+        run_id: &str,
+    ) -> Result<Vec<WaitingFor>, StoreError> {
+        let (environment_id, run_id) = (environment_id.to_owned(), run_id.to_owned());
+        self.read(move |c| {
+            if !run_in_env(c, &environment_id, &run_id)? {
+                return Ok(Vec::new());
+            }
+            waiting_for_run(c, &run_id)
+        })
+        .await
     }
 
     pub async fn resume_due(&self, now: Millis, limit: usize) -> Result<Vec<Lane>, StoreError> {
