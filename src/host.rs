@@ -226,8 +226,10 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     })?;
     let lock = lock_data_dir(&config.data_dir)?;
     let store = Store::open_sqlite(&config.data_dir)?;
+    let secrets = crate::secrets::SecretBox::open_or_create(&config.data_dir)?;
+    let dev_key = keys::sealed(keys::environment_key("dev"), &secrets);
     let boot = store
-        .bootstrap(keys::environment_key("dev"), keys::admin_key(), now_ms())
+        .bootstrap(dev_key, keys::admin_key(), now_ms())
         .await?;
     let key_file = config.data_dir.join(DEV_KEY_FILE);
     let new_key = boot.dev_key;
@@ -242,7 +244,6 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         }
     }
 
-    let secrets = crate::secrets::SecretBox::open_or_create(&config.data_dir)?;
     let concurrency = config.concurrency.max(1);
     let sandbox = Sandbox::new(&SandboxConfig {
         concurrency,
@@ -278,6 +279,13 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     ));
     let recovered = engine.recover().await?;
     engine.sync_declarative_schedules().await?;
+    let bulk = engine.resume_bulk_actions().await?;
+    if bulk > 0 {
+        tracing::info!(
+            actions = bulk,
+            "carrying on bulk actions the last stop interrupted"
+        );
+    }
     if recovered > 0 {
         tracing::info!(
             runs = recovered,

@@ -16,6 +16,11 @@ use crate::store::StoreError;
 pub struct ApiError {
     status: StatusCode,
     message: String,
+    /// Fields beside `error` (Trigger.dev's `code`, `param`, `type` on authorization errors).
+    extra: serde_json::Map<String, serde_json::Value>,
+    /// Tells the SDK not to retry a refusal it would otherwise retry (`x-should-retry: false`
+    /// on a final 409).
+    final_answer: bool,
 }
 
 impl ApiError {
@@ -23,7 +28,21 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            extra: serde_json::Map::new(),
+            final_answer: false,
         }
+    }
+
+    /// The same error, marked so the SDK does not retry it.
+    pub(super) fn final_answer(mut self) -> ApiError {
+        self.final_answer = true;
+        self
+    }
+
+    /// The same error with another field in its body.
+    pub(super) fn with(mut self, field: &str, value: &str) -> ApiError {
+        self.extra.insert(field.to_owned(), json!(value));
+        self
     }
 
     pub(super) fn bad_request(message: impl Into<String>) -> ApiError {
@@ -33,7 +52,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(json!({ "error": self.message }))).into_response()
+        let mut body = self.extra;
+        body.insert("error".into(), json!(self.message));
+        let mut response = (self.status, Json(serde_json::Value::Object(body))).into_response();
+        if self.final_answer {
+            response.headers_mut().insert(
+                "x-should-retry",
+                axum::http::HeaderValue::from_static("false"),
+            );
+        }
+        response
     }
 }
 
@@ -71,6 +99,7 @@ impl From<EngineError> for ApiError {
             | EngineError::NotDelayed(_)
             | EngineError::TooManyTags(_)
             | EngineError::BatchSize(_)
+            | EngineError::BatchRunCount(_)
             | EngineError::LimitAboveEnvironment { .. }
             | EngineError::InvalidToken(_)
             | EngineError::InvalidTrigger { .. } => StatusCode::BAD_REQUEST,
@@ -83,7 +112,13 @@ impl From<EngineError> for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %e, "engine error");
         }
-        ApiError::new(status, e.to_string())
+        let error = ApiError::new(status, e.to_string());
+        // The SDK retries a 409 for ~9 s unless told not to; a name that exists stays taken.
+        if matches!(e, EngineError::EnvVarExists(_)) {
+            error.final_answer()
+        } else {
+            error
+        }
     }
 }
 

@@ -9,10 +9,15 @@
 //! route is declared once, in [`router`].
 
 mod auth;
+mod batches;
+mod bulk;
+mod claims;
+mod cors;
 mod deployments;
 mod dto;
 mod env_vars;
 mod error;
+mod jwt;
 mod keys;
 mod openapi;
 mod queues;
@@ -20,6 +25,7 @@ pub mod realtime;
 mod request;
 mod runs;
 mod schedules;
+mod scopes;
 mod tokens;
 mod triggers;
 
@@ -32,7 +38,7 @@ use axum::{Json, Router};
 
 use crate::engine::{Engine, MAX_PAYLOAD_BYTES};
 
-pub use auth::{Admin, Authed};
+pub use auth::{Access, Admin, Authed, KeyAccess};
 pub use error::ApiError;
 use request::{body_bytes, json_object, require_json, required};
 
@@ -62,6 +68,10 @@ pub fn router(state: ApiState) -> Router {
             post(triggers::batch_one_task).layer(batch_limit),
         POST "/api/v1/tasks/batch" [key] "Trigger runs of several tasks as a batch" =>
             post(triggers::batch_many_tasks).layer(batch_limit),
+        POST "/api/v3/batches" [key] "Make a batch of `runCount` runs; its items follow" => post(batches::create),
+        POST "/api/v3/batches/{batch_id}/items" [key] "Stream a batch's items (NDJSON); sealed when every index is in" =>
+            post(batches::stream_items).layer(DefaultBodyLimit::disable()),
+        GET "/api/v2/batches/{batch_id}" [key] "Retrieve a batch: its status, runs and failed items" => get(batches::retrieve),
         GET "/api/v3/runs/{run_id}" [key] "Retrieve a run" => get(runs::retrieve_run),
         GET "/api/v1/runs" [key] "List runs, newest first, with filters" => get(runs::list_runs),
         POST "/api/v2/runs/{run_id}/cancel" [key] "Cancel a run" => post(runs::cancel_run),
@@ -71,7 +81,14 @@ pub fn router(state: ApiState) -> Router {
         GET "/api/v1/runs/{run_id}/metadata" [key] "A run's metadata" => get(runs::get_metadata),
         PUT "/api/v1/runs/{run_id}/metadata" [key] "Change a run's metadata" => put(runs::update_metadata),
         GET "/api/v1/runs/{run_id}/logs" [key] "A run's log lines" => get(runs::run_logs),
+        POST "/api/v1/auth/jwt/claims" [key] "The claims of public access tokens this key signs" => post(claims::claims),
         POST "/api/v1/idempotencyKeys/{key}/reset" [key] "Forget an idempotency key" => post(runs::reset_idempotency_key),
+        POST "/api/v1/bulk-actions" [key] "Cancel or replay runs given by ids or a filter, in the background" =>
+            post(bulk::create),
+        GET "/api/v1/bulk-actions" [key] "List bulk actions, newest first" => get(bulk::list),
+        GET "/api/v1/bulk-actions/{bulk_id}" [key] "Retrieve a bulk action and its counts" => get(bulk::retrieve),
+        POST "/api/v1/bulk-actions/{bulk_id}/abort" [key] "Stop a bulk action after its current batch" =>
+            post(bulk::abort),
         GET "/api/v1/waitpoints/tokens" [key] "List wait tokens" => get(tokens::list_tokens),
         POST "/api/v1/waitpoints/tokens" [key] "Make a wait token" => post(tokens::create_token),
         GET "/api/v1/waitpoints/tokens/{token_id}" [key] "Retrieve a wait token" => get(tokens::retrieve_token),
@@ -79,9 +96,12 @@ pub fn router(state: ApiState) -> Router {
             post(tokens::complete_token),
         POST "/api/v1/waitpoints/tokens/{token_id}/callback/{capability}" [none]
             "Complete a wait token through its callback URL" => post(tokens::callback),
-        GET "/realtime/v1/runs" [key] "Stream runs with tags (Server-Sent Events)" => get(realtime::subscribe_tags),
-        GET "/realtime/v1/runs/{run_id}" [key] "Stream a run until it finishes (Server-Sent Events)" =>
+        GET "/realtime/v1/runs" [key] "Follow runs with tags (Electric's shape protocol with `offset`, else Server-Sent Events)" =>
+            get(realtime::subscribe_tags),
+        GET "/realtime/v1/runs/{run_id}" [key] "Follow a run until it finishes (Electric's shape protocol with `offset`, else Server-Sent Events)" =>
             get(realtime::subscribe_run),
+        GET "/realtime/v1/batches/{batch_id}" [key] "Follow a batch's runs (Electric's shape protocol)" =>
+            get(realtime::subscribe_batch),
         GET "/api/v1/queues" [key] "List queues" => get(queues::list_queues),
         GET "/api/v1/queues/{queue}" [key] "Retrieve a queue" => get(queues::retrieve_queue),
         POST "/api/v1/queues/{queue}/pause" [key] "Pause or resume a queue" => post(queues::pause_queue),
@@ -98,7 +118,7 @@ pub fn router(state: ApiState) -> Router {
         POST "/api/v1/schedules/{schedule_id}/activate" [key] "Activate a schedule" => post(schedules::activate),
         POST "/api/v1/schedules/{schedule_id}/deactivate" [key] "Deactivate a schedule" =>
             post(schedules::deactivate),
-        GET "/api/v1/timezones" [key] "The IANA time zones schedules take" => get(schedules::timezones),
+        GET "/api/v1/timezones" [none] "The IANA time zones schedules take" => get(schedules::timezones),
         GET "/api/v1/projects/{project_ref}/envvars/{env}" [key] "List the environment's variables" =>
             get(env_vars::list),
         POST "/api/v1/projects/{project_ref}/envvars/{env}" [key] "Create an environment variable" =>
@@ -135,6 +155,8 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(json_limit))
+        // Outermost: a preflight is answered before any route or auth sees it.
+        .layer(axum::middleware::from_fn(cors::cors))
         .with_state(state)
 }
 
@@ -144,9 +166,12 @@ pub async fn serve(
     state: ApiState,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    let hub = state.realtime.clone();
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move {
             let _ = shutdown.wait_for(|stop| *stop).await;
+            // Held realtime requests answer now, so the shutdown does not wait for them.
+            hub.close();
         })
         .await
 }

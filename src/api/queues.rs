@@ -71,6 +71,8 @@ fn queue_json(q: &QueueStats) -> Value {
             "base": queue.concurrency_limit,
             "override": queue.override_limit,
             "overriddenAt": queue.overridden_at.map(dto::iso),
+            // Trigger.dev names the dashboard user who set an override; API overrides have none.
+            "overriddenBy": null,
         },
         // A waiting run holds no slot in kiln.
         "releaseConcurrencyOnWaitpoint": true,

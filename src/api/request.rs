@@ -106,13 +106,13 @@ impl Cursor {
         Ok(true)
     }
 
-    pub(super) fn checked(self) -> Result<Cursor, ApiError> {
-        if self.after.is_some() && self.before.is_some() {
-            return Err(ApiError::bad_request(
-                "give page[after] or page[before], not both",
-            ));
+    /// The cursor to page by. The SDK's `getPreviousPage()` keeps the `page[after]` it came
+    /// with and adds `page[before]`; Trigger.dev takes `page[before]` then, and so does kiln.
+    pub(super) fn checked(mut self) -> Cursor {
+        if self.before.is_some() {
+            self.after = None;
         }
-        Ok(self)
+        self
     }
 }
 

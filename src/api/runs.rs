@@ -11,7 +11,8 @@ use bytes::Bytes;
 use serde_json::json;
 
 use super::request::{Cursor, filter_values, time_param};
-use super::{ApiError, ApiState, Authed, body_bytes, dto, json_object, required};
+use super::scopes::Resource;
+use super::{Access, ApiError, ApiState, Authed, body_bytes, dto, json_object, required};
 use crate::engine::{CancelOutcome, EngineError};
 use crate::model::RunStatus;
 use crate::store::RunFilter;
@@ -19,24 +20,40 @@ use crate::store::RunFilter;
 /// Most log lines one logs request returns.
 pub(super) const MAX_LOG_PAGE: usize = 1_000;
 
+/// What a token may read a run by (Trigger.dev's): the run, its task, any of its tags, its batch.
+pub(super) fn read_run(access: &Access, run: &crate::model::Run) -> Result<(), ApiError> {
+    let mut resources = vec![
+        Resource::of("runs", &run.id),
+        Resource::of("tasks", &run.task_id),
+    ];
+    resources.extend(run.tags.iter().map(|t| Resource::of("tags", t)));
+    if let Some(batch) = &run.batch_id {
+        resources.push(Resource::of("batch", batch));
+    }
+    access.allow("read", &resources)
+}
+
 pub(super) async fn retrieve_run(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Path(run_id): Path<String>,
 ) -> Result<Json<dto::RunDto>, ApiError> {
     let view = state
         .engine
-        .run_view(&env.id, &run_id)
+        .run_view(&access.env.id, &run_id)
         .await?
         .ok_or_else(|| ApiError::from(EngineError::RunNotFound(run_id)))?;
+    read_run(&access, &view.run)?;
     Ok(Json(dto::RunDto::from(&view)))
 }
 
 pub(super) async fn list_runs(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<dto::ListRunsResponse>, ApiError> {
+    access.allow("read", &[Resource::all("runs")])?;
+    let env = access.env;
     let mut filter = RunFilter::default();
     let mut cursor = Cursor::default();
     for (key, value) in &query {
@@ -78,7 +95,7 @@ pub(super) async fn list_runs(
         size,
         after,
         before,
-    } = cursor.checked()?;
+    } = cursor.checked();
     let page = state
         .engine
         .list_runs(&env, filter, size, after, before)
@@ -100,12 +117,16 @@ pub(super) async fn cancel_run(
     }
 }
 
+/// `POST /api/v1/runs/{id}/replay`, with Trigger.dev's optional body of what to change.
 pub(super) async fn replay_run(
     State(state): State<ApiState>,
     Authed(env): Authed,
     Path(run_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let run = state.engine.replay(&env, &run_id).await?;
+    let body = json_object(&body_bytes(body)?)?;
+    let changes = dto::parse_replay(body).map_err(ApiError::bad_request)?;
+    let run = state.engine.replay(&env, &run_id, changes).await?;
     Ok(Json(json!({ "id": run.id })))
 }
 
@@ -167,7 +188,7 @@ pub(super) async fn update_metadata(
 
 pub(super) async fn reset_idempotency_key(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Path(key): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -177,7 +198,11 @@ pub(super) async fn reset_idempotency_key(
         Some(serde_json::Value::String(t)) => Some(t.clone()),
         Some(_) => return Err(ApiError::bad_request("`taskIdentifier` must be a string")),
     };
-    let removed = state.engine.reset_idempotency_key(&env, &key, task).await?;
+    access.allow("write", &[Resource::all("runs")])?;
+    let removed = state
+        .engine
+        .reset_idempotency_key(&access.env, &key, task)
+        .await?;
     if removed == 0 {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,

@@ -6,11 +6,13 @@ use std::collections::HashMap;
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::{Value, json};
 
 use super::request::{Cursor, filter_values, time_param};
-use super::{ApiError, ApiState, Authed, body_bytes, dto, json_object};
+use super::scopes::Resource;
+use super::{Access, ApiError, ApiState, Authed, KeyAccess, body_bytes, dto, json_object};
 use crate::model::{Delay, TokenStatus, WaitToken, parse_duration};
 use crate::sandbox::TokenRequest;
 use crate::store::TokenFilter;
@@ -43,12 +45,17 @@ fn token_json(state: &ApiState, t: &WaitToken, with_output: bool) -> Value {
     v
 }
 
-/// `POST /api/v1/waitpoints/tokens` with `{timeout?, idempotencyKey?, idempotencyKeyTTL?, tags?}`.
+/// How long a wait token's own public token may complete it (Trigger.dev's).
+const WAIT_TOKEN_SECS: i64 = 24 * 3_600;
+
+/// `POST /api/v1/waitpoints/tokens` with `{timeout?, idempotencyKey?, idempotencyKeyTTL?, tags?}`,
+/// answered with a public token that completes it (`write:waitpoints:<id>`).
 pub(super) async fn create_token(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    KeyAccess(access): KeyAccess,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let env = &access.env;
     let body = json_object(&body_bytes(body)?)?;
     let now = state.engine.now();
     let mut request = TokenRequest {
@@ -94,12 +101,20 @@ pub(super) async fn create_token(
             }
         }
     }
-    let (token, cached) = state.engine.create_token(&env, request).await?;
-    Ok(Json(json!({
+    let (token, cached) = state.engine.create_token(env, request).await?;
+    let headers = access
+        .token_headers(
+            &state,
+            vec![format!("write:waitpoints:{}", token.id)],
+            WAIT_TOKEN_SECS,
+        )
+        .await?;
+    let answer = json!({
         "id": token.id,
         "isCached": cached,
         "url": state.engine.token_url(&token.id),
-    })))
+    });
+    Ok((headers, Json(answer)).into_response())
 }
 
 pub(super) async fn retrieve_token(
@@ -117,15 +132,21 @@ fn completion_data(body: &[u8]) -> Result<String, ApiError> {
     Ok(body.get("data").cloned().unwrap_or(Value::Null).to_string())
 }
 
-/// `POST /api/v1/waitpoints/tokens/{id}/complete` with `{data}` → `{success: true}`.
+/// `POST /api/v1/waitpoints/tokens/{id}/complete` with `{data}` → `{success: true}` (a public
+/// token needs `write:waitpoints:<id>`).
 pub(super) async fn complete_token(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let data = completion_data(&body_bytes(body)?)?;
-    state.engine.complete_token(&env, &id, data).await?;
+    if access.is_token() {
+        // The token must exist before the scopes are asked (a missing one is a 404).
+        state.engine.token(&access.env, &id).await?;
+        access.allow("write", &[Resource::of("waitpoints", &id)])?;
+    }
+    state.engine.complete_token(&access.env, &id, data).await?;
     Ok(Json(json!({ "success": true })))
 }
 
@@ -191,7 +212,7 @@ pub(super) async fn list_tokens(
         size,
         after,
         before,
-    } = cursor.checked()?;
+    } = cursor.checked();
     let backwards = before.is_some();
     let had_cursor = after.is_some() || before.is_some();
     let (tokens, more) = state

@@ -1,22 +1,31 @@
 //! Triggering runs: one run, or a batch of one task or of several, in Trigger.dev's body shapes.
+//! A run is triggered with a secret key or a trigger token (`trigger:tasks:<id>`, used once
+//! unless made for many uses), and answered with a token that reads it.
 
 use axum::Json;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{ApiError, ApiState, Authed, body_bytes, dto, require_json};
+use super::scopes::Resource;
+use super::{Access, ApiError, ApiState, Authed, body_bytes, dto, require_json};
 use crate::engine::{EngineError, MAX_BATCH_ITEMS, MAX_PAYLOAD_BYTES, TriggerItem};
+
+/// How long the token a trigger is answered with reads the run (Trigger.dev's).
+const RUN_TOKEN_SECS: i64 = 3_600;
 
 pub(super) async fn trigger(
     State(state): State<ApiState>,
-    Authed(env): Authed,
+    access: Access,
     Path(task_id): Path<String>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<dto::TriggerResponse>, ApiError> {
+) -> Result<Response, ApiError> {
+    access.allow("trigger", &[Resource::of("tasks", &task_id)])?;
+    let env = &access.env;
     require_json(&headers)?;
     // A body past the router's limit never reaches here whole: name the payload's limit.
     let body = match body {
@@ -38,15 +47,41 @@ pub(super) async fn trigger(
     }
     let request = dto::TriggerRequest::parse(&body).map_err(ApiError::bad_request)?;
     let item = TriggerItem {
-        task_id,
+        task_id: task_id.clone(),
         payload: request.payload,
         options: request.options,
     };
-    let inserted = state.engine.trigger(&env, item).await?;
-    Ok(Json(dto::TriggerResponse {
-        id: inserted.run.id,
+    let inserted = match access.one_time() {
+        None => state.engine.trigger(env, item).await?,
+        Some(digest) => state
+            .engine
+            .trigger_once(env, item, digest)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    format!(
+                        "Cannot trigger {task_id} with a one-time use token as it has already been used."
+                    ),
+                )
+            })?,
+    };
+    let id = &inserted.run.id;
+    let headers = access
+        .token_headers(
+            &state,
+            vec![
+                format!("read:runs:{id}"),
+                format!("write:inputStreams:{id}"),
+            ],
+            RUN_TOKEN_SECS,
+        )
+        .await?;
+    let answer = dto::TriggerResponse {
+        id: inserted.run.id.clone(),
         is_cached: inserted.cached,
-    }))
+    };
+    Ok((headers, Json(answer)).into_response())
 }
 
 /// Reads a batch body's `items` (1 to 1,000), each as a trigger request.

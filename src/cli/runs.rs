@@ -255,7 +255,10 @@ pub(super) async fn runs(cmd: RunsCommand) -> anyhow::Result<()> {
         RunsCommand::Watch { id, client } => {
             let c = Client::new(&client)?;
             let path = format!("/realtime/v1/runs/{}", encode(&id));
-            let response = c.open(c.get(&path)).await?;
+            // kiln's own stream; the Trigger.dev SDK speaks Electric's protocol on this path.
+            let response = c
+                .open(c.get(&path).header("accept", "text/event-stream"))
+                .await?;
             let mut last = String::new();
             let mut events = Box::pin(sse_data(response));
             while let Some(data) = futures_util::StreamExt::next(&mut events).await {

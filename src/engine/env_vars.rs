@@ -55,47 +55,63 @@ fn check_value(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// Opens stored variables into `(name, value)` pairs.
+/// A variable as its environment's key holders read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: String,
+    pub is_secret: bool,
+}
+
+/// Opens stored variables into `(name, value)` pairs, as a run's environment.
 pub(super) fn open_all(
     secrets: &SecretBox,
     vars: &[StoredVar],
 ) -> Result<Vec<(String, String)>, EngineError> {
     vars.iter()
-        .map(|v| {
-            let plain = secrets
-                .open(&context(&v.environment_id, &v.name), &v.sealed)
-                .map_err(|e| EngineError::Secrets(e.to_string()))?;
-            let value = String::from_utf8(plain)
-                .map_err(|_| EngineError::Secrets(format!("`{}` is not UTF-8", v.name)))?;
-            Ok((v.name.clone(), value))
-        })
+        .map(|v| Ok((v.name.clone(), open(secrets, v)?)))
         .collect()
+}
+
+fn open(secrets: &SecretBox, v: &StoredVar) -> Result<String, EngineError> {
+    let plain = secrets
+        .open(&context(&v.environment_id, &v.name), &v.sealed)
+        .map_err(|e| EngineError::Secrets(e.to_string()))?;
+    String::from_utf8(plain).map_err(|_| EngineError::Secrets(format!("`{}` is not UTF-8", v.name)))
+}
+
+fn opened(secrets: &SecretBox, v: &StoredVar) -> Result<EnvVar, EngineError> {
+    Ok(EnvVar {
+        name: v.name.clone(),
+        value: open(secrets, v)?,
+        is_secret: v.is_secret,
+    })
 }
 
 impl Engine {
     /// Every variable of `env`, by name, with its value.
-    pub async fn env_vars(&self, env: &Environment) -> Result<Vec<(String, String)>, EngineError> {
+    pub async fn env_vars(&self, env: &Environment) -> Result<Vec<EnvVar>, EngineError> {
         let vars = self.store.env_vars(&env.id).await?;
-        open_all(&self.secrets, &vars)
+        vars.iter().map(|v| opened(&self.secrets, v)).collect()
     }
 
-    pub async fn env_var(&self, env: &Environment, name: &str) -> Result<String, EngineError> {
+    pub async fn env_var(&self, env: &Environment, name: &str) -> Result<EnvVar, EngineError> {
         let var = self
             .store
             .env_var(&env.id, name)
             .await?
             .ok_or_else(|| EngineError::EnvVarNotFound(name.to_owned()))?;
-        let mut opened = open_all(&self.secrets, &[var])?;
-        Ok(opened.remove(0).1)
+        opened(&self.secrets, &var)
     }
 
     /// Sets variables in one transaction. `overwrite: false` leaves existing names alone and
-    /// returns them.
+    /// returns them. `secret` makes them secret (a secret one stays secret either way).
     pub async fn put_env_vars(
         &self,
         env: &Environment,
         vars: Vec<(String, String)>,
         overwrite: bool,
+        secret: bool,
     ) -> Result<Vec<String>, EngineError> {
         // Refused before any sealing work; the store checks the total after the write.
         if vars.len() > MAX_ENV_VARS {
@@ -114,6 +130,7 @@ impl Engine {
                     .secrets
                     .seal(&context(&env.id, &name), value.as_bytes()),
                 name,
+                is_secret: secret,
             });
         }
         match self
@@ -132,9 +149,10 @@ impl Engine {
         env: &Environment,
         name: String,
         value: String,
+        secret: bool,
     ) -> Result<(), EngineError> {
         let kept = self
-            .put_env_vars(env, vec![(name.clone(), value)], false)
+            .put_env_vars(env, vec![(name.clone(), value)], false, secret)
             .await?;
         if kept.is_empty() {
             Ok(())
@@ -153,7 +171,8 @@ impl Engine {
         if self.store.env_var(&env.id, &name).await?.is_none() {
             return Err(EngineError::EnvVarNotFound(name));
         }
-        self.put_env_vars(env, vec![(name, value)], true).await?;
+        self.put_env_vars(env, vec![(name, value)], true, false)
+            .await?;
         Ok(())
     }
 

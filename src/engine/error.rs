@@ -19,6 +19,11 @@ pub enum EngineError {
     TooManyTags(usize),
     #[error("a batch may have 1 to {MAX_BATCH_ITEMS} items; this one has {0}")]
     BatchSize(usize),
+    #[error(
+        "Batch runCount of {0} exceeds maximum allowed of {max}.",
+        max = batches::MAX_BATCH_RUNS
+    )]
+    BatchRunCount(u32),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error(transparent)]

@@ -9,7 +9,10 @@
 //! its slots), `attempt` (executing one attempt and recording its end), `timers`, `recover`, and
 //! `transitions` (the state machine's results as store changes).
 
+pub mod access;
 mod attempt;
+pub mod batches;
+pub mod bulk;
 mod config;
 mod deployments;
 mod dispatch;
@@ -60,7 +63,7 @@ use dispatch::Slot;
 pub use error::EngineError;
 pub use queues::{EnvironmentLimit, QueueStats};
 pub use reads::RunView;
-pub use runs::{CancelOutcome, MetadataChanges};
+pub use runs::{CancelOutcome, MetadataChanges, ReplayChanges};
 use transitions::{outcome_event, requeue_time, run_state, run_update};
 pub use trigger::{
     InvalidOption, MAX_BATCH_ITEMS, MAX_IDEMPOTENCY_KEY_LEN, MAX_PAYLOAD_BYTES, MAX_TAG_LEN,

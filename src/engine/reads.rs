@@ -3,11 +3,11 @@
 //! here (or through the engine's other methods), never to the store directly, and every read of a
 //! tenant's data is scoped to the caller's environment.
 
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use super::{Engine, EngineError};
 use crate::model::{Attempt, Deployment, Environment, LogLine, Run, RunStatus, WaitingFor};
-use crate::store::{KeyInfo, NewKey, RunFilter, RunPage};
+use crate::store::{KeyInfo, NewKey, RunChanges, RunFilter, RunPage};
 
 /// A run with its attempts and, while it waits, what it waits for.
 #[derive(Debug, Clone)]
@@ -108,18 +108,46 @@ impl Engine {
             .ok_or(EngineError::NothingDeployed)
     }
 
-    /// Ticks after every committed write; realtime re-reads what it watches when it moves.
+    /// Ticks after every committed write.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.store.commits()
     }
 
-    /// Makes a secret key for `project`/`environment` (creating them on first use).
+    /// The runs each committed write group changed, from now on (realtime follows it).
+    pub fn changes(&self) -> broadcast::Receiver<RunChanges> {
+        self.store.changes()
+    }
+
+    /// Runs by id, of any environment: for watchers of [`Engine::changes`], which keep only
+    /// their own environment's. One read however many.
+    pub async fn changed_runs(&self, ids: Vec<String>) -> Result<Vec<Run>, EngineError> {
+        Ok(self.store.changed_runs(ids).await?)
+    }
+
+    /// Runs by id (any environment's, as [`Engine::changed_runs`]) as the run API shows them.
+    pub async fn run_views(&self, ids: Vec<String>) -> Result<Vec<RunView>, EngineError> {
+        Ok(self
+            .store
+            .runs_in_detail(ids)
+            .await?
+            .into_iter()
+            .map(|d| RunView {
+                run: d.run,
+                attempts: d.attempts,
+                waiting_for: d.waiting_for,
+            })
+            .collect())
+    }
+
+    /// Makes a secret key for `project`/`environment` (creating them on first use), kept as its
+    /// digest and a sealed copy.
     pub async fn create_key(
         &self,
         project: &str,
         environment: &str,
         key: NewKey,
     ) -> Result<KeyInfo, EngineError> {
+        let key = crate::keys::sealed(key, &self.secrets);
         Ok(self
             .store
             .create_key(project, environment, key, self.now())

@@ -6,6 +6,16 @@ use super::*;
 /// How many times a compare-and-set is retried against concurrent changes before giving up.
 pub(super) const CAS_RETRIES: usize = 8;
 
+/// What a replay changes from the original run; `None` (and default options) keep the
+/// original's payload, tags, machine and metadata.
+#[derive(Debug, Clone, Default)]
+pub struct ReplayChanges {
+    /// JSON text.
+    pub payload: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub options: TriggerOptions,
+}
+
 /// Metadata operations for a run, its parent and its root (the metadata endpoint's
 /// `operations`, `parentOperations` and `rootOperations`).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -24,18 +34,23 @@ pub enum CancelOutcome {
 }
 
 impl Engine {
-    /// A new run with the same task, payload, tags and metadata, on the latest version.
-    pub async fn replay(&self, env: &Environment, run_id: &str) -> Result<Run, EngineError> {
+    /// A new run with the same task, payload, tags and metadata, on the latest version, but for
+    /// what `changes` gives instead (Trigger.dev's replay body).
+    pub async fn replay(
+        &self,
+        env: &Environment,
+        run_id: &str,
+        changes: ReplayChanges,
+    ) -> Result<Run, EngineError> {
         let run = self.find(env, run_id).await?;
+        let mut options = changes.options;
+        options.tags = changes.tags.unwrap_or(run.tags);
+        options.machine = options.machine.or(Some(run.machine));
+        options.metadata = options.metadata.or(run.metadata);
         let item = TriggerItem {
             task_id: run.task_id,
-            payload: run.payload,
-            options: TriggerOptions {
-                tags: run.tags,
-                machine: Some(run.machine),
-                metadata: run.metadata,
-                ..TriggerOptions::default()
-            },
+            payload: changes.payload.unwrap_or(run.payload),
+            options,
         };
         Ok(self.trigger(env, item).await?.run)
     }

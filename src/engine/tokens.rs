@@ -6,9 +6,8 @@
 //! host secret, so the URL completes that token only, needs no stored secret per token, and is
 //! the same whenever it is shown (or replayed).
 
-use sha2::{Digest, Sha256};
-
 use super::{Engine, EngineError};
+use crate::keys::{hmac_sha256, same};
 use crate::model::{Environment, NewToken, WaitToken};
 use crate::sandbox::TokenRequest;
 use crate::store::TokenFilter;
@@ -25,31 +24,6 @@ pub struct TokenUrls {
     /// The API's base URL as clients reach it, e.g. `http://127.0.0.1:3030`.
     pub base: String,
     pub secret: Vec<u8>,
-}
-
-fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut k = [0u8; BLOCK];
-    if key.len() > BLOCK {
-        k[..32].copy_from_slice(&Sha256::digest(key));
-    } else {
-        k[..key.len()].copy_from_slice(key);
-    }
-    let pad = |byte: u8| k.map(|b| b ^ byte);
-    let inner = Sha256::new()
-        .chain_update(pad(0x36))
-        .chain_update(message)
-        .finalize();
-    Sha256::new()
-        .chain_update(pad(0x5c))
-        .chain_update(inner)
-        .finalize()
-        .into()
-}
-
-/// Compares without stopping at the first difference.
-fn same(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 impl Engine {
@@ -177,28 +151,5 @@ impl Engine {
             .ok_or_else(|| EngineError::TokenNotFound(id.to_owned()))?;
         self.activate(lanes.into_iter().flatten());
         Ok(token)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hmac_matches_the_rfc_4231_vector() {
-        // RFC 4231, test case 2.
-        let mac = hmac_sha256(b"Jefe", b"what do ya want for nothing?");
-        let hex: String = mac.iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(
-            hex,
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn comparison_needs_equal_bytes() {
-        assert!(same(b"abc", b"abc"));
-        assert!(!same(b"abc", b"abd"));
-        assert!(!same(b"abc", b"ab"));
     }
 }

@@ -361,6 +361,7 @@ impl Engine {
                     now.saturating_add(i64::try_from(key_ttl.as_millis()).unwrap_or(i64::MAX)),
                 )
             }),
+            idempotency_options: o.idempotency_key_options,
             tags: o.tags,
             metadata: o.metadata,
             max_duration: o.max_duration.or_else(|| task.and_then(|t| t.max_duration)),

@@ -1,10 +1,12 @@
 //! Domain types shared by every module: runs, attempts, deployments, task definitions, machines,
-//! queues, tokens, tenants — one file per group — and the clock, ids and the duration/date parsers.
+//! queues, tokens, tenants, batches, bulk actions — one file per group — and the clock, ids and the duration/date parsers.
 //!
 //! These are plain data. They never derive `Serialize` for the wire (the `api` module owns the wire
 //! shapes) and they know nothing of SQL or wasmtime. Where a value crosses into a database it goes
 //! through the `as_str`/`parse` pairs defined here so the spelling lives in one place.
 
+mod batch;
+mod bulk;
 mod lifecycle;
 mod queue;
 mod run;
@@ -14,6 +16,8 @@ mod token;
 
 use std::time::Duration;
 
+pub use batch::*;
+pub use bulk::*;
 pub use lifecycle::{Condition, EDGES, Edge, INITIAL, Step, allowed, edge_for, guard};
 pub use queue::*;
 pub use run::*;

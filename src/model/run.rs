@@ -25,6 +25,8 @@ pub struct TriggerOptions {
     pub priority_ms: i64,
     pub idempotency_key: Option<String>,
     pub idempotency_key_ttl: Option<Duration>,
+    /// The key as the user gave it and its scope, when the SDK made (hashed) `idempotency_key`.
+    pub idempotency_key_options: Option<IdempotencyKeyOptions>,
     pub tags: Vec<String>,
     pub max_attempts: Option<u32>,
     pub max_duration: Option<Duration>,
@@ -34,6 +36,46 @@ pub struct TriggerOptions {
     /// Initial metadata: JSON object text.
     pub metadata: Option<String>,
     pub lock_to_version: Option<String>,
+}
+
+/// What an SDK-made idempotency key is scoped to (Trigger.dev's `idempotencyKeys.create`
+/// `scope`): the SDK hashes the scope into the key itself, so kiln only keeps it to show.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdempotencyScope {
+    /// Unique within the parent run (the SDK appends the run id inside a task).
+    Run,
+    /// Unique within the parent's attempt.
+    Attempt,
+    /// Unique in the environment.
+    Global,
+}
+
+impl IdempotencyScope {
+    pub const ALL: [IdempotencyScope; 3] = [
+        IdempotencyScope::Run,
+        IdempotencyScope::Attempt,
+        IdempotencyScope::Global,
+    ];
+
+    /// Trigger.dev's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdempotencyScope::Run => "run",
+            IdempotencyScope::Attempt => "attempt",
+            IdempotencyScope::Global => "global",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<IdempotencyScope> {
+        IdempotencyScope::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// The key a user gave before the SDK hashed it, and its scope (`idempotencyKeyOptions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKeyOptions {
+    pub key: String,
+    pub scope: IdempotencyScope,
 }
 
 /// Public run status, spelled as in Trigger.dev's API v2.
@@ -217,6 +259,8 @@ pub struct Run {
     pub expires_at: Option<Millis>,
     pub expired_at: Option<Millis>,
     pub idempotency_key: Option<String>,
+    /// The user's key and scope behind `idempotency_key`, when the SDK hashed it.
+    pub idempotency_key_options: Option<IdempotencyKeyOptions>,
     pub tags: Vec<String>,
     /// JSON object text.
     pub metadata: Option<String>,

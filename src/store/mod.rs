@@ -57,6 +57,22 @@ impl Store {
         }
     }
 
+    /// The runs each committed write group changed (their ids, any environment's), from now
+    /// on: one message per group that changed a run, after its commit. A watcher that falls far
+    /// behind gets `Lagged` from the channel and should re-read what it watches.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<RunChanges> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.changes(),
+        }
+    }
+
+    /// How many read operations the store ran so far (to check what watchers cost).
+    pub fn reads(&self) -> u64 {
+        match &self.backend {
+            Backend::Sqlite(s) => s.reads(),
+        }
+    }
+
     /// Read connections open now: bounded, however many requests read at once.
     pub fn read_connections(&self) -> usize {
         match &self.backend {
@@ -174,6 +190,34 @@ facade! {
     /// appends the parent's journal and marks it as having one. `Conflict` (and nothing stored)
     /// if the parent is no longer executing.
     fn insert_child_runs(&self, runs: Vec<NewRun>, batch_id: Option<String>, journal: JournalWith<[Inserted]>, waiting: bool) -> Vec<Inserted>;
+    /// Makes a two-phase batch, unsealed and without items; a live batch of the environment with
+    /// the same idempotency key is returned instead, `true`.
+    fn create_batch(&self, batch: NewBatch) -> (Batch, bool);
+    /// A batch of the environment, with its runs by index and its failed items.
+    fn batch(&self, environment_id: &str, id: &str) -> Option<Batch>;
+    /// Adds items to an unsealed batch in one transaction: an index the batch has is counted as
+    /// deduplicated and not run again; the others' runs are inserted (or found by idempotency
+    /// key) as runs of the batch.
+    fn add_batch_items(&self, environment_id: &str, batch_id: &str, items: Vec<NewBatchItem>, now: Millis) -> Result<ItemsAdded, BatchRefusal>;
+    /// Seals the batch if every index has arrived; says how many have.
+    fn seal_batch(&self, environment_id: &str, batch_id: &str, now: Millis) -> Option<Sealing>;
+    /// Makes a bulk action with its runs in one transaction (PENDING; COMPLETED if it has none).
+    fn create_bulk_action(&self, new: NewBulkAction) -> BulkAction;
+    /// A bulk action of the environment.
+    fn bulk_action(&self, environment_id: &str, id: &str) -> Option<BulkAction>;
+    /// A page of the environment's bulk actions, newest first (`after` older, `before` newer),
+    /// and whether there are more that way.
+    fn list_bulk_actions(&self, environment_id: &str, limit: usize, after: Option<String>, before: Option<String>) -> (Vec<BulkAction>, bool);
+    /// At most `limit` of a bulk action's runs from position `from` on.
+    fn bulk_action_runs(&self, id: &str, from: u32, limit: usize) -> Vec<String>;
+    /// Counts a batch done, if the action is still where the batch started (so a batch is
+    /// counted once); completes it after its last run. Returns the action as it is now.
+    fn record_bulk_progress(&self, id: &str, progress: BulkProgress) -> Option<BulkAction>;
+    /// Aborts a PENDING bulk action of the environment; returns it as it is now (a finished one
+    /// unchanged). `None` if there is no such action.
+    fn abort_bulk_action(&self, environment_id: &str, id: &str, now: Millis) -> Option<BulkAction>;
+    /// Every bulk action not finished (to carry on when the host starts).
+    fn pending_bulk_actions(&self) -> Vec<BulkAction>;
     /// Forgets an idempotency key (for one task, or every task of the environment). Returns how
     /// many keys were removed.
     fn reset_idempotency_key(&self, environment_id: &str, key: &str, task_id: Option<String>) -> usize;
@@ -195,6 +239,11 @@ facade! {
     fn run(&self, environment_id: &str, run_id: &str) -> Option<Run>;
     /// The child runs of an environment by id, as they are now (`None` for an unknown id).
     fn runs_by_id(&self, environment_id: &str, ids: Vec<String>) -> Vec<Option<Run>>;
+    /// Runs by id, of any environment (for watchers of [`Store::changes`], which keep only
+    /// their environment's); unknown ids are left out. One read however many.
+    fn changed_runs(&self, ids: Vec<String>) -> Vec<Run>;
+    /// Runs by id as [`Store::changed_runs`], each with its attempts and what it waits for.
+    fn runs_in_detail(&self, ids: Vec<String>) -> Vec<RunDetail>;
     /// Ids of a run's children that have not ended.
     fn live_children(&self, environment_id: &str, run_id: &str) -> Vec<String>;
     /// A page of an environment's runs, newest first. `after` continues to older runs, `before`
@@ -239,6 +288,19 @@ facade! {
     fn list_keys(&self) -> Vec<KeyInfo>;
     /// Revokes a key; requests with it are refused from now on. `None` if there is no such key.
     fn revoke_key(&self, id: &str, now: Millis) -> Option<KeyInfo>;
+    /// An active key by its digest, with its environment and sealed copy.
+    fn api_key(&self, key_hash: [u8; 32]) -> Option<ApiKey>;
+    /// An environment's active keys (or its key `key_id`), newest first, at most `limit`.
+    fn environment_keys(&self, environment_id: &str, key_id: Option<String>, limit: usize) -> Vec<ApiKey>;
+    /// Keeps a sealed copy of a key made before keys were kept sealed; `false` if it had one.
+    fn seal_key(&self, id: &str, sealed: crate::secrets::Sealed) -> bool;
+    /// Inserts runs (as [`Store::insert_runs`], no batch) made with a one-time token, claiming
+    /// the token's digest in the same transaction; `None` (nothing stored) if it was used.
+    fn insert_runs_once(&self, runs: Vec<NewRun>, token_digest: [u8; 32]) -> Option<Vec<Inserted>>;
+    /// Claims a one-time token's digest for `used_for`; `false` if it was used already.
+    fn use_token(&self, token_digest: [u8; 32], environment_id: &str, used_for: &str, now: Millis) -> bool;
+    /// An environment by id.
+    fn environment(&self, id: &str) -> Option<Environment>;
     /// The environment an active key belongs to.
     fn environment_for_key(&self, key_hash: [u8; 32]) -> Option<Environment>;
     /// A host-wide secret by name, made (32 random bytes) the first time it is asked for.

@@ -7,11 +7,35 @@ use crate::model::*;
 use crate::secrets::Sealed;
 use crate::store::StoreError;
 
-/// A secret key about to be stored: the plaintext (shown once) and its SHA-256 digest.
+/// The run ids one committed write group inserted or changed.
+pub type ChangedRuns = std::sync::Arc<[String]>;
+
+/// What a watcher of [`super::Store::changes`] learns of one committed write group.
+#[derive(Debug, Clone)]
+pub enum RunChanges {
+    /// These runs changed (any environment's); nothing else did.
+    Runs(ChangedRuns),
+    /// Which runs changed is not known (a read failed): re-read what you watch.
+    Unknown,
+}
+
+/// A secret key about to be stored: the plaintext (shown once), its SHA-256 digest, and its copy
+/// sealed under the host's secrets key.
 #[derive(Debug, Clone)]
 pub struct NewKey {
     pub plaintext: String,
     pub hash: [u8; 32],
+    pub sealed: Option<Sealed>,
+}
+
+/// An active secret key as the API authenticates with it.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub id: String,
+    pub environment: Environment,
+    pub hash: [u8; 32],
+    /// `None` for a key made before kiln kept keys sealed, until it is sealed on use.
+    pub sealed: Option<Sealed>,
 }
 
 /// What a start found or created.
@@ -56,6 +80,8 @@ pub struct NewRun {
     pub expires_at: Option<Millis>,
     /// The key and when it stops matching repeats.
     pub idempotency: Option<(String, Millis)>,
+    /// The user's key and scope behind the key, shown instead of the hash.
+    pub idempotency_options: Option<IdempotencyKeyOptions>,
     pub tags: Vec<String>,
     pub metadata: Option<String>,
     pub max_duration: Option<std::time::Duration>,
@@ -81,6 +107,14 @@ pub struct Inserted {
     pub cached: bool,
 }
 
+/// A run with its attempts (oldest first) and what it waits for while WAITING.
+#[derive(Debug, Clone)]
+pub struct RunDetail {
+    pub run: Run,
+    pub attempts: Vec<Attempt>,
+    pub waiting_for: Vec<WaitingFor>,
+}
+
 /// Filters of the runs list; every field is optional.
 #[derive(Debug, Clone, Default)]
 pub struct RunFilter {
@@ -89,6 +123,10 @@ pub struct RunFilter {
     pub versions: Vec<String>,
     /// Runs carrying any of these tags.
     pub tags: Vec<String>,
+    /// Runs carrying every one of these tags.
+    pub all_tags: Vec<String>,
+    /// Runs in any of these queues (`task/<id>` for a task's own).
+    pub queues: Vec<String>,
     pub created_from: Option<Millis>,
     pub created_to: Option<Millis>,
     pub batch_id: Option<String>,
@@ -103,6 +141,73 @@ pub struct RunPage {
     pub next: Option<String>,
     /// Id to pass as `before` for the previous (newer) page.
     pub previous: Option<String>,
+}
+
+/// A two-phase batch to make (or the live batch with its idempotency key).
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    pub environment_id: String,
+    pub run_count: u32,
+    /// The key and when it stops matching repeats.
+    pub idempotency: Option<(String, Millis)>,
+    pub idempotency_options: Option<IdempotencyKeyOptions>,
+    pub now: Millis,
+}
+
+/// One item of a two-phase batch: the run it becomes, or why it cannot.
+#[derive(Debug, Clone)]
+pub struct NewBatchItem {
+    pub index: u32,
+    pub task_id: String,
+    pub run: Result<NewRun, BatchItemError>,
+}
+
+/// What adding items to a batch did.
+#[derive(Debug, Clone, Default)]
+pub struct ItemsAdded {
+    /// Indexes taken now.
+    pub accepted: u32,
+    /// Indexes the batch had already (not run again).
+    pub deduplicated: u32,
+    /// The runs of the accepted items (an existing run, `cached`, for an idempotency key).
+    pub inserted: Vec<Inserted>,
+}
+
+/// Why items were not added to a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchRefusal {
+    NotFound,
+    /// Every index has arrived; the batch takes no more.
+    Sealed,
+}
+
+/// A batch after its items' stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sealing {
+    pub sealed: bool,
+    pub enqueued: u32,
+    pub expected: u32,
+}
+
+/// A bulk action to make, with its runs (fixed now).
+#[derive(Debug, Clone)]
+pub struct NewBulkAction {
+    pub environment_id: String,
+    pub name: Option<String>,
+    pub kind: BulkKind,
+    pub run_ids: Vec<String>,
+    pub now: Millis,
+}
+
+/// A batch of a bulk action done: how far it got and what it counted.
+#[derive(Debug, Clone, Copy)]
+pub struct BulkProgress {
+    /// The position the batch started at (the action's `processed` it was read at).
+    pub from: u32,
+    pub done: u32,
+    pub success: u32,
+    pub failure: u32,
+    pub now: Millis,
 }
 
 /// A status change computed by the engine, applied with compare-and-set on `expected`.
@@ -224,6 +329,9 @@ pub struct StoredVar {
     pub environment_id: String,
     pub name: String,
     pub sealed: Sealed,
+    /// Read back redacted (Trigger.dev's `isSecret`); runs still see the value. Once secret, a
+    /// variable stays secret when its value is written again.
+    pub is_secret: bool,
 }
 
 /// The fields of an imperative schedule, validated by the engine.

@@ -43,7 +43,10 @@ async fn variables_are_created_listed_changed_imported_and_deleted() {
     assert_eq!(status, 409, "{again}");
     assert_eq!(
         call(&host, Method::GET, &var("API_KEY"), None).await,
-        (200, json!({ "value": "k-1" }))
+        (
+            200,
+            json!({ "name": "API_KEY", "value": "k-1", "isSecret": false })
+        )
     );
     let updated = call(
         &host,
@@ -76,7 +79,10 @@ async fn variables_are_created_listed_changed_imported_and_deleted() {
         call(&host, Method::GET, BASE, None).await,
         (
             200,
-            json!([{ "name": "API_KEY", "value": "k-2" }, { "name": "REGION", "value": "eu" }])
+            json!([
+                { "name": "API_KEY", "value": "k-2", "isSecret": false },
+                { "name": "REGION", "value": "eu", "isSecret": false }
+            ])
         )
     );
     let (status, _) = call(
@@ -89,7 +95,7 @@ async fn variables_are_created_listed_changed_imported_and_deleted() {
     assert_eq!(status, 200);
     assert_eq!(
         call(&host, Method::GET, &var("API_KEY"), None).await.1,
-        json!({ "value": "k-3" })
+        json!({ "name": "API_KEY", "value": "k-3", "isSecret": false })
     );
 
     assert_eq!(
@@ -141,7 +147,7 @@ async fn variables_are_created_listed_changed_imported_and_deleted() {
     assert_eq!(status, 400);
     assert_eq!(
         call(&host, Method::GET, BASE, None).await.1,
-        json!([{ "name": "API_KEY", "value": "k-3" }]),
+        json!([{ "name": "API_KEY", "value": "k-3", "isSecret": false }]),
         "a refused import sets nothing"
     );
 
@@ -248,6 +254,83 @@ async fn the_guest_sees_its_runs_values_fixed_at_start_and_nothing_else_shows_th
     // After a restart the key opens the values again.
     let host = TestHost::start_in(&dir, Options::default()).await;
     let (status, value) = call(&host, Method::GET, &format!("{BASE}/API_KEY"), None).await;
-    assert_eq!((status, value), (200, json!({ "value": "rotated" })));
+    assert_eq!(
+        (status, value),
+        (
+            200,
+            json!({ "name": "API_KEY", "value": "rotated", "isSecret": false })
+        )
+    );
     host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_variable_reads_back_redacted_stays_secret_and_runs_see_its_value() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let var = format!("{BASE}/TOKEN");
+    let created = call(
+        &host,
+        Method::POST,
+        BASE,
+        Some(json!({ "name": "TOKEN", "value": "s3cret", "isSecret": true })),
+    )
+    .await;
+    assert_eq!(created, (200, json!({ "success": true })));
+    // A name that exists stays taken: the SDK is told not to retry.
+    let again = reqwest::Client::new()
+        .post(format!("{}{BASE}", host.url))
+        .bearer_auth(&host.key)
+        .json(&json!({ "name": "TOKEN", "value": "x" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 409);
+    assert_eq!(again.headers()["x-should-retry"], "false");
+    let redacted = json!({ "name": "TOKEN", "value": "<redacted>", "isSecret": true });
+    assert_eq!(
+        call(&host, Method::GET, &var, None).await,
+        (200, redacted.clone())
+    );
+    assert_eq!(
+        call(&host, Method::GET, BASE, None).await,
+        (200, json!([redacted.clone()]))
+    );
+    // Writing the value again (a PUT, or an import without `isSecret`) keeps it secret.
+    let (status, _) = call(
+        &host,
+        Method::PUT,
+        &var,
+        Some(json!({ "value": "rotated" })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = call(
+        &host,
+        Method::POST,
+        &format!("{BASE}/import"),
+        Some(json!({ "variables": { "TOKEN": "again", "PLAIN": "p" }, "override": true, "source": { "type": "user", "userId": "u" } })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        call(&host, Method::GET, BASE, None).await.1,
+        json!([
+            { "name": "PLAIN", "value": "p", "isSecret": false },
+            redacted
+        ])
+    );
+    let run = host.trigger("env", json!({ "names": ["TOKEN"] })).await;
+    assert_eq!(
+        host.wait_final(&run).await["output"]["before"]["TOKEN"],
+        fingerprint("again")
+    );
+    let (status, error) = call(
+        &host,
+        Method::POST,
+        &format!("{BASE}/import"),
+        Some(json!({ "variables": { "A": "1" }, "parentVariables": { "A": "2" } })),
+    )
+    .await;
+    assert_eq!(status, 400, "{error}");
 }

@@ -3,17 +3,21 @@
 //! examples built with their SDKs) over loopback HTTP.
 
 mod api;
+mod batches;
 mod bench;
+mod bulk;
 mod chaos;
 mod children;
 mod cli;
 mod compat;
+mod cors;
 mod deploy;
 mod env_vars;
 mod http;
 mod js;
 mod limits;
 mod options;
+mod public_tokens;
 mod python;
 mod queues;
 mod realtime;

@@ -262,6 +262,49 @@ async fn an_idempotency_key_returns_the_same_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hashed_idempotency_key_dedupes_by_hash_and_shows_the_users_key_and_scope() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    // What the official SDK sends: the hash as the key, the user's key and scope beside it.
+    let body = |scope: &str| {
+        json!({ "payload": { "n": 1 }, "options": {
+            "idempotencyKey": "5e78863ed1ffb9fc66b1d61634b126bf8eb20267e7996297eeeb9b19c8c0f732",
+            "idempotencyKeyTTL": "1h",
+            "idempotencyKeyOptions": { "key": "my-key", "scope": scope },
+        } })
+    };
+    let (status, first) = host.post("/api/v1/tasks/echo/trigger", body("run")).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, again) = host
+        .post("/api/v1/tasks/echo/trigger", body("global"))
+        .await;
+    assert_eq!(
+        (&again["id"], &again["isCached"]),
+        (&first["id"], &json!(true))
+    );
+    let run = host.run(first["id"].as_str().unwrap()).await;
+    assert_eq!(run["idempotencyKey"], "my-key");
+    assert_eq!(run["idempotencyKeyScope"], "run");
+    let (status, refused) = host
+        .post(
+            "/api/v1/tasks/echo/trigger",
+            json!({ "options": { "idempotencyKey": "k", "idempotencyKeyOptions": { "key": "k", "scope": "team" } } }),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    // The reset takes the hash, as the SDK sends it.
+    let (status, reset) = host
+        .post(
+            "/api/v1/idempotencyKeys/5e78863ed1ffb9fc66b1d61634b126bf8eb20267e7996297eeeb9b19c8c0f732/reset",
+            json!({ "taskIdentifier": "echo" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{reset}");
+    let (_, fresh) = host.post("/api/v1/tasks/echo/trigger", body("run")).await;
+    assert_eq!(fresh["isCached"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_triggers_with_one_key_make_exactly_one_run() {
     let host = TestHost::start().await;
     host.deploy(guests::HELLO).await;
@@ -521,6 +564,48 @@ async fn cancel_works_on_a_delayed_run_and_replay_makes_a_new_run() {
     let run = host.wait_final(replay).await;
     assert_eq!(run["output"], json!({ "x": 1 }));
     assert_eq!(run["tags"], json!(["t"]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_takes_a_new_payload_tags_and_options_from_its_body() {
+    let host = TestHost::start().await;
+    host.deploy(guests::HELLO).await;
+    let original = host
+        .trigger_with("echo", json!({ "x": 1 }), json!({ "tags": ["t"] }))
+        .await;
+    host.wait_final(&original).await;
+    // The SDK sends a new payload as superjson.
+    let (status, body) = host
+        .post(
+            &format!("/api/v1/runs/{original}/replay"),
+            json!({ "payload": "{\"json\":{\"x\":2}}", "payloadType": "application/super+json", "tags": ["r"] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = host.wait_final(body["id"].as_str().unwrap()).await;
+    assert_eq!(run["output"], json!({ "x": 2 }));
+    assert_eq!(run["tags"], json!(["r"]));
+    let (status, body) = host
+        .post(
+            &format!("/api/v1/runs/{original}/replay"),
+            json!({ "delay": "1h" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let delayed = host.run(body["id"].as_str().unwrap()).await;
+    assert_eq!(delayed["status"], "DELAYED");
+    assert_eq!(
+        delayed["tags"],
+        json!(["t"]),
+        "tags default to the original's"
+    );
+    let (status, body) = host
+        .post(
+            &format!("/api/v1/runs/{original}/replay"),
+            json!({ "nope": 1 }),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,6 +62,7 @@ fn new_run(env: &Environment, task: &str, status: RunStatus) -> NewRun {
         ttl: None,
         expires_at: None,
         idempotency: None,
+        idempotency_options: None,
         tags: vec!["t".into()],
         metadata: Some("{}".into()),
         max_duration: None,

@@ -220,6 +220,11 @@ impl TestHost {
             .map_or(0, |h| h.engine.deployer().compilations())
     }
 
+    /// Read operations the host's store ran so far.
+    pub fn store_reads(&self) -> u64 {
+        self.host.as_ref().map_or(0, |h| h.engine.store().reads())
+    }
+
     /// Compiled components the host keeps in memory now, and their machine code in bytes.
     pub fn compiled_in_memory(&self) -> (usize, usize) {
         self.host

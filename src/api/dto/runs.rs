@@ -93,7 +93,12 @@ impl CommonRunFields {
             started_at: run.started_at.map(iso),
             finished_at: run.finished_at.map(iso),
             tags: run.tags.clone(),
-            idempotency_key: run.idempotency_key.clone(),
+            // Trigger.dev shows the key the user gave, not the hash the SDK sent.
+            idempotency_key: run
+                .idempotency_key_options
+                .as_ref()
+                .map(|o| o.key.clone())
+                .or_else(|| run.idempotency_key.clone()),
             delayed_until: run.delay_until.map(iso),
             ttl: run.ttl.map(format_duration),
             expired_at: run.expired_at.map(iso),
@@ -140,6 +145,9 @@ pub struct RunDto {
     #[serde(skip_serializing_if = "Option::is_none")]
     root_run_id: Option<String>,
     trigger_function: &'static str,
+    /// kiln's: the scope of an SDK-made idempotency key (`run`, `attempt` or `global`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key_scope: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     batch_id: Option<String>,
     priority: f64,
@@ -178,6 +186,10 @@ impl RunDto {
             } else {
                 "trigger"
             },
+            idempotency_key_scope: run
+                .idempotency_key_options
+                .as_ref()
+                .map(|o| o.scope.as_str()),
             batch_id: run.batch_id.clone(),
             priority: run.priority_ms as f64 / 1000.0,
             concurrency_key: run.concurrency_key.clone(),

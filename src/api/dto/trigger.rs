@@ -8,11 +8,12 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::engine::{
-    InvalidOption, check_concurrency_key, check_idempotency_key, check_metadata, check_queue_name,
-    check_tags,
+    InvalidOption, MAX_IDEMPOTENCY_KEY_LEN, check_concurrency_key, check_idempotency_key,
+    check_metadata, check_queue_name, check_tags,
 };
 use crate::model::{
-    Delay, MAX_ATTEMPTS_CAP, Machine, TriggerOptions, parse_duration, parse_timestamp,
+    Delay, IdempotencyKeyOptions, IdempotencyScope, MAX_ATTEMPTS_CAP, Machine, TriggerOptions,
+    parse_duration, parse_timestamp,
 };
 
 /// `POST /api/v1/tasks/{id}/trigger` body, parsed and validated.
@@ -91,7 +92,6 @@ pub(crate) const UNSUPPORTED: &[&str] = &[
     "parentRunId",
     "resumeParentOnCompletion",
     "externalDeploymentId",
-    "idempotencyKeyOptions",
     "debounce",
     "region",
     "bulkActionId",
@@ -102,7 +102,7 @@ pub(crate) const UNSUPPORTED: &[&str] = &[
     "dependentBatch",
 ];
 
-pub(crate) const SUPPORTED: &str = "delay, ttl, priority, idempotencyKey, idempotencyKeyTTL, tags, maxAttempts, maxDuration, machine, queue, concurrencyKey, metadata, lockToVersion, payloadType, metadataType, payloadSize, test";
+pub(crate) const SUPPORTED: &str = "delay, ttl, priority, idempotencyKey, idempotencyKeyTTL, idempotencyKeyOptions, tags, maxAttempts, maxDuration, machine, queue, concurrencyKey, metadata, lockToVersion, payloadType, metadataType, payloadSize, test";
 
 /// Largest |priority|, in seconds: a year of head start (or of holding back) is plenty.
 pub(crate) const MAX_PRIORITY_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
@@ -152,6 +152,44 @@ pub(crate) fn unwrap_payload(
     }
     let value: Value = serde_json::from_str(&payload).map_err(|e| format!("{field}: {e}"))?;
     Ok(plain_superjson(&value, field)?.to_string())
+}
+
+/// Trigger.dev's `idempotencyKeyOptions`: `{key, scope}`, both required.
+pub(crate) fn key_options(v: &Value, field: &str) -> Result<IdempotencyKeyOptions, String> {
+    let scopes = || {
+        IdempotencyScope::ALL
+            .iter()
+            .map(|s| format!("\"{}\"", s.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Value::Object(map) = v else {
+        return Err(format!(
+            "{field} must be {{\"key\": \"…\", \"scope\": …}} with scope one of {}",
+            scopes()
+        ));
+    };
+    let key = map
+        .get("key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty() && k.chars().count() <= MAX_IDEMPOTENCY_KEY_LEN)
+        .ok_or_else(|| {
+            format!("{field}.key must be a string of 1 to {MAX_IDEMPOTENCY_KEY_LEN} characters")
+        })?;
+    let scope = map
+        .get("scope")
+        .and_then(Value::as_str)
+        .and_then(IdempotencyScope::parse)
+        .ok_or_else(|| format!("{field}.scope must be one of {}", scopes()))?;
+    if let Some(other) = map.keys().find(|k| *k != "key" && *k != "scope") {
+        return Err(format!(
+            "{field}: unknown field `{other}`; it takes key and scope"
+        ));
+    }
+    Ok(IdempotencyKeyOptions {
+        key: key.to_owned(),
+        scope,
+    })
 }
 
 pub(crate) fn duration_or_seconds(v: &Value, field: &str) -> Result<Duration, String> {
@@ -237,6 +275,7 @@ pub(crate) fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerO
                 o.idempotency_key = Some(k.to_owned());
             }
             "idempotencyKeyTTL" => o.idempotency_key_ttl = Some(duration_or_seconds(v, field)?),
+            "idempotencyKeyOptions" => o.idempotency_key_options = Some(key_options(v, field)?),
             "tags" => o.tags = parse_tags(v, field)?,
             "maxAttempts" => {
                 let n = v
@@ -320,7 +359,75 @@ pub(crate) fn parse_options(options: Option<Value>, at: &str) -> Result<TriggerO
             }
         }
     }
+    // The options describe the key; without one there is nothing to describe.
+    if o.idempotency_key.is_none() {
+        o.idempotency_key_options = None;
+    }
     Ok(o)
+}
+
+/// The fields of Trigger.dev's `ReplayRunRequestBody` (a strict object).
+const REPLAY_FIELDS: [&str; 16] = [
+    "payload",
+    "payloadType",
+    "metadata",
+    "tags",
+    "queue",
+    "concurrencyKey",
+    "machine",
+    "version",
+    "region",
+    "delay",
+    "ttl",
+    "idempotencyKey",
+    "idempotencyKeyTTL",
+    "maxAttempts",
+    "maxDuration",
+    "priority",
+];
+
+/// `POST /api/v1/runs/{id}/replay` body: what the replay changes from the original run. Every
+/// field is optional; an empty body replays the run as it was. `region` is taken and ignored
+/// (kiln has one region).
+pub fn parse_replay(
+    mut body: serde_json::Map<String, Value>,
+) -> Result<crate::engine::ReplayChanges, String> {
+    if let Some(other) = body.keys().find(|k| !REPLAY_FIELDS.contains(&k.as_str())) {
+        return Err(format!(
+            "unknown field `{other}`; a replay takes {}",
+            REPLAY_FIELDS.join(", ")
+        ));
+    }
+    let payload_type = match body.remove("payloadType") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if t == SUPERJSON || t == "application/json" => Some(t),
+        Some(_) => {
+            return Err(format!(
+                "payloadType must be \"application/json\" or \"{SUPERJSON}\""
+            ));
+        }
+    };
+    let payload = match body.remove("payload") {
+        None => None,
+        Some(p) if payload_type.as_deref() == Some(SUPERJSON) => {
+            Some(plain_superjson(&p, "payload")?.to_string())
+        }
+        Some(p) => Some(p.to_string()),
+    };
+    let tags = match body.remove("tags") {
+        None | Some(Value::Null) => None,
+        Some(t) => Some(parse_tags(&t, "tags")?),
+    };
+    body.remove("region");
+    if let Some(version) = body.remove("version") {
+        body.insert("lockToVersion".into(), version);
+    }
+    let options = parse_options(Some(Value::Object(body)), "body")?;
+    Ok(crate::engine::ReplayChanges {
+        payload,
+        tags,
+        options,
+    })
 }
 
 #[derive(Debug, Serialize)]
@@ -355,6 +462,56 @@ mod tests {
                 .unwrap_err()
                 .contains("not valid JSON")
         );
+    }
+
+    #[test]
+    fn the_sdks_idempotency_key_options_are_kept_with_the_hashed_key() {
+        let r = TriggerRequest::parse(
+            br#"{"options":{"idempotencyKey":"5e78","idempotencyKeyTTL":"1h","idempotencyKeyOptions":{"key":"my-key","scope":"global"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.options.idempotency_key.as_deref(), Some("5e78"));
+        assert_eq!(
+            r.options.idempotency_key_options,
+            Some(IdempotencyKeyOptions {
+                key: "my-key".into(),
+                scope: IdempotencyScope::Global
+            })
+        );
+        let keyless = TriggerRequest::parse(
+            br#"{"options":{"idempotencyKeyOptions":{"key":"my-key","scope":"run"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(keyless.options.idempotency_key_options, None);
+    }
+
+    #[test]
+    fn a_replay_body_overrides_the_fields_it_names() {
+        let body = |v: Value| match v {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        };
+        let changes = parse_replay(body(serde_json::json!({
+            "payload": "{\"json\":{\"name\":\"N\"}}",
+            "payloadType": SUPERJSON,
+            "tags": ["r"],
+            "version": "20260101.1",
+            "region": "eu",
+            "delay": "1h",
+        })))
+        .unwrap();
+        assert_eq!(changes.payload.as_deref(), Some(r#"{"name":"N"}"#));
+        assert_eq!(changes.tags, Some(vec!["r".to_owned()]));
+        assert_eq!(
+            changes.options.lock_to_version.as_deref(),
+            Some("20260101.1")
+        );
+        assert!(changes.options.delay.is_some());
+        let plain = parse_replay(body(serde_json::json!({ "payload": { "a": 1 } }))).unwrap();
+        assert_eq!(plain.payload.as_deref(), Some(r#"{"a":1}"#));
+        assert_eq!(plain.tags, None);
+        let unknown = parse_replay(body(serde_json::json!({ "debounce": {} }))).unwrap_err();
+        assert!(unknown.contains("unknown field `debounce`"), "{unknown}");
     }
 
     #[test]
@@ -395,6 +552,14 @@ mod tests {
             (r#"{"machine":"huge"}"#, "options.machine"),
             (r#"{"metadata":[1]}"#, "options.metadata"),
             (r#"{"debounce":{}}"#, "options.debounce is not supported"),
+            (
+                r#"{"idempotencyKey":"k","idempotencyKeyOptions":{"key":"k","scope":"team"}}"#,
+                "options.idempotencyKeyOptions.scope must be one of",
+            ),
+            (
+                r#"{"idempotencyKey":"k","idempotencyKeyOptions":{"scope":"run"}}"#,
+                "options.idempotencyKeyOptions.key",
+            ),
             (r#"{"nope":1}"#, "unknown option `nope`"),
             (r#"{"payloadType":"text/plain"}"#, "options.payloadType"),
         ];

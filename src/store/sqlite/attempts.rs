@@ -36,21 +36,7 @@ impl SqliteStore {
                 "SELECT run_id, number, status, deployment_id, started_at, finished_at, error, fuel_used, compute_ms \
                  FROM attempts WHERE run_id = ?1 ORDER BY number",
             )?
-            .query_map([&run_id], |r| {
-                let status: String = r.get(2)?;
-                let error: Option<String> = r.get(6)?;
-                Ok(Attempt {
-                    run_id: r.get(0)?,
-                    number: r.get(1)?,
-                    status: AttemptStatus::parse(&status).ok_or_else(|| corrupt_col(2, "attempt status", &status))?,
-                    deployment_id: r.get(3)?,
-                    started_at: r.get(4)?,
-                    finished_at: r.get(5)?,
-                    error: error.as_deref().map(decode_error),
-                    fuel_used: r.get::<_, i64>(7)? as u64,
-                    compute_ms: r.get::<_, i64>(8)? as u64,
-                })
-            })?
+            .query_map([&run_id], attempt_from_row)?
             .collect::<Result<_, _>>()?)
         })
         .await

@@ -14,7 +14,7 @@ impl SqliteStore {
         let environment_id = environment_id.to_owned();
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT environment_id, name, nonce, value FROM env_vars \
+                "SELECT environment_id, name, nonce, value, is_secret FROM env_vars \
                  WHERE environment_id = ?1 ORDER BY name",
             )?
             .query_map([environment_id], var_from_row)?
@@ -32,7 +32,7 @@ impl SqliteStore {
         let (environment_id, name) = (environment_id.to_owned(), name.to_owned());
         self.read(move |c| {
             c.prepare_cached(
-                "SELECT environment_id, name, nonce, value FROM env_vars \
+                "SELECT environment_id, name, nonce, value, is_secret FROM env_vars \
                  WHERE environment_id = ?1 AND name = ?2",
             )?
             .query_row([environment_id, name], var_from_row)
@@ -55,21 +55,24 @@ impl SqliteStore {
             let mut kept = Vec::new();
             for var in &vars {
                 let sql = if overwrite {
-                    "INSERT INTO env_vars (environment_id, name, nonce, value, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+                    // A secret stays secret when its value is written again.
+                    "INSERT INTO env_vars (environment_id, name, nonce, value, created_at, updated_at, is_secret) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6) \
                      ON CONFLICT (environment_id, name) DO UPDATE \
-                     SET nonce = excluded.nonce, value = excluded.value, updated_at = excluded.updated_at"
+                     SET nonce = excluded.nonce, value = excluded.value, updated_at = excluded.updated_at, \
+                         is_secret = max(is_secret, excluded.is_secret)"
                 } else {
                     "INSERT OR IGNORE INTO env_vars \
-                     (environment_id, name, nonce, value, created_at, updated_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?5)"
+                     (environment_id, name, nonce, value, created_at, updated_at, is_secret) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)"
                 };
                 let written = c.prepare_cached(sql)?.execute(params![
                     environment_id,
                     var.name,
                     var.sealed.nonce,
                     var.sealed.ciphertext,
-                    now
+                    now,
+                    var.is_secret
                 ])?;
                 if written == 0 {
                     kept.push(var.name.clone());

@@ -16,6 +16,9 @@ pub const MIGRATIONS: &[&str] = &[
     V11_ENVIRONMENT_LIMITS,
     V12_ENV_VARS,
     V13_OUTBOUND_HOSTS,
+    V14_BATCHES,
+    V15_SEALED_KEYS,
+    V16_BULK_ACTIONS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -387,4 +390,88 @@ CREATE TABLE run_env_vars (
 /// The hosts an environment's tasks may reach over HTTP (a JSON array of rules; NULL: none).
 const V13_OUTBOUND_HOSTS: &str = r#"
 ALTER TABLE environments ADD COLUMN allowed_outbound_hosts TEXT;
+"#;
+
+/// Idempotency keys as the user gave them (the SDK sends a hash), and two-phase batches: a batch
+/// is made with the number of runs it will have, its items arrive later (each index once), and it
+/// is sealed once every index has arrived.
+const V14_BATCHES: &str = r#"
+-- The key and scope behind a hashed `idempotency_key` (Trigger.dev's `idempotencyKeyOptions`).
+ALTER TABLE runs ADD COLUMN idempotency_key_user TEXT;
+ALTER TABLE runs ADD COLUMN idempotency_key_scope TEXT;
+
+-- Batches made in one request (before this version) were complete when made: sealed.
+ALTER TABLE batches ADD COLUMN sealed INTEGER NOT NULL DEFAULT 1;
+ALTER TABLE batches ADD COLUMN sealed_at INTEGER;
+ALTER TABLE batches ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+UPDATE batches SET updated_at = created_at, sealed_at = created_at;
+ALTER TABLE batches ADD COLUMN idempotency_key TEXT;
+ALTER TABLE batches ADD COLUMN idempotency_key_user TEXT;
+ALTER TABLE batches ADD COLUMN idempotency_key_scope TEXT;
+ALTER TABLE batches ADD COLUMN idempotency_expires_at INTEGER;
+CREATE UNIQUE INDEX batches_by_idempotency_key ON batches (environment_id, idempotency_key)
+ WHERE idempotency_key IS NOT NULL;
+
+-- One row per index of a two-phase batch: the run it became, or why it did not.
+CREATE TABLE batch_items (
+    batch_id    TEXT NOT NULL REFERENCES batches(id),
+    idx         INTEGER NOT NULL,
+    task_id     TEXT NOT NULL,
+    run_id      TEXT REFERENCES runs(id),
+    error       TEXT,
+    error_code  TEXT,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (batch_id, idx)
+);
+"#;
+
+/// Secret keys kept sealed (so public access tokens they sign can be checked), the one-time
+/// trigger tokens already used, and environment variables read back redacted.
+const V15_SEALED_KEYS: &str = r#"
+-- The key sealed with the host's secrets key (see `secrets`), bound to its digest; NULL for a
+-- key made before this version until it is used where it signs tokens.
+ALTER TABLE api_keys ADD COLUMN sealed_nonce BLOB;
+ALTER TABLE api_keys ADD COLUMN sealed_key BLOB;
+
+-- A one-time trigger token (`otu`) by the SHA-256 of the whole token, and what it made.
+CREATE TABLE used_tokens (
+    digest          BLOB PRIMARY KEY,
+    environment_id  TEXT NOT NULL REFERENCES environments(id),
+    used_for        TEXT NOT NULL,
+    created_at      INTEGER NOT NULL
+);
+
+ALTER TABLE env_vars ADD COLUMN is_secret INTEGER NOT NULL DEFAULT 0;
+"#;
+
+/// Bulk actions: a cancel or replay of a set of runs, fixed when made, carried out in batches.
+const V16_BULK_ACTIONS: &str = r#"
+CREATE TABLE bulk_actions (
+    id              TEXT PRIMARY KEY,
+    environment_id  TEXT NOT NULL REFERENCES environments(id),
+    name            TEXT,
+    -- CANCEL or REPLAY.
+    kind            TEXT NOT NULL,
+    -- PENDING until every run is done, then COMPLETED; ABORTED if stopped before.
+    status          TEXT NOT NULL,
+    total           INTEGER NOT NULL,
+    -- Runs done so far, in position order: the next batch starts at this position.
+    processed       INTEGER NOT NULL DEFAULT 0,
+    success         INTEGER NOT NULL DEFAULT 0,
+    failure         INTEGER NOT NULL DEFAULT 0,
+    created_at      INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    completed_at    INTEGER
+);
+CREATE INDEX bulk_actions_by_environment ON bulk_actions (environment_id, id);
+-- Unfinished actions are picked up again when the host starts.
+CREATE INDEX bulk_actions_pending ON bulk_actions (id) WHERE status = 'PENDING';
+
+-- The runs of an action, in the order they are done.
+CREATE TABLE bulk_action_runs (
+    bulk_id   TEXT NOT NULL REFERENCES bulk_actions(id),
+    position  INTEGER NOT NULL,
+    run_id    TEXT NOT NULL,
+    PRIMARY KEY (bulk_id, position)
+);
 "#;

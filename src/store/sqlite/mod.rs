@@ -10,7 +10,11 @@
 //! or resumes a run, and the feature modules depend only on those (and `queues` for a run's
 //! queue, `runs` for a schedule's run).
 
+mod access;
 mod attempts;
+mod batches;
+mod bulk;
+mod changes;
 mod claim;
 mod deployments;
 mod env_vars;
@@ -28,15 +32,17 @@ mod tenants;
 mod timers;
 mod tokens;
 mod waits;
+mod watchers;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
-use super::{Durability, Staged, StoreError};
+use super::{Durability, RunChanges, Staged, StoreError};
 
 /// The durability every commit has (see `open_connection`), as benchmarks print it.
 pub const DURABILITY: &str = "SQLite WAL, synchronous = FULL";
@@ -97,6 +103,10 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     /// Counts committed write groups; watchers re-read what they watch when it moves.
     commits: Arc<watch::Sender<u64>>,
+    /// The runs each committed group changed (see `changes`).
+    changes: broadcast::Sender<RunChanges>,
+    /// Read operations so far (tests check what watchers cost).
+    reads: Arc<AtomicU64>,
 }
 
 /// Read connections: at most [`MAX_READERS`] open at once (each holds its own page cache), so
@@ -122,15 +132,22 @@ impl SqliteStore {
             .map_err(|e| open_error(&path, e))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(watch::Sender::new(0));
+        let feed = changes::feed();
+        let collector = changes::Collector::install(&conn, feed.clone(), {
+            let path = path.clone();
+            move || open_connection(&path, true).ok()
+        });
         thread::Builder::new()
             .name("kiln-store-writer".into())
             .spawn({
                 let commits = commits.clone();
-                move || writer_loop(conn, rx, &commits)
+                move || writer_loop(conn, rx, &commits, &collector)
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(SqliteStore {
             commits,
+            changes: feed,
+            reads: Arc::new(AtomicU64::new(0)),
             writer: tx,
             readers: Arc::new(ReaderPool {
                 path,
@@ -196,11 +213,22 @@ impl SqliteStore {
         self.commits.subscribe()
     }
 
+    /// The runs each committed write group changed, from now on.
+    pub fn changes(&self) -> broadcast::Receiver<RunChanges> {
+        self.changes.subscribe()
+    }
+
+    /// How many read operations ran so far.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
     /// Runs `op` on a read connection on the blocking pool.
     pub(super) async fn read<R: Send + 'static>(
         &self,
         op: impl FnOnce(&Connection) -> Result<R, StoreError> + Send + 'static,
     ) -> Result<R, StoreError> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
         let readers = self.readers.clone();
         let _permit = readers
             .permits
@@ -301,6 +329,7 @@ fn writer_loop(
     conn: Connection,
     mut rx: mpsc::UnboundedReceiver<Job>,
     commits: &watch::Sender<u64>,
+    changed: &changes::Collector,
 ) {
     // Jobs a rolled-back group never ran; they go first into the next group.
     let mut carried: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
@@ -315,6 +344,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        changed.begin();
         if let Err(e) = control(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             tracing::error!(error = %msg, "cannot begin a write transaction");
@@ -346,6 +376,7 @@ fn writer_loop(
         let commit = match commit {
             Ok(()) => {
                 commits.send_modify(|n| *n += 1);
+                changed.committed();
                 Ok(())
             }
             Err(e) => {

@@ -15,7 +15,8 @@ pub(super) const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.statu
      r.updated_at, r.started_at, r.finished_at, r.fuel_used, r.compute_ms, e.slug, r.priority_ms, \
      r.delay_until, r.ttl_ms, r.expires_at, r.expired_at, r.idempotency_key, r.tags, r.metadata, \
      r.max_duration_ms, r.concurrency_key, r.lock_to_version, r.batch_id, r.oom_machine, r.seed, \
-     r.checkpointed, r.parent_run_id, r.root_run_id, r.depth";
+     r.checkpointed, r.parent_run_id, r.root_run_id, r.depth, r.idempotency_key_user, \
+     r.idempotency_key_scope";
 
 pub(super) const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
      LEFT JOIN deployments d ON d.id = r.deployment_id";
@@ -95,6 +96,40 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
         parent_run_id: row.get(41)?,
         root_run_id: row.get(42)?,
         depth: row.get(43)?,
+        idempotency_key_options: {
+            let key: Option<String> = row.get(44)?;
+            let scope: Option<String> = row.get(45)?;
+            match (key, scope) {
+                (Some(key), Some(scope)) => Some(IdempotencyKeyOptions {
+                    scope: IdempotencyScope::parse(&scope)
+                        .ok_or_else(|| corrupt_col(45, "idempotency scope", &scope))?,
+                    key,
+                }),
+                _ => None,
+            }
+        },
+    })
+}
+
+/// An attempt from `run_id, number, status, deployment_id, started_at, finished_at, error,
+/// fuel_used, compute_ms`.
+pub(super) const ATTEMPT_COLUMNS: &str =
+    "run_id, number, status, deployment_id, started_at, finished_at, error, fuel_used, compute_ms";
+
+pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
+    let status: String = r.get(2)?;
+    let error: Option<String> = r.get(6)?;
+    Ok(Attempt {
+        run_id: r.get(0)?,
+        number: r.get(1)?,
+        status: AttemptStatus::parse(&status)
+            .ok_or_else(|| corrupt_col(2, "attempt status", &status))?,
+        deployment_id: r.get(3)?,
+        started_at: r.get(4)?,
+        finished_at: r.get(5)?,
+        error: error.as_deref().map(decode_error),
+        fuel_used: r.get::<_, i64>(7)? as u64,
+        compute_ms: r.get::<_, i64>(8)? as u64,
     })
 }
 

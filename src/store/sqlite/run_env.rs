@@ -17,10 +17,10 @@ pub(super) fn snapshot_run_env(c: &Connection, run_id: &str) -> Result<(), Store
     Ok(())
 }
 
-/// The run's copy of its environment's variables.
+/// The run's copy of its environment's variables (secret or not: a run sees every value).
 pub(super) fn run_env(c: &Connection, run_id: &str) -> Result<Vec<StoredVar>, StoreError> {
     c.prepare_cached(
-        "SELECT environment_id, name, nonce, value FROM run_env_vars WHERE run_id = ?1 ORDER BY name",
+        "SELECT environment_id, name, nonce, value, 0 FROM run_env_vars WHERE run_id = ?1 ORDER BY name",
     )?
     .query_map([run_id], var_from_row)?
     .collect::<Result<_, _>>()
@@ -42,5 +42,6 @@ pub(super) fn var_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoredVa
             nonce: row.get(2)?,
             ciphertext: row.get(3)?,
         },
+        is_secret: row.get(4)?,
     })
 }

@@ -48,29 +48,72 @@ pub(super) fn insert_all(
     runs: Vec<NewRun>,
     batch_id: Option<&str>,
 ) -> Result<Vec<Inserted>, StoreError> {
+    // A batch made in one request is complete, so sealed, when made.
     if let (Some(batch), Some(first)) = (batch_id, runs.first()) {
         exec(
             c,
-            "INSERT INTO batches (id, environment_id, run_count, created_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO batches (id, environment_id, run_count, created_at, updated_at, sealed, sealed_at) \
+             VALUES (?1, ?2, ?3, ?4, ?4, 1, ?4)",
             params![batch, first.environment_id, runs.len() as i64, first.now],
         )?;
     }
     let mut out = Vec::with_capacity(runs.len());
-    for new in runs {
-        if let Some(existing) = live_idempotent_run(c, &new)? {
-            out.push(Inserted {
-                run: existing,
-                cached: true,
-            });
-            continue;
+    for (index, new) in runs.into_iter().enumerate() {
+        let inserted = insert_or_find(c, &new, batch_id)?;
+        if let Some(batch) = batch_id {
+            record_batch_item(c, batch, index, &new.task_id, Ok(&inserted.run.id), new.now)?;
         }
-        let id = insert_one(c, &new, batch_id)?;
-        out.push(Inserted {
-            run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
-            cached: false,
-        });
+        out.push(inserted);
     }
     Ok(out)
+}
+
+/// Inserts a run, or finds the live run its idempotency key names (`cached`).
+pub(super) fn insert_or_find(
+    c: &Connection,
+    new: &NewRun,
+    batch_id: Option<&str>,
+) -> Result<Inserted, StoreError> {
+    if let Some(existing) = live_idempotent_run(c, new)? {
+        return Ok(Inserted {
+            run: existing,
+            cached: true,
+        });
+    }
+    let id = insert_one(c, new, batch_id)?;
+    Ok(Inserted {
+        run: load_run(c, &id)?.ok_or(StoreError::NotFound("run"))?,
+        cached: false,
+    })
+}
+
+/// Records what item `index` of a batch became: a run, or the reason it is not one.
+pub(super) fn record_batch_item(
+    c: &Connection,
+    batch_id: &str,
+    index: usize,
+    task_id: &str,
+    outcome: Result<&str, &BatchItemError>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let (run_id, error, code) = match outcome {
+        Ok(run) => (Some(run), None, None),
+        Err(e) => (None, Some(e.message.as_str()), e.code.as_deref()),
+    };
+    c.prepare_cached(
+        "INSERT INTO batch_items (batch_id, idx, task_id, run_id, error, error_code, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        batch_id,
+        index as i64,
+        task_id,
+        run_id,
+        error,
+        code,
+        now
+    ])?;
+    Ok(())
 }
 
 pub(super) fn insert_one(
@@ -92,9 +135,9 @@ pub(super) fn insert_one(
            max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, \
            queue_ts, available_at, created_at, updated_at, priority_ms, score, delay_until, ttl_ms, \
            expires_at, idempotency_key, metadata, max_duration_ms, concurrency_key, lock_to_version, batch_id, \
-           oom_machine, seed, parent_run_id, root_run_id, depth) \
+           oom_machine, seed, parent_run_id, root_run_id, depth, idempotency_key_user, idempotency_key_scope) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?15, ?16, ?17, ?18, ?19, \
-                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
+                 ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31, ?32, ?33)",
     )?
     .execute(params![
         id,
@@ -128,6 +171,11 @@ pub(super) fn insert_one(
         new.parent.as_ref().map(|p| &p.parent_run_id),
         new.parent.as_ref().map(|p| &p.root_run_id),
         new.parent.as_ref().map_or(0, |p| p.depth),
+        new.idempotency.as_ref().and(new.idempotency_options.as_ref()).map(|o| &o.key),
+        new.idempotency
+            .as_ref()
+            .and(new.idempotency_options.as_ref())
+            .map(|o| o.scope.as_str()),
     ])?;
     if !new.tags.is_empty() {
         write_tags(c, &id, &new.environment_id, &new.tags)?;
@@ -440,12 +488,17 @@ impl SqliteStore {
             );
             in_list(&mut sql, "r.task_id", filter.task_ids);
             in_list(&mut sql, "d.version", filter.versions);
+            in_list(&mut sql, "r.queue", filter.queues);
             if !filter.tags.is_empty() {
                 sql.push_str(&format!(
                     " AND EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag IN ({}))",
                     vec!["?"; filter.tags.len()].join(",")
                 ));
                 args.extend(filter.tags.into_iter().map(Into::into));
+            }
+            for tag in filter.all_tags {
+                sql.push_str(" AND EXISTS (SELECT 1 FROM run_tags t WHERE t.run_id = r.id AND t.tag = ?)");
+                args.push(tag.into());
             }
             let mut compare = |cond: &str, value: Option<rusqlite::types::Value>| {
                 if let Some(v) = value {

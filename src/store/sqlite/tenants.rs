@@ -1,4 +1,4 @@
-//! Tenants: projects, environments and their secret keys (stored as SHA-256 digests), the host's
+//! Tenants: projects, environments and their secret keys (SHA-256 digests and sealed copies), the host's
 //! admin keys, host-wide secrets, and the bootstrap of a fresh database.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -57,8 +57,17 @@ pub(super) fn insert_key(
     let prefix: String = key.plaintext.chars().take(KEY_PREFIX_CHARS).collect();
     exec(
         c,
-        "INSERT INTO api_keys (id, environment_id, key_hash, created_at, prefix) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, environment_id, &key.hash[..], now, prefix],
+        "INSERT INTO api_keys (id, environment_id, key_hash, created_at, prefix, sealed_nonce, sealed_key) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            id,
+            environment_id,
+            &key.hash[..],
+            now,
+            prefix,
+            key.sealed.as_ref().map(|s| &s.nonce),
+            key.sealed.as_ref().map(|s| &s.ciphertext),
+        ],
     )?;
     Ok(id)
 }
@@ -194,6 +203,30 @@ impl SqliteStore {
                  JOIN projects p ON p.id = e.project_id \
                  WHERE k.key_hash = ?1 AND k.revoked_at IS NULL",
                 [&key_hash[..]],
+                |r| {
+                    Ok(Environment {
+                        id: r.get(0)?,
+                        project_slug: r.get(1)?,
+                        slug: r.get(2)?,
+                        limits: crate::model::EnvironmentLimits {
+                            max_component_bytes: r.get(3)?,
+                            max_payload_bytes: r.get(4)?,
+                        },
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    pub async fn environment(&self, id: &str) -> Result<Option<Environment>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT e.id, p.slug, e.slug, e.max_component_bytes, e.max_payload_bytes \
+                 FROM environments e JOIN projects p ON p.id = e.project_id WHERE e.id = ?1",
+                [&id],
                 |r| {
                     Ok(Environment {
                         id: r.get(0)?,

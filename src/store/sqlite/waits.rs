@@ -1,7 +1,7 @@
 //! Checkpoints and what a checkpointed run waits for: a time, a wait token or child runs; the
 //! stored journal it replays; and the timer pass that completes due waitpoints.
 
-use rusqlite::params;
+use rusqlite::{Connection, params};
 
 use super::SqliteStore;
 use super::journal::append_journal;
@@ -10,6 +10,35 @@ use super::rows::run_in_env;
 use super::rows::{exec, query_one};
 use crate::model::*;
 use crate::store::*;
+
+/// What a run waits for now: pending waitpoints and children that have not ended.
+pub(super) fn waiting_for_run(c: &Connection, run_id: &str) -> Result<Vec<WaitingFor>, StoreError> {
+    let mut out: Vec<WaitingFor> = c
+        .prepare_cached(
+            "SELECT id, kind, completes_at FROM waitpoints \
+             WHERE status = 'PENDING' AND (run_id = ?1 OR id IN \
+               (SELECT waitpoint_id FROM waitpoint_waiters WHERE run_id = ?1)) \
+             ORDER BY id",
+        )?
+        .query_map([run_id], |r| {
+            let (id, kind, at): (String, String, Option<Millis>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?);
+            Ok(match (kind.as_str(), at) {
+                ("DATETIME", Some(completes_at)) => WaitingFor::DateTime { id, completes_at },
+                _ => WaitingFor::Token { id, timeout_at: at },
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let children = c
+        .prepare_cached(&format!(
+            "SELECT w.child_run_id FROM run_waiters w JOIN runs r ON r.id = w.child_run_id \
+             WHERE w.parent_run_id = ?1 AND r.status NOT IN {FINAL} ORDER BY w.child_run_id"
+        ))?
+        .query_map([run_id], |r| Ok(WaitingFor::Run { id: r.get(0)? }))?
+        .collect::<Result<Vec<_>, _>>()?;
+    out.extend(children);
+    Ok(out)
+}
 
 impl SqliteStore {
     pub async fn checkpoint(
@@ -136,33 +165,7 @@ impl SqliteStore {
             if !run_in_env(c, &environment_id, &run_id)? {
                 return Ok(Vec::new());
             }
-            let mut out: Vec<WaitingFor> = c
-                .prepare_cached(
-                    "SELECT id, kind, completes_at FROM waitpoints \
-                     WHERE status = 'PENDING' AND (run_id = ?1 OR id IN \
-                       (SELECT waitpoint_id FROM waitpoint_waiters WHERE run_id = ?1)) \
-                     ORDER BY id",
-                )?
-                .query_map([&run_id], |r| {
-                    let (id, kind, at): (String, String, Option<Millis>) =
-                        (r.get(0)?, r.get(1)?, r.get(2)?);
-                    Ok(match (kind.as_str(), at) {
-                        ("DATETIME", Some(completes_at)) => {
-                            WaitingFor::DateTime { id, completes_at }
-                        }
-                        _ => WaitingFor::Token { id, timeout_at: at },
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            let children = c
-                .prepare_cached(&format!(
-                    "SELECT w.child_run_id FROM run_waiters w JOIN runs r ON r.id = w.child_run_id \
-                     WHERE w.parent_run_id = ?1 AND r.status NOT IN {FINAL} ORDER BY w.child_run_id"
-                ))?
-                .query_map([&run_id], |r| Ok(WaitingFor::Run { id: r.get(0)? }))?
-                .collect::<Result<Vec<_>, _>>()?;
-            out.extend(children);
-            Ok(out)
+            waiting_for_run(c, &run_id)
         })
         .await
     }
