@@ -7,12 +7,16 @@
 //! (`deployments`, `triggers`, `runs`, `keys`, `queues`, `schedules`, `tokens`, `env_vars`,
 //! `realtime`), with `auth`, `error` and `request` (body and query parsing) beside them; every
 //! route is declared once, in [`router`].
+//!
+//! The web dashboard's reads (`history`: a run's timeline and tree; `stats`: the charts) sit beside
+//! them.
 
 mod auth;
 mod deployments;
 mod dto;
 mod env_vars;
 mod error;
+mod history;
 mod keys;
 mod openapi;
 mod queues;
@@ -20,6 +24,7 @@ pub mod realtime;
 mod request;
 mod runs;
 mod schedules;
+mod stats;
 mod tokens;
 mod triggers;
 
@@ -118,6 +123,13 @@ pub fn router(state: ApiState) -> Router {
         GET "/api/v1/admin/keys" [admin] "List secret keys (never the secrets)" => get(keys::list_keys),
         POST "/api/v1/admin/keys" [admin] "Create a secret key for an environment" => post(keys::create_key),
         POST "/api/v1/admin/keys/{key_id}/revoke" [admin] "Revoke a secret key" => post(keys::revoke_key),
+        GET "/api/v1/runs/{run_id}/timeline" [key] "A run's life: trigger, attempts, waits, retries, end" =>
+            get(history::run_timeline),
+        GET "/api/v1/runs/{run_id}/tree" [key] "The tree of runs a run belongs to" => get(history::run_tree),
+        GET "/api/v1/stats/runs" [key] "Runs created per bucket of time, by status" => get(stats::runs_by_status),
+        GET "/api/v1/stats/queues" [key] "Runs waiting in the queues over time" => get(stats::queue_depth),
+        GET "/api/v1/stats/durations" [key] "p50/p95 duration of each task's finished runs" =>
+            get(stats::task_durations),
     );
     let document = Arc::new(openapi::document(&endpoints));
     router
