@@ -8,10 +8,11 @@
 //! `realtime`), with `auth`, `error` and `request` (body and query parsing) beside them; every
 //! route is declared once, in [`router`].
 //!
-//! The web dashboard's reads (`history`: a run's timeline and tree; `stats`: the charts) sit beside
-//! them.
+//! The web dashboard (`dashboard`: its built-in page and files, and the sign-in check) and the reads
+//! it adds (`history`: a run's timeline and tree; `stats`: the charts) sit beside them.
 
 mod auth;
+mod dashboard;
 mod deployments;
 mod dto;
 mod env_vars;
@@ -123,6 +124,8 @@ pub fn router(state: ApiState) -> Router {
         GET "/api/v1/admin/keys" [admin] "List secret keys (never the secrets)" => get(keys::list_keys),
         POST "/api/v1/admin/keys" [admin] "Create a secret key for an environment" => post(keys::create_key),
         POST "/api/v1/admin/keys/{key_id}/revoke" [admin] "Revoke a secret key" => post(keys::revoke_key),
+        GET "/api/v1/dashboard/session" [key] "Whose key this is: an environment's (with its limits) or the admin's" =>
+            get(dashboard::session),
         GET "/api/v1/runs/{run_id}/timeline" [key] "A run's life: trigger, attempts, waits, retries, end" =>
             get(history::run_timeline),
         GET "/api/v1/runs/{run_id}/tree" [key] "The tree of runs a run belongs to" => get(history::run_tree),
@@ -133,6 +136,7 @@ pub fn router(state: ApiState) -> Router {
     );
     let document = Arc::new(openapi::document(&endpoints));
     router
+        .merge(dashboard::routes())
         .route(
             "/api/openapi.json",
             get(move || {
