@@ -8,6 +8,7 @@ mod chaos;
 mod children;
 mod cli;
 mod compat;
+mod dashboard;
 mod deploy;
 mod env_vars;
 mod http;
