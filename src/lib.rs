@@ -12,6 +12,7 @@
 pub mod api;
 pub mod bench;
 pub mod cli;
+pub mod dashboard;
 pub mod deploy;
 pub mod engine;
 pub mod host;

@@ -7,16 +7,21 @@
 //! (`deployments`, `triggers`, `runs`, `keys`, `queues`, `schedules`, `tokens`, `env_vars`,
 //! `realtime`), with `auth`, `error` and `request` (body and query parsing) beside them; every
 //! route is declared once, in [`router`].
+//!
+//! The web dashboard (`dashboard`: its built-in page and files, and the sign-in check) and the reads
+//! it adds (`history`: a run's timeline and tree; `stats`: the charts) sit beside them.
 
 mod auth;
 mod batches;
 mod bulk;
 mod claims;
 mod cors;
+mod dashboard;
 mod deployments;
 mod dto;
 mod env_vars;
 mod error;
+mod history;
 mod jwt;
 mod keys;
 mod openapi;
@@ -26,6 +31,7 @@ mod request;
 mod runs;
 mod schedules;
 mod scopes;
+mod stats;
 mod tokens;
 mod triggers;
 
@@ -138,9 +144,19 @@ pub fn router(state: ApiState) -> Router {
         GET "/api/v1/admin/keys" [admin] "List secret keys (never the secrets)" => get(keys::list_keys),
         POST "/api/v1/admin/keys" [admin] "Create a secret key for an environment" => post(keys::create_key),
         POST "/api/v1/admin/keys/{key_id}/revoke" [admin] "Revoke a secret key" => post(keys::revoke_key),
+        GET "/api/v1/dashboard/session" [key] "Whose key this is: an environment's (with its limits) or the admin's" =>
+            get(dashboard::session),
+        GET "/api/v1/runs/{run_id}/timeline" [key] "A run's life: trigger, attempts, waits, retries, end" =>
+            get(history::run_timeline),
+        GET "/api/v1/runs/{run_id}/tree" [key] "The tree of runs a run belongs to" => get(history::run_tree),
+        GET "/api/v1/stats/runs" [key] "Runs created per bucket of time, by status" => get(stats::runs_by_status),
+        GET "/api/v1/stats/queues" [key] "Runs waiting in the queues over time" => get(stats::queue_depth),
+        GET "/api/v1/stats/durations" [key] "p50/p95 duration of each task's finished runs" =>
+            get(stats::task_durations),
     );
     let document = Arc::new(openapi::document(&endpoints));
     router
+        .merge(dashboard::routes())
         .route(
             "/api/openapi.json",
             get(move || {

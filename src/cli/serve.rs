@@ -151,6 +151,11 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         )),
         None => say(format!("dev secret key: {}", running.key_file.display())),
     }
+    say(format!(
+        "dashboard: http://{}/dashboard/ (sign in with the key in {})",
+        running.addr,
+        running.key_file.display()
+    ));
     for (file, version, tasks) in &running.deployed {
         say(format!(
             "deployed {} as version {version} with tasks [{}]",

@@ -14,6 +14,7 @@
 
 mod error;
 mod sqlite;
+mod stats;
 mod types;
 
 use std::path::Path;
@@ -22,6 +23,7 @@ use tokio::sync::watch;
 
 pub use error::StoreError;
 pub use sqlite::DURABILITY;
+pub use stats::*;
 pub use types::*;
 
 use crate::metadata::{MetadataError, MetadataOp};
@@ -349,4 +351,18 @@ facade! {
     /// passed (with Trigger.dev's `TRIGGER_WAITPOINT_TIMEOUT` error), and puts the WAITING runs
     /// waiting for them back in the queue (keeping their score). Returns those runs' lanes.
     fn resume_due(&self, now: Millis, limit: usize) -> Vec<Lane>;
+    /// The dashboard's reads (each scans the environment's runs, so they are bounded and kept off
+    /// the engine's paths). Runs created in `buckets` buckets of `bucket_ms` from `from`, counted
+    /// by bucket and the status they have now.
+    fn runs_by_status(&self, environment_id: &str, from: Millis, bucket_ms: i64, buckets: u32) -> Vec<StatusCount>;
+    /// The spans runs spent queued (first queueing and retry waits) that overlap `from..to`, the
+    /// latest `limit` of them.
+    fn queue_spans(&self, environment_id: &str, from: Millis, to: Millis, limit: usize) -> QueueSpans;
+    /// Durations of the runs that finished in `from..to` after starting, the latest `limit`.
+    fn run_durations(&self, environment_id: &str, from: Millis, to: Millis, limit: usize) -> Vec<RunDuration>;
+    /// Every wait of a run, ended or not, oldest first (none for another environment's run).
+    fn run_waits(&self, environment_id: &str, run_id: &str) -> Vec<WaitRecord>;
+    /// The tree a run belongs to: its root and the root's descendants, by depth, at most `limit`
+    /// (none for another environment's run).
+    fn run_tree(&self, environment_id: &str, run_id: &str, limit: usize) -> Vec<TreeNode>;
 }

@@ -11,6 +11,7 @@ mod children;
 mod cli;
 mod compat;
 mod cors;
+mod dashboard;
 mod deploy;
 mod env_vars;
 mod http;

@@ -28,6 +28,7 @@ mod rows;
 mod run_env;
 mod runs;
 mod schedules;
+mod stats;
 mod tenants;
 mod timers;
 mod tokens;

@@ -1,0 +1,113 @@
+// Tasks and deployments: the latest version's tasks (each can be triggered from here), every
+// version with when it was deployed and its tasks, and a drop zone that uploads a `.wasm` with
+// its progress: the bytes going up, then the host validating and compiling the component.
+
+import { api, upload } from "../api.js";
+import { bytes, card, duration, errorBox, fill, form, h, link, parseJson, table, timeEl, toast } from "../ui.js";
+
+const enc = encodeURIComponent;
+
+function dropZone(onDeployed, maxBytes) {
+  const input = h("input", { type: "file", accept: ".wasm,application/wasm", hidden: true, name: "component" });
+  const status = h("div", { class: "upload-status", "aria-live": "polite" });
+  const zone = h("div", { class: "dropzone", role: "button", tabindex: "0" },
+    h("strong", {}, "Drop a component (.wasm) here"), h("div", {}, "or click to choose a file — it becomes the environment's new version"),
+    maxBytes ? h("div", { class: "small" }, `up to ${bytes(maxBytes)}`) : null);
+  const choose = () => input.click();
+  zone.addEventListener("click", choose);
+  zone.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); choose(); } });
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("over"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("over"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("over");
+    const file = e.dataTransfer.files[0];
+    if (file) send(file);
+  });
+  input.addEventListener("change", () => { if (input.files[0]) send(input.files[0]); input.value = ""; });
+
+  async function send(file) {
+    const bar = h("div");
+    const progress = h("div", { class: "progress" }, bar);
+    const phase = h("div", {}, `Uploading ${file.name} (${bytes(file.size)})… 0%`);
+    fill(status, phase, progress);
+    const started = Date.now();
+    let ticker = null;
+    try {
+      const deployed = await upload("/api/v1/deployments", file, {
+        progress: (f) => { bar.style.width = `${Math.round(f * 100)}%`; phase.textContent = `Uploading ${file.name} (${bytes(file.size)})… ${Math.round(f * 100)}%`; },
+        sent: () => {
+          progress.classList.add("busy");
+          bar.style.width = "";
+          const tick = () => { phase.textContent = `Validating and compiling ${file.name}… ${duration(Date.now() - started)}`; };
+          tick();
+          ticker = setInterval(tick, 250);
+        },
+      });
+      fill(status, h("div", { class: "notice deployed" }, "Deployed version ", h("strong", {}, deployed.version), ` with ${deployed.tasks.length} task${deployed.tasks.length === 1 ? "" : "s"}: `,
+        deployed.tasks.map((t) => t.id).join(", "), ` (${duration(Date.now() - started)})`));
+      toast(`Deployed ${deployed.version}`);
+      onDeployed();
+    } catch (e) {
+      fill(status, errorBox(`The upload was refused: ${e.message}`));
+    } finally {
+      clearInterval(ticker);
+    }
+  }
+  return h("div", {}, zone, input, status);
+}
+
+function triggerForm(task, ctx) {
+  const payload = h("textarea", { name: "payload", rows: 2, "aria-label": `Payload for ${task}` }, "{}");
+  return form([h("label", {}, "Payload (JSON)", payload)], async () => {
+    const value = parseJson(payload.value, "the payload");
+    const res = await api(`/api/v1/tasks/${enc(task)}/trigger`, { method: "POST", body: { payload: value === undefined ? null : value } });
+    toast(`Triggered ${res.id}`);
+    ctx.navigate(`runs/${enc(res.id)}`);
+  }, { label: "Trigger" });
+}
+
+function tasksTable(tasks, ctx) {
+  return table([
+    ["Task", (t) => h("div", {}, h("strong", {}, t.id), t.description ? h("div", { class: "muted small" }, t.description) : null)],
+    ["Queue", (t) => t.queue || `task/${t.id}`],
+    ["Machine", (t) => t.machine || "default"],
+    ["Max attempts", (t) => (t.maxAttempts ? String(t.maxAttempts) : "default"), "num"],
+    ["Max duration", (t) => (t.maxDurationMs ? duration(t.maxDurationMs) : "default"), "num"],
+    ["Schedule", (t) => (t.schedule ? [h("code", {}, t.schedule.cron), ` ${t.schedule.timezone}`] : "—")],
+    ["", (t) => h("div", { class: "toolbar" }, link(`runs?task=${enc(t.id)}`, "Runs"),
+      h("details", {}, h("summary", {}, "Trigger…"), triggerForm(t.id, ctx)))],
+  ], tasks, { empty: "No tasks: deploy a component." });
+}
+
+export async function render(main, ctx) {
+  const limit = ctx.session.info.environment.maxComponentBytes;
+  const latest = h("div");
+  const versions = h("div");
+  const load = async () => {
+    try {
+      const res = await api("/api/v1/deployments");
+      const list = res.data;
+      if (!list.length) {
+        fill(latest, h("p", { class: "muted" }, "Nothing is deployed yet. Drop a component above, or run ", h("code", {}, "kiln deploy file.wasm"), "."));
+        fill(versions);
+        return;
+      }
+      fill(latest, h("p", {}, "Version ", h("strong", { class: "latest-version" }, list[0].version), ", deployed ", timeEl(list[0].createdAt)), tasksTable(list[0].tasks, ctx));
+      fill(versions, table([
+        ["Version", (d) => h("strong", {}, d.version)],
+        ["Deployed", (d) => timeEl(d.createdAt)],
+        ["Tasks", (d) => h("details", {}, h("summary", {}, `${d.tasks.length} tasks`), h("div", { class: "small" }, d.tasks.map((t) => t.id).join(", ")))],
+        ["Content", (d) => h("code", { title: d.contentHash }, d.contentHash.slice(0, 12))],
+        ["", (d) => link(`runs?version=${enc(d.version)}`, "Runs")],
+      ], list));
+    } catch (e) {
+      fill(latest, errorBox(e));
+    }
+  };
+  main.append(h("h1", {}, "Tasks and deployments"),
+    card("Deploy", dropZone(load, limit)),
+    card("Tasks of the latest version", latest),
+    card("Versions", versions));
+  await load();
+}
