@@ -162,7 +162,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "KIB", default_value_t = 1024)]
     pub pool_table_keep_resident_kib: usize,
     /// Slot resets queued before their pages go back together (as `serve --pool-decommit-batch`).
-    #[arg(long, value_name = "N", default_value_t = 8)]
+    #[arg(long, value_name = "N", default_value_t = 1)]
     pub pool_decommit_batch: usize,
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]

@@ -40,8 +40,9 @@ pub(super) struct ServeArgs {
     /// that much RSS per concurrency slot.
     #[arg(long, default_value_t = 8)]
     pool_keep_resident_mib: usize,
-    /// Slot resets the pool queues before returning their pages to the kernel together.
-    #[arg(long, default_value_t = 8)]
+    /// Slot resets the pool queues before returning their pages to the kernel together (above 1,
+    /// the freed memory stays resident meanwhile, so RSS may pass the memory pool).
+    #[arg(long, default_value_t = 1)]
     pool_decommit_batch: usize,
     /// Deploy this component to the dev environment at start unless the latest version already
     /// has the same bytes (repeatable).

@@ -82,12 +82,17 @@ impl Sandbox {
 
     /// Loads an artifact written by [`Sandbox::artifact`] from the host's own data dir.
     pub fn load_artifact(&self, path: &std::path::Path) -> Result<Prepared, CompileError> {
-        // SAFETY: `deserialize_file` trusts the file to be machine code wasmtime produced for a
+        // Read, not mapped: a mapped file changed under the host (an operator's copy over it)
+        // would fault the process the next time a page of it is touched.
+        let bytes = std::fs::read(path).map_err(|e| {
+            CompileError::Invalid(format!("cannot read the compiled artifact: {e}"))
+        })?;
+        // SAFETY: `deserialize` trusts the bytes to be machine code wasmtime produced for a
         // compatible engine. kiln only passes files it wrote itself, into its own data dir, named
         // by the component digest and this engine's fingerprint; they never come from a client.
         #[allow(unsafe_code)]
         let component =
-            unsafe { Component::deserialize_file(&self.inner.engine, path) }.map_err(|e| {
+            unsafe { Component::deserialize(&self.inner.engine, &bytes) }.map_err(|e| {
                 CompileError::Invalid(format!("cannot load the compiled artifact: {e:#}"))
             })?;
         self.link(component)

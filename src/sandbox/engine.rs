@@ -48,7 +48,9 @@ pub struct PoolTuning {
     pub memory_keep_resident: usize,
     /// Bytes of each table kept resident between instances.
     pub table_keep_resident: usize,
-    /// Decommits queued before they are flushed together (1: each at once).
+    /// Decommits queued before they are flushed together (1: each at once). A queued decommit
+    /// keeps the memory it frees resident until the batch is flushed, so anything above 1 lets
+    /// the host's RSS pass its memory pool.
     pub decommit_batch: usize,
 }
 
@@ -57,7 +59,7 @@ impl Default for PoolTuning {
         PoolTuning {
             memory_keep_resident: 8 << 20,
             table_keep_resident: 1 << 20,
-            decommit_batch: 8,
+            decommit_batch: 1,
         }
     }
 }
