@@ -108,13 +108,14 @@ baseline, and reports kiln ÷ baseline as well as the raw numbers:
               in-process (Engine::trigger) and over HTTP (POST /api/v1/tasks/sleep/trigger).
   sandbox     the `hash` task over --hash-mb MiB through the bare path with fuel metering and
               epoch interruption each on and off.
-  cold-start  deploy → first run COMPLETED on a fresh data dir, and host restart → first run,
-              vs compiling and calling the component with bare wasmtime.
+  cold-start  deploy → first run COMPLETED on a fresh data dir vs compiling and calling the
+              component with bare wasmtime; host restart → first run vs a new bare sandbox
+              loading the precompiled artifact from a file and calling it.
   queue       for each backlog (--queue-sizes, default 1k, 100k, 1M): fill a paused queue with
               Engine::trigger_many, time the store's lane claim (the dispatcher's own call) over
-              1,000 runs in claims of 50, then resume and time the dispatcher draining 1,000 runs
-              to COMPLETED. Reported per run and as a ratio to the smallest backlog (flat = 1×).
-  waits       --waiting N runs (default 10,000) of `wait` checkpointed on a one-hour wait (the
+              1,000 runs in claims of 50, top the backlog up to its size again, then resume and
+              time the dispatcher draining 1,000 runs to COMPLETED. Reported per run and as a ratio to the smallest backlog (flat = 1×).
+  waits       --waiting N runs (default 100,000) of `wait` checkpointed on a one-hour wait (the
               host's clock is a manual one): host RSS before and with them waiting, then the clock
               moves and all resume to COMPLETED (runs/s). Then, one run at a time, a run that
               hashes 4 MiB before its wait: journal bytes per wait, trigger → WAITING, clock move →
@@ -142,7 +143,7 @@ pub struct BenchArgs {
     /// MiB the `hash` task of the sandbox scenario generates and hashes.
     #[arg(long, value_name = "MB", default_value_t = DEFAULT_HASH_MB)]
     pub hash_mb: u32,
-    /// Runs the waits scenario checkpoints at once (default 10000).
+    /// Runs the waits scenario checkpoints at once (default 100000).
     #[arg(long, value_name = "N")]
     pub waiting: Option<usize>,
     /// Backlogs of the queue scenario (default: 1000, 100000 and 1000000).

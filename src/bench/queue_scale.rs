@@ -115,7 +115,7 @@ impl QueueScaleReport {
 pub async fn queue_scale(config: &QueueScaleConfig) -> anyhow::Result<QueueScaleReport> {
     let mut points = Vec::new();
     for &size in &config.sizes {
-        let size = size.max(QUEUE_PROBE_RUNS * 2);
+        let size = size.max(QUEUE_PROBE_RUNS);
         eprintln!("  {} queued …", thousands(size as f64));
         points.push(queue_point(config, size).await?);
     }
@@ -143,22 +143,24 @@ async fn queue_point(config: &QueueScaleConfig, size: usize) -> anyhow::Result<Q
         let noop = || QueueRef::Task("noop".into());
         engine.pause_queue(&env, noop(), true).await?;
 
-        // Fill; keep the id of the last run the drain must reach (runs leave in trigger order).
-        let drain_last_index = QUEUE_PROBE_RUNS * 2 - 1;
-        let mut drain_last = None;
-        let started = Instant::now();
-        let mut filled = 0;
-        while filled < size {
-            let batch = (size - filled).min(MAX_BATCH_ITEMS);
-            let items = (0..batch).map(|_| noop_item("noop", "null")).collect();
-            let inserted = engine.trigger_many(&env, items, false).await?;
-            if (filled..filled + batch).contains(&drain_last_index) {
-                drain_last = Some(inserted[drain_last_index - filled].run.id.clone());
+        // Fill to the backlog's size.
+        let fill = |count: usize| {
+            let engine = engine.clone();
+            let env = env.clone();
+            async move {
+                let mut ids = Vec::with_capacity(count);
+                while ids.len() < count {
+                    let batch = (count - ids.len()).min(MAX_BATCH_ITEMS);
+                    let items = (0..batch).map(|_| noop_item("noop", "null")).collect();
+                    let inserted = engine.trigger_many(&env, items, false).await?;
+                    ids.extend(inserted.into_iter().map(|t| t.run.id));
+                }
+                anyhow::Ok(ids)
             }
-            filled += batch;
-        }
+        };
+        let started = Instant::now();
+        let mut queued = fill(size).await?;
         let fill_us = started.elapsed().as_secs_f64() * 1e6 / size as f64;
-        let drain_last = drain_last.context("the backlog is too small to drain")?;
 
         // The claim alone, on the paused queue (the dispatcher leaves it alone meanwhile).
         let lane = Lane {
@@ -178,6 +180,14 @@ async fn queue_point(config: &QueueScaleConfig, size: usize) -> anyhow::Result<Q
             claimed += got.value.iter().map(Vec::len).sum::<usize>();
         }
         let claim_us = started.elapsed().as_secs_f64() * 1e6 / claimed as f64;
+
+        // Top the backlog up to its size again, so the drain starts from it too; runs leave in
+        // trigger order, so the drain's last run is the probe's count past the claimed ones.
+        queued.extend(fill(claimed).await?);
+        let drain_last = queued
+            .get(claimed + QUEUE_PROBE_RUNS - 1)
+            .cloned()
+            .context("the backlog is too small to drain")?;
 
         // The dispatcher drains the next runs.
         let started = Instant::now();

@@ -19,7 +19,7 @@ use crate::model::{Run, RunStatus};
 use crate::store::Store;
 
 /// Default runs the waits scenario checkpoints at once.
-pub const DEFAULT_WAITING: usize = 10_000;
+pub const DEFAULT_WAITING: usize = 100_000;
 /// KiB the single runs hash before their wait (the compute a replay repeats).
 const WAIT_COMPUTE_KB: u32 = 4 << 10;
 /// The targets from the performance issue (per 100,000 waiting runs, and runs/s).

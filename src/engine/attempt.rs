@@ -2,10 +2,11 @@
 //!
 //! **Claim is start, and the start is optimistic**: the claim that took the run from QUEUED to
 //! EXECUTING was answered as soon as it ran, so the attempt executes while that commit is still on
-//! its way to disk. Nothing leaves the sandbox before it is durable: an outbound HTTP request
-//! waits for it (`RunServices::start_durable`), and every other effect (a token, child runs, a
-//! metadata change, a checkpoint, the end) is a store write queued after the start, so it commits
-//! with it or after it, never before. The end is recorded the same way: the slot is given back as
+//! its way to disk. Nothing leaves the sandbox before it is durable: an outbound HTTP request, a
+//! token, child runs and a metadata change wait for it (`RunServices::start_durable`), so none is
+//! stored for an attempt whose start was lost; a checkpoint and the end are store writes queued
+//! after the start and guarded on the run's EXECUTING status, so they commit with it or after
+//! it, and never for a lost start. The end is recorded the same way: the slot is given back as
 //! soon as the end ran, and the attempt's task then waits for both commits ([`Engine::settle`]):
 //! a start lost with its transaction means the attempt left no record and had no effect outside
 //! the sandbox — the run is queued as it was and runs again, uncounted; an end lost with its

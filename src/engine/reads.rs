@@ -118,6 +118,11 @@ impl Engine {
         self.store.changes()
     }
 
+    /// Keeps resolving the runs each commit changed until `until` (realtime is followed).
+    pub fn want_changes_until(&self, until: crate::model::Millis) {
+        self.store.want_changes_until(until);
+    }
+
     /// Runs by id, of any environment: for watchers of [`Engine::changes`], which keep only
     /// their own environment's. One read however many.
     pub async fn changed_runs(&self, ids: Vec<String>) -> Result<Vec<Run>, EngineError> {

@@ -18,7 +18,7 @@ use crate::sandbox::{
     ChildItem, ChildResult, ChildRun, ChildState, Flushed, MetadataChange, MetadataTarget,
     RunServices, TokenCreated, TokenRequest, TokenState,
 };
-use crate::store::{Inserted, JournalWith, ParentLink, StoreError};
+use crate::store::{Durability, Inserted, JournalWith, ParentLink, StoreError};
 
 /// What an executing run asks of the host, on behalf of one attempt.
 pub(super) struct RunHost {
@@ -33,7 +33,7 @@ pub(super) struct RunHost {
     pub parent_run_id: Option<String>,
     pub depth: u32,
     /// When the claim that started the attempt is durable.
-    pub started: crate::store::Durability,
+    pub started: Durability,
 }
 
 impl RunHost {
@@ -150,14 +150,17 @@ fn child_state(run: Option<crate::model::Run>, id: &str) -> ChildState {
     })
 }
 
+/// Waits until the attempt's start is durable: an effect of an attempt whose start was lost
+/// must not be stored either (it would belong to no attempt).
+async fn after_start(started: Durability) -> Result<(), String> {
+    started.wait().await.map_err(|e| {
+        format!("the attempt's start could not be stored, so it may not reach out: {e}")
+    })
+}
+
 impl RunServices for RunHost {
     fn start_durable(&self) -> BoxFuture<'static, Result<(), String>> {
-        let started = self.started.clone();
-        Box::pin(async move {
-            started.wait().await.map_err(|e| {
-                format!("the attempt's start could not be stored, so it may not reach out: {e}")
-            })
-        })
+        Box::pin(after_start(self.started.clone()))
     }
 
     fn create_token(
@@ -169,7 +172,9 @@ impl RunServices for RunHost {
         let engine = self.engine.clone();
         let new = engine.new_token(&self.environment_id, &request);
         let journal_of = self.journal_of();
+        let started = self.started.clone();
         Box::pin(async move {
+            after_start(started).await?;
             let entries_engine = engine.clone();
             let answer = move |(token, cached): &(WaitToken, bool)| {
                 Ok::<_, String>(TokenCreated {
@@ -226,7 +231,9 @@ impl RunServices for RunHost {
                 .unwrap_or_else(|| self.run_id.clone()),
             depth: self.depth + 1,
         };
+        let started = self.started.clone();
         Box::pin(async move {
+            after_start(started).await?;
             if link.depth > MAX_DEPTH {
                 return Ok(Err(format!("child runs may nest at most {MAX_DEPTH} deep")));
             }
@@ -328,7 +335,9 @@ impl RunServices for RunHost {
         let engine = self.engine.clone();
         let target_run = self.metadata_run(target);
         let (journal_of, env_id) = (self.journal_of(), self.environment_id.clone());
+        let started = self.started.clone();
         Box::pin(async move {
+            after_start(started).await?;
             let ops = match changes
                 .into_iter()
                 .map(metadata_op)

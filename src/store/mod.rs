@@ -68,6 +68,14 @@ impl Store {
         }
     }
 
+    /// Asks for the runs each commit changed to be resolved until `until` (ms since the epoch);
+    /// past it, commits are published as unknown changes without a read.
+    pub fn want_changes_until(&self, until: Millis) {
+        match &self.backend {
+            Backend::Sqlite(s) => s.want_changes_until(until),
+        }
+    }
+
     /// How many read operations the store ran so far (to check what watchers cost).
     pub fn reads(&self) -> u64 {
         match &self.backend {

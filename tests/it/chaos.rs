@@ -1,7 +1,10 @@
 //! Chaos: `kiln serve` runs a mixed workload as a child process while the test SIGKILLs it at
 //! random moments and starts it again. At the end every run is in the final status its task
 //! implies with the right output, no idempotent trigger made two runs, no child run exists twice,
-//! attempts stay within the retry policy, and SQLite's integrity check passes.
+//! attempts stay within the retry policy, and SQLite's integrity check passes. Attempts start
+//! optimistically (before their start is durable), and kills land among those starts: a server
+//! outside the host counts the requests `fetch` runs send it, and none may have seen more
+//! requests than it has recorded attempts.
 //!
 //! `KILN_SOAK=1` turns it into a soak: bigger rounds, each on a fresh data dir, until
 //! `KILN_SOAK_MINUTES` (default 10) have passed. `KILN_CHAOS_SEED` replays a seed the test printed.
@@ -38,6 +41,10 @@ enum Expect {
     Tree(u32),
     /// A run of a paused queue whose TTL passed.
     Expired,
+    /// `fetch` of the effect server's `/effect/{key}`: COMPLETED with its answer, and the server
+    /// saw no more requests than the run has recorded attempts (an attempt whose start was not
+    /// yet durable when the host died had no effect outside the sandbox).
+    Effect,
 }
 
 /// One trigger of the workload. Every trigger carries an idempotency key, so the driver can send
@@ -64,7 +71,7 @@ fn job(key: String, task: &'static str, payload: Value, options: Value, expect: 
 /// The workload at `scale` (1 in CI): `(before the first kill, exposed to kills, triggered twice)`.
 /// Runs whose key is released when they fail or expire are triggered before any kill, so a
 /// trigger sent again after a kill cannot legitimately make a second run of them.
-fn workload(scale: u32) -> (Vec<Job>, Vec<Job>, Vec<Job>) {
+fn workload(scale: u32, effects: &str) -> (Vec<Job>, Vec<Job>, Vec<Job>) {
     let none = || json!({});
     let mut safe = Vec::new();
     for i in 0..60 * scale {
@@ -140,6 +147,16 @@ fn workload(scale: u32) -> (Vec<Job>, Vec<Job>, Vec<Job>) {
             json!({ "name": name }),
             json!({ "delay": "2s" }),
             Expect::Output(json!({ "message": format!("Hello, {name}!") })),
+        ));
+    }
+    for i in 0..150 * scale {
+        let key = format!("effect-{i}");
+        exposed.push(job(
+            key.clone(),
+            "fetch",
+            json!({ "urls": [format!("{effects}/effect/{key}")] }),
+            none(),
+            Expect::Effect,
         ));
     }
     let mut twice = Vec::new();
@@ -300,6 +317,30 @@ async fn trigger_all(client: &Client, ledger: &Arc<Ledger>, jobs: Vec<Job>) -> V
         .unwrap()
 }
 
+/// A server outside the host that counts the requests tasks send it, by path: the effects
+/// that leave the sandbox. It outlives every kill of the host.
+async fn effect_server() -> (String, Arc<Mutex<HashMap<String, u64>>>) {
+    let hits = Arc::new(Mutex::new(HashMap::new()));
+    let app = axum::Router::new()
+        .route(
+            "/effect/{key}",
+            axum::routing::get(
+                |axum::extract::State(hits): axum::extract::State<
+                    Arc<Mutex<HashMap<String, u64>>>,
+                >,
+                 axum::extract::Path(key): axum::extract::Path<String>| async move {
+                    *hits.lock().unwrap().entry(key).or_insert(0) += 1;
+                    "ok"
+                },
+            ),
+        )
+        .with_state(hits.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), hits)
+}
+
 /// Counts for the last line.
 #[derive(Debug, Default)]
 struct Counts {
@@ -309,6 +350,7 @@ struct Counts {
     resumed_from_checkpoint: i64,
     retried: u64,
     stalled: usize,
+    effects: u64,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,13 +372,14 @@ async fn killing_the_host_at_random_loses_nothing_and_repeats_nothing() {
         let (scale, kills) = if soak { (4, 40) } else { (1, 12) };
         let counts = chaos_round(dir.path(), round_seed, scale, kills).await;
         println!(
-            "chaos (seed {round_seed}): {} runs, {} kills, {} triggers resent, {} runs resumed from a checkpoint, {} retries ({} of attempts a kill cut off)",
+            "chaos (seed {round_seed}): {} runs, {} kills, {} triggers resent, {} runs resumed from a checkpoint, {} retries ({} of attempts a kill cut off), {} outbound requests",
             counts.runs,
             counts.kills,
             counts.resent,
             counts.resumed_from_checkpoint,
             counts.retried,
-            counts.stalled
+            counts.stalled,
+            counts.effects
         );
         round += 1;
         if !soak || Instant::now() >= until {
@@ -347,7 +390,8 @@ async fn killing_the_host_at_random_loses_nothing_and_repeats_nothing() {
 
 async fn chaos_round(dir: &Path, seed: u64, scale: u32, kills: usize) -> Counts {
     let mut rng = StdRng::seed_from_u64(seed);
-    let (safe, mut exposed, twice) = workload(scale);
+    let (effects, hits) = effect_server().await;
+    let (safe, mut exposed, twice) = workload(scale, &effects);
     exposed.extend(twice.iter().cloned());
     exposed.shuffle(&mut rng);
     let expect: HashMap<String, Expect> = safe
@@ -364,6 +408,14 @@ async fn chaos_round(dir: &Path, seed: u64, scale: u32, kills: usize) -> Counts 
     // Before any kill: pause the queue the TTL runs wait in, and trigger the runs whose keys a
     // failure or expiry releases.
     let host = ServeProcess::start(dir, SERVE);
+    let admin = std::fs::read_to_string(dir.join(kiln::host::ADMIN_KEY_FILE)).expect("admin.key");
+    host.call_as(
+        admin.trim(),
+        reqwest::Method::PUT,
+        "/api/v1/admin/environments/default/dev",
+        Some(json!({ "allowedOutboundHosts": [effects] })),
+    )
+    .await;
     let client = Client::of(&host);
     client
         .call(
@@ -476,6 +528,15 @@ async fn chaos_round(dir: &Path, seed: u64, scale: u32, kills: usize) -> Counts 
             .filter(|a| a["error"]["code"] == "TASK_RUN_STALLED_EXECUTING")
             .count();
         check(key, expect, &run, attempts);
+        if let Expect::Effect = expect {
+            let seen = hits.lock().unwrap().get(key).copied().unwrap_or(0);
+            counts.effects += seen;
+            assert!(
+                (1..=attempts).contains(&seen),
+                "{key}: the server saw {seen} requests from {attempts} recorded attempts: an \
+                 attempt whose start was not durable had an effect: {run:#}"
+            );
+        }
         if let Expect::Tree(_) = expect {
             let ids = run["output"]
                 .as_array()
@@ -592,6 +653,11 @@ fn check(key: &str, expect: &Expect, run: &Value, attempts: u64) {
         Expect::Expired => {
             assert_eq!(status, "EXPIRED", "{}", why());
             assert_eq!(attempts, 0, "{}", why());
+        }
+        Expect::Effect => {
+            assert_eq!(status, "COMPLETED", "{}", why());
+            assert_eq!(output[0]["status"], 200, "{}", why());
+            assert_eq!(output[0]["body"], "ok", "{}", why());
         }
     }
 }

@@ -364,3 +364,54 @@ async fn the_electric_protocol_gives_the_run_then_its_changes_and_resumes_from_a
     let (status, _, _) = shape(&host, "/realtime/v1/runs/run_nope?offset=-1").await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_environment_holds_a_bounded_number_of_subscriptions_and_others_keep_theirs() {
+    use kiln::api::realtime::MAX_SUBSCRIBERS_PER_ENVIRONMENT as CAP;
+    let host = TestHost::start().await;
+    let client = reqwest::Client::new();
+    let open = |key: String| {
+        let request = client
+            .get(format!("{}/realtime/v1/runs?tags=watched", host.url))
+            .bearer_auth(key)
+            .send();
+        async move { request.await.unwrap() }
+    };
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        let resp = open(host.key.clone()).await;
+        assert_eq!(resp.status(), 200);
+        held.push(resp);
+    }
+    // One more is refused, with what to do; Electric long-polls count too.
+    let refused = open(host.key.clone()).await;
+    assert_eq!(refused.status(), 429);
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        message.contains(&CAP.to_string()) && message.contains("close some streams"),
+        "{body}"
+    );
+    let (status, _) = host.get("/realtime/v1/runs?tags=watched&offset=-1").await;
+    assert_eq!(status, 429);
+    // Another environment is not starved by this one.
+    let (_, other) = host.new_environment_key("other", "prod").await;
+    let resp = open(other).await;
+    assert_eq!(resp.status(), 200);
+    // A client that goes gives its place back.
+    held.truncate(CAP - 1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let resp = open(host.key.clone()).await;
+        if resp.status() == 200 {
+            break;
+        }
+        assert_eq!(resp.status(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a closed stream's place was never given back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    host.stop().await;
+}

@@ -33,6 +33,12 @@ const MAX_BYTES: usize = 64 << 20;
 /// between two long-polls has no request open, and must still find the groups it missed.
 const INTEREST_MS: i64 = 120_000;
 
+/// Most realtime subscribers (open streams and held long-polls) one environment may have at once.
+pub const MAX_SUBSCRIBERS_PER_ENVIRONMENT: usize = 200;
+
+/// Most realtime subscribers the host holds at once, all environments together.
+pub const MAX_SUBSCRIBERS: usize = 2_000;
+
 /// One committed group: its number and the runs it changed, as they were after it.
 struct Group {
     seq: u64,
@@ -80,6 +86,26 @@ pub struct Hub {
     closing: watch::Sender<bool>,
     /// When the last realtime request came (ms since 1970).
     last_request: AtomicI64,
+    /// Subscribers held now, by environment (see [`Hub::admit`]).
+    subscribers: Mutex<HashMap<String, usize>>,
+}
+
+/// A realtime subscriber's place, held as long as its stream or long-poll is open.
+pub(super) struct Subscriber {
+    hub: Arc<Hub>,
+    environment_id: String,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        let mut held = self.hub.held();
+        if let Some(count) = held.get_mut(&self.environment_id) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(&self.environment_id);
+            }
+        }
+    }
 }
 
 fn size_of(run: &Run) -> usize {
@@ -109,6 +135,7 @@ impl Hub {
             latest: watch::Sender::new(0),
             closing: watch::Sender::new(false),
             last_request: AtomicI64::new(i64::MIN / 2),
+            subscribers: Mutex::new(HashMap::new()),
         });
         tokio::spawn(pump(Arc::downgrade(&hub), changes));
         hub
@@ -116,6 +143,47 @@ impl Hub {
 
     fn state(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn held(&self) -> MutexGuard<'_, HashMap<String, usize>> {
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A place for one more subscriber of `environment_id`, or a 429 when the environment or
+    /// the host holds as many as it may: every open stream costs the host memory, so a client
+    /// cannot open them without end.
+    pub(super) fn admit(
+        self: &Arc<Self>,
+        environment_id: &str,
+    ) -> Result<Subscriber, crate::api::ApiError> {
+        let mut held = self.held();
+        let total: usize = held.values().sum();
+        let mine = held.get(environment_id).copied().unwrap_or(0);
+        let refused = if mine >= MAX_SUBSCRIBERS_PER_ENVIRONMENT {
+            Some(format!(
+                "this environment already has {mine} realtime subscriptions open, the most it may \
+                 have ({MAX_SUBSCRIBERS_PER_ENVIRONMENT}); close some streams, or watch runs by \
+                 tag or batch instead of one stream per run"
+            ))
+        } else if total >= MAX_SUBSCRIBERS {
+            Some(format!(
+                "this host already holds {total} realtime subscriptions, the most it may \
+                 ({MAX_SUBSCRIBERS}); try again later"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = refused {
+            return Err(crate::api::ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                message,
+            ));
+        }
+        *held.entry(environment_id.to_owned()).or_insert(0) += 1;
+        Ok(Subscriber {
+            hub: self.clone(),
+            environment_id: environment_id.to_owned(),
+        })
     }
 
     pub(super) fn engine(&self) -> &Engine {
@@ -135,7 +203,10 @@ impl Hub {
     /// A realtime request came: keep reading changed runs for a while. Returns the current
     /// position, to take before reading a feed (a change committed after it is in a later group).
     pub(super) fn touch(&self) -> u64 {
-        self.last_request.store(wall_ms(), Ordering::SeqCst);
+        let now = wall_ms();
+        self.last_request.store(now, Ordering::SeqCst);
+        self.engine
+            .want_changes_until(now.saturating_add(INTEREST_MS));
         self.state().seq
     }
 
@@ -326,6 +397,11 @@ async fn pump(hub: Weak<Hub>, mut changes: broadcast::Receiver<RunChanges>) {
         let Some(hub) = hub.upgrade() else {
             return;
         };
+        // Streams held open (SSE, long-polls) keep the changes coming.
+        if hub.interested() {
+            hub.engine
+                .want_changes_until(wall_ms().saturating_add(INTEREST_MS));
+        }
         match change {
             Ok(RunChanges::Runs(ids)) => hub.record(&ids).await,
             Ok(RunChanges::Unknown) | Err(broadcast::error::RecvError::Lagged(_)) => {

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 
-pub use hub::Hub;
+pub use hub::{Hub, MAX_SUBSCRIBERS, MAX_SUBSCRIBERS_PER_ENVIRONMENT};
 
 use super::scopes::Resource;
 use super::{Access, ApiError, ApiState};
@@ -77,8 +77,9 @@ pub(super) async fn subscribe_run(
         let run = state.engine.run(env, &run_id).await?;
         super::runs::read_run(&access, &run)?;
     }
+    let subscriber = state.realtime.admit(&env.id)?;
     if !electric(&query) {
-        let stream = sse::run_stream(state.realtime.clone(), env, &run_id).await?;
+        let stream = sse::run_stream(subscriber, state.realtime.clone(), env, &run_id).await?;
         return Ok(stream.into_response());
     }
     let shape = electric::Shape {
@@ -118,9 +119,11 @@ pub(super) async fn subscribe_tags(
                 "unknown query parameter `{other}`; supported: tags"
             )));
         }
-        return Ok(sse::tags_stream(state.realtime.clone(), env, tags).into_response());
+        let subscriber = state.realtime.admit(&env.id)?;
+        return Ok(sse::tags_stream(subscriber, state.realtime.clone(), env, tags).into_response());
     }
     let shape_query = shape_query(&access, &query)?;
+    let _subscriber = state.realtime.admit(&env.id)?;
     // The lower bound is pinned in the handle, so it does not drift on later polls.
     let created_from = match shape_query
         .handle
@@ -186,6 +189,7 @@ pub(super) async fn subscribe_batch(
             &[Resource::of("batch", &batch_id), Resource::all("runs")],
         )?;
     }
+    let _subscriber = state.realtime.admit(&env.id)?;
     let shape = electric::Shape {
         handle: format!("batch-{batch_id}"),
         matches: |r: &Run| r.batch_id.as_deref() == Some(&batch_id) && r.environment_id == env.id,

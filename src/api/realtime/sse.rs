@@ -12,7 +12,7 @@ use std::sync::Arc;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
 
-use super::hub::{Hub, Since, snapshot};
+use super::hub::{Hub, Since, Subscriber, snapshot};
 use crate::api::ApiError;
 use crate::engine::EngineError;
 use crate::model::{Environment, Millis};
@@ -23,6 +23,7 @@ const TAGS_PAGE: usize = 100;
 
 /// The run now, then each change, until it has finished.
 pub(super) async fn run_stream(
+    subscriber: Subscriber,
     hub: Arc<Hub>,
     env: &Environment,
     run_id: &str,
@@ -45,21 +46,24 @@ pub(super) async fn run_stream(
             rx
         }
     };
-    let stream =
-        futures_util::stream::unfold((rx, false, true), |(mut rx, done, first)| async move {
+    let stream = futures_util::stream::unfold(
+        (rx, false, true, subscriber),
+        |(mut rx, done, first, subscriber)| async move {
             if done || (!first && rx.changed().await.is_err()) {
                 return None;
             }
             let snapshot = rx.borrow_and_update().clone()?;
             let event = Ok(Event::default().event("run").data(snapshot.json.clone()));
-            Some((event, (rx, snapshot.finished, false)))
-        });
+            Some((event, (rx, snapshot.finished, false, subscriber)))
+        },
+    );
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 /// The newest runs with any of `tags`, then each run with them that changes (new ones included).
 /// Open until the client goes.
 pub(super) fn tags_stream(
+    subscriber: Subscriber,
     hub: Arc<Hub>,
     env: Environment,
     tags: Vec<String>,
@@ -68,6 +72,7 @@ pub(super) fn tags_stream(
         position: None,
         seen: HashMap::new(),
         pending: Vec::new(),
+        _subscriber: subscriber,
         hub,
         env,
         tags,
@@ -102,6 +107,8 @@ struct TagWatch {
     seen: HashMap<String, Millis>,
     /// Events to send, last first.
     pending: Vec<String>,
+    /// Its place among the environment's subscribers, given back when the client goes.
+    _subscriber: Subscriber,
 }
 
 impl TagWatch {

@@ -27,6 +27,9 @@ const RESOLVE_CHUNK: usize = 500;
 /// The writer's side: the hook's rowids of the group being written.
 pub(super) struct Collector {
     rowids: Arc<Mutex<Vec<i64>>>,
+    /// Until when (ms since the epoch) a watcher wants the changed runs resolved; past it a
+    /// group is published as unknown without reading anything.
+    wanted_until: Arc<std::sync::atomic::AtomicI64>,
     resolver: std::sync::mpsc::Sender<Vec<i64>>,
     feed: broadcast::Sender<RunChanges>,
 }
@@ -37,6 +40,7 @@ impl Collector {
     pub(super) fn install(
         conn: &Connection,
         feed: broadcast::Sender<RunChanges>,
+        wanted_until: Arc<std::sync::atomic::AtomicI64>,
         open_reader: impl Fn() -> Option<Connection> + Send + 'static,
     ) -> Collector {
         let rowids = Arc::new(Mutex::new(Vec::new()));
@@ -60,6 +64,7 @@ impl Collector {
         }
         Collector {
             rowids,
+            wanted_until,
             resolver,
             feed,
         }
@@ -78,6 +83,11 @@ impl Collector {
         let mut rowids =
             std::mem::take(&mut *self.rowids.lock().unwrap_or_else(|e| e.into_inner()));
         if rowids.is_empty() || self.feed.receiver_count() == 0 {
+            return;
+        }
+        let wanted = self.wanted_until.load(std::sync::atomic::Ordering::Relaxed);
+        if crate::model::now_ms() > wanted {
+            let _ = self.feed.send(RunChanges::Unknown);
             return;
         }
         rowids.sort_unstable();

@@ -159,32 +159,43 @@ impl Lookups {
 
 /// The heads of one lane, up to `count`, in score order.
 fn heads(c: &Connection, lane: &Lane, count: usize) -> Result<Vec<Head>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT id, environment_id, task_id, attempt_count, checkpointed, deployment_id, \
-           lock_to_version FROM runs WHERE status = 'QUEUED' AND backoff = 0 \
-           AND environment_id = ?1 AND queue = ?2 AND concurrency_key IS ?3 \
-         ORDER BY score LIMIT ?4",
-    )?
-    .query_map(
-        params![
-            lane.environment_id,
-            lane.queue,
-            lane.concurrency_key,
-            count as i64
-        ],
-        |r| {
-            Ok(Head {
-                id: r.get(0)?,
-                environment_id: r.get(1)?,
-                task_id: r.get(2)?,
-                attempt_count: r.get(3)?,
-                checkpointed: r.get(4)?,
-                deployment_id: r.get(5)?,
-                lock_to_version: r.get(6)?,
-            })
-        },
-    )?
-    .collect::<Result<_, _>>()?)
+    let head = |r: &rusqlite::Row<'_>| {
+        Ok(Head {
+            id: r.get(0)?,
+            environment_id: r.get(1)?,
+            task_id: r.get(2)?,
+            attempt_count: r.get(3)?,
+            checkpointed: r.get(4)?,
+            deployment_id: r.get(5)?,
+            lock_to_version: r.get(6)?,
+        })
+    };
+    // Two statements, not `concurrency_key IS ?`: SQLite prepares that one again whenever the
+    // parameter changes between NULL and a value.
+    let found = match &lane.concurrency_key {
+        Some(key) => c
+            .prepare_cached(
+                "SELECT id, environment_id, task_id, attempt_count, checkpointed, deployment_id, \
+                   lock_to_version FROM runs WHERE status = 'QUEUED' AND backoff = 0 \
+                   AND environment_id = ?1 AND queue = ?2 AND concurrency_key = ?3 \
+                 ORDER BY score LIMIT ?4",
+            )?
+            .query_map(
+                params![lane.environment_id, lane.queue, key, count as i64],
+                head,
+            )?
+            .collect::<Result<_, _>>()?,
+        None => c
+            .prepare_cached(
+                "SELECT id, environment_id, task_id, attempt_count, checkpointed, deployment_id, \
+                   lock_to_version FROM runs WHERE status = 'QUEUED' AND backoff = 0 \
+                   AND environment_id = ?1 AND queue = ?2 AND concurrency_key IS NULL \
+                 ORDER BY score LIMIT ?3",
+            )?
+            .query_map(params![lane.environment_id, lane.queue, count as i64], head)?
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(found)
 }
 
 /// Starts (or parks) one planned head.

@@ -38,6 +38,18 @@ pub(super) static RESUME_WAITERS: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
+/// The WAITING runs among a JSON array of ids go back to QUEUED (`Resume`): due waits resume in
+/// one statement however many they are.
+pub(super) static RESUME_MANY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "UPDATE runs SET status = '{queued}', available_at = ?2, backoff = 0, updated_at = ?2 \
+         WHERE {guard} AND id IN (SELECT value FROM json_each(?1)) \
+         RETURNING environment_id, queue, concurrency_key",
+        queued = RunStatus::Queued.as_str(),
+        guard = status_guard(Step::Resume, RunStatus::Queued, &[])
+    )
+});
+
 /// Statuses in which a run has ended, as SQL.
 pub(super) const FINAL: &str =
     "('COMPLETED', 'CANCELED', 'FAILED', 'CRASHED', 'SYSTEM_FAILURE', 'EXPIRED', 'TIMED_OUT')";
@@ -213,6 +225,21 @@ pub(super) fn resume(c: &Connection, run: &str, now: Millis) -> Result<Option<La
     Ok(c.prepare_cached(&RESUME)?
         .query_row(params![run, now], lane_from_row)
         .optional()?)
+}
+
+/// Puts those of `runs` that are WAITING back in their queues, in one statement; their lanes.
+pub(super) fn resume_many(
+    c: &Connection,
+    runs: &[String],
+    now: Millis,
+) -> Result<Vec<Lane>, StoreError> {
+    if runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = serde_json::to_string(runs).map_err(|e| StoreError::Database(e.to_string()))?;
+    Ok(c.prepare_cached(&RESUME_MANY)?
+        .query_map(params![ids, now], lane_from_row)?
+        .collect::<Result<_, _>>()?)
 }
 
 /// Puts the WAITING runs that wait for `waitpoint` back in their queues; returns their lanes.

@@ -36,7 +36,7 @@ mod waits;
 mod watchers;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
@@ -44,12 +44,16 @@ use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{broadcast, mpsc, oneshot, watch};
 
 use super::{Durability, RunChanges, Staged, StoreError};
+use crate::model::Millis;
 
 /// The durability every commit has (see `open_connection`), as benchmarks print it.
 pub const DURABILITY: &str = "SQLite WAL, synchronous = FULL";
 
 /// Most write requests joined into one transaction. Bounds the time a request waits for others.
 const MAX_GROUP: usize = 512;
+
+/// Longest a group stays open for requests that keep arriving before it commits.
+const MAX_GROUP_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// Prepared statements each connection keeps.
 const STATEMENT_CACHE: usize = 512;
@@ -73,6 +77,7 @@ fn status_writes() -> Vec<(&'static str, &'static str)> {
         ("expire", &timers::EXPIRE_DUE),
         ("resume", &lifecycle::RESUME),
         ("resume waiters", &lifecycle::RESUME_WAITERS),
+        ("resume many", &lifecycle::RESUME_MANY),
     ]
 }
 
@@ -106,6 +111,8 @@ pub struct SqliteStore {
     commits: Arc<watch::Sender<u64>>,
     /// The runs each committed group changed (see `changes`).
     changes: broadcast::Sender<RunChanges>,
+    /// Until when a watcher wants changed runs resolved.
+    changes_wanted: Arc<AtomicI64>,
     /// Read operations so far (tests check what watchers cost).
     reads: Arc<AtomicU64>,
 }
@@ -134,7 +141,8 @@ impl SqliteStore {
         let (tx, rx) = mpsc::unbounded_channel();
         let commits = Arc::new(watch::Sender::new(0));
         let feed = changes::feed();
-        let collector = changes::Collector::install(&conn, feed.clone(), {
+        let changes_wanted = Arc::new(AtomicI64::new(i64::MIN));
+        let collector = changes::Collector::install(&conn, feed.clone(), changes_wanted.clone(), {
             let path = path.clone();
             move || open_connection(&path, true).ok()
         });
@@ -148,6 +156,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             commits,
             changes: feed,
+            changes_wanted,
             reads: Arc::new(AtomicU64::new(0)),
             writer: tx,
             readers: Arc::new(ReaderPool {
@@ -217,6 +226,11 @@ impl SqliteStore {
     /// The runs each committed write group changed, from now on.
     pub fn changes(&self) -> broadcast::Receiver<RunChanges> {
         self.changes.subscribe()
+    }
+
+    /// Resolves the runs each group changed until `until` (ms since the epoch).
+    pub fn want_changes_until(&self, until: Millis) {
+        self.changes_wanted.fetch_max(until, Ordering::Relaxed);
     }
 
     /// How many read operations ran so far.
@@ -332,41 +346,37 @@ fn writer_loop(
     commits: &watch::Sender<u64>,
     changed: &changes::Collector,
 ) {
-    // Jobs a rolled-back group never ran; they go first into the next group.
-    let mut carried: std::collections::VecDeque<Job> = std::collections::VecDeque::new();
     loop {
-        let Some(first) = carried.pop_front().or_else(|| rx.blocking_recv()) else {
+        let Some(first) = rx.blocking_recv() else {
             return;
         };
-        let mut jobs = vec![first];
-        while jobs.len() < MAX_GROUP {
-            match carried.pop_front().map(Ok).unwrap_or_else(|| rx.try_recv()) {
-                Ok(job) => jobs.push(job),
-                Err(_) => break,
-            }
-        }
         changed.begin();
         if let Err(e) = control(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             tracing::error!(error = %msg, "cannot begin a write transaction");
-            // The jobs never ran; dropping them answers each caller with `Closed`.
-            drop(jobs);
+            // The job never ran; dropping it answers its caller with `Closed`.
+            drop(first);
             continue;
         }
-        let mut replies = Vec::with_capacity(jobs.len());
-        let mut jobs = jobs.into_iter();
+        // The group stays open while jobs keep coming (each runs as it arrives, so an attempt
+        // started by this group can end in it too), up to MAX_GROUP jobs or MAX_GROUP_TIME.
+        let opened = std::time::Instant::now();
+        let mut replies = Vec::new();
+        let mut next = Some(first);
         let mut rolled_back = false;
-        for job in jobs.by_ref() {
+        while let Some(job) = next.take() {
             replies.push(run_in_savepoint(&conn, job));
             // On a full disk or an I/O error SQLite may roll the whole transaction back by itself:
-            // then nothing of this group is stored, and the jobs after it must not run outside a
-            // transaction.
+            // then nothing of this group is stored, and no job may run outside a transaction.
             if conn.is_autocommit() {
                 rolled_back = true;
                 break;
             }
+            if replies.len() >= MAX_GROUP || opened.elapsed() >= MAX_GROUP_TIME {
+                break;
+            }
+            next = rx.try_recv().ok();
         }
-        carried.extend(jobs);
         let commit = if rolled_back {
             Err(StoreError::Storage(
                 "the write transaction was rolled back".to_owned(),

@@ -172,33 +172,36 @@ impl SqliteStore {
 
     pub async fn resume_due(&self, now: Millis, limit: usize) -> Result<Vec<Lane>, StoreError> {
         self.write(move |c| {
-            let due: Vec<(String, String, Option<String>, Millis)> = c
+            // Due waits for a time: the waitpoints complete in one statement and their runs
+            // resume in another, however many they are. A run canceled while it waited stays
+            // canceled (the resume's guard).
+            let runs: Vec<Option<String>> = c
                 .prepare_cached(
-                    "SELECT id, kind, run_id, completes_at FROM waitpoints WHERE status = 'PENDING' \
-                     AND completes_at IS NOT NULL AND completes_at <= ?1 \
+                    "UPDATE waitpoints SET status = 'COMPLETED', completed_at = ?1 \
+                     WHERE id IN (SELECT id FROM waitpoints WHERE status = 'PENDING' \
+                       AND completes_at IS NOT NULL AND completes_at <= ?1 AND kind <> 'MANUAL' \
+                       ORDER BY completes_at LIMIT ?2) \
+                     RETURNING run_id",
+                )?
+                .query_map(params![now, limit as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let runs: Vec<String> = runs.into_iter().flatten().collect();
+            let mut lanes = super::lifecycle::resume_many(c, &runs, now)?;
+            // Tokens that timed out: each one's error names its own deadline, and its waiters
+            // may be several runs.
+            let timed_out: Vec<(String, Millis)> = c
+                .prepare_cached(
+                    "SELECT id, completes_at FROM waitpoints WHERE status = 'PENDING' \
+                     AND completes_at IS NOT NULL AND completes_at <= ?1 AND kind = 'MANUAL' \
                      ORDER BY completes_at LIMIT ?2",
                 )?
-                .query_map(params![now, limit as i64], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-                })?
+                .query_map(params![now, limit as i64], |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect::<Result<_, _>>()?;
-            let mut lanes = Vec::new();
-            for (id, kind, run, at) in due {
-                if kind == "MANUAL" {
-                    let error = token_timeout_error(at);
-                    let resumed =
-                        super::lifecycle::finish_token(c, &id, TokenStatus::TimedOut, &error, now)?;
-                    lanes.extend(resumed.into_iter().flatten());
-                    continue;
-                }
-                c.prepare_cached(
-                    "UPDATE waitpoints SET status = 'COMPLETED', completed_at = ?2 WHERE id = ?1",
-                )?
-                .execute(params![id, now])?;
-                // A run canceled while it waited stays canceled.
-                if let Some(run) = run {
-                    lanes.extend(super::lifecycle::resume(c, &run, now)?);
-                }
+            for (id, at) in timed_out {
+                let error = token_timeout_error(at);
+                let resumed =
+                    super::lifecycle::finish_token(c, &id, TokenStatus::TimedOut, &error, now)?;
+                lanes.extend(resumed.into_iter().flatten());
             }
             Ok(lanes)
         })
