@@ -45,7 +45,7 @@ pub enum CompileError {
     )]
     MissingExports { missing: String },
     #[error(
-        "the component imports {detail}, which kiln does not provide; kiln provides the `kiln:task` interfaces, the WASI 0.2 interfaces (no filesystem preopens, no sockets) and `wasi:http/outgoing-handler`"
+        "the component imports {detail}, which kiln does not provide; kiln provides the `kiln:task` interfaces, the WASI 0.2 interfaces (a scratch `/tmp` as the only directory; `wasi:sockets` linked but refusing every socket and name lookup) and `wasi:http/outgoing-handler`"
     )]
     UnsupportedImport { detail: String },
 }

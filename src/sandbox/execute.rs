@@ -70,7 +70,14 @@ impl Sandbox {
             journal: journal.clone(),
             last: AtomicU64::new(0),
         })
-        .envs(&replay.env);
+        .envs(&replay.env)
+        // No sockets, by construction: `wasi:sockets` is linked (components built for WASI
+        // import it) but refuses to make a TCP or UDP socket or to look a name up; outbound
+        // HTTP goes through `wasi:http` and the environment's allow-list.
+        .allow_tcp(false)
+        .allow_udp(false)
+        .allow_ip_name_lookup(false)
+        .socket_addr_check(|_, _| Box::pin(async { false }));
         // Randomness replays by construction: every generator is seeded from the run's seed.
         {
             use rand_wasi::SeedableRng;

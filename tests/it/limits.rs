@@ -467,3 +467,34 @@ async fn fifty_memory_bombs_leave_the_host_within_its_pool() {
         bound >> 20
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_can_open_no_socket_and_look_up_no_name() {
+    let host = adversary(Options::default()).await;
+    // A listener the guest is told about: it must never see a connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let target = listener.local_addr().unwrap().to_string();
+    let done = run(&host, "sockets", json!({ "connect": target })).await;
+    assert_eq!(done["status"], "COMPLETED", "{done:#}");
+    let output = &done["output"];
+    for way in ["tcp_connect", "tcp_listen", "udp_bind", "lookup"] {
+        let outcome = output[way].as_str().unwrap_or_default();
+        assert!(
+            outcome != "ok" && !outcome.is_empty(),
+            "{way} was allowed: {output:#}"
+        );
+    }
+    assert!(
+        output["tcp_connect"]
+            .as_str()
+            .unwrap()
+            .starts_with("PermissionDenied"),
+        "{output:#}"
+    );
+    match listener.accept() {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        other => panic!("the guest reached the host's listener: {other:?}"),
+    }
+    host.stop().await;
+}

@@ -16,6 +16,7 @@
 //! | `reserve`   | `{"mb": N, "then": T}`   | tries to reserve N MiB (`try_reserve`); if refused, logs it and then: `panic`, `alloc` (until out of memory), `expect` (panics at once, logging nothing) or `return` |
 //! | `file-times` | `{"wait_ms": N}`        | writes `/tmp/a.txt`, reads its times and identity, waits N ms, reads them again, writes `/tmp/b.txt` and reads its time (logging the first reading) |
 //! | `bad-token` | `{"wait_ms": N}`         | asks for a wait token with 11 tags (refused), waits N ms; `{"refused": why}` |
+//! | `sockets`   | `{"connect": "ip:port"}` | tries a TCP connect, a TCP listener, a UDP socket and a name lookup; each outcome back |
 
 use std::hint::black_box;
 
@@ -42,6 +43,7 @@ kiln_sdk::tasks![
     Task::new("reserve", reserve).retry(Retry::never()),
     Task::new("bad-token", bad_token).retry(Retry::never()),
     Task::new("file-times", file_times).retry(Retry::never()),
+    Task::new("sockets", sockets).retry(Retry::never()),
 ];
 
 fn spin_forever(_payload: IgnoredAny, _ctx: &Context) -> Result<(), TaskError> {
@@ -267,5 +269,29 @@ fn file_times(payload: WaitMs, _ctx: &Context) -> Result<Value, TaskError> {
         "b_modified": b_modified,
         "b_hash": b_hash,
         "after_ms": wall_ms(),
+    }))
+}
+
+/// Payload of `sockets`.
+#[derive(Deserialize)]
+struct Connect {
+    connect: String,
+}
+
+/// Every way out through `wasi:sockets`, as a task's own code would try it: each outcome is
+/// `"ok"` or the error's kind.
+fn sockets(payload: Connect, _ctx: &Context) -> Result<Value, TaskError> {
+    use std::net::{TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
+    fn outcome<T>(r: std::io::Result<T>) -> Value {
+        match r {
+            Ok(_) => Value::from("ok"),
+            Err(e) => Value::from(format!("{:?}: {e}", e.kind())),
+        }
+    }
+    Ok(json!({
+        "tcp_connect": outcome(TcpStream::connect(payload.connect.as_str())),
+        "tcp_listen": outcome(TcpListener::bind("127.0.0.1:0")),
+        "udp_bind": outcome(UdpSocket::bind("127.0.0.1:0")),
+        "lookup": outcome(("localhost", 80).to_socket_addrs()),
     }))
 }
