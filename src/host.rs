@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
-use crate::deploy::Deployer;
+use crate::deploy::{Deployer, Upload};
 use crate::engine::{Engine, EngineConfig};
 use crate::keys;
 use crate::model::{
@@ -44,12 +44,14 @@ pub struct HostConfig {
     /// Runs one environment may hold at once unless the admin sets another limit for it.
     pub environment_concurrency: u32,
     pub max_component_bytes: usize,
+    /// Bytes the components of one deploy may have together (at least `max_component_bytes`).
+    pub max_deploy_bytes: usize,
     /// Machine code of compiled components kept in memory (least recently used dropped past it).
     pub compiled_cache_bytes: usize,
     /// How the instance pool resets slots between instances.
     pub pool: crate::sandbox::PoolTuning,
-    /// Components to deploy to the dev environment at start (skipped when the latest version
-    /// already has the same bytes).
+    /// Components to deploy to the dev environment at start, together as one version (skipped
+    /// when the latest version has the same components, in the same order).
     pub deploy: Vec<PathBuf>,
     /// TTL of runs whose trigger and task set none.
     pub default_ttl: Option<Duration>,
@@ -81,6 +83,7 @@ impl HostConfig {
             concurrency: 8,
             environment_concurrency: DEFAULT_ENVIRONMENT_CONCURRENCY,
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
+            max_deploy_bytes: crate::deploy::DEFAULT_MAX_DEPLOY_BYTES,
             compiled_cache_bytes: crate::deploy::DEFAULT_COMPILED_CACHE_BYTES,
             pool: crate::sandbox::PoolTuning::default(),
             deploy: Vec::new(),
@@ -105,7 +108,7 @@ pub struct RunningHost {
     pub new_key: Option<String>,
     pub key_file: PathBuf,
     pub dev: Environment,
-    /// Versions deployed at start, as (file, version, task ids).
+    /// The components deployed at start (one version), as (file, version, its task ids).
     pub deployed: Vec<(PathBuf, String, Vec<String>)>,
     /// The engine, for embedding hosts and tests.
     pub engine: Arc<Engine>,
@@ -150,6 +153,58 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
+}
+
+/// Deploys the `--deploy` files to the dev environment as one version, unless the latest version
+/// is already those components in that order (a restart with the same flags deploys nothing).
+async fn deploy_at_start(
+    engine: &Engine,
+    store: &Store,
+    dev: &Environment,
+    paths: &[PathBuf],
+) -> anyhow::Result<Vec<(PathBuf, String, Vec<String>)>> {
+    if paths.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut uploads = Vec::with_capacity(paths.len());
+    let mut digests = Vec::with_capacity(paths.len());
+    for path in paths {
+        let bytes = std::fs::read(path).with_context(|| {
+            format!(
+                "cannot read {} to deploy it; build it first",
+                path.display()
+            )
+        })?;
+        digests.push(
+            Sha256::digest(&bytes)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>(),
+        );
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        uploads.push(Upload { name, bytes });
+    }
+    let latest = store.latest_deployment(&dev.id).await?;
+    let same =
+        |d: &crate::model::Deployment| d.components.iter().map(|c| &c.digest).eq(digests.iter());
+    let deployment = match latest.filter(same) {
+        Some(same) => same,
+        None => {
+            let files: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            engine
+                .deploy_components(dev, uploads)
+                .await
+                .with_context(|| format!("cannot deploy {}", files.join(", ")))?
+        }
+    };
+    Ok(paths
+        .iter()
+        .zip(&deployment.components)
+        .map(|(path, c)| {
+            let tasks = c.tasks.iter().map(|t| t.id.clone()).collect();
+            (path.clone(), deployment.version.clone(), tasks)
+        })
+        .collect())
 }
 
 fn write_key_file(path: &Path, key: &str) -> anyhow::Result<()> {
@@ -254,6 +309,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         store.clone(),
         sandbox.clone(),
         config.max_component_bytes,
+        config.max_deploy_bytes,
         Some(config.data_dir.join("compiled")),
     ));
     deployer.set_compiled_cache_bytes(config.compiled_cache_bytes);
@@ -293,32 +349,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         );
     }
 
-    let mut deployed = Vec::new();
-    for path in &config.deploy {
-        let bytes = std::fs::read(path).with_context(|| {
-            format!(
-                "cannot read {} to deploy it; build it first",
-                path.display()
-            )
-        })?;
-        let digest: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let latest = store.latest_deployment(&dev.id).await?;
-        let deployment = match latest.filter(|d| d.component_digest == digest) {
-            Some(same) => same,
-            None => engine
-                .deploy(&dev, bytes)
-                .await
-                .with_context(|| format!("cannot deploy {}", path.display()))?,
-        };
-        deployed.push((
-            path.clone(),
-            deployment.version.clone(),
-            deployment.tasks.iter().map(|t| t.id.clone()).collect(),
-        ));
-    }
+    let deployed = deploy_at_start(&engine, &store, &dev, &config.deploy).await?;
 
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -341,6 +372,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         realtime: api::realtime::Hub::start(engine.clone()),
         engine: engine.clone(),
         max_component_bytes: config.max_component_bytes,
+        max_deploy_bytes: deployer.max_deploy_bytes(),
     };
     let server = tokio::spawn(api::serve(listener, state, shutdown_rx.clone()));
     let dispatcher = tokio::spawn({

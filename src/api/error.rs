@@ -128,13 +128,21 @@ impl From<EngineError> for ApiError {
 
 impl From<DeployError> for ApiError {
     fn from(e: DeployError) -> ApiError {
-        let status = match &e {
-            DeployError::Empty => StatusCode::BAD_REQUEST,
-            DeployError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        // A component's error in a deploy of several answers as it would alone.
+        let status = match e.innermost() {
+            DeployError::Empty
+            | DeployError::NoComponents
+            | DeployError::TooManyComponents { .. } => StatusCode::BAD_REQUEST,
+            DeployError::TooLarge { .. } | DeployError::TooLargeTogether { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
             DeployError::Store(e) => store_status(e),
             DeployError::Compile(_)
             | DeployError::Definitions(_)
-            | DeployError::InvalidTasks(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            | DeployError::InvalidTasks(_)
+            | DeployError::SameComponentTwice { .. }
+            | DeployError::TaskInTwoComponents { .. }
+            | DeployError::InComponent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
         };
         ApiError::new(status, e.to_string())
     }

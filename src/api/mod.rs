@@ -24,6 +24,7 @@ mod error;
 mod history;
 mod jwt;
 mod keys;
+mod multipart;
 mod openapi;
 mod queues;
 pub mod realtime;
@@ -55,6 +56,8 @@ pub struct ApiState {
     pub realtime: Arc<realtime::Hub>,
     /// Largest component upload, in bytes.
     pub max_component_bytes: usize,
+    /// Largest deploy of several components, in bytes together.
+    pub max_deploy_bytes: usize,
 }
 
 /// The router with every route.
@@ -65,7 +68,7 @@ pub fn router(state: ApiState) -> Router {
     // Each route is written once: the router and the OpenAPI document both come from this list.
     let (router, endpoints) = openapi::endpoints!(Router::new();
         GET "/healthz" [none] "Liveness: answers `ok`" => get(|| async { "ok" }),
-        POST "/api/v1/deployments" [key] "Deploy a component (the body is the .wasm)" =>
+        POST "/api/v1/deployments" [key] "Deploy a version: the body is one .wasm, or multipart/form-data with a .wasm per part" =>
             post(deployments::deploy).layer(DefaultBodyLimit::disable()),
         GET "/api/v1/deployments" [key] "List deployments, newest first" => get(deployments::list_deployments),
         GET "/api/v1/deployments/latest" [key] "The latest deployment and its tasks" => get(deployments::latest_deployment),

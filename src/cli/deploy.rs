@@ -1,5 +1,6 @@
-//! `kiln deploy`: uploads a component file as the environment's newest version, reporting
-//! progress on stderr while a large one is sent.
+//! `kiln deploy`: uploads component files as the environment's newest version — one as the
+//! request body, several as `multipart/form-data` (a part per file, named by its file name) —
+//! reporting progress on stderr while a large upload is sent.
 
 use std::path::PathBuf;
 
@@ -7,18 +8,41 @@ use anyhow::Context as _;
 
 use super::client::{Client, ClientArgs, print_json, s};
 
-/// Uploads `file`; prints the new version and its tasks.
-pub(super) async fn deploy(file: PathBuf, client: ClientArgs) -> anyhow::Result<()> {
-    let bytes = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+/// Uploads `files` as one version; prints it and its tasks (with their component, for several).
+pub(super) async fn deploy(files: Vec<PathBuf>, client: ClientArgs) -> anyhow::Result<()> {
+    let mut components = Vec::with_capacity(files.len());
+    for file in &files {
+        let bytes =
+            std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| file.display().to_string());
+        components.push((name, bytes));
+    }
     let c = Client::new(&client)?;
-    let d = c
-        .send(
-            c.post("/api/v1/deployments")
+    let request = c.post("/api/v1/deployments");
+    let request = match components.len() {
+        1 => {
+            let (_, bytes) = components.remove(0);
+            request
                 .header("content-type", "application/wasm")
                 .header("content-length", bytes.len())
-                .body(upload_with_progress(bytes)),
-        )
-        .await?;
+                .body(upload_with_progress(bytes))
+        }
+        _ => {
+            let boundary = format!("kiln-{:032x}", rand::random::<u128>());
+            let body = form_data(&boundary, components);
+            request
+                .header(
+                    "content-type",
+                    format!("multipart/form-data; boundary={boundary}"),
+                )
+                .header("content-length", body.len())
+                .body(upload_with_progress(body))
+        }
+    };
+    let d = c.send(request).await?;
     if client.json {
         return print_json(&d);
     }
@@ -33,7 +57,48 @@ pub(super) async fn deploy(file: PathBuf, client: ClientArgs) -> anyhow::Result<
         s(&d["version"]),
         tasks.join(", ")
     );
+    let components = d["components"].as_array().map_or(&[][..], Vec::as_slice);
+    if components.len() > 1 {
+        for component in components {
+            let ids: Vec<&str> = component["tasks"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|t| t.as_str())
+                .collect();
+            let name = component["name"]
+                .as_str()
+                .or_else(|| component["contentHash"].as_str())
+                .unwrap_or("?");
+            println!("  {name}: [{}]", ids.join(", "));
+        }
+    }
     Ok(())
+}
+
+/// A `multipart/form-data` body with a part per component, named by its file name.
+fn form_data(boundary: &str, components: Vec<(String, Vec<u8>)>) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, bytes) in components {
+        // A quote or line break would end the header's value early.
+        let name: String = name
+            .chars()
+            .map(|c| match c {
+                '"' | '\\' | '\r' | '\n' => '_',
+                c => c,
+            })
+            .collect();
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"component\"; filename=\"{name}\"\r\nContent-Type: application/wasm\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
 }
 
 /// Components above this size report upload progress on stderr.
@@ -68,7 +133,7 @@ fn upload_with_progress(bytes: Vec<u8>) -> reqwest::Body {
             );
         }
         if sent == total {
-            eprintln!("uploaded; the host is compiling and checking the component…");
+            eprintln!("uploaded; the host is compiling and checking the upload…");
         }
         Ok::<_, std::io::Error>(chunk)
     }));

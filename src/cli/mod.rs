@@ -39,10 +39,14 @@ struct Cli {
 enum Command {
     /// Run the host: the API, the scheduler and the sandbox, with embedded SQLite.
     Serve(ServeArgs),
-    /// Upload a `.wasm` component; it becomes the environment's newest version.
+    /// Upload `.wasm` components; together they become the environment's newest version, which
+    /// replaces the whole task set (each task is run by the component that defines it; a task id
+    /// in two components is refused).
     Deploy {
-        /// The component file (build guests with `cargo build --target wasm32-wasip2`).
-        file: PathBuf,
+        /// The component files (build guests with `cargo build --target wasm32-wasip2`, or a
+        /// TypeScript or Python project with its SDK's build command).
+        #[arg(required = true, num_args = 1..)]
+        files: Vec<PathBuf>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -124,7 +128,7 @@ pub fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::serve(args).await,
-        Command::Deploy { file, client } => deploy::deploy(file, client).await,
+        Command::Deploy { files, client } => deploy::deploy(files, client).await,
         Command::Trigger {
             task,
             payload,

@@ -28,9 +28,13 @@ pub(super) struct ServeArgs {
     /// another limit for it (`kiln envs limit`); a queue's limit never exceeds it.
     #[arg(long, default_value_t = DEFAULT_ENVIRONMENT_CONCURRENCY)]
     environment_concurrency: u32,
-    /// Largest component upload, in bytes.
+    /// Largest component upload, in bytes (each component of a deploy of several, too).
     #[arg(long, default_value_t = DEFAULT_MAX_COMPONENT_BYTES)]
     max_component_bytes: usize,
+    /// Largest deploy of several components, in bytes together (never below
+    /// --max-component-bytes).
+    #[arg(long, default_value_t = crate::deploy::DEFAULT_MAX_DEPLOY_BYTES)]
+    max_deploy_bytes: usize,
     /// Machine code of compiled components kept in memory, in MiB; past it the least recently
     /// used are dropped and load again from their artifact on disk when a run needs them.
     #[arg(long, default_value_t = 1024)]
@@ -44,8 +48,9 @@ pub(super) struct ServeArgs {
     /// the freed memory stays resident meanwhile, so RSS may pass the memory pool).
     #[arg(long, default_value_t = 1)]
     pool_decommit_batch: usize,
-    /// Deploy this component to the dev environment at start unless the latest version already
-    /// has the same bytes (repeatable).
+    /// Deploy this component to the dev environment at start (repeatable: all the files given
+    /// become one version, each task run by the component that defines it), unless the latest
+    /// version already has the same components in the same order.
     #[arg(long)]
     deploy: Vec<PathBuf>,
     /// TTL of runs whose trigger and task set none, e.g. `10m` (default: none).
@@ -121,6 +126,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency,
         environment_concurrency: args.environment_concurrency,
         max_component_bytes: args.max_component_bytes,
+        max_deploy_bytes: args.max_deploy_bytes,
         compiled_cache_bytes: args.compiled_cache_mib.saturating_mul(1 << 20),
         pool: crate::sandbox::PoolTuning {
             memory_keep_resident: args.pool_keep_resident_mib.saturating_mul(1 << 20),

@@ -1,9 +1,12 @@
-//! Deploying components: validate an upload, read its task list, store it as the environment's next
-//! version, and keep compiled components ready to instantiate.
+//! Deploying components: validate an upload of one or more components, read each one's task list,
+//! store them together as the environment's next version, and keep compiled components ready to
+//! instantiate.
 //!
 //! An upload is refused — with a message that says what is wrong and what to do, and nothing
-//! stored — when it is too large, not wasm, a core module, lacks the `kiln:task` exports, imports
-//! something kiln does not provide, or its `definitions()` fails or returns invalid tasks.
+//! stored — when a component is too large, not wasm, a core module, lacks the `kiln:task`
+//! exports, imports something kiln does not provide, or its `definitions()` fails or returns
+//! invalid tasks; and when the components are too many or too large together, or two of them
+//! define the same task id (the message names the task and both components).
 
 mod cache;
 mod validate;
@@ -14,9 +17,9 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use crate::model::{Deployment, Environment, now_ms};
+use crate::model::{Deployment, Environment, TaskDefinition, now_ms};
 use crate::sandbox::{CompileError, GuestFailure, Prepared, Sandbox};
-use crate::store::{Store, StoreError};
+use crate::store::{NewComponent, Store, StoreError};
 use cache::CompiledCache;
 
 pub use validate::validate;
@@ -24,6 +27,12 @@ pub use validate::validate;
 /// Machine code of compiled components kept in memory at once, by default. Past it the least
 /// recently used are dropped (their artifacts on disk load again in milliseconds).
 pub const DEFAULT_COMPILED_CACHE_BYTES: usize = 1 << 30;
+
+/// Most components one version may have: each is compiled and validated while the deploy
+/// waits, and each compiled one is kept in memory.
+pub const MAX_COMPONENTS: usize = 16;
+/// Bytes the components of one deploy may have together, by default (at least the limit of one).
+pub const DEFAULT_MAX_DEPLOY_BYTES: usize = 128 << 20;
 
 /// Most tasks one component may declare.
 pub(crate) const MAX_TASKS: usize = 1_000;
@@ -46,6 +55,34 @@ pub enum DeployError {
         "the component is {size} bytes; the limit is {limit} bytes (shrink it with `opt-level = \"s\"`, `lto = true` and `strip = true`, or raise the host's --max-component-bytes)"
     )]
     TooLarge { size: usize, limit: usize },
+    #[error(
+        "the components are {size} bytes together; the limit is {limit} bytes (deploy fewer or smaller components, or raise the host's --max-deploy-bytes)"
+    )]
+    TooLargeTogether { size: usize, limit: usize },
+    #[error("the deploy has no component; send the bytes of at least one `.wasm` component")]
+    NoComponents,
+    #[error(
+        "the deploy has {count} components; a version has at most {limit} (put more tasks in fewer components)"
+    )]
+    TooManyComponents { count: usize, limit: usize },
+    /// What was wrong with one component of a deploy of several.
+    #[error("component `{component}`: {error}")]
+    InComponent {
+        component: String,
+        error: Box<DeployError>,
+    },
+    #[error(
+        "`{first}` and `{second}` are the same component (the same bytes); give each component once"
+    )]
+    SameComponentTwice { first: String, second: String },
+    #[error(
+        "task `{task}` is defined by two components, `{first}` and `{second}`; a task id is defined by one component of a version: rename the task in one of them or leave one component out"
+    )]
+    TaskInTwoComponents {
+        task: String,
+        first: String,
+        second: String,
+    },
     #[error(transparent)]
     Compile(#[from] CompileError),
     #[error("calling the component's `definitions()` failed: {0}")]
@@ -56,12 +93,44 @@ pub enum DeployError {
     Store(#[from] StoreError),
 }
 
+impl DeployError {
+    /// The error itself, out of the component it was found in.
+    pub fn innermost(&self) -> &DeployError {
+        match self {
+            DeployError::InComponent { error, .. } => error.innermost(),
+            other => other,
+        }
+    }
+}
+
+/// A component as a deploy receives it: its bytes and, when the upload named it, its file name.
+#[derive(Debug, Clone)]
+pub struct Upload {
+    pub name: Option<String>,
+    pub bytes: Vec<u8>,
+}
+
+impl Upload {
+    /// A component the upload did not name.
+    pub fn unnamed(bytes: Vec<u8>) -> Upload {
+        Upload { name: None, bytes }
+    }
+}
+
+/// A component that passed every check, ready to store.
+struct Checked {
+    component: NewComponent,
+    prepared: Prepared,
+    label: String,
+}
+
 /// Validates and stores deployments, and caches compiled components by content digest: in
 /// memory, and on disk as precompiled artifacts so a restarted host does not compile again.
 pub struct Deployer {
     store: Store,
     sandbox: Sandbox,
     max_component_bytes: usize,
+    max_deploy_bytes: usize,
     compiled: Mutex<CompiledCache>,
     /// Where precompiled artifacts are kept (`<data-dir>/compiled`); `None` keeps none.
     artifacts: Option<PathBuf>,
@@ -72,12 +141,14 @@ impl Deployer {
         store: Store,
         sandbox: Sandbox,
         max_component_bytes: usize,
+        max_deploy_bytes: usize,
         artifacts: Option<PathBuf>,
     ) -> Deployer {
         Deployer {
             store,
             sandbox,
             max_component_bytes,
+            max_deploy_bytes: max_deploy_bytes.max(max_component_bytes),
             compiled: Mutex::new(CompiledCache::new(DEFAULT_COMPILED_CACHE_BYTES)),
             artifacts,
         }
@@ -114,22 +185,129 @@ impl Deployer {
         }
     }
 
-    /// Validates `bytes` and makes it the environment's newest version.
+    /// Bytes the components of one deploy may have together (never below one component's).
+    pub fn max_deploy_bytes(&self) -> usize {
+        self.max_deploy_bytes
+    }
+
+    /// Validates the components and makes them, together, the environment's newest version.
+    /// With several, an error found in one names it, and a task id two of them define is
+    /// refused naming both; nothing is stored unless all pass.
     pub async fn deploy(
         &self,
         env: &Environment,
-        bytes: Vec<u8>,
+        uploads: Vec<Upload>,
     ) -> Result<Deployment, DeployError> {
+        if uploads.is_empty() {
+            return Err(DeployError::NoComponents);
+        }
+        if uploads.len() > MAX_COMPONENTS {
+            return Err(DeployError::TooManyComponents {
+                count: uploads.len(),
+                limit: MAX_COMPONENTS,
+            });
+        }
+        let total = uploads.iter().map(|u| u.bytes.len()).sum::<usize>();
+        if uploads.len() > 1 && total > self.max_deploy_bytes {
+            return Err(DeployError::TooLargeTogether {
+                size: total,
+                limit: self.max_deploy_bytes,
+            });
+        }
+        let several = uploads.len() > 1;
+        let in_component = |label: &str, error: DeployError| match several {
+            true => DeployError::InComponent {
+                component: label.to_owned(),
+                error: Box::new(error),
+            },
+            false => error,
+        };
+        // The cheap checks of every component come before any is compiled.
+        let mut labeled = Vec::with_capacity(uploads.len());
+        for upload in uploads {
+            let digest: [u8; 32] = Sha256::digest(&upload.bytes).into();
+            let label = upload.name.clone().unwrap_or_else(|| hex(&digest));
+            self.check_size(env, &upload.bytes)
+                .map_err(|e| in_component(&label, e))?;
+            if let Some((_, _, same)) = labeled.iter().find(|(_, d, _)| *d == digest) {
+                return Err(DeployError::SameComponentTwice {
+                    first: String::clone(same),
+                    second: label,
+                });
+            }
+            labeled.push((upload, digest, label));
+        }
+        let mut checked: Vec<Checked> = Vec::with_capacity(labeled.len());
+        for (upload, digest, label) in labeled {
+            let (component, prepared) = self
+                .check(upload, digest)
+                .await
+                .map_err(|e| in_component(&label, e))?;
+            for task in &component.tasks {
+                if let Some(other) = checked.iter().find(|c| defines(&c.component.tasks, task)) {
+                    return Err(DeployError::TaskInTwoComponents {
+                        task: task.id.clone(),
+                        first: other.label.clone(),
+                        second: label,
+                    });
+                }
+            }
+            checked.push(Checked {
+                component,
+                prepared,
+                label,
+            });
+        }
+        let now = now_ms();
+        let day = jiff::Timestamp::from_millisecond(now)
+            .map(|t| t.strftime("%Y%m%d").to_string())
+            .unwrap_or_else(|_| "19700101".into());
+        let (components, compiled): (Vec<_>, Vec<_>) = checked
+            .into_iter()
+            .map(|c| (c.component, c.prepared))
+            .unzip();
+        let deployment = self
+            .store
+            .insert_deployment(&env.id, components, day, now)
+            .await?;
+        for (stored, prepared) in deployment.components.iter().zip(compiled) {
+            self.save_artifact(&stored.digest, &prepared);
+            self.cache().insert(stored.digest.clone(), prepared);
+        }
+        Ok(deployment)
+    }
+
+    /// A component's size against the host's limit, or the environment's when the admin set a
+    /// lower one.
+    fn check_size(&self, env: &Environment, bytes: &[u8]) -> Result<(), DeployError> {
         if bytes.is_empty() {
             return Err(DeployError::Empty);
         }
-        if bytes.len() > self.max_component_bytes {
+        let limit = env
+            .limits
+            .max_component_bytes
+            .map_or(self.max_component_bytes, |l| {
+                usize::try_from(l).map_or(self.max_component_bytes, |l| {
+                    l.min(self.max_component_bytes)
+                })
+            });
+        if bytes.len() > limit {
             return Err(DeployError::TooLarge {
                 size: bytes.len(),
-                limit: self.max_component_bytes,
+                limit,
             });
         }
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        Ok(())
+    }
+
+    /// Validates one component (its size checked): that it compiles, and the tasks its
+    /// `definitions()` declares.
+    async fn check(
+        &self,
+        upload: Upload,
+        digest: [u8; 32],
+    ) -> Result<(NewComponent, Prepared), DeployError> {
+        let bytes = upload.bytes;
         let prepared = self.sandbox.compile(bytes.clone()).await?;
         let declared = self
             .sandbox
@@ -137,24 +315,23 @@ impl Deployer {
             .await
             .map_err(|f: GuestFailure| DeployError::Definitions(f.message))?;
         let tasks = validate(declared).map_err(DeployError::InvalidTasks)?;
-        let now = now_ms();
-        let day = jiff::Timestamp::from_millisecond(now)
-            .map(|t| t.strftime("%Y%m%d").to_string())
-            .unwrap_or_else(|_| "19700101".into());
-        let deployment = self
-            .store
-            .insert_deployment(&env.id, &digest, bytes, tasks, day, now)
-            .await?;
-        self.save_artifact(&deployment.component_digest, &prepared);
-        self.cache()
-            .insert(deployment.component_digest.clone(), prepared);
-        Ok(deployment)
+        let component = NewComponent {
+            digest,
+            name: upload.name,
+            bytes,
+            tasks,
+        };
+        Ok((component, prepared))
     }
 
-    /// The compiled component of a deployment: from memory, else from its artifact on disk, else
-    /// compiled from the stored bytes (and the artifact written for the next start).
-    pub async fn prepared(&self, deployment: &Deployment) -> Result<Prepared, DeployError> {
-        let digest = &deployment.component_digest;
+    /// The compiled component with this digest, of one of the environment's versions: from
+    /// memory, else from its artifact on disk, else compiled from the stored bytes (and the
+    /// artifact written for the next start).
+    pub async fn prepared(
+        &self,
+        environment_id: &str,
+        digest: &str,
+    ) -> Result<Prepared, DeployError> {
         if let Some(p) = self.cache().get(digest) {
             return Ok(p.clone());
         }
@@ -171,7 +348,7 @@ impl Deployer {
         let prepared = match loaded {
             Some(p) => p,
             None => {
-                let bytes = self.store.component_bytes(digest).await?;
+                let bytes = self.store.component_bytes(environment_id, digest).await?;
                 let started = std::time::Instant::now();
                 let p = self.sandbox.compile(bytes).await?;
                 tracing::info!(digest = %digest, ms = started.elapsed().as_millis() as u64, "compiled component");
@@ -179,7 +356,7 @@ impl Deployer {
                 p
             }
         };
-        self.cache().insert(digest.clone(), prepared.clone());
+        self.cache().insert(digest.to_owned(), prepared.clone());
         Ok(prepared)
     }
 
@@ -197,4 +374,13 @@ impl Deployer {
     fn cache(&self) -> std::sync::MutexGuard<'_, CompiledCache> {
         self.compiled.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Whether `tasks` has a task with the id of `task`.
+fn defines(tasks: &[TaskDefinition], task: &TaskDefinition) -> bool {
+    tasks.iter().any(|t| t.id == task.id)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -83,7 +83,20 @@ impl Engine {
             );
             return self.unable(run, "COULD_NOT_FIND_TASK", message);
         };
-        let prepared = match self.deployer.prepared(&deployment).await {
+        // The component of the run's version that defines its task executes it, on every
+        // attempt and every replay of a checkpoint (the run stays locked to its version).
+        let Some(component) = deployment.component_of(&run.task_id) else {
+            let message = format!(
+                "task `{}` is not in the deployed version the run is locked to",
+                run.task_id
+            );
+            return self.unable(run, "COULD_NOT_FIND_TASK", message);
+        };
+        let prepared = match self
+            .deployer
+            .prepared(&run.environment_id, &component.digest)
+            .await
+        {
             Ok(p) => p,
             Err(e) => return self.unable(run, "COULD_NOT_IMPORT_TASK", e.to_string()),
         };
@@ -136,7 +149,7 @@ impl Engine {
     ) -> AttemptRequest {
         let run = &started.run;
         let attempt = run.attempt_count;
-        let task = deployment.tasks.iter().find(|t| t.id == run.task_id);
+        let task = deployment.task(&run.task_id);
         AttemptRequest {
             payload: run.payload.clone(),
             fuel: run.machine.fuel_budget(self.config.fuel_budget),
@@ -473,9 +486,8 @@ impl Engine {
             }
         };
         deployment
-            .tasks
-            .iter()
-            .any(|t| t.id == run.task_id)
+            .task(&run.task_id)
+            .is_some()
             .then_some(deployment)
     }
 }

@@ -5,27 +5,29 @@
 use super::*;
 
 impl Engine {
-    /// Deploys a component and queues the runs that were waiting for a version with its tasks.
+    /// Deploys one component as the environment's new version (see [`Engine::deploy_components`]).
     pub async fn deploy(
         &self,
         env: &Environment,
         bytes: Vec<u8>,
     ) -> Result<Deployment, EngineError> {
-        if let Some(limit) = env.limits.max_component_bytes
-            && bytes.len() as u64 > limit
-        {
-            return Err(DeployError::TooLarge {
-                size: bytes.len(),
-                limit: usize::try_from(limit).unwrap_or(usize::MAX),
-            }
-            .into());
-        }
-        let deployment = self.deployer.deploy(env, bytes).await?;
+        self.deploy_components(env, vec![Upload::unnamed(bytes)])
+            .await
+    }
+
+    /// Deploys components together as one new version (each task run by the component that
+    /// defines it) and queues the runs that were waiting for a version with their tasks.
+    pub async fn deploy_components(
+        &self,
+        env: &Environment,
+        uploads: Vec<Upload>,
+    ) -> Result<Deployment, EngineError> {
+        let deployment = self.deployer.deploy(env, uploads).await?;
         // The deployment set its queues' limits from the definitions.
         for queue in self.store.environment_queues(&env.id).await? {
             self.apply_queue(&queue);
         }
-        let tasks = deployment.tasks.iter().map(|t| t.id.clone()).collect();
+        let tasks = deployment.tasks().map(|t| t.id.clone()).collect();
         let lanes = self
             .store
             .enqueue_pending_version(&env.id, tasks, self.now())

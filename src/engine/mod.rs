@@ -41,8 +41,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
-use crate::deploy::DeployError;
-use crate::deploy::Deployer;
+use crate::deploy::{DeployError, Deployer, Upload};
 use crate::metadata::{MAX_METADATA_BYTES, MetadataError, MetadataOp};
 use crate::model::{
     AttemptStatus, Clock, DEFAULT_IDEMPOTENCY_KEY_TTL, Delay, Deployment, Environment, Lane,

@@ -88,11 +88,11 @@ impl Engine {
             .latest_deployment(&env.id)
             .await?
             .ok_or_else(|| ScheduleError::NothingDeployed(request.task.clone()))?;
-        if !deployment.tasks.iter().any(|t| t.id == request.task) {
-            let available: Vec<&str> = deployment.tasks.iter().map(|t| t.id.as_str()).collect();
+        if !deployment.tasks().any(|t| t.id == request.task) {
+            let available: Vec<&str> = deployment.tasks().map(|t| t.id.as_str()).collect();
             return Err(ScheduleError::UnknownTask {
                 task: request.task,
-                version: deployment.version,
+                version: deployment.version.clone(),
                 available: available.join(", "),
             });
         }
@@ -222,8 +222,7 @@ impl Engine {
     ) -> Result<(), StoreError> {
         let now = self.now();
         let declared: Vec<DeclaredSchedule> = deployment
-            .tasks
-            .iter()
+            .tasks()
             .filter_map(|t| {
                 let s = t.schedule.as_ref()?;
                 let cron = CronSchedule::parse(&s.cron, Some(&s.timezone)).ok()?;
@@ -344,7 +343,7 @@ impl Engine {
             }
         };
         let plan = FirePlan::new(&cron, expected, now);
-        let deployment = deployment.filter(|d| d.tasks.iter().any(|t| t.id == s.task_id));
+        let deployment = deployment.filter(|d| d.tasks().any(|t| t.id == s.task_id));
         if deployment.is_none() {
             tracing::warn!(schedule = %s.id, task = %s.task_id, "the task is in no deployed version; the tick passes without a run");
         }

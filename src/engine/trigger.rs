@@ -276,7 +276,7 @@ impl Engine {
                         locked.insert(version.clone(), d);
                     }
                     let d = &locked[version];
-                    if !d.tasks.iter().any(|t| t.id == item.task_id) {
+                    if !d.tasks().any(|t| t.id == item.task_id) {
                         return Err(EngineError::TaskNotInVersion {
                             task: item.task_id,
                             version: version.clone(),
@@ -303,7 +303,7 @@ impl Engine {
         now: Millis,
     ) -> NewRun {
         let o = item.options;
-        let task = deployment.and_then(|d| d.tasks.iter().find(|t| t.id == item.task_id));
+        let task = deployment.and_then(|d| d.tasks().find(|t| t.id == item.task_id));
         let delay_until = o
             .delay
             .map(|d| match d {

@@ -160,13 +160,54 @@ pub struct QueueDefinition {
     pub concurrency_limit: Option<u32>,
 }
 
-/// A deployed version of an environment's component.
+/// One component of a deployed version: its content digest, the file name the upload gave it
+/// (when it named one), and the tasks it defines.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeployedComponent {
+    pub digest: String,
+    pub name: Option<String>,
+    pub tasks: Vec<TaskDefinition>,
+}
+
+impl DeployedComponent {
+    /// How messages name it: its file name, else its digest.
+    pub fn label(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.digest)
+    }
+}
+
+/// A deployed version of an environment: one or more components, in upload order, that define
+/// every task of the version between them (each task id in exactly one component).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Deployment {
     pub id: String,
     pub environment_id: String,
     pub version: String,
-    pub component_digest: String,
     pub created_at: Millis,
-    pub tasks: Vec<TaskDefinition>,
+    /// At least one.
+    pub components: Vec<DeployedComponent>,
+}
+
+impl Deployment {
+    /// Every task of the version, component by component.
+    pub fn tasks(&self) -> impl Iterator<Item = &TaskDefinition> {
+        self.components.iter().flat_map(|c| c.tasks.iter())
+    }
+
+    /// A task of the version by id.
+    pub fn task(&self, id: &str) -> Option<&TaskDefinition> {
+        self.tasks().find(|t| t.id == id)
+    }
+
+    /// The component that defines a task, which executes its runs.
+    pub fn component_of(&self, task_id: &str) -> Option<&DeployedComponent> {
+        self.components
+            .iter()
+            .find(|c| c.tasks.iter().any(|t| t.id == task_id))
+    }
+
+    /// The first component's digest: the version's `contentHash` (its only one, usually).
+    pub fn first_digest(&self) -> &str {
+        self.components.first().map_or("", |c| c.digest.as_str())
+    }
 }

@@ -141,9 +141,10 @@ facade! {
     fn logs(&self, environment_id: &str, run_id: &str, after: i64, limit: usize) -> Vec<(i64, LogLine)>;
     /// Runs a previous process claimed or was executing when it stopped.
     fn in_flight_runs(&self) -> Vec<Run>;
-    /// Stores the component (if new) and a deployment with the next version of the day
-    /// (`YYYYMMDD.N`), with its tasks, in one transaction.
-    fn insert_deployment(&self, environment_id: &str, digest: &[u8; 32], bytes: Vec<u8>, tasks: Vec<TaskDefinition>, day: String, now: Millis) -> Deployment;
+    /// Stores the components (those new) and a deployment of them, in their order, with the
+    /// next version of the day (`YYYYMMDD.N`) and each component's tasks, in one transaction.
+    /// The caller has checked that no task id is in two components.
+    fn insert_deployment(&self, environment_id: &str, components: Vec<NewComponent>, day: String, now: Millis) -> Deployment;
     /// The newest deployment of an environment.
     fn latest_deployment(&self, environment_id: &str) -> Option<Deployment>;
     /// A deployment by id.
@@ -152,8 +153,8 @@ facade! {
     fn deployment_by_version(&self, environment_id: &str, version: &str) -> Option<Deployment>;
     /// An environment's deployments, newest first.
     fn list_deployments(&self, environment_id: &str) -> Vec<Deployment>;
-    /// The bytes of a stored component.
-    fn component_bytes(&self, digest: &str) -> Vec<u8>;
+    /// The bytes of a stored component of one of the environment's versions.
+    fn component_bytes(&self, environment_id: &str, digest: &str) -> Vec<u8>;
     /// Queues the environment's PENDING_VERSION runs of these tasks (a version with them was
     /// deployed). They keep their queue order.
     fn enqueue_pending_version(&self, environment_id: &str, task_ids: Vec<String>, now: Millis) -> Vec<Lane>;

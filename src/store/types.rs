@@ -19,6 +19,16 @@ pub enum RunChanges {
     Unknown,
 }
 
+/// A component of a deployment about to be stored: its bytes and their SHA-256 digest, the file
+/// name the upload gave it (if any), and the tasks it defines, validated.
+#[derive(Debug, Clone)]
+pub struct NewComponent {
+    pub digest: [u8; 32],
+    pub name: Option<String>,
+    pub bytes: Vec<u8>,
+    pub tasks: Vec<TaskDefinition>,
+}
+
 /// A secret key about to be stored: the plaintext (shown once), its SHA-256 digest, and its copy
 /// sealed under the host's secrets key.
 #[derive(Debug, Clone)]

@@ -58,7 +58,7 @@ impl ServeProcess {
         ServeProcess::start_deploying(dir, extra, &[guest_path(guests::HELLO)])
     }
 
-    /// `kiln serve` with these components deployed at start (the last one is the latest).
+    /// `kiln serve` with these components deployed at start, together as one version.
     pub fn start_deploying(
         dir: &Path,
         extra: &[&str],

@@ -6,7 +6,7 @@ use kiln::model::{
     AttemptStatus, Environment, LogLevel, LogLine, Machine, RetryDefinition, RetryPolicy,
     RunStatus, TaskDefinition, now_ms,
 };
-use kiln::store::{FinishAttempt, JournalWith, NewRun, RunUpdate, Store, StoreError};
+use kiln::store::{FinishAttempt, JournalWith, NewComponent, NewRun, RunUpdate, Store, StoreError};
 
 /// A store on a fresh database with two environments: `dev` (the bootstrap's) and `other`.
 async fn two_environments() -> (tempfile::TempDir, Store, Environment, Environment) {
@@ -42,6 +42,15 @@ fn task(id: &str) -> TaskDefinition {
         ttl: None,
         machine: None,
         schedule: None,
+    }
+}
+
+fn component(digest: [u8; 32], bytes: Vec<u8>, tasks: Vec<TaskDefinition>) -> NewComponent {
+    NewComponent {
+        digest,
+        name: None,
+        bytes,
+        tasks,
     }
 }
 
@@ -90,9 +99,11 @@ async fn every_read_and_write_of_a_run_is_scoped_to_its_environment() {
     let deployment = store
         .insert_deployment(
             &dev.id,
-            &[7; 32],
-            b"not checked by the store".to_vec(),
-            vec![task("a")],
+            vec![component(
+                [7; 32],
+                b"not checked by the store".to_vec(),
+                vec![task("a")],
+            )],
             "20261202".into(),
             now,
         )
@@ -203,6 +214,16 @@ async fn every_read_and_write_of_a_run_is_scoped_to_its_environment() {
             .unwrap()
             .is_some()
     );
+    // A component's bytes are read only for an environment that deployed it.
+    let digest = &deployment.components[0].digest;
+    assert!(matches!(
+        store.component_bytes(&other.id, digest).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(
+        store.component_bytes(&dev.id, digest).await.unwrap(),
+        b"not checked by the store"
+    );
 
     // Writes: refused for another environment, done for the run's own.
     let tags = async |env: &str| {
@@ -283,9 +304,7 @@ async fn an_effect_of_another_environments_run_stores_nothing() {
     store
         .insert_deployment(
             &dev.id,
-            &[8; 32],
-            b"x".to_vec(),
-            vec![task("a")],
+            vec![component([8; 32], b"x".to_vec(), vec![task("a")])],
             "20261202".into(),
             now,
         )

@@ -113,6 +113,8 @@ pub struct TestHost {
 pub struct Options {
     pub concurrency: usize,
     pub max_component_bytes: usize,
+    /// Bytes the components of one deploy may have together.
+    pub max_deploy_bytes: usize,
     pub default_ttl: Option<Duration>,
     pub fuel_budget: u64,
     pub memory_pool_bytes: u64,
@@ -133,6 +135,7 @@ impl Default for Options {
         Options {
             concurrency: 4,
             max_component_bytes: host::DEFAULT_MAX_COMPONENT_BYTES,
+            max_deploy_bytes: kiln::deploy::DEFAULT_MAX_DEPLOY_BYTES,
             default_ttl: None,
             fuel_budget: kiln::model::DEFAULT_FUEL_BUDGET,
             memory_pool_bytes: host::DEFAULT_MEMORY_POOL_BYTES,
@@ -177,6 +180,7 @@ impl TestHost {
         let mut config = HostConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
         config.concurrency = options.concurrency;
         config.max_component_bytes = options.max_component_bytes;
+        config.max_deploy_bytes = options.max_deploy_bytes;
         config.default_ttl = options.default_ttl;
         config.fuel_budget = options.fuel_budget;
         if let Some(threshold) = options.wait_threshold {
@@ -322,6 +326,50 @@ impl TestHost {
             .await
             .expect("upload sent");
         read(resp).await
+    }
+
+    /// Uploads components as one deploy, `multipart/form-data` with a part per component (named
+    /// by its file name when it has one).
+    pub async fn upload_parts(&self, parts: Vec<(Option<String>, Vec<u8>)>) -> (StatusCode, Value) {
+        const BOUNDARY: &str = "kiln-test-boundary-5c1d";
+        let mut body = Vec::new();
+        for (name, bytes) in parts {
+            let file = name.map_or(String::new(), |n| format!("; filename=\"{n}\""));
+            body.extend_from_slice(
+                format!(
+                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"component\"{file}\r\n\r\n"
+                )
+                .as_bytes(),
+            );
+            body.extend_from_slice(&bytes);
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        let resp = self
+            .http
+            .post(format!("{}/api/v1/deployments", self.url))
+            .bearer_auth(&self.key)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("upload sent");
+        read(resp).await
+    }
+
+    /// Deploys example guests together as one version, each named `<guest>.wasm`; panics unless
+    /// it is accepted.
+    pub async fn deploy_together(&self, names: &[&str]) -> Value {
+        let parts = names
+            .iter()
+            .map(|n| (Some(format!("{n}.wasm")), guest(n)))
+            .collect();
+        let (status, body) = self.upload_parts(parts).await;
+        assert_eq!(status, StatusCode::CREATED, "deploying {names:?}: {body}");
+        body
     }
 
     /// Deploys an example guest; panics unless it is accepted.

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::iso;
-use crate::model::{Deployment, TaskDefinition};
+use crate::model::{DeployedComponent, Deployment, TaskDefinition};
 use crate::store::KeyInfo;
 
 #[derive(Debug, Serialize)]
@@ -24,10 +24,12 @@ pub struct TaskDto {
     /// The declared cron schedule: `{cron, timezone}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     schedule: Option<Value>,
+    /// The content hash of the component that defines the task (and runs it).
+    component: String,
 }
 
-impl From<&TaskDefinition> for TaskDto {
-    fn from(t: &TaskDefinition) -> TaskDto {
+impl TaskDto {
+    fn new(t: &TaskDefinition, component: &DeployedComponent) -> TaskDto {
         TaskDto {
             id: t.id.clone(),
             description: t.description.clone(),
@@ -41,8 +43,20 @@ impl From<&TaskDefinition> for TaskDto {
                 .schedule
                 .as_ref()
                 .map(|s| serde_json::json!({ "cron": s.cron, "timezone": s.timezone })),
+            component: component.digest.clone(),
         }
     }
+}
+
+/// A component of a version: its content hash, the file name it was uploaded as (if given), and
+/// the ids of the tasks it defines.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentDto {
+    content_hash: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    tasks: Vec<String>,
 }
 
 /// kiln's deployment shape (Trigger.dev deploys through its own build service instead).
@@ -51,8 +65,10 @@ impl From<&TaskDefinition> for TaskDto {
 pub struct DeploymentDto {
     id: String,
     version: String,
+    /// The first component's content hash (the only one's, for a version of one component).
     content_hash: String,
     created_at: String,
+    components: Vec<ComponentDto>,
     tasks: Vec<TaskDto>,
 }
 
@@ -61,9 +77,22 @@ impl From<&Deployment> for DeploymentDto {
         DeploymentDto {
             id: d.id.clone(),
             version: d.version.clone(),
-            content_hash: d.component_digest.clone(),
+            content_hash: d.first_digest().to_owned(),
             created_at: iso(d.created_at),
-            tasks: d.tasks.iter().map(TaskDto::from).collect(),
+            components: d
+                .components
+                .iter()
+                .map(|c| ComponentDto {
+                    content_hash: c.digest.clone(),
+                    name: c.name.clone(),
+                    tasks: c.tasks.iter().map(|t| t.id.clone()).collect(),
+                })
+                .collect(),
+            tasks: d
+                .components
+                .iter()
+                .flat_map(|c| c.tasks.iter().map(move |t| TaskDto::new(t, c)))
+                .collect(),
         }
     }
 }

@@ -92,15 +92,23 @@ export function signOut() {
 }
 
 /**
- * Uploads a file as the raw request body with upload progress (fetch has none), resolving to
- * the JSON answer. `progress(fraction)` runs while the bytes go; `sent()` once they all went.
+ * Uploads one file as the raw request body, or several as `multipart/form-data` (a part each),
+ * with upload progress (fetch has none), resolving to the JSON answer. `progress(fraction)` runs
+ * while the bytes go; `sent()` once they all went.
  */
-export function upload(path, file, { progress = () => {}, sent = () => {} } = {}) {
+export function upload(path, files, { progress = () => {}, sent = () => {} } = {}) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     xhr.open("POST", path);
     xhr.setRequestHeader("Authorization", `Bearer ${session.key}`);
-    xhr.setRequestHeader("Content-Type", "application/wasm");
+    let body = files[0];
+    if (files.length > 1) {
+      // The browser sets the multipart content type with its boundary.
+      body = new FormData();
+      for (const file of files) body.append("component", file, file.name);
+    } else {
+      xhr.setRequestHeader("Content-Type", "application/wasm");
+    }
     xhr.upload.onprogress = (e) => { if (e.lengthComputable) progress(e.loaded / e.total); };
     xhr.upload.onload = () => sent();
     xhr.onerror = () => reject(new ApiError(0, "the upload failed: the host closed the connection"));
@@ -110,7 +118,7 @@ export function upload(path, file, { progress = () => {}, sent = () => {} } = {}
       if (xhr.status >= 200 && xhr.status < 300) resolve(data);
       else reject(new ApiError(xhr.status, (data && data.error) || `${xhr.status} ${xhr.statusText}`));
     };
-    xhr.send(file);
+    xhr.send(body);
   });
 }
 

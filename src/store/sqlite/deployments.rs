@@ -1,5 +1,6 @@
 //! Deployments: the component bytes (content-addressed), versions (`YYYYMMDD.N`, assigned inside
-//! the insert transaction), their task definitions, and the runs a deploy releases from
+//! the insert transaction) with their components in order (`deployment_components`), their task
+//! definitions (each naming the component that defines it), and the runs a deploy releases from
 //! PENDING_VERSION.
 
 use rusqlite::{Connection, OptionalExtension, params};
@@ -16,6 +17,7 @@ use crate::store::*;
 pub(super) fn insert_task(
     c: &Connection,
     deployment_id: &str,
+    component_digest: &str,
     position: usize,
     t: &TaskDefinition,
 ) -> Result<(), StoreError> {
@@ -23,8 +25,8 @@ pub(super) fn insert_task(
         c,
         "INSERT INTO tasks (deployment_id, position, task_id, description, queue_name, queue_limit, \
            retry_max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, \
-           max_duration_ms, ttl_ms, machine, schedule_cron, schedule_timezone) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+           max_duration_ms, ttl_ms, machine, schedule_cron, schedule_timezone, component_digest) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
         params![
             deployment_id,
             position as i64,
@@ -43,18 +45,32 @@ pub(super) fn insert_task(
             t.machine.map(Machine::as_str),
             t.schedule.as_ref().map(|s| &s.cron),
             t.schedule.as_ref().map(|s| &s.timezone),
+            component_digest,
         ],
     )?;
     Ok(())
 }
 
 pub(super) fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, StoreError> {
-    let (environment_id, version, component_digest, created_at) = query_one(
+    let (environment_id, version, created_at) = query_one(
         c,
-        "SELECT environment_id, version, component_digest, created_at FROM deployments WHERE id = ?1",
+        "SELECT environment_id, version, created_at FROM deployments WHERE id = ?1",
         [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
+    let mut components: Vec<DeployedComponent> = c
+        .prepare_cached(
+            "SELECT component_digest, name FROM deployment_components \
+             WHERE deployment_id = ?1 ORDER BY position",
+        )?
+        .query_map([id], |r| {
+            Ok(DeployedComponent {
+                digest: r.get(0)?,
+                name: r.get(1)?,
+                tasks: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
     let machine = |v: Option<String>, col: usize| -> rusqlite::Result<Option<Machine>> {
         v.map(|s| Machine::parse(&s).ok_or_else(|| corrupt_col(col, "machine", &s)))
             .transpose()
@@ -63,12 +79,13 @@ pub(super) fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, St
         .prepare_cached(
             "SELECT task_id, description, queue_name, queue_limit, retry_max_attempts, retry_factor, \
                retry_min_ms, retry_max_ms, retry_randomize, retry_oom_machine, max_duration_ms, ttl_ms, machine, \
-               schedule_cron, schedule_timezone \
+               schedule_cron, schedule_timezone, component_digest \
              FROM tasks WHERE deployment_id = ?1 ORDER BY position",
         )?
         .query_map([id], |r| {
             let queue_name: Option<String> = r.get(2)?;
-            Ok(TaskDefinition {
+            let component: Option<String> = r.get(15)?;
+            let task = TaskDefinition {
                 id: r.get(0)?,
                 description: r.get(1)?,
                 queue: queue_name.map(|name| QueueDefinition {
@@ -98,16 +115,33 @@ pub(super) fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, St
                         .flatten()
                         .unwrap_or_else(|| crate::schedule::DEFAULT_TIMEZONE.to_owned()),
                 }),
-            })
+            };
+            Ok((component, task))
         })?
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
+    for (digest, task) in tasks {
+        let owner = components
+            .iter_mut()
+            .find(|comp| Some(&comp.digest) == digest.as_ref())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "task `{}` of deployment {id} names a component the deployment lacks",
+                    task.id
+                ))
+            })?;
+        owner.tasks.push(task);
+    }
+    if components.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "deployment {id} has no component"
+        )));
+    }
     Ok(Deployment {
         id: id.to_owned(),
         environment_id,
         version,
-        component_digest,
         created_at,
-        tasks,
+        components,
     })
 }
 
@@ -130,20 +164,18 @@ impl SqliteStore {
     pub async fn insert_deployment(
         &self,
         environment_id: &str,
-        digest: &[u8; 32],
-        bytes: Vec<u8>,
-        tasks: Vec<TaskDefinition>,
+        components: Vec<NewComponent>,
         day: String,
         now: Millis,
     ) -> Result<Deployment, StoreError> {
         let environment_id = environment_id.to_owned();
-        let digest = hex(digest);
         self.write(move |c| {
-            exec(
-                c,
-                "INSERT OR IGNORE INTO components (digest, bytes, created_at) VALUES (?1, ?2, ?3)",
-                params![digest, bytes, now],
-            )?;
+            let Some(first) = components.first() else {
+                return Err(StoreError::Refused(
+                    "a deployment needs at least one component".into(),
+                ));
+            };
+            let first = hex(&first.digest);
             let prefix = format!("{day}.");
             let last: Option<i64> = query_one(
                 c,
@@ -154,24 +186,49 @@ impl SqliteStore {
             )?;
             let version = format!("{day}.{}", last.unwrap_or(0) + 1);
             let id = new_id("deployment");
+            for component in &components {
+                exec(
+                    c,
+                    "INSERT OR IGNORE INTO components (digest, bytes, created_at) VALUES (?1, ?2, ?3)",
+                    params![hex(&component.digest), component.bytes, now],
+                )?;
+            }
             exec(
                 c,
                 "INSERT INTO deployments (id, environment_id, version, component_digest, created_at) \
                  VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![id, environment_id, version, digest, now],
+                params![id, environment_id, version, first, now],
             )?;
-            for (position, t) in tasks.iter().enumerate() {
-                insert_task(c, &id, position, t)?;
+            let mut deployed = Vec::with_capacity(components.len());
+            let mut position = 0;
+            for (index, component) in components.into_iter().enumerate() {
+                let digest = hex(&component.digest);
+                exec(
+                    c,
+                    "INSERT INTO deployment_components (deployment_id, position, component_digest, name) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![id, index as i64, digest, component.name],
+                )?;
+                for t in &component.tasks {
+                    insert_task(c, &id, &digest, position, t)?;
+                    position += 1;
+                }
+                deployed.push(DeployedComponent {
+                    digest,
+                    name: component.name,
+                    tasks: component.tasks,
+                });
             }
-            super::queues::sync_queues(c, &environment_id, &tasks, now)?;
-            Ok(Deployment {
+            let deployment = Deployment {
                 id,
                 environment_id,
                 version,
-                component_digest: digest,
                 created_at: now,
-                tasks,
-            })
+                components: deployed,
+            };
+            let tasks: Vec<TaskDefinition> = deployment.tasks().cloned().collect();
+            super::queues::sync_queues(c, &deployment.environment_id, &tasks, now)?;
+            Ok(deployment)
         })
         .await
     }
@@ -252,13 +309,20 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn component_bytes(&self, digest: &str) -> Result<Vec<u8>, StoreError> {
-        let digest = digest.to_owned();
+    pub async fn component_bytes(
+        &self,
+        environment_id: &str,
+        digest: &str,
+    ) -> Result<Vec<u8>, StoreError> {
+        let (environment_id, digest) = (environment_id.to_owned(), digest.to_owned());
         self.read(move |c| {
+            // Content-addressed bytes are shared, but an environment reads only its own versions'.
             query_one(
                 c,
-                "SELECT bytes FROM components WHERE digest = ?1",
-                [&digest],
+                "SELECT bytes FROM components WHERE digest = ?2 AND EXISTS ( \
+                   SELECT 1 FROM deployment_components dc JOIN deployments d ON d.id = dc.deployment_id \
+                   WHERE dc.component_digest = ?2 AND d.environment_id = ?1)",
+                params![environment_id, digest],
                 |r| r.get(0),
             )
             .optional()?

@@ -19,6 +19,7 @@ pub const MIGRATIONS: &[&str] = &[
     V14_BATCHES,
     V15_SEALED_KEYS,
     V16_BULK_ACTIONS,
+    V17_DEPLOYMENT_COMPONENTS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -475,3 +476,81 @@ CREATE TABLE bulk_action_runs (
     PRIMARY KEY (bulk_id, position)
 );
 "#;
+
+/// A version of several components: a deployment lists its components in order, and each task
+/// names the component that defines it (which executes its runs). A version deployed before this
+/// has its one component, and every task of it points there. `deployments.component_digest`
+/// stays: the first component's.
+const V17_DEPLOYMENT_COMPONENTS: &str = r#"
+CREATE TABLE deployment_components (
+    deployment_id     TEXT NOT NULL REFERENCES deployments(id),
+    position          INTEGER NOT NULL,
+    component_digest  TEXT NOT NULL REFERENCES components(digest),
+    -- The file name the upload gave the component, if it gave one.
+    name              TEXT,
+    PRIMARY KEY (deployment_id, position),
+    UNIQUE (deployment_id, component_digest)
+);
+-- Whose component a digest is, when its bytes are read for an environment.
+CREATE INDEX deployment_components_by_digest ON deployment_components (component_digest);
+INSERT INTO deployment_components (deployment_id, position, component_digest)
+ SELECT id, 0, component_digest FROM deployments;
+
+ALTER TABLE tasks ADD COLUMN component_digest TEXT REFERENCES components(digest);
+UPDATE tasks SET component_digest =
+ (SELECT d.component_digest FROM deployments d WHERE d.id = tasks.deployment_id);
+"#;
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, params};
+
+    use super::MIGRATIONS;
+
+    /// A database with a single-component version made before V17 gets that component as the
+    /// version's only one, with every task pointing at it.
+    #[test]
+    fn v17_gives_an_existing_version_its_one_component() {
+        let c = Connection::open_in_memory().expect("a database");
+        c.pragma_update(None, "foreign_keys", "ON").expect("pragma");
+        let v17 = MIGRATIONS
+            .iter()
+            .position(|m| *m == super::V17_DEPLOYMENT_COMPONENTS)
+            .expect("V17 is listed");
+        for sql in &MIGRATIONS[..v17] {
+            c.execute_batch(sql).expect("an earlier migration");
+        }
+        c.execute_batch(
+            "INSERT INTO projects (id, slug, created_at) VALUES ('p', 'default', 0);
+             INSERT INTO environments (id, project_id, slug, created_at) VALUES ('e', 'p', 'dev', 0);
+             INSERT INTO components (digest, bytes, created_at) VALUES ('abc', x'00', 0);
+             INSERT INTO deployments (id, environment_id, version, component_digest, created_at)
+              VALUES ('d', 'e', '20260101.1', 'abc', 0);
+             INSERT INTO tasks (deployment_id, position, task_id) VALUES ('d', 0, 'one'), ('d', 1, 'two');",
+        )
+        .expect("a version of one component");
+        for sql in &MIGRATIONS[v17..] {
+            c.execute_batch(sql).expect("V17 and later");
+        }
+        let components: Vec<(i64, String)> = c
+            .prepare("SELECT position, component_digest FROM deployment_components WHERE deployment_id = 'd'")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(components, vec![(0, "abc".to_owned())]);
+        let unlinked: i64 = c
+            .query_row(
+                "SELECT count(*) FROM tasks WHERE deployment_id = ?1 AND component_digest IS NOT 'abc'",
+                params!["d"],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(unlinked, 0, "every task points at the one component");
+        let tasks: i64 = c
+            .query_row("SELECT count(*) FROM tasks", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tasks, 2);
+    }
+}

@@ -1,6 +1,7 @@
-// Tasks and deployments: the latest version's tasks (each can be triggered from here), every
-// version with when it was deployed and its tasks, and a drop zone that uploads a `.wasm` with
-// its progress: the bytes going up, then the host validating and compiling the component.
+// Tasks and deployments: the latest version's tasks (each can be triggered from here, and shows
+// its component when the version has several), every version with when it was deployed, its
+// tasks and components, and a drop zone that uploads one `.wasm` or several together with the
+// progress: the bytes going up, then the host validating and compiling the components.
 
 import { api, upload } from "../api.js";
 import { bytes, card, duration, errorBox, fill, form, h, link, parseJson, table, timeEl, toast } from "../ui.js";
@@ -8,10 +9,10 @@ import { bytes, card, duration, errorBox, fill, form, h, link, parseJson, table,
 const enc = encodeURIComponent;
 
 function dropZone(onDeployed, maxBytes) {
-  const input = h("input", { type: "file", accept: ".wasm,application/wasm", hidden: true, name: "component" });
+  const input = h("input", { type: "file", accept: ".wasm,application/wasm", hidden: true, name: "component", multiple: true });
   const status = h("div", { class: "upload-status", "aria-live": "polite" });
   const zone = h("div", { class: "dropzone", role: "button", tabindex: "0" },
-    h("strong", {}, "Drop a component (.wasm) here"), h("div", {}, "or click to choose a file — it becomes the environment's new version"),
+    h("strong", {}, "Drop a component (.wasm) here"), h("div", {}, "or click to choose files — one or several together become the environment's new version"),
     maxBytes ? h("div", { class: "small" }, `up to ${bytes(maxBytes)}`) : null);
   const choose = () => input.click();
   zone.addEventListener("click", choose);
@@ -21,12 +22,13 @@ function dropZone(onDeployed, maxBytes) {
   zone.addEventListener("drop", (e) => {
     e.preventDefault();
     zone.classList.remove("over");
-    const file = e.dataTransfer.files[0];
-    if (file) send(file);
+    const files = [...e.dataTransfer.files];
+    if (files.length) send(files);
   });
-  input.addEventListener("change", () => { if (input.files[0]) send(input.files[0]); input.value = ""; });
+  input.addEventListener("change", () => { const files = [...input.files]; if (files.length) send(files); input.value = ""; });
 
-  async function send(file) {
+  async function send(files) {
+    const file = { name: files.map((f) => f.name).join(", "), size: files.reduce((n, f) => n + f.size, 0) };
     const bar = h("div");
     const progress = h("div", { class: "progress" }, bar);
     const phase = h("div", {}, `Uploading ${file.name} (${bytes(file.size)})… 0%`);
@@ -34,7 +36,7 @@ function dropZone(onDeployed, maxBytes) {
     const started = Date.now();
     let ticker = null;
     try {
-      const deployed = await upload("/api/v1/deployments", file, {
+      const deployed = await upload("/api/v1/deployments", files, {
         progress: (f) => { bar.style.width = `${Math.round(f * 100)}%`; phase.textContent = `Uploading ${file.name} (${bytes(file.size)})… ${Math.round(f * 100)}%`; },
         sent: () => {
           progress.classList.add("busy");
@@ -67,9 +69,20 @@ function triggerForm(task, ctx) {
   }, { label: "Trigger" });
 }
 
-function tasksTable(tasks, ctx) {
+// How a component is named: its file name, else the start of its content hash.
+function componentName(c) {
+  return c.name || c.contentHash.slice(0, 12);
+}
+
+function tasksTable(deployment, ctx) {
+  const components = deployment.components || [];
+  const byHash = new Map(components.map((c) => [c.contentHash, c]));
+  const componentColumn = components.length > 1
+    ? [["Component", (t) => { const c = byHash.get(t.component); return c ? h("code", { title: c.contentHash }, componentName(c)) : "—"; }]]
+    : [];
   return table([
     ["Task", (t) => h("div", {}, h("strong", {}, t.id), t.description ? h("div", { class: "muted small" }, t.description) : null)],
+    ...componentColumn,
     ["Queue", (t) => t.queue || `task/${t.id}`],
     ["Machine", (t) => t.machine || "default"],
     ["Max attempts", (t) => (t.maxAttempts ? String(t.maxAttempts) : "default"), "num"],
@@ -77,7 +90,7 @@ function tasksTable(tasks, ctx) {
     ["Schedule", (t) => (t.schedule ? [h("code", {}, t.schedule.cron), ` ${t.schedule.timezone}`] : "—")],
     ["", (t) => h("div", { class: "toolbar" }, link(`runs?task=${enc(t.id)}`, "Runs"),
       h("details", {}, h("summary", {}, "Trigger…"), triggerForm(t.id, ctx)))],
-  ], tasks, { empty: "No tasks: deploy a component." });
+  ], deployment.tasks, { empty: "No tasks: deploy a component." });
 }
 
 export async function render(main, ctx) {
@@ -93,12 +106,12 @@ export async function render(main, ctx) {
         fill(versions);
         return;
       }
-      fill(latest, h("p", {}, "Version ", h("strong", { class: "latest-version" }, list[0].version), ", deployed ", timeEl(list[0].createdAt)), tasksTable(list[0].tasks, ctx));
+      fill(latest, h("p", {}, "Version ", h("strong", { class: "latest-version" }, list[0].version), ", deployed ", timeEl(list[0].createdAt)), tasksTable(list[0], ctx));
       fill(versions, table([
         ["Version", (d) => h("strong", {}, d.version)],
         ["Deployed", (d) => timeEl(d.createdAt)],
         ["Tasks", (d) => h("details", {}, h("summary", {}, `${d.tasks.length} tasks`), h("div", { class: "small" }, d.tasks.map((t) => t.id).join(", ")))],
-        ["Content", (d) => h("code", { title: d.contentHash }, d.contentHash.slice(0, 12))],
+        ["Components", (d) => (d.components || [d]).map((c, i) => [i ? ", " : "", h("code", { title: c.contentHash }, componentName(c))])],
         ["", (d) => link(`runs?version=${enc(d.version)}`, "Runs")],
       ], list));
     } catch (e) {
