@@ -374,6 +374,11 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         max_component_bytes: config.max_component_bytes,
         max_deploy_bytes: deployer.max_deploy_bytes(),
     };
+    // The scheduler learns the queues' limits and pauses before anyone can change one: loaded
+    // later, its read could land before a pause and its apply after it, undoing the pause.
+    if let Err(e) = engine.load_scheduler().await {
+        tracing::error!(error = %e, "loading the queues failed; queued runs start as they are triggered again");
+    }
     let server = tokio::spawn(api::serve(listener, state, shutdown_rx.clone()));
     let dispatcher = tokio::spawn({
         let engine = engine.clone();

@@ -177,7 +177,11 @@ async fn queue_point(config: &QueueScaleConfig, size: usize) -> anyhow::Result<Q
                 .claim_runs(vec![(lane.clone(), QUEUE_CLAIM_BATCH)], engine.now())
                 .await?;
             got.durable.wait().await?;
-            claimed += got.value.iter().map(Vec::len).sum::<usize>();
+            let took = got.value.iter().map(Vec::len).sum::<usize>();
+            if took == 0 {
+                bail!("the paused queue gave only {claimed} of its {size} runs to the claim");
+            }
+            claimed += took;
         }
         let claim_us = started.elapsed().as_secs_f64() * 1e6 / claimed as f64;
 

@@ -39,9 +39,6 @@ impl Engine {
     /// claimed and started in one store write. It sleeps until a trigger, a freed slot or the
     /// next timer.
     pub async fn dispatch(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
-        if let Err(e) = self.load_scheduler().await {
-            tracing::error!(error = %e, "loading the queues failed; queued runs start as they are triggered again");
-        }
         let mut running = JoinSet::new();
         loop {
             // Finished tasks are reaped all at once; their slots were given back already.

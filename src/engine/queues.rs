@@ -59,8 +59,8 @@ impl Engine {
     }
 
     /// Loads what the scheduler needs from the store: queue and environment limits, and the lanes
-    /// with ready runs. Called once before dispatching.
-    pub(super) async fn load_scheduler(&self) -> Result<(), EngineError> {
+    /// with ready runs. Called once at start, before the API serves and the dispatcher runs.
+    pub async fn load_scheduler(&self) -> Result<(), EngineError> {
         for env in self.store.environments().await? {
             self.scheduler()
                 .set_environment_limit(&env.environment.id, env.concurrency_limit);

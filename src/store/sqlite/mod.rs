@@ -55,10 +55,6 @@ const MAX_GROUP: usize = 512;
 /// Longest a group stays open for requests that keep arriving before it commits.
 const MAX_GROUP_TIME: std::time::Duration = std::time::Duration::from_millis(5);
 
-/// The writer connection's page cache, in KiB (SQLite's `cache_size` takes a negative count
-/// of KiB).
-const WRITER_CACHE_KIB: i64 = -(64 << 10);
-
 /// Prepared statements each connection keeps.
 const STATEMENT_CACHE: usize = 512;
 
@@ -299,10 +295,6 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(open_err)?;
-        // The writer runs every write, each touching the runs table's indexes: keep their pages
-        // in its own cache rather than reading them again from the OS on every statement.
-        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)
             .map_err(open_err)?;
     }
     Ok(conn)
