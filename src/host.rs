@@ -379,6 +379,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     if let Err(e) = engine.load_scheduler().await {
         tracing::error!(error = %e, "loading the queues failed; queued runs start as they are triggered again");
     }
+    engine.prune_artifacts().await;
     let server = tokio::spawn(api::serve(listener, state, shutdown_rx.clone()));
     let dispatcher = tokio::spawn({
         let engine = engine.clone();

@@ -185,6 +185,54 @@ impl Deployer {
         }
     }
 
+    /// Removes the compiled artifacts no run can use any more: those of components not in
+    /// `usable` (see `Store::usable_component_digests`), and those another engine configuration
+    /// wrote (an older kiln, other pool or metering settings). Returns how many files and bytes
+    /// went. Removing one a run needs after all only costs a compile from the stored bytes.
+    pub fn prune_artifacts(&self, usable: &std::collections::HashSet<String>) -> (usize, u64) {
+        let Some(dir) = &self.artifacts else {
+            return (0, 0);
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return (0, 0);
+        };
+        let suffix = format!("-{}.cwasm", self.sandbox.fingerprint());
+        let (mut files, mut bytes) = (0, 0);
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                continue;
+            };
+            // Only kiln's own files: `<digest>-<fingerprint>.cwasm`, and the `.tmp` of a write a
+            // crash cut off.
+            let Some(stem) = name
+                .strip_suffix(".cwasm")
+                .or_else(|| name.strip_suffix(".cwasm.tmp"))
+            else {
+                continue;
+            };
+            // A digest is hex, so the first `-` ends it.
+            let keep = (name.ends_with(&suffix) || name.ends_with(&format!("{suffix}.tmp")))
+                && stem
+                    .split_once('-')
+                    .is_some_and(|(digest, _)| usable.contains(digest));
+            if keep {
+                continue;
+            }
+            let size = entry.metadata().map_or(0, |m| m.len());
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => {
+                    files += 1;
+                    bytes += size;
+                }
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "could not remove an unused compiled artifact");
+                }
+            }
+        }
+        (files, bytes)
+    }
+
     /// Bytes the components of one deploy may have together (never below one component's).
     pub fn max_deploy_bytes(&self) -> usize {
         self.max_deploy_bytes

@@ -41,6 +41,22 @@ impl Engine {
             tracing::error!(error = %e, version = %deployment.version, "updating the declarative schedules failed");
         }
         self.wake.notify_one();
+        self.prune_artifacts().await;
         Ok(deployment)
+    }
+
+    /// Removes the compiled artifacts of components no run can use any more (after a deploy,
+    /// and at start). A failure is logged: it only costs disk space.
+    pub async fn prune_artifacts(&self) {
+        match self.store.usable_component_digests().await {
+            Ok(usable) => {
+                let usable = usable.into_iter().collect();
+                let (files, bytes) = self.deployer.prune_artifacts(&usable);
+                if files > 0 {
+                    tracing::info!(files, bytes, "removed compiled artifacts no run can use");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not list the components runs may use"),
+        }
     }
 }

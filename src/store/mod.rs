@@ -155,6 +155,10 @@ facade! {
     fn list_deployments(&self, environment_id: &str) -> Vec<Deployment>;
     /// The bytes of a stored component of one of the environment's versions.
     fn component_bytes(&self, environment_id: &str, digest: &str) -> Vec<u8>;
+    /// The digests of every component a run may still execute, across the host (to prune
+    /// compiled artifacts): those of each environment's latest version, and of the versions
+    /// runs that have not ended are locked to (by deployment or by `lockToVersion`).
+    fn usable_component_digests(&self) -> Vec<String>;
     /// Queues the environment's PENDING_VERSION runs of these tasks (a version with them was
     /// deployed). They keep their queue order.
     fn enqueue_pending_version(&self, environment_id: &str, task_ids: Vec<String>, now: Millis) -> Vec<Lane>;

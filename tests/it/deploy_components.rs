@@ -388,3 +388,73 @@ async fn serve_and_the_cli_deploy_several_files_as_one_version() {
     );
     assert_eq!(latest(&host).await["version"], after["version"]);
 }
+
+/// The compiled artifacts on disk, by component digest.
+fn artifacts(dir: &std::path::Path) -> Vec<String> {
+    let mut found: Vec<String> = std::fs::read_dir(dir.join("compiled"))
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found
+        .iter()
+        .map(|name| name.split('-').next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compiled_artifacts_no_run_can_use_are_pruned() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = TestHost::start_in(dir.path(), Options::default()).await;
+    let (hello, bench, adversary) = (
+        digest(&guest(guests::HELLO)),
+        digest(&guest(guests::BENCH)),
+        digest(&guest(guests::ADVERSARY)),
+    );
+    let first = host.deploy(guests::HELLO).await["version"].clone();
+    assert_eq!(artifacts(dir.path()), vec![hello.clone()]);
+    // A run waits on the first version: its component stays usable after the next deploy.
+    let waiting = host.trigger("approve", json!({})).await;
+    host.wait_status(&waiting, "WAITING").await;
+    host.deploy(guests::BENCH).await;
+    let mut both = vec![hello.clone(), bench.clone()];
+    both.sort();
+    assert_eq!(artifacts(dir.path()), both);
+
+    // The run ends; the next deploy leaves only the latest version's artifact.
+    let (_, list) = host.get("/api/v1/waitpoints/tokens").await;
+    let token = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let (status, _) = host
+        .post(
+            &format!("/api/v1/waitpoints/tokens/{token}/complete"),
+            json!({ "data": "ok" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(host.wait_final(&waiting).await["status"], "COMPLETED");
+    host.deploy(guests::ADVERSARY).await;
+    assert_eq!(artifacts(dir.path()), vec![adversary.clone()]);
+
+    // An artifact of another engine configuration, and a torn write, go at the next start.
+    let compiled = dir.path().join("compiled");
+    std::fs::write(compiled.join(format!("{adversary}-0000.cwasm")), b"old").unwrap();
+    std::fs::write(compiled.join(format!("{hello}-0000.cwasm.tmp")), b"torn").unwrap();
+    host.stop().await;
+    let host = TestHost::start_in(dir.path(), Options::default()).await;
+    assert_eq!(artifacts(dir.path()), vec![adversary.clone()]);
+    // A run of a pruned version still runs: its component compiles again from the stored bytes.
+    let old = final_output(
+        &host,
+        "hello",
+        json!({ "name": "Al" }),
+        json!({ "lockToVersion": first }),
+    )
+    .await;
+    assert_eq!(old["status"], "COMPLETED", "{old:#}");
+    assert_eq!(old["output"]["message"], "Hello, Al!");
+    host.stop().await;
+}

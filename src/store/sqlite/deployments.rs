@@ -331,6 +331,25 @@ impl SqliteStore {
         .await
     }
 
+    pub async fn usable_component_digests(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|c| {
+            Ok(c.prepare_cached(&format!(
+                "SELECT DISTINCT component_digest FROM deployment_components WHERE deployment_id IN ( \
+                   SELECT (SELECT d.id FROM deployments d WHERE d.environment_id = e.id \
+                           ORDER BY d.created_at DESC, d.rowid DESC LIMIT 1) FROM environments e \
+                   UNION SELECT deployment_id FROM runs \
+                     WHERE deployment_id IS NOT NULL AND status NOT IN {final_} \
+                   UNION SELECT d.id FROM runs r JOIN deployments d \
+                     ON d.environment_id = r.environment_id AND d.version = r.lock_to_version \
+                     WHERE r.lock_to_version IS NOT NULL AND r.status NOT IN {final_})",
+                final_ = super::lifecycle::FINAL
+            ))?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?)
+        })
+        .await
+    }
+
     pub async fn enqueue_pending_version(
         &self,
         environment_id: &str,
