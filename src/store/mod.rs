@@ -2,8 +2,9 @@
 //! backend. `sqlite` is the embedded default (and **the only module that imports rusqlite**).
 //!
 //! The contract every backend keeps:
-//! - **Ok means durable.** A write that answered `Ok` is committed (SQLite: `synchronous = FULL`,
-//!   group commit); a write that failed stored nothing of itself.
+//! - **Ok means durable.** A write that answered `Ok` is committed and on disk (SQLite: group
+//!   commit, the WAL `fdatasync`'ed before the answer); a write that failed stored nothing of
+//!   itself.
 //! - **The store never decides a run's next status.** Callers pass the status they expect and the
 //!   one the engine's state machine computed; writes are compare-and-set (`WHERE id = ? AND
 //!   status = ?`), and zero rows is [`StoreError::Conflict`].

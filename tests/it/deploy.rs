@@ -181,6 +181,10 @@ async fn compiled_components_in_memory_stay_within_their_budget_and_evicted_ones
     .await;
     host.deploy(guests::BENCH).await;
     host.deploy(guests::HELLO).await;
+    // A run waiting on the hello version keeps that version's artifact on disk (the artifacts of
+    // versions no run can use are pruned at the next deploy).
+    let waiting = host.trigger("approve", json!({})).await;
+    host.wait_status(&waiting, "WAITING").await;
     host.deploy(guests::ADVERSARY).await;
     let (count, bytes) = host.compiled_in_memory();
     assert_eq!(count, 1, "{bytes} bytes of code in {count} components");
