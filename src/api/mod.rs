@@ -24,7 +24,7 @@ mod error;
 mod history;
 mod jwt;
 mod keys;
-mod multipart;
+pub mod multipart;
 mod openapi;
 mod queues;
 pub mod realtime;

@@ -138,6 +138,38 @@ fn file_name(sent: &str) -> Option<String> {
     (!name.is_empty()).then_some(name)
 }
 
+/// A `multipart/form-data` body with a `component` part per `(file name, bytes)`: what a deploy
+/// of several components sends (`kiln deploy a.wasm b.wasm`), and what [`parts`] reads.
+pub fn form_data(
+    boundary: &str,
+    parts: impl IntoIterator<Item = (Option<String>, Vec<u8>)>,
+) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, bytes) in parts {
+        // A quote or line break would end the header's value early.
+        let file = name.map_or(String::new(), |name| {
+            let name: String = name
+                .chars()
+                .map(|c| match c {
+                    '"' | '\\' | '\r' | '\n' => '_',
+                    c => c,
+                })
+                .collect();
+            format!("; filename=\"{name}\"")
+        });
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Disposition: form-data; name=\"component\"{file}\r\nContent-Type: application/wasm\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    body
+}
+
 /// Where `needle` first occurs in `hay` at or after `from`.
 fn find(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     let first = *needle.first()?;
@@ -219,6 +251,21 @@ mod tests {
         let parsed = parts(&empty_headers, "XyZ", 10).expect("a part without headers");
         assert_eq!(&parsed[0].body[..], b"abc");
         assert_eq!(parsed[0].file_name, None);
+    }
+
+    #[test]
+    fn what_form_data_writes_parts_reads_back() {
+        let sent = vec![
+            (Some("a\"b.wasm".to_owned()), b"\0asm one".to_vec()),
+            (None, b"two".to_vec()),
+        ];
+        let body = Bytes::from(form_data("b0und", sent));
+        let got = parts(&body, "b0und", 10).expect("parses");
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].file_name.as_deref(), Some("a_b.wasm"));
+        assert_eq!(&got[0].body[..], b"\0asm one");
+        assert_eq!(got[1].file_name, None);
+        assert_eq!(&got[1].body[..], b"two");
     }
 
     #[test]

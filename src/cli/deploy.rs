@@ -32,7 +32,12 @@ pub(super) async fn deploy(files: Vec<PathBuf>, client: ClientArgs) -> anyhow::R
         }
         _ => {
             let boundary = format!("kiln-{:032x}", rand::random::<u128>());
-            let body = form_data(&boundary, components);
+            let body = crate::api::multipart::form_data(
+                &boundary,
+                components
+                    .into_iter()
+                    .map(|(name, bytes)| (Some(name), bytes)),
+            );
             request
                 .header(
                     "content-type",
@@ -74,31 +79,6 @@ pub(super) async fn deploy(files: Vec<PathBuf>, client: ClientArgs) -> anyhow::R
         }
     }
     Ok(())
-}
-
-/// A `multipart/form-data` body with a part per component, named by its file name.
-fn form_data(boundary: &str, components: Vec<(String, Vec<u8>)>) -> Vec<u8> {
-    let mut body = Vec::new();
-    for (name, bytes) in components {
-        // A quote or line break would end the header's value early.
-        let name: String = name
-            .chars()
-            .map(|c| match c {
-                '"' | '\\' | '\r' | '\n' => '_',
-                c => c,
-            })
-            .collect();
-        body.extend_from_slice(
-            format!(
-                "--{boundary}\r\nContent-Disposition: form-data; name=\"component\"; filename=\"{name}\"\r\nContent-Type: application/wasm\r\n\r\n"
-            )
-            .as_bytes(),
-        );
-        body.extend_from_slice(&bytes);
-        body.extend_from_slice(b"\r\n");
-    }
-    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-    body
 }
 
 /// Components above this size report upload progress on stderr.

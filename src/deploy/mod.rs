@@ -197,6 +197,7 @@ impl Deployer {
             return (0, 0);
         };
         let suffix = format!("-{}.cwasm", self.sandbox.fingerprint());
+        let torn_suffix = format!("{suffix}.tmp");
         let (mut files, mut bytes) = (0, 0);
         for entry in entries.flatten() {
             let name = entry.file_name();
@@ -212,7 +213,7 @@ impl Deployer {
                 continue;
             };
             // A digest is hex, so the first `-` ends it.
-            let keep = (name.ends_with(&suffix) || name.ends_with(&format!("{suffix}.tmp")))
+            let keep = (name.ends_with(&suffix) || name.ends_with(&torn_suffix))
                 && stem
                     .split_once('-')
                     .is_some_and(|(digest, _)| usable.contains(digest));

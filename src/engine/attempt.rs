@@ -76,16 +76,13 @@ impl Engine {
     /// Runs the attempt in the sandbox (or finds why it cannot run).
     async fn run_attempt(self: Arc<Self>, started: &Started) -> Ending {
         let run = &started.run;
-        let Some(deployment) = self.deployment_of(run).await else {
-            let message = format!(
-                "task `{}` is not in the deployed version the run is locked to",
-                run.task_id
-            );
-            return self.unable(run, "COULD_NOT_FIND_TASK", message);
-        };
         // The component of the run's version that defines its task executes it, on every
         // attempt and every replay of a checkpoint (the run stays locked to its version).
-        let Some(component) = deployment.component_of(&run.task_id) else {
+        let deployment = self.deployment_of(run).await;
+        let Some((deployment, component)) = deployment.as_deref().and_then(|d| {
+            let component = d.component_of(&run.task_id)?;
+            Some((d, component))
+        }) else {
             let message = format!(
                 "task `{}` is not in the deployed version the run is locked to",
                 run.task_id
@@ -133,7 +130,8 @@ impl Engine {
             .unwrap_or_else(|e| e.into_inner())
             .insert(run.id.clone(), cancel.clone());
         let _unregister = Unregister(&self.executing, &run.id, cancel.clone());
-        let request = self.request(started, &deployment, env, journal, cancel);
+        let task = component.tasks.iter().find(|t| t.id == run.task_id);
+        let request = self.request(started, &deployment.version, task, env, journal, cancel);
         let report = self.sandbox.run(&prepared, request).await;
         self.ending(run, report)
     }
@@ -142,14 +140,14 @@ impl Engine {
     fn request(
         self: &Arc<Self>,
         started: &Started,
-        deployment: &Deployment,
+        version: &str,
+        task: Option<&crate::model::TaskDefinition>,
         env: Vec<(String, String)>,
         journal: Vec<journal::Entry>,
         cancel: CancelHandle,
     ) -> AttemptRequest {
         let run = &started.run;
         let attempt = run.attempt_count;
-        let task = deployment.task(&run.task_id);
         AttemptRequest {
             payload: run.payload.clone(),
             fuel: run.machine.fuel_budget(self.config.fuel_budget),
@@ -157,7 +155,7 @@ impl Engine {
                 run_id: run.id.clone(),
                 task_id: run.task_id.clone(),
                 attempt,
-                version: deployment.version.clone(),
+                version: version.to_owned(),
                 environment: run.environment_slug.clone(),
                 tags: run.tags.clone(),
                 idempotency_key: run.idempotency_key.clone(),
@@ -187,7 +185,7 @@ impl Engine {
                 run_id: run.id.clone(),
                 environment_id: run.environment_id.clone(),
                 attempt,
-                version: deployment.version.clone(),
+                version: version.to_owned(),
                 root_run_id: run.root_run_id.clone(),
                 parent_run_id: run.parent_run_id.clone(),
                 depth: run.depth,
@@ -456,8 +454,8 @@ impl Engine {
         }
     }
 
-    /// The deployment a started run is locked to, if it has the run's task: from the engine's
-    /// cache of deployments (they never change once stored), else the store.
+    /// The deployment a started run is locked to: from the engine's cache of deployments (they
+    /// never change once stored), else the store.
     async fn deployment_of(&self, run: &Run) -> Option<Arc<Deployment>> {
         let id = run.deployment_id.as_ref()?;
         let cached = self
@@ -485,10 +483,7 @@ impl Engine {
                 loaded
             }
         };
-        deployment
-            .task(&run.task_id)
-            .is_some()
-            .then_some(deployment)
+        Some(deployment)
     }
 }
 

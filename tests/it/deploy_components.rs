@@ -426,14 +426,7 @@ async fn compiled_artifacts_no_run_can_use_are_pruned() {
     assert_eq!(artifacts(dir.path()), both);
 
     // The run ends; the next deploy leaves only the latest version's artifact.
-    let (_, list) = host.get("/api/v1/waitpoints/tokens").await;
-    let token = list["data"][0]["id"].as_str().unwrap().to_owned();
-    let (status, _) = host
-        .post(
-            &format!("/api/v1/waitpoints/tokens/{token}/complete"),
-            json!({ "data": "ok" }),
-        )
-        .await;
+    let status = host.complete_newest_token(json!("ok")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(host.wait_final(&waiting).await["status"], "COMPLETED");
     host.deploy(guests::ADVERSARY).await;

@@ -69,14 +69,7 @@ async fn a_run_streams_its_changes_until_it_finishes() {
     for _ in 0..10 {
         subscribers.push(subscribe(&host, &host.key, &path).await);
     }
-    let (_, list) = host.get("/api/v1/waitpoints/tokens").await;
-    let token = list["data"][0]["id"].as_str().unwrap().to_owned();
-    let (status, _) = host
-        .post(
-            &format!("/api/v1/waitpoints/tokens/{token}/complete"),
-            json!({ "data": "ok" }),
-        )
-        .await;
+    let status = host.complete_newest_token(json!("ok")).await;
     assert_eq!(status, 200);
     for resp in subscribers {
         let (seen, ended) = events(resp, |_| false).await;

@@ -332,19 +332,7 @@ impl TestHost {
     /// by its file name when it has one).
     pub async fn upload_parts(&self, parts: Vec<(Option<String>, Vec<u8>)>) -> (StatusCode, Value) {
         const BOUNDARY: &str = "kiln-test-boundary-5c1d";
-        let mut body = Vec::new();
-        for (name, bytes) in parts {
-            let file = name.map_or(String::new(), |n| format!("; filename=\"{n}\""));
-            body.extend_from_slice(
-                format!(
-                    "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"component\"{file}\r\n\r\n"
-                )
-                .as_bytes(),
-            );
-            body.extend_from_slice(&bytes);
-            body.extend_from_slice(b"\r\n");
-        }
-        body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+        let body = kiln::api::multipart::form_data(BOUNDARY, parts);
         let resp = self
             .http
             .post(format!("{}/api/v1/deployments", self.url))
@@ -394,6 +382,19 @@ impl TestHost {
             .await;
         assert_eq!(status, StatusCode::OK, "triggering {task}: {body}");
         body["id"].as_str().expect("run id").to_owned()
+    }
+
+    /// Completes the newest wait token with `data`; the answer's status.
+    pub async fn complete_newest_token(&self, data: Value) -> StatusCode {
+        let (_, list) = self.get("/api/v1/waitpoints/tokens").await;
+        let token = list["data"][0]["id"].as_str().expect("a token").to_owned();
+        let (status, _) = self
+            .post(
+                &format!("/api/v1/waitpoints/tokens/{token}/complete"),
+                json!({ "data": data }),
+            )
+            .await;
+        status
     }
 
     pub async fn run(&self, id: &str) -> Value {

@@ -434,37 +434,31 @@ fn writer_loop(
         } else {
             control(&conn, "COMMIT").map_err(StoreError::from)
         };
-        let commit = match commit {
+        let error = match commit {
             Ok(()) => {
                 commits.send_modify(|n| *n += 1);
                 changed.committed();
-                Ok(())
+                // Answered once the syncer has the group on disk. Without it, no `Ok` could be
+                // promised durable: stop, as a failed sync does (what was written is recovered).
+                if syncer.send(replies).is_err() {
+                    tracing::error!("the WAL sync thread is gone; stopping");
+                    std::process::abort();
+                }
+                continue;
             }
             Err(e) => {
                 if !conn.is_autocommit() {
                     let _ = conn.execute_batch("ROLLBACK");
                 }
                 tracing::error!(error = %e, "a write group failed; nothing of it was stored");
-                Err(e)
+                e
             }
         };
-        let replies = match commit {
-            // Answered once the syncer has the group on disk.
-            Ok(()) => match syncer.send(replies) {
-                Ok(()) => continue,
-                Err(std::sync::mpsc::SendError(replies)) => {
-                    tracing::error!("the sync thread is gone; answering without it");
-                    replies
-                }
-            },
-            Err(_) => replies,
-        };
         for reply in replies {
-            reply(match &commit {
-                Ok(()) => Ok(()),
-                Err(StoreError::Storage(msg)) => Err(StoreError::Storage(msg.clone())),
-                Err(e) => Err(StoreError::Corrupt(format!("commit failed: {e}"))),
-            });
+            reply(Err(match &error {
+                StoreError::Storage(msg) => StoreError::Storage(msg.clone()),
+                e => StoreError::Corrupt(format!("commit failed: {e}")),
+            }));
         }
     }
 }
