@@ -1,29 +1,56 @@
-//! Deployments: uploading components (read to a bound, then validated and stored by the engine)
-//! and listing versions.
+//! Deployments: uploading components (read to a bound, then compiled, validated and stored by the
+//! engine in the background), following such a deploy, and listing versions.
 //!
 //! A deploy's body is one component's bytes (any content type but `multipart/form-data`), or a
 //! `multipart/form-data` body whose every part is a component, named by its file name: the
 //! components become one version together.
 
+use std::collections::HashMap;
+use std::time::Duration;
+
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use serde_json::json;
 
 use super::{ApiError, ApiState, Authed, dto, multipart};
 use crate::deploy::{MAX_COMPONENTS, Upload};
+use crate::engine::DeployState;
 
 /// Bytes a multipart body may have besides its components: each part's boundary and headers
 /// (bounded by the parser) for every component a version may have.
 const MULTIPART_OVERHEAD: usize = MAX_COMPONENTS * (10 << 10);
 
+/// Longest a deploy with `?wait=true` holds its request; one still compiling then answers 202
+/// with how it stands, to follow at `GET /api/v1/deploys/{id}`.
+pub const MAX_DEPLOY_WAIT: Duration = Duration::from_secs(10 * 60);
+
+/// `POST /api/v1/deployments[?wait=true]`: the upload passes its cheap checks, then compiles in
+/// the background. It answers 202 with the deploy (`Location: /api/v1/deploys/{id}`), or, with
+/// `wait=true`, 201 with the deployment once it is stored, or the error that refused it.
 pub(super) async fn deploy(
     State(state): State<ApiState>,
     Authed(env): Authed,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: axum::body::Body,
-) -> Result<(StatusCode, Json<dto::DeploymentDto>), ApiError> {
+) -> Result<Response, ApiError> {
+    let wait = match query.get("wait").map(String::as_str) {
+        None | Some("false" | "0") => false,
+        Some("true" | "1" | "") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "wait: `{other}` is not a boolean; send wait=true to hold the request until the deploy ends, or leave it out to follow it at GET /api/v1/deploys/{{id}}"
+            )));
+        }
+    };
+    if let Some(field) = query.keys().find(|k| *k != "wait") {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter `{field}`; a deploy takes only `wait`"
+        )));
+    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -42,11 +69,43 @@ pub(super) async fn deploy(
         Some(Err(e)) => return Err(ApiError::bad_request(e)),
         Some(Ok(boundary)) => components(body, &boundary, state.max_deploy_bytes).await?,
     };
-    let deployment = state.engine.deploy_components(&env, uploads).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(dto::DeploymentDto::from(&deployment)),
-    ))
+    let mut view = state.engine.start_deploy(&env, uploads)?;
+    if wait {
+        view = state
+            .engine
+            .wait_deploy(&env, &view.id, MAX_DEPLOY_WAIT)
+            .await
+            .unwrap_or(view);
+    }
+    Ok(match &view.state {
+        DeployState::Deployed(d) if wait => {
+            (StatusCode::CREATED, Json(dto::DeploymentDto::from(&**d))).into_response()
+        }
+        DeployState::Failed(e) if wait => ApiError::of_engine(e).into_response(),
+        _ => (
+            StatusCode::ACCEPTED,
+            [(header::LOCATION, format!("/api/v1/deploys/{}", view.id))],
+            Json(dto::deploy_json(&view)),
+        )
+            .into_response(),
+    })
+}
+
+/// `GET /api/v1/deploys/{id}`: how a deploy stands (see [`dto::deploy_json`]).
+pub(super) async fn deploy_status(
+    State(state): State<ApiState>,
+    Authed(env): Authed,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let view = state.engine.deploy_status(&env, &id).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "deploy `{id}` not found: a deploy is kept for an hour after it ends, and one under way is lost when its host stops (deploy again); the versions are at GET /api/v1/deployments"
+            ),
+        )
+    })?;
+    Ok(Json(dto::deploy_json(&view)))
 }
 
 /// The components of a `multipart/form-data` deploy, each named by its part's file name.

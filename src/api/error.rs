@@ -84,35 +84,21 @@ impl From<StoreError> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> ApiError {
-        let e = match e {
-            EngineError::Deploy(d) => return d.into(),
-            other => other,
-        };
-        let status = match &e {
-            EngineError::Deploy(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            EngineError::NothingDeployed
-            | EngineError::RunNotFound(_)
-            | EngineError::QueueNotFound(_)
-            | EngineError::TokenNotFound(_)
-            | EngineError::EnvVarNotFound(_) => StatusCode::NOT_FOUND,
-            EngineError::EnvVarExists(_) => StatusCode::CONFLICT,
-            EngineError::InvalidEnvVar(_) => StatusCode::BAD_REQUEST,
-            EngineError::Secrets(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            EngineError::UnknownVersion(_)
-            | EngineError::TaskNotInVersion { .. }
-            | EngineError::NotDelayed(_)
-            | EngineError::TooManyTags(_)
-            | EngineError::BatchSize(_)
-            | EngineError::BatchRunCount(_)
-            | EngineError::LimitAboveEnvironment { .. }
-            | EngineError::InvalidToken(_)
-            | EngineError::InvalidTrigger { .. } => StatusCode::BAD_REQUEST,
-            EngineError::Metadata(MetadataError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-            EngineError::Metadata(_) => StatusCode::BAD_REQUEST,
-            EngineError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            EngineError::Contended => StatusCode::CONFLICT,
-            EngineError::Store(e) => store_status(e),
-        };
+        ApiError::of_engine(&e)
+    }
+}
+
+impl From<DeployError> for ApiError {
+    fn from(e: DeployError) -> ApiError {
+        ApiError::new(deploy_status(&e), e.to_string())
+    }
+}
+
+impl ApiError {
+    /// The answer to an engine error the caller keeps (a background deploy's, read again and
+    /// again).
+    pub(super) fn of_engine(e: &EngineError) -> ApiError {
+        let status = engine_status(e);
         if status.is_server_error() {
             tracing::error!(error = %e, "engine error");
         }
@@ -126,25 +112,51 @@ impl From<EngineError> for ApiError {
     }
 }
 
-impl From<DeployError> for ApiError {
-    fn from(e: DeployError) -> ApiError {
-        // A component's error in a deploy of several answers as it would alone.
-        let status = match e.innermost() {
-            DeployError::Empty
-            | DeployError::NoComponents
-            | DeployError::TooManyComponents { .. } => StatusCode::BAD_REQUEST,
-            DeployError::TooLarge { .. } | DeployError::TooLargeTogether { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
-            DeployError::Store(e) => store_status(e),
-            DeployError::Compile(_)
-            | DeployError::Definitions(_)
-            | DeployError::InvalidTasks(_)
-            | DeployError::SameComponentTwice { .. }
-            | DeployError::TaskInTwoComponents { .. }
-            | DeployError::InComponent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-        };
-        ApiError::new(status, e.to_string())
+fn engine_status(e: &EngineError) -> StatusCode {
+    match e {
+        EngineError::Deploy(d) => deploy_status(d),
+        EngineError::NothingDeployed
+        | EngineError::RunNotFound(_)
+        | EngineError::QueueNotFound(_)
+        | EngineError::TokenNotFound(_)
+        | EngineError::EnvVarNotFound(_) => StatusCode::NOT_FOUND,
+        EngineError::EnvVarExists(_) => StatusCode::CONFLICT,
+        EngineError::InvalidEnvVar(_) => StatusCode::BAD_REQUEST,
+        EngineError::Secrets(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        EngineError::UnknownVersion(_)
+        | EngineError::TaskNotInVersion { .. }
+        | EngineError::NotDelayed(_)
+        | EngineError::TooManyTags(_)
+        | EngineError::BatchSize(_)
+        | EngineError::BatchRunCount(_)
+        | EngineError::LimitAboveEnvironment { .. }
+        | EngineError::InvalidToken(_)
+        | EngineError::InvalidTrigger { .. } => StatusCode::BAD_REQUEST,
+        EngineError::Metadata(MetadataError::TooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
+        EngineError::Metadata(_) => StatusCode::BAD_REQUEST,
+        EngineError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        EngineError::Contended => StatusCode::CONFLICT,
+        EngineError::TooManyDeploys { .. } => StatusCode::TOO_MANY_REQUESTS,
+        EngineError::Store(e) => store_status(e),
+    }
+}
+
+/// A component's error in a deploy of several answers as it would alone.
+fn deploy_status(e: &DeployError) -> StatusCode {
+    match e.innermost() {
+        DeployError::Empty | DeployError::NoComponents | DeployError::TooManyComponents { .. } => {
+            StatusCode::BAD_REQUEST
+        }
+        DeployError::TooLarge { .. } | DeployError::TooLargeTogether { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        DeployError::Store(e) => store_status(e),
+        DeployError::Compile(_)
+        | DeployError::Definitions(_)
+        | DeployError::InvalidTasks(_)
+        | DeployError::SameComponentTwice { .. }
+        | DeployError::TaskInTwoComponents { .. }
+        | DeployError::InComponent { .. } => StatusCode::UNPROCESSABLE_ENTITY,
     }
 }
 

@@ -68,8 +68,9 @@ pub fn router(state: ApiState) -> Router {
     // Each route is written once: the router and the OpenAPI document both come from this list.
     let (router, endpoints) = openapi::endpoints!(Router::new();
         GET "/healthz" [none] "Liveness: answers `ok`" => get(|| async { "ok" }),
-        POST "/api/v1/deployments" [key] "Deploy a version: the body is one .wasm, or multipart/form-data with a .wasm per part" =>
+        POST "/api/v1/deployments" [key] "Deploy a version: the body is one .wasm, or multipart/form-data with a .wasm per part; answers 202 with the deploy compiling in the background (201 with the version when `wait=true`)" =>
             post(deployments::deploy).layer(DefaultBodyLimit::disable()),
+        GET "/api/v1/deploys/{id}" [key] "How a deploy stands: QUEUED, COMPILING (with its progress), DEPLOYED (with the version) or FAILED (with the error)" => get(deployments::deploy_status),
         GET "/api/v1/deployments" [key] "List deployments, newest first" => get(deployments::list_deployments),
         GET "/api/v1/deployments/latest" [key] "The latest deployment and its tasks" => get(deployments::latest_deployment),
         POST "/api/v1/tasks/{task_id}/trigger" [key] "Trigger a run" => post(triggers::trigger),

@@ -1,6 +1,7 @@
-//! `kiln deploy`: uploads component files as the environment's newest version — one as the
-//! request body, several as `multipart/form-data` (a part per file, named by its file name) —
-//! reporting progress on stderr while a large upload is sent.
+//! `kiln deploy`: uploads component files as the environment's newest version — as
+//! `multipart/form-data`, a part per file, named by its file name —
+//! reporting progress on stderr while a large upload is sent, then while the host compiles it
+//! in the background, until the version is stored or refused.
 
 use std::path::PathBuf;
 
@@ -22,32 +23,24 @@ pub(super) async fn deploy(files: Vec<PathBuf>, client: ClientArgs) -> anyhow::R
     }
     let c = Client::new(&client)?;
     let request = c.post("/api/v1/deployments");
-    let request = match components.len() {
-        1 => {
-            let (_, bytes) = components.remove(0);
-            request
-                .header("content-type", "application/wasm")
-                .header("content-length", bytes.len())
-                .body(upload_with_progress(bytes))
-        }
-        _ => {
-            let boundary = format!("kiln-{:032x}", rand::random::<u128>());
-            let body = crate::api::multipart::form_data(
-                &boundary,
-                components
-                    .into_iter()
-                    .map(|(name, bytes)| (Some(name), bytes)),
-            );
-            request
-                .header(
-                    "content-type",
-                    format!("multipart/form-data; boundary={boundary}"),
-                )
-                .header("content-length", body.len())
-                .body(upload_with_progress(body))
-        }
-    };
-    let d = c.send(request).await?;
+    // Always `multipart/form-data`, so the version keeps each component's file name.
+    let boundary = format!("kiln-{:032x}", rand::random::<u128>());
+    let body = crate::api::multipart::form_data(
+        &boundary,
+        components
+            .into_iter()
+            .map(|(name, bytes)| (Some(name), bytes)),
+    );
+    let request = c
+        .post("/api/v1/deployments")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .header("content-length", body.len())
+        .body(upload_with_progress(body));
+    let accepted = c.send(request).await?;
+    let d = follow(&c, &accepted).await?;
     if client.json {
         return print_json(&d);
     }
@@ -79,6 +72,87 @@ pub(super) async fn deploy(files: Vec<PathBuf>, client: ClientArgs) -> anyhow::R
         }
     }
     Ok(())
+}
+
+/// How often the deploy's status is read while the host compiles.
+const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Compiles shorter than this print no progress.
+const QUIET_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Follows a deploy the host accepted until it ends: the deployment, or the error that refused
+/// it. Prints a line on stderr when the phase changes (once the compile takes long enough to
+/// notice), and every few seconds while one lasts.
+async fn follow(c: &Client, accepted: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let id = accepted["id"]
+        .as_str()
+        .context("the host's answer to the upload has no deploy id")?;
+    let started = std::time::Instant::now();
+    let (mut shown, mut last_line) = (String::new(), started);
+    let mut status = accepted.clone();
+    loop {
+        match status["status"].as_str() {
+            Some("DEPLOYED") => return Ok(status["deployment"].clone()),
+            Some("FAILED") => {
+                let error = &status["error"];
+                anyhow::bail!(
+                    "{} (HTTP {})",
+                    error["message"].as_str().unwrap_or("the deploy failed"),
+                    error["status"]
+                );
+            }
+            Some("QUEUED" | "COMPILING") => {}
+            other => anyhow::bail!(
+                "the host answered the deploy with an unknown status {other:?}: {status}"
+            ),
+        }
+        let line = progress_line(&status["progress"]);
+        let now = std::time::Instant::now();
+        if started.elapsed() >= QUIET_FOR
+            && (line.phase != shown || now - last_line >= std::time::Duration::from_secs(5))
+        {
+            eprintln!("{}", line.text);
+            shown = line.phase;
+            last_line = now;
+        }
+        tokio::time::sleep(POLL).await;
+        status = c
+            .send(c.get(&format!("/api/v1/deploys/{id}")))
+            .await
+            .with_context(|| format!("following deploy {id}"))?;
+    }
+}
+
+/// A progress line, and the phase it is about (a new phase prints at once).
+struct ProgressLine {
+    phase: String,
+    text: String,
+}
+
+fn progress_line(p: &serde_json::Value) -> ProgressLine {
+    let name = p["name"].as_str().unwrap_or("the component");
+    let of = match p["components"].as_u64() {
+        Some(n) if n > 1 => format!(" ({} of {n})", p["component"]),
+        _ => String::new(),
+    };
+    let secs = |v: &serde_json::Value| v.as_u64().map(|ms| ms as f64 / 1000.0);
+    let elapsed = secs(&p["elapsedMs"]).unwrap_or(0.0);
+    let phase = p["phase"].as_str().unwrap_or("compiling");
+    let text = match phase {
+        "waiting" => format!("waiting for another deploy to finish compiling… {elapsed:.0} s"),
+        "compiling" => match secs(&p["estimatedMs"]) {
+            Some(total) => format!(
+                "compiling {name}{of}… {elapsed:.0} s of about {:.0} s",
+                total.max(1.0)
+            ),
+            None => format!("compiling {name}{of}… {elapsed:.0} s"),
+        },
+        "definitions" => format!("reading the tasks of {name}{of}…"),
+        _ => "storing the version…".to_owned(),
+    };
+    ProgressLine {
+        phase: format!("{phase}{of}"),
+        text,
+    }
 }
 
 /// Components above this size report upload progress on stderr.
@@ -113,7 +187,7 @@ fn upload_with_progress(bytes: Vec<u8>) -> reqwest::Body {
             );
         }
         if sent == total {
-            eprintln!("uploaded; the host is compiling and checking the upload…");
+            eprintln!("uploaded; the host compiles and checks it in the background");
         }
         Ok::<_, std::io::Error>(chunk)
     }));

@@ -41,7 +41,8 @@ enum Command {
     Serve(ServeArgs),
     /// Upload `.wasm` components; together they become the environment's newest version, which
     /// replaces the whole task set (each task is run by the component that defines it; a task id
-    /// in two components is refused).
+    /// in two components is refused). The host compiles them in the background; this follows
+    /// its progress and ends when the version is stored or refused.
     Deploy {
         /// The component files (build guests with `cargo build --target wasm32-wasip2`, or a
         /// TypeScript or Python project with its SDK's build command).

@@ -9,6 +9,7 @@
 //! define the same task id (the message names the task and both components).
 
 mod cache;
+mod progress;
 mod validate;
 
 use std::path::PathBuf;
@@ -18,10 +19,12 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 use crate::model::{Deployment, Environment, TaskDefinition, now_ms};
-use crate::sandbox::{CompileError, GuestFailure, Prepared, Sandbox};
+use crate::sandbox::{CompileError, GuestFailure, Prepared, Sandbox, check_header};
 use crate::store::{NewComponent, Store, StoreError};
 use cache::CompiledCache;
+use progress::CompileRate;
 
+pub use progress::{Phase, Progress, Snapshot};
 pub use validate::validate;
 
 /// Machine code of compiled components kept in memory at once, by default. Past it the least
@@ -117,6 +120,34 @@ impl Upload {
     }
 }
 
+/// A component that passed the checks that cost nothing, with its digest and the name errors
+/// give it.
+struct Labeled {
+    upload: Upload,
+    digest: [u8; 32],
+    label: String,
+}
+
+/// The components of a deploy that passed [`Deployer::admit`], ready to compile.
+pub struct Admitted {
+    uploads: Vec<Labeled>,
+}
+
+impl Admitted {
+    /// Each component's name (its file name, else its content digest) and size.
+    pub fn components(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.uploads
+            .iter()
+            .map(|l| (l.label.as_str(), l.upload.bytes.len()))
+    }
+
+    /// The progress of a deploy of these components that has not started.
+    pub fn progress(&self) -> Progress {
+        let (name, bytes) = self.components().next().unwrap_or(("", 0));
+        Progress::new(self.uploads.len(), name, bytes)
+    }
+}
+
 /// A component that passed every check, ready to store.
 struct Checked {
     component: NewComponent,
@@ -132,6 +163,9 @@ pub struct Deployer {
     max_component_bytes: usize,
     max_deploy_bytes: usize,
     compiled: Mutex<CompiledCache>,
+    /// Deploys compile one at a time: a compile already uses every core.
+    compiler: tokio::sync::Semaphore,
+    compile_rate: CompileRate,
     /// Where precompiled artifacts are kept (`<data-dir>/compiled`); `None` keeps none.
     artifacts: Option<PathBuf>,
 }
@@ -150,6 +184,8 @@ impl Deployer {
             max_component_bytes,
             max_deploy_bytes: max_deploy_bytes.max(max_component_bytes),
             compiled: Mutex::new(CompiledCache::new(DEFAULT_COMPILED_CACHE_BYTES)),
+            compiler: tokio::sync::Semaphore::new(1),
+            compile_rate: CompileRate::default(),
             artifacts,
         }
     }
@@ -247,6 +283,15 @@ impl Deployer {
         env: &Environment,
         uploads: Vec<Upload>,
     ) -> Result<Deployment, DeployError> {
+        let admitted = self.admit(env, uploads)?;
+        let progress = admitted.progress();
+        self.deploy_admitted(env, admitted, &progress).await
+    }
+
+    /// The checks of a deploy that cost nothing (counts, sizes, the same component twice), done
+    /// before it waits for the compiler, so a deploy in the background is refused at once for
+    /// them.
+    pub fn admit(&self, env: &Environment, uploads: Vec<Upload>) -> Result<Admitted, DeployError> {
         if uploads.is_empty() {
             return Err(DeployError::NoComponents);
         }
@@ -264,34 +309,53 @@ impl Deployer {
             });
         }
         let several = uploads.len() > 1;
-        let in_component = |label: &str, error: DeployError| match several {
-            true => DeployError::InComponent {
-                component: label.to_owned(),
-                error: Box::new(error),
-            },
-            false => error,
-        };
-        // The cheap checks of every component come before any is compiled.
-        let mut labeled = Vec::with_capacity(uploads.len());
+        let mut labeled: Vec<Labeled> = Vec::with_capacity(uploads.len());
         for upload in uploads {
             let digest: [u8; 32] = Sha256::digest(&upload.bytes).into();
             let label = upload.name.clone().unwrap_or_else(|| hex(&digest));
             self.check_size(env, &upload.bytes)
-                .map_err(|e| in_component(&label, e))?;
-            if let Some((_, _, same)) = labeled.iter().find(|(_, d, _)| *d == digest) {
+                .map_err(|e| in_component(several, &label, e))?;
+            if let Some(same) = labeled.iter().find(|l| l.digest == digest) {
                 return Err(DeployError::SameComponentTwice {
-                    first: String::clone(same),
+                    first: same.label.clone(),
                     second: label,
                 });
             }
-            labeled.push((upload, digest, label));
+            labeled.push(Labeled {
+                upload,
+                digest,
+                label,
+            });
         }
-        let mut checked: Vec<Checked> = Vec::with_capacity(labeled.len());
-        for (upload, digest, label) in labeled {
+        // Every size is checked before any content.
+        for l in &labeled {
+            check_header(&l.upload.bytes).map_err(|e| in_component(several, &l.label, e.into()))?;
+        }
+        Ok(Admitted { uploads: labeled })
+    }
+
+    /// Compiles and checks admitted components, one deploy at a time (a compile uses every
+    /// core), telling `progress` how far it got, and stores them as the next version.
+    pub async fn deploy_admitted(
+        &self,
+        env: &Environment,
+        admitted: Admitted,
+        progress: &Progress,
+    ) -> Result<Deployment, DeployError> {
+        let several = admitted.uploads.len() > 1;
+        // Closed only when the deployer is dropped, which no deploy outlives.
+        let _compiler = self.compiler.acquire().await.ok();
+        let mut checked: Vec<Checked> = Vec::with_capacity(admitted.uploads.len());
+        for (index, labeled) in admitted.uploads.into_iter().enumerate() {
+            let Labeled {
+                upload,
+                digest,
+                label,
+            } = labeled;
             let (component, prepared) = self
-                .check(upload, digest)
+                .check(upload, digest, index, &label, progress)
                 .await
-                .map_err(|e| in_component(&label, e))?;
+                .map_err(|e| in_component(several, &label, e))?;
             for task in &component.tasks {
                 if let Some(other) = checked.iter().find(|c| defines(&c.component.tasks, task)) {
                     return Err(DeployError::TaskInTwoComponents {
@@ -306,6 +370,15 @@ impl Deployer {
                 prepared,
                 label,
             });
+        }
+        if let Some(last) = checked.last() {
+            progress.enter(
+                Phase::Storing,
+                checked.len() - 1,
+                &last.label,
+                last.component.bytes.len(),
+                None,
+            );
         }
         let now = now_ms();
         let day = jiff::Timestamp::from_millisecond(now)
@@ -355,9 +428,21 @@ impl Deployer {
         &self,
         upload: Upload,
         digest: [u8; 32],
+        index: usize,
+        label: &str,
+        progress: &Progress,
     ) -> Result<(NewComponent, Prepared), DeployError> {
         let bytes = upload.bytes;
-        let prepared = self.sandbox.compile(bytes.clone()).await?;
+        let size = bytes.len();
+        progress.enter(
+            Phase::Compiling,
+            index,
+            label,
+            size,
+            self.compile_rate.estimate(size),
+        );
+        let prepared = self.compile(bytes.clone()).await?;
+        progress.enter(Phase::Definitions, index, label, size, None);
         let declared = self
             .sandbox
             .definitions(&prepared)
@@ -371,6 +456,15 @@ impl Deployer {
             tasks,
         };
         Ok((component, prepared))
+    }
+
+    /// Compiles wasm bytes, timing it for the estimates of later deploys.
+    async fn compile(&self, bytes: Vec<u8>) -> Result<Prepared, CompileError> {
+        let size = bytes.len();
+        let started = std::time::Instant::now();
+        let prepared = self.sandbox.compile(bytes).await?;
+        self.compile_rate.record(size, started.elapsed());
+        Ok(prepared)
     }
 
     /// The compiled component with this digest, of one of the environment's versions: from
@@ -399,7 +493,7 @@ impl Deployer {
             None => {
                 let bytes = self.store.component_bytes(environment_id, digest).await?;
                 let started = std::time::Instant::now();
-                let p = self.sandbox.compile(bytes).await?;
+                let p = self.compile(bytes).await?;
                 tracing::info!(digest = %digest, ms = started.elapsed().as_millis() as u64, "compiled component");
                 self.save_artifact(digest, &p);
                 p
@@ -422,6 +516,17 @@ impl Deployer {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, CompiledCache> {
         self.compiled.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// An error of one component, named when the deploy has several.
+fn in_component(several: bool, label: &str, error: DeployError) -> DeployError {
+    match several {
+        true => DeployError::InComponent {
+            component: label.to_owned(),
+            error: Box::new(error),
+        },
+        false => error,
     }
 }
 

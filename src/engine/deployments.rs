@@ -16,13 +16,25 @@ impl Engine {
     }
 
     /// Deploys components together as one new version (each task run by the component that
-    /// defines it) and queues the runs that were waiting for a version with their tasks.
+    /// defines it), waiting for it to compile, and queues the runs that were waiting for a
+    /// version with their tasks. [`Engine::start_deploy`] does the same in the background.
     pub async fn deploy_components(
         &self,
         env: &Environment,
         uploads: Vec<Upload>,
     ) -> Result<Deployment, EngineError> {
-        let deployment = self.deployer.deploy(env, uploads).await?;
+        let admitted = self.deployer.admit(env, uploads)?;
+        let progress = admitted.progress();
+        self.deploy_admitted(env, admitted, &progress).await
+    }
+
+    /// What a stored version changes: its queues' limits, the runs that waited for its tasks,
+    /// the environment's declarative schedules, and the artifacts no run needs any more.
+    pub(super) async fn apply_deployment(
+        &self,
+        env: &Environment,
+        deployment: &Deployment,
+    ) -> Result<(), EngineError> {
         // The deployment set its queues' limits from the definitions.
         for queue in self.store.environment_queues(&env.id).await? {
             self.apply_queue(&queue);
@@ -37,12 +49,12 @@ impl Engine {
             self.activate(lanes);
         }
         // The deployment is stored either way; a failure here is repaired at the next start.
-        if let Err(e) = self.sync_declarative(env, &deployment).await {
+        if let Err(e) = self.sync_declarative(env, deployment).await {
             tracing::error!(error = %e, version = %deployment.version, "updating the declarative schedules failed");
         }
         self.wake.notify_one();
         self.prune_artifacts().await;
-        Ok(deployment)
+        Ok(())
     }
 
     /// Removes the compiled artifacts of components no run can use any more (after a deploy,

@@ -28,6 +28,14 @@ pub enum EngineError {
     Metadata(#[from] MetadataError),
     #[error(transparent)]
     Deploy(#[from] DeployError),
+    #[error(
+        "{scope} has {count} deploys compiling already (the limit is {limit}); wait for one to end (GET /api/v1/deploys/{{id}}) and deploy again"
+    )]
+    TooManyDeploys {
+        count: usize,
+        limit: usize,
+        scope: &'static str,
+    },
     #[error("run `{0}` not found")]
     RunNotFound(String),
     #[error("{}task `{task}`: {field} {message}", item.map(|i| format!("item {i}, ")).unwrap_or_default())]

@@ -15,6 +15,7 @@ pub mod batches;
 pub mod bulk;
 mod config;
 mod deployments;
+mod deploys;
 mod dispatch;
 pub mod env_vars;
 mod error;
@@ -60,6 +61,7 @@ use scheduler::{QueueLimits, Scheduler};
 use state::{Effect, Event, FailureKind, RunState, Transition, transition};
 
 pub use config::EngineConfig;
+pub use deploys::{DeployState, DeployView, MAX_DEPLOYS, MAX_DEPLOYS_PER_ENVIRONMENT};
 use dispatch::Slot;
 pub use error::EngineError;
 pub use queues::{EnvironmentLimit, QueueStats};
@@ -106,6 +108,8 @@ pub struct Engine {
     token_urls: std::sync::OnceLock<tokens::TokenUrls>,
     /// Seals and opens environment variables.
     secrets: crate::secrets::SecretBox,
+    /// Deploys compiling in the background, and those that ended lately.
+    deploys: deploys::Deploys,
 }
 
 impl Engine {
@@ -136,6 +140,7 @@ impl Engine {
             deployments: Mutex::new(HashMap::new()),
             token_urls: std::sync::OnceLock::new(),
             secrets,
+            deploys: deploys::Deploys::default(),
             config,
         }
     }

@@ -50,6 +50,20 @@ pub enum CompileError {
     UnsupportedImport { detail: String },
 }
 
+/// That an upload starts as a component does (the wasm magic and a component's version), which
+/// costs nothing to check before compiling it.
+pub fn check_header(bytes: &[u8]) -> Result<(), CompileError> {
+    const MAGIC: &[u8; 4] = b"\0asm";
+    const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
+    if bytes.len() < 8 || &bytes[..4] != MAGIC {
+        return Err(CompileError::NotWasm);
+    }
+    if bytes[4..8] == CORE_VERSION {
+        return Err(CompileError::CoreModule);
+    }
+    Ok(())
+}
+
 impl Sandbox {
     /// Compiles and links an upload. CPU-heavy: runs on the blocking pool.
     pub async fn compile(&self, bytes: Vec<u8>) -> Result<Prepared, CompileError> {
@@ -60,14 +74,7 @@ impl Sandbox {
     }
 
     fn compile_blocking(&self, bytes: &[u8]) -> Result<Prepared, CompileError> {
-        const MAGIC: &[u8; 4] = b"\0asm";
-        const CORE_VERSION: [u8; 4] = [1, 0, 0, 0];
-        if bytes.len() < 8 || &bytes[..4] != MAGIC {
-            return Err(CompileError::NotWasm);
-        }
-        if bytes[4..8] == CORE_VERSION {
-            return Err(CompileError::CoreModule);
-        }
+        check_header(bytes)?;
         let engine = &self.inner.engine;
         self.inner.compilations.fetch_add(1, Ordering::Relaxed);
         let component =

@@ -33,7 +33,7 @@ use wasmtime::Engine;
 use wasmtime::component::Linker;
 
 pub use classify::{GuestFailure, TrapKind};
-pub use compile::{CompileError, Prepared};
+pub use compile::{CompileError, Prepared, check_header};
 pub use engine::{EPOCH_TICK, PoolTuning, SandboxConfig};
 pub use execute::MAX_OUTPUT_BYTES;
 pub use outcome::{

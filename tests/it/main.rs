@@ -13,6 +13,7 @@ mod compat;
 mod cors;
 mod dashboard;
 mod deploy;
+mod deploy_background;
 mod deploy_components;
 mod env_vars;
 mod http;

@@ -29,8 +29,35 @@ pub async fn host() -> TestHost {
 
 /// Deploys the component; returns the deployed tasks by id.
 pub async fn deploy(host: &TestHost, component: Vec<u8>) -> Value {
-    let (status, body) = host.upload(component).await;
-    assert_eq!(status, 201, "deploying the example component: {body}");
+    // Through `kiln deploy`, as a user does: a component this big reports its upload, then the
+    // host's compile in the background, until the version is stored.
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("tasks.wasm");
+    std::fs::write(&file, component).expect("write the component");
+    let (url, key) = (host.url.clone(), host.key.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("deploy")
+            .arg(&file)
+            .env("KILN_API_URL", url)
+            .env("KILN_SECRET_KEY", key)
+            .output()
+            .expect("kiln runs")
+    })
+    .await
+    .expect("kiln deploy");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "kiln deploy failed: {stdout}{stderr}");
+    assert!(stdout.contains("deployed version"), "{stdout}");
+    for needle in ["uploading", "compiling tasks.wasm"] {
+        assert!(
+            stderr.contains(needle),
+            "kiln deploy's progress should say {needle:?}: {stderr}"
+        );
+    }
     let (status, latest) = host.get("/api/v1/deployments/latest").await;
     assert_eq!(status, 200, "{latest}");
     let mut tasks = serde_json::Map::new();

@@ -318,7 +318,7 @@ impl TestHost {
     pub async fn upload_as(&self, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
         let resp = self
             .http
-            .post(format!("{}/api/v1/deployments", self.url))
+            .post(format!("{}/api/v1/deployments?wait=true", self.url))
             .bearer_auth(key)
             .header("content-type", "application/wasm")
             .body(bytes)
@@ -335,7 +335,7 @@ impl TestHost {
         let body = kiln::api::multipart::form_data(BOUNDARY, parts);
         let resp = self
             .http
-            .post(format!("{}/api/v1/deployments", self.url))
+            .post(format!("{}/api/v1/deployments?wait=true", self.url))
             .bearer_auth(&self.key)
             .header(
                 "content-type",

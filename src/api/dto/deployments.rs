@@ -4,6 +4,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::iso;
+use crate::deploy::Phase;
+use crate::engine::{DeployState, DeployView, EngineError};
 use crate::model::{DeployedComponent, Deployment, TaskDefinition};
 use crate::store::KeyInfo;
 
@@ -95,6 +97,65 @@ impl From<&Deployment> for DeploymentDto {
                 .collect(),
         }
     }
+}
+
+/// A deploy in the background: `QUEUED` (waiting for the compiler), `COMPILING` (compiling or
+/// checking a component, as `progress` says), then `DEPLOYED` with its `deployment` or `FAILED`
+/// with the `error` (message and the status the upload would have answered).
+pub fn deploy_json(view: &DeployView) -> Value {
+    let components: Vec<Value> = view
+        .components
+        .iter()
+        .map(|(name, bytes)| serde_json::json!({ "name": name, "bytes": bytes }))
+        .collect();
+    let mut body = serde_json::json!({
+        "id": view.id,
+        "createdAt": iso(view.created_at),
+        "finishedAt": view.finished_at.map(iso),
+        "components": components,
+    });
+    let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    let (status, field, value) = match &view.state {
+        DeployState::Running(p) => (
+            if p.phase == Phase::Waiting {
+                "QUEUED"
+            } else {
+                "COMPILING"
+            },
+            "progress",
+            serde_json::json!({
+                "phase": p.phase.as_str(),
+                "component": p.component,
+                "components": p.components,
+                "name": p.name,
+                "bytes": p.bytes,
+                "elapsedMs": ms(p.elapsed),
+                "estimatedMs": p.estimate.map(ms),
+            }),
+        ),
+        DeployState::Deployed(d) => (
+            "DEPLOYED",
+            "deployment",
+            serde_json::to_value(DeploymentDto::from(&**d)).unwrap_or(Value::Null),
+        ),
+        DeployState::Failed(e) => {
+            let (status, message) = failure(e);
+            (
+                "FAILED",
+                "error",
+                serde_json::json!({ "message": message, "status": status }),
+            )
+        }
+    };
+    body["status"] = serde_json::json!(status);
+    body[field] = value;
+    body
+}
+
+/// A failed deploy's status code and message, as the upload would have answered them.
+fn failure(e: &EngineError) -> (u16, String) {
+    let error = crate::api::ApiError::of_engine(e);
+    (error.status().as_u16(), e.to_string())
 }
 
 /// A key as the admin API shows it: never the secret (creation adds it once).

@@ -1,7 +1,8 @@
 // Tasks and deployments: the latest version's tasks (each can be triggered from here, and shows
 // its component when the version has several), every version with when it was deployed, its
 // tasks and components, and a drop zone that uploads one `.wasm` or several together with the
-// progress: the bytes going up, then the host validating and compiling the components.
+// progress: the bytes going up, then the host compiling and checking the components in the
+// background (followed at /api/v1/deploys/{id}).
 
 import { api, upload } from "../api.js";
 import { bytes, card, duration, errorBox, fill, form, h, link, parseJson, table, timeEl, toast } from "../ui.js";
@@ -34,17 +35,25 @@ function dropZone(onDeployed, maxBytes) {
     const phase = h("div", {}, `Uploading ${file.name} (${bytes(file.size)})… 0%`);
     fill(status, phase, progress);
     const started = Date.now();
-    let ticker = null;
     try {
-      const deployed = await upload("/api/v1/deployments", files, {
+      const accepted = await upload("/api/v1/deployments", files, {
         progress: (f) => { bar.style.width = `${Math.round(f * 100)}%`; phase.textContent = `Uploading ${file.name} (${bytes(file.size)})… ${Math.round(f * 100)}%`; },
         sent: () => {
           progress.classList.add("busy");
           bar.style.width = "";
-          const tick = () => { phase.textContent = `Validating and compiling ${file.name}… ${duration(Date.now() - started)}`; };
-          tick();
-          ticker = setInterval(tick, 250);
+          phase.textContent = `Uploaded ${file.name}; the host is checking it…`;
         },
+      });
+      const deployed = await follow(accepted, (p, elapsed) => {
+        const text = phaseText(p, elapsed);
+        phase.textContent = text.line;
+        if (text.fraction != null) {
+          progress.classList.remove("busy");
+          bar.style.width = `${Math.round(text.fraction * 100)}%`;
+        } else {
+          progress.classList.add("busy");
+          bar.style.width = "";
+        }
       });
       fill(status, h("div", { class: "notice deployed" }, "Deployed version ", h("strong", {}, deployed.version), ` with ${deployed.tasks.length} task${deployed.tasks.length === 1 ? "" : "s"}: `,
         deployed.tasks.map((t) => t.id).join(", "), ` (${duration(Date.now() - started)})`));
@@ -52,11 +61,38 @@ function dropZone(onDeployed, maxBytes) {
       onDeployed();
     } catch (e) {
       fill(status, errorBox(`The upload was refused: ${e.message}`));
-    } finally {
-      clearInterval(ticker);
     }
   }
   return h("div", {}, zone, input, status);
+}
+
+// Follows a deploy the host compiles in the background until it is stored (resolves with the
+// deployment) or refused (rejects with its error), calling `onProgress` with each status.
+async function follow(deploy, onProgress) {
+  const started = Date.now();
+  for (;;) {
+    if (deploy.status === "DEPLOYED") return deploy.deployment;
+    if (deploy.status === "FAILED") throw new Error(deploy.error.message);
+    onProgress(deploy.progress || {}, Date.now() - started);
+    await new Promise((r) => setTimeout(r, 300));
+    deploy = await api(`/api/v1/deploys/${enc(deploy.id)}`);
+  }
+}
+
+// What a deploy is doing, as a line and, while a compile has an estimate, the fraction done.
+function phaseText(p, elapsed) {
+  const of = p.components > 1 ? ` (${p.component} of ${p.components})` : "";
+  const name = `${p.name || "the component"}${of}`;
+  switch (p.phase) {
+    case "waiting": return { line: `Waiting for another deploy to finish compiling… ${duration(elapsed)}` };
+    case "compiling": {
+      if (!p.estimatedMs) return { line: `Compiling ${name}… ${duration(p.elapsedMs || 0)}` };
+      const fraction = Math.min(0.99, (p.elapsedMs || 0) / p.estimatedMs);
+      return { line: `Compiling ${name}… ${duration(p.elapsedMs || 0)} of about ${duration(p.estimatedMs)}`, fraction };
+    }
+    case "definitions": return { line: `Reading the tasks of ${name}…` };
+    default: return { line: "Storing the version…" };
+  }
 }
 
 function triggerForm(task, ctx) {
