@@ -10,6 +10,7 @@
 //! wasmtime stays inside `sandbox`.
 
 mod cold_start;
+mod languages;
 mod latency;
 mod queue_scale;
 mod report;
@@ -23,6 +24,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context as _, bail};
 
 pub use cold_start::{ColdStartConfig, ColdStartReport, cold_start};
+pub use languages::{
+    DEFAULT_JS_WASM, DEFAULT_PYTHON_WASM, LanguageComponent, LanguageReport, LanguagesConfig,
+    LanguagesReport, languages,
+};
 pub use latency::{
     DEFAULT_LATENCY_LOAD, LatencyConfig, LatencyReport, LatencyStats, Percentiles, latency,
 };
@@ -69,16 +74,20 @@ pub enum Scenario {
     Queue,
     /// Runs checkpointed on waits: memory while they wait, resume rate, journal and replay cost.
     Waits,
+    /// A Rust, a TypeScript and a Python component: deploy, instantiate, warm run, journal and
+    /// replay of a wait.
+    Languages,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
+    const ALL: [Scenario; 7] = [
         Scenario::Throughput,
         Scenario::Latency,
         Scenario::Sandbox,
         Scenario::ColdStart,
         Scenario::Queue,
         Scenario::Waits,
+        Scenario::Languages,
     ];
 
     fn name(self) -> &'static str {
@@ -89,6 +98,7 @@ impl Scenario {
             Scenario::ColdStart => "cold-start",
             Scenario::Queue => "queue",
             Scenario::Waits => "waits",
+            Scenario::Languages => "languages",
         }
     }
 }
@@ -120,6 +130,12 @@ baseline, and reports kiln ÷ baseline as well as the raw numbers:
               moves and all resume to COMPLETED (runs/s). Then, one run at a time, a run that
               hashes 4 MiB before its wait: journal bytes per wait, trigger → WAITING, clock move →
               COMPLETED, and the replay's compute time ÷ the original execution's.
+  languages   the Rust `hello` guest and the TypeScript and Python examples (--js-wasm,
+              --python-wasm; a language not built is reported missing): Engine::deploy vs bare
+              compile, instantiation, a warm `hello` trigger → COMPLETED vs a bare instantiate+call,
+              and a 6 s wait: journal bytes at the checkpoint (and what the same entries took
+              before clock reads were stored compactly), trigger → WAITING, resume → COMPLETED,
+              replay compute ÷ first execution.
 
 The guests come from --guest-dir; build them with
   (cd guest-examples && cargo build --release --target wasm32-wasip2)
@@ -149,6 +165,12 @@ pub struct BenchArgs {
     /// Backlogs of the queue scenario (default: 1000, 100000 and 1000000).
     #[arg(long, value_name = "N", value_delimiter = ',')]
     pub queue_sizes: Vec<usize>,
+    /// The TypeScript example's component, for the languages scenario.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_JS_WASM)]
+    pub js_wasm: PathBuf,
+    /// The Python example's component, for the languages scenario.
+    #[arg(long, value_name = "FILE", default_value = DEFAULT_PYTHON_WASM)]
+    pub python_wasm: PathBuf,
     /// Directory holding bench.wasm and hello.wasm.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_GUEST_DIR)]
     pub guest_dir: PathBuf,
@@ -211,6 +233,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         cold_start: None,
         queue: None,
         waits: None,
+        languages: None,
         rows: Vec::new(),
     };
     for scenario in scenarios {
@@ -293,6 +316,21 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
                 .context("the waits scenario failed")?;
                 results.rows.extend(r.rows());
                 results.waits = Some(r);
+            }
+            Scenario::Languages => {
+                let r = languages(&LanguagesConfig {
+                    repeat: args.repeat.unwrap_or(DEFAULT_COLD_START_REPEAT),
+                    concurrency,
+                    components: LanguageComponent::all(
+                        &args.guest_dir,
+                        args.js_wasm.clone(),
+                        args.python_wasm.clone(),
+                    ),
+                })
+                .await
+                .context("the languages scenario failed")?;
+                results.rows.extend(r.rows());
+                results.languages = Some(r);
             }
         }
     }

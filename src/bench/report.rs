@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use super::{
-    ColdStartReport, LatencyReport, QueueScaleReport, SandboxReport, ThroughputReport, WaitsReport,
+    ColdStartReport, LanguagesReport, LatencyReport, QueueScaleReport, SandboxReport,
+    ThroughputReport, WaitsReport,
 };
 
 /// Everything one `kiln bench` run measured.
@@ -24,6 +25,7 @@ pub struct Results {
     pub cold_start: Option<ColdStartReport>,
     pub queue: Option<QueueScaleReport>,
     pub waits: Option<WaitsReport>,
+    pub languages: Option<LanguagesReport>,
     /// The printed table.
     pub rows: Vec<Row>,
 }

@@ -235,7 +235,7 @@ pub async fn waits(config: &WaitsConfig) -> anyhow::Result<WaitsReport> {
 }
 
 /// Polls the store until run `id` has `status`.
-async fn wait_status(
+pub(super) async fn wait_status(
     store: &Store,
     env_id: &str,
     id: &str,

@@ -22,7 +22,6 @@ pub(super) async fn deploy(files: Vec<PathBuf>, client: ClientArgs) -> anyhow::R
         components.push((name, bytes));
     }
     let c = Client::new(&client)?;
-    let request = c.post("/api/v1/deployments");
     // Always `multipart/form-data`, so the version keeps each component's file name.
     let boundary = format!("kiln-{:032x}", rand::random::<u128>());
     let body = crate::api::multipart::form_data(

@@ -82,6 +82,28 @@ impl Sandbox {
         }
     }
 
+    /// Instantiates the component once in a fresh store set up as for an attempt (see
+    /// [`Sandbox::bare_call`]) and calls nothing; returns how long the instantiation took.
+    pub async fn bare_instantiate(&self, prepared: &Prepared) -> anyhow::Result<Duration> {
+        let machine = Machine::default();
+        let mut store = self.new_store(
+            machine.memory_bytes(),
+            machine.fuel_budget(DEFAULT_FUEL_BUDGET),
+            None,
+            CancelHandle::default(),
+            1,
+            super::Replay::fresh(),
+        );
+        let started = Instant::now();
+        prepared
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)
+            .context("instantiating the component")?;
+        Ok(started.elapsed())
+    }
+
     /// Calls `run(task_id, payload)` `n` times from `concurrency` tokio tasks at once, each call
     /// in a fresh instance (see [`Sandbox::bare_call`]); returns the wall time of the whole loop.
     pub async fn bare_loop(

@@ -8,7 +8,10 @@ fn close(a: f64, b: f64, tolerance: f64) -> bool {
     (a - b).abs() <= tolerance * a.abs().max(b.abs())
 }
 
-use kiln::bench::{QueueScaleConfig, ThroughputConfig, queue_scale, throughput};
+use kiln::bench::{
+    LanguageComponent, LanguagesConfig, QueueScaleConfig, ThroughputConfig, languages, queue_scale,
+    throughput,
+};
 
 use crate::support::{guest_path, guests};
 
@@ -159,4 +162,67 @@ async fn latency_scenario_samples_light_and_loaded() {
             "{report:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn languages_scenario_measures_each_built_component_and_names_a_missing_one() {
+    let js = tokio::task::spawn_blocking(crate::sdk_build::js_component_path)
+        .await
+        .expect("the TypeScript build");
+    let guest_dir = guest_path(guests::HELLO)
+        .parent()
+        .expect("the guests' directory")
+        .to_path_buf();
+    let missing = std::path::PathBuf::from("no/such/app.wasm");
+    let report = languages(&LanguagesConfig {
+        repeat: 1,
+        concurrency: 2,
+        components: LanguageComponent::all(&guest_dir, js, missing),
+    })
+    .await
+    .expect("the languages scenario runs");
+    let names: Vec<&str> = report.languages.iter().map(|l| l.language).collect();
+    assert_eq!(names, ["Rust", "TypeScript", "Python"]);
+    let python = &report.languages[2];
+    let why = python.missing.as_deref().expect("Python is missing");
+    assert!(
+        why.contains("no/such/app.wasm") && why.contains("kiln_sdk build"),
+        "{why}"
+    );
+    for l in &report.languages[..2] {
+        assert!(l.missing.is_none(), "{l:?}");
+        for (what, x) in [
+            ("deploy", l.deploy_ms),
+            ("bare compile", l.bare_compile_ms),
+            ("instantiate", l.instantiate_ms),
+            ("warm run", l.warm_run_ms),
+            ("bare call", l.bare_call_ms),
+            ("checkpoint", l.to_checkpoint_ms),
+            ("resume", l.resume_ms),
+            ("journal bytes", l.journal_bytes),
+        ] {
+            assert!(x.is_finite() && x > 0.0, "{what} is {x}: {l:?}");
+        }
+        // Every run reads the clock before its wait; no entry is stored larger than whole.
+        assert!(l.journal_clock_reads >= 1.0, "{l:?}");
+        assert!(
+            l.journal_entries > l.journal_clock_reads,
+            "the wait is journaled too: {l:?}"
+        );
+        assert!(l.journal_bytes <= l.journal_plain_bytes, "{l:?}");
+    }
+    let js = &report.languages[1];
+    // The JavaScript engine reads the clock many times; after the first, each read is stored
+    // compactly.
+    assert!(js.journal_clock_reads > 2.0, "{js:?}");
+    assert!(js.journal_bytes < js.journal_plain_bytes, "{js:?}");
+    assert!(
+        js.component_mb > 5.0 * report.languages[0].component_mb,
+        "the JavaScript engine is in the component: {js:?}"
+    );
+    let rows = report.rows();
+    assert!(
+        rows.iter().any(|r| r.metric == "Python: not measured"),
+        "{rows:?}"
+    );
 }

@@ -39,8 +39,13 @@ fn work_dir() -> PathBuf {
 
 /// The TypeScript example component (`examples/js`, built with `npm run build`).
 pub fn js_component() -> Vec<u8> {
+    read(&js_component_path())
+}
+
+/// Where the TypeScript example component is, once built.
+pub fn js_component_path() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    read(BUILT.get_or_init(build_js))
+    BUILT.get_or_init(build_js).clone()
 }
 
 /// The Python example component (`examples/python`, built with `python -m kiln_sdk build`).
