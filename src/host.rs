@@ -50,6 +50,9 @@ pub struct HostConfig {
     pub compiled_cache_bytes: usize,
     /// How the instance pool resets slots between instances.
     pub pool: crate::sandbox::PoolTuning,
+    /// Compile large components first with wasmtime's baseline compiler (Winch), the optimizing
+    /// one following in the background (see `deploy::QUICK_TIER_FROM_BYTES`).
+    pub quick_tier: bool,
     /// Components to deploy to the dev environment at start, together as one version (skipped
     /// when the latest version has the same components, in the same order).
     pub deploy: Vec<PathBuf>,
@@ -85,6 +88,7 @@ impl HostConfig {
             max_component_bytes: DEFAULT_MAX_COMPONENT_BYTES,
             max_deploy_bytes: crate::deploy::DEFAULT_MAX_DEPLOY_BYTES,
             compiled_cache_bytes: crate::deploy::DEFAULT_COMPILED_CACHE_BYTES,
+            quick_tier: true,
             pool: crate::sandbox::PoolTuning::default(),
             deploy: Vec::new(),
             default_ttl: None,
@@ -303,6 +307,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     let sandbox = Sandbox::new(&SandboxConfig {
         concurrency,
         pool: config.pool,
+        quick_tier: config.quick_tier,
     })?;
     sandbox.use_scratch_dirs(&config.data_dir.join("scratch"))?;
     let deployer = Arc::new(Deployer::new(

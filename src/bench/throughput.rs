@@ -187,6 +187,7 @@ impl BareLoop {
         let sandbox = Sandbox::new(&SandboxConfig {
             concurrency,
             pool: super::util::pool_tuning(),
+            quick_tier: false,
         })?;
         let prepared = sandbox.compile(bytes).await?;
         Ok(BareLoop { sandbox, prepared })

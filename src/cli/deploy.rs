@@ -30,6 +30,7 @@ pub(super) async fn deploy(files: Vec<PathBuf>, client: ClientArgs) -> anyhow::R
             .into_iter()
             .map(|(name, bytes)| (Some(name), bytes)),
     );
+    let body_len = body.len();
     let request = c
         .post("/api/v1/deployments")
         .header(
@@ -38,8 +39,9 @@ pub(super) async fn deploy(files: Vec<PathBuf>, client: ClientArgs) -> anyhow::R
         )
         .header("content-length", body.len())
         .body(upload_with_progress(body));
+    let loud = body_len >= PROGRESS_FROM_BYTES;
     let accepted = c.send(request).await?;
-    let d = follow(&c, &accepted).await?;
+    let d = follow(&c, &accepted, loud).await?;
     if client.json {
         return print_json(&d);
     }
@@ -79,9 +81,13 @@ const POLL: std::time::Duration = std::time::Duration::from_millis(250);
 const QUIET_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Follows a deploy the host accepted until it ends: the deployment, or the error that refused
-/// it. Prints a line on stderr when the phase changes (once the compile takes long enough to
-/// notice), and every few seconds while one lasts.
-async fn follow(c: &Client, accepted: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
+/// it. Prints a line on stderr when the phase changes (at once after a large upload, else once
+/// the compile takes long enough to notice), and every few seconds while one lasts.
+async fn follow(
+    c: &Client,
+    accepted: &serde_json::Value,
+    loud: bool,
+) -> anyhow::Result<serde_json::Value> {
     let id = accepted["id"]
         .as_str()
         .context("the host's answer to the upload has no deploy id")?;
@@ -104,9 +110,14 @@ async fn follow(c: &Client, accepted: &serde_json::Value) -> anyhow::Result<serd
                 "the host answered the deploy with an unknown status {other:?}: {status}"
             ),
         }
-        let line = progress_line(&status["progress"]);
+        let progress = &status["progress"];
+        let line = progress_line(progress);
         let now = std::time::Instant::now();
-        if started.elapsed() >= QUIET_FOR
+        // A deploy waits for the compiler only a moment unless another one is compiling.
+        let waited_long =
+            progress["phase"] != "waiting" || progress["elapsedMs"].as_u64().unwrap_or(0) >= 1_000;
+        if (loud || started.elapsed() >= QUIET_FOR)
+            && waited_long
             && (line.phase != shown || now - last_line >= std::time::Duration::from_secs(5))
         {
             eprintln!("{}", line.text);

@@ -55,6 +55,7 @@ impl Sandbox {
     ) -> anyhow::Result<String> {
         let machine = Machine::default();
         let mut store = self.new_store(
+            prepared.engine(),
             machine.memory_bytes(),
             machine.fuel_budget(DEFAULT_FUEL_BUDGET),
             None,
@@ -87,6 +88,7 @@ impl Sandbox {
     pub async fn bare_instantiate(&self, prepared: &Prepared) -> anyhow::Result<Duration> {
         let machine = Machine::default();
         let mut store = self.new_store(
+            prepared.engine(),
             machine.memory_bytes(),
             machine.fuel_budget(DEFAULT_FUEL_BUDGET),
             None,

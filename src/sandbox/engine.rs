@@ -9,10 +9,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Strategy};
 
 use super::limits::MAX_TABLE_ELEMENTS;
-use super::{Inner, Sandbox, bindings, file_times, scratch};
+use super::{HostState, Inner, Sandbox, bindings, file_times, scratch};
 
 /// How often the epoch advances. Bounds how late a cancel, a timeout or a yield to the async
 /// runtime can come.
@@ -25,14 +25,19 @@ pub struct SandboxConfig {
     pub concurrency: usize,
     /// How the pool gives memory back between instances.
     pub pool: PoolTuning,
+    /// Also build a second engine with wasmtime's baseline compiler (Winch), which compiles big
+    /// components about 8× faster into code 1.4–2.8× slower: their first tier (see `deploy`).
+    pub quick_tier: bool,
 }
 
 impl SandboxConfig {
-    /// A sandbox for `concurrency` attempts at once, with the default pool tuning.
+    /// A sandbox for `concurrency` attempts at once, with the default pool tuning and no quick
+    /// tier.
     pub fn new(concurrency: usize) -> SandboxConfig {
         SandboxConfig {
             concurrency,
             pool: PoolTuning::default(),
+            quick_tier: false,
         }
     }
 }
@@ -76,31 +81,7 @@ impl Sandbox {
         fuel: bool,
         epochs: bool,
     ) -> anyhow::Result<Sandbox> {
-        let mut wasm = Config::new();
-        wasm.consume_fuel(fuel)
-            .epoch_interruption(epochs)
-            .cranelift_nan_canonicalization(true)
-            .relaxed_simd_deterministic(true);
-        // Instances come from a pool sized for the configured concurrency plus deploy checks.
-        let slots = u32::try_from(config.concurrency.max(1))
-            .unwrap_or(u32::MAX / 64)
-            .saturating_add(8);
-        let mut pool = PoolingAllocationConfig::new();
-        pool.total_component_instances(slots)
-            .total_core_instances(slots.saturating_mul(16))
-            .total_memories(slots.saturating_mul(4))
-            .total_tables(slots.saturating_mul(8))
-            .total_stacks(slots)
-            .max_memories_per_component(4)
-            .max_tables_per_component(8)
-            .max_memory_size(4 << 30)
-            .table_elements(MAX_TABLE_ELEMENTS)
-            .linear_memory_keep_resident(config.pool.memory_keep_resident)
-            .table_keep_resident(config.pool.table_keep_resident)
-            .decommit_batch_size(config.pool.decommit_batch.max(1))
-            .pagemap_scan(wasmtime::Enabled::Auto);
-        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = Engine::new(&wasm)?;
+        let engine = new_engine(config, fuel, epochs, Strategy::Cranelift)?;
         let fingerprint = {
             use std::hash::{Hash, Hasher};
             let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -108,23 +89,29 @@ impl Sandbox {
             env!("CARGO_PKG_VERSION").hash(&mut h);
             format!("{:016x}", h.finish())
         };
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
-        scratch::add_to_linker(&mut linker)?;
-        file_times::add_to_linker(&mut linker)?;
-        bindings::Task::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+        let linker = new_linker(&engine)?;
+        let quick = match config.quick_tier {
+            true => {
+                let engine = new_engine(config, fuel, epochs, Strategy::Winch)?;
+                let linker = new_linker(&engine)?;
+                Some(super::Tier { engine, linker })
+            }
+            false => None,
+        };
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         if epochs {
-            let (ticking_engine, stop) = (engine.clone(), ticker_stop.clone());
+            let mut ticking = vec![engine.clone()];
+            ticking.extend(quick.as_ref().map(|q| q.engine.clone()));
+            let stop = ticker_stop.clone();
             std::thread::Builder::new()
                 .name("kiln-epoch".into())
                 .spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(EPOCH_TICK);
-                        ticking_engine.increment_epoch();
+                        for engine in &ticking {
+                            engine.increment_epoch();
+                        }
                     }
                 })?;
         }
@@ -132,6 +119,7 @@ impl Sandbox {
             inner: Arc::new(Inner {
                 engine,
                 linker,
+                quick,
                 ticker_stop,
                 compilations: AtomicU64::new(0),
                 fingerprint,
@@ -140,4 +128,51 @@ impl Sandbox {
             }),
         })
     }
+}
+
+/// An engine with kiln's settings (fuel, epochs, deterministic floats) and its instance pool,
+/// compiling with `strategy`.
+fn new_engine(
+    config: &SandboxConfig,
+    fuel: bool,
+    epochs: bool,
+    strategy: Strategy,
+) -> anyhow::Result<Engine> {
+    let mut wasm = Config::new();
+    wasm.strategy(strategy);
+    wasm.consume_fuel(fuel)
+        .epoch_interruption(epochs)
+        .cranelift_nan_canonicalization(true)
+        .relaxed_simd_deterministic(true);
+    // Instances come from a pool sized for the configured concurrency plus deploy checks.
+    let slots = u32::try_from(config.concurrency.max(1))
+        .unwrap_or(u32::MAX / 64)
+        .saturating_add(8);
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots.saturating_mul(16))
+        .total_memories(slots.saturating_mul(4))
+        .total_tables(slots.saturating_mul(8))
+        .total_stacks(slots)
+        .max_memories_per_component(4)
+        .max_tables_per_component(8)
+        .max_memory_size(4 << 30)
+        .table_elements(MAX_TABLE_ELEMENTS)
+        .linear_memory_keep_resident(config.pool.memory_keep_resident)
+        .table_keep_resident(config.pool.table_keep_resident)
+        .decommit_batch_size(config.pool.decommit_batch.max(1))
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&wasm)?)
+}
+
+/// The linker with every host import kiln gives a guest.
+fn new_linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)?;
+    scratch::add_to_linker(&mut linker)?;
+    file_times::add_to_linker(&mut linker)?;
+    bindings::Task::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)?;
+    Ok(linker)
 }

@@ -42,6 +42,7 @@ pub const MAX_OUTPUT_BYTES: usize = 10 << 20;
 impl Sandbox {
     pub(super) fn new_store(
         &self,
+        engine: &wasmtime::Engine,
         memory: u64,
         fuel: u64,
         deadline: Option<Instant>,
@@ -143,7 +144,7 @@ impl Sandbox {
                 Live(self.inner.live.clone())
             },
         };
-        let mut store = Store::new(&self.inner.engine, state);
+        let mut store = Store::new(engine, state);
         store.limiter(|s| &mut s.limiter);
         // Fuel cannot fail to be set when fuel is enabled, which `Sandbox::new` does.
         let _ = store.set_fuel(fuel);
@@ -170,6 +171,7 @@ impl Sandbox {
         prepared: &Prepared,
     ) -> Result<Vec<DeclaredTask>, GuestFailure> {
         let mut store = self.new_store(
+            prepared.engine(),
             DEFINITIONS_MEMORY,
             DEFINITIONS_FUEL,
             Some(Instant::now() + DEFINITIONS_TIMEOUT),
@@ -206,6 +208,7 @@ impl Sandbox {
         let started = Instant::now();
         let deadline = req.max_duration.map(|d| started + d);
         let mut store = self.new_store(
+            prepared.engine(),
             machine.memory_bytes(),
             fuel,
             deadline,

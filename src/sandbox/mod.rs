@@ -55,6 +55,8 @@ pub struct Sandbox {
 struct Inner {
     engine: Engine,
     linker: Linker<HostState>,
+    /// The baseline compiler's engine, when the sandbox has a quick tier.
+    quick: Option<Tier>,
     ticker_stop: Arc<AtomicBool>,
     /// Components compiled from wasm bytes by this process (loading an artifact is not counted).
     compilations: AtomicU64,
@@ -64,6 +66,12 @@ struct Inner {
     live: Arc<std::sync::atomic::AtomicUsize>,
     /// Scratch directories for executions, once the host gives them a place.
     scratch: std::sync::OnceLock<Arc<scratch::ScratchPool>>,
+}
+
+/// A second engine, compiling with Winch, and its linker.
+struct Tier {
+    engine: Engine,
+    linker: Linker<HostState>,
 }
 
 /// Counts a store as alive until its state is dropped.
@@ -98,6 +106,11 @@ impl Sandbox {
         })?;
         let _ = self.inner.scratch.set(Arc::new(pool));
         Ok(())
+    }
+
+    /// Whether the sandbox can compile a component quickly into slower code first.
+    pub fn has_quick_tier(&self) -> bool {
+        self.inner.quick.is_some()
     }
 
     /// How many components this process compiled from wasm bytes.

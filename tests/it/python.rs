@@ -42,6 +42,7 @@ async fn python_tasks_built_with_the_sdk_run_with_trigger_dev_semantics() {
 
     let running = Instant::now();
     tokio::join!(
+        s::the_quick_tiers_code_is_replaced_and_a_run_checkpointed_on_it_resumes(&host, &tasks),
         s::hello_completes_with_its_output_and_a_structured_log_line(&host),
         s::a_thrown_error_fails_the_attempt_and_is_retried_by_the_policy(&host),
         s::an_abort_fails_the_run_without_a_retry(&host),

@@ -52,7 +52,9 @@ pub async fn deploy(host: &TestHost, component: Vec<u8>) -> Value {
     );
     assert!(out.status.success(), "kiln deploy failed: {stdout}{stderr}");
     assert!(stdout.contains("deployed version"), "{stdout}");
-    for needle in ["uploading", "compiling tasks.wasm"] {
+    // The quick tier compiles it in about a second: the compile or the `definitions()` call
+    // that follows shows, naming the file.
+    for needle in ["uploading", "tasks.wasm…"] {
         assert!(
             stderr.contains(needle),
             "kiln deploy's progress should say {needle:?}: {stderr}"
@@ -201,6 +203,56 @@ pub async fn a_long_wait_checkpoints_and_the_replay_continues_from_it(
     // The first execution logged what it read; the replay returned it: the same values.
     assert_eq!(before[0]["attributes"]["random"], out["random"], "{run:#}");
     assert_eq!(before[0]["attributes"]["before"], out["before"], "{run:#}");
+}
+
+/// A component this large is deployed on the quick tier (Winch) and its optimized code replaces
+/// it in the background: a run that checkpointed on the quick code resumes on the optimized one
+/// and completes as if nothing changed, and the optimized code's artifact is written.
+pub async fn the_quick_tiers_code_is_replaced_and_a_run_checkpointed_on_it_resumes(
+    host: &TestHost,
+    tasks: &Value,
+) {
+    let digest = tasks["approval"]["component"]
+        .as_str()
+        .expect("the task's component")
+        .to_owned();
+    assert_eq!(
+        host.is_optimized(&digest),
+        Some(false),
+        "deployed on the quick tier"
+    );
+    let id = host
+        .trigger("approval", json!({ "key": "across-tiers" }))
+        .await;
+    let waiting = host.wait_status(&id, "WAITING").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(240);
+    while host.is_optimized(&digest) != Some(true) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the optimized code never replaced the quick tier's"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let artifact = std::fs::read_dir(host.dir.join("compiled"))
+        .expect("the artifacts' directory")
+        .filter_map(Result::ok)
+        .any(|e| e.file_name().to_string_lossy().starts_with(&digest));
+    assert!(artifact, "the optimized code's artifact is written");
+    let token = waiting["waitpoints"][0]["id"].as_str().expect("a token");
+    let (status, body) = host
+        .post(
+            &format!("/api/v1/waitpoints/tokens/{token}/complete"),
+            json!({ "data": { "approved": true, "by": "Cy" } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let run = host.wait_final(&id).await;
+    assert_eq!(run["status"], "COMPLETED", "{run:#}");
+    assert_eq!(
+        run["output"],
+        json!({ "token": token, "approved": true, "by": "Cy" }),
+        "{run:#}"
+    );
 }
 
 pub async fn a_token_completed_over_the_api_resumes_the_run_with_its_data(host: &TestHost) {

@@ -224,6 +224,14 @@ impl TestHost {
             .map_or(0, |h| h.engine.deployer().compilations())
     }
 
+    /// Whether the component with this digest is in memory as optimized code (`Some(false)`:
+    /// the quick tier's).
+    pub fn is_optimized(&self, digest: &str) -> Option<bool> {
+        self.host
+            .as_ref()
+            .and_then(|h| h.engine.deployer().is_optimized(digest))
+    }
+
     /// Read operations the host's store ran so far.
     pub fn store_reads(&self) -> u64 {
         self.host.as_ref().map_or(0, |h| h.engine.store().reads())
