@@ -54,15 +54,7 @@ impl Sandbox {
         payload: &str,
     ) -> anyhow::Result<String> {
         let machine = Machine::default();
-        let mut store = self.new_store(
-            prepared.engine(),
-            machine.memory_bytes(),
-            machine.fuel_budget(DEFAULT_FUEL_BUDGET),
-            None,
-            CancelHandle::default(),
-            1,
-            super::Replay::fresh(),
-        );
+        let mut store = self.bench_store(prepared, machine);
         let ctx = wit_context(&bench_context(task_id, machine));
         let task = prepared
             .pre
@@ -86,16 +78,7 @@ impl Sandbox {
     /// Instantiates the component once in a fresh store set up as for an attempt (see
     /// [`Sandbox::bare_call`]) and calls nothing; returns how long the instantiation took.
     pub async fn bare_instantiate(&self, prepared: &Prepared) -> anyhow::Result<Duration> {
-        let machine = Machine::default();
-        let mut store = self.new_store(
-            prepared.engine(),
-            machine.memory_bytes(),
-            machine.fuel_budget(DEFAULT_FUEL_BUDGET),
-            None,
-            CancelHandle::default(),
-            1,
-            super::Replay::fresh(),
-        );
+        let mut store = self.bench_store(prepared, Machine::default());
         let started = Instant::now();
         prepared
             .pre
@@ -104,6 +87,25 @@ impl Sandbox {
             .map_err(anyhow::Error::from)
             .context("instantiating the component")?;
         Ok(started.elapsed())
+    }
+
+    /// A store set up exactly as for an attempt on `machine` with the default fuel budget.
+    fn bench_store(
+        &self,
+        prepared: &Prepared,
+        machine: Machine,
+    ) -> wasmtime::Store<super::HostState> {
+        self.new_store(
+            prepared.engine(),
+            super::execute::Budget {
+                memory: machine.memory_bytes(),
+                fuel: machine.fuel_budget(DEFAULT_FUEL_BUDGET),
+                deadline: None,
+            },
+            CancelHandle::default(),
+            1,
+            super::Replay::fresh(),
+        )
     }
 
     /// Calls `run(task_id, payload)` `n` times from `concurrency` tokio tasks at once, each call

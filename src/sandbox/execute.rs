@@ -39,17 +39,27 @@ const DEFINITIONS_MEMORY: u64 = 256 << 20;
 /// Largest output a task may return (DESIGN §7).
 pub const MAX_OUTPUT_BYTES: usize = 10 << 20;
 
+/// What one store may use: memory in bytes, fuel, and the instant its guest is stopped.
+pub(super) struct Budget {
+    pub(super) memory: u64,
+    pub(super) fuel: u64,
+    pub(super) deadline: Option<Instant>,
+}
+
 impl Sandbox {
     pub(super) fn new_store(
         &self,
         engine: &wasmtime::Engine,
-        memory: u64,
-        fuel: u64,
-        deadline: Option<Instant>,
+        budget: Budget,
         cancel: CancelHandle,
         attempt: u32,
         replay: Replay,
     ) -> Store<HostState> {
+        let Budget {
+            memory,
+            fuel,
+            deadline,
+        } = budget;
         let journal = Journal::replaying(replay.journal);
         let activity = journal.activity();
         let mut logs = LogBuffer::new(attempt);
@@ -172,9 +182,11 @@ impl Sandbox {
     ) -> Result<Vec<DeclaredTask>, GuestFailure> {
         let mut store = self.new_store(
             prepared.engine(),
-            DEFINITIONS_MEMORY,
-            DEFINITIONS_FUEL,
-            Some(Instant::now() + DEFINITIONS_TIMEOUT),
+            Budget {
+                memory: DEFINITIONS_MEMORY,
+                fuel: DEFINITIONS_FUEL,
+                deadline: Some(Instant::now() + DEFINITIONS_TIMEOUT),
+            },
             CancelHandle::default(),
             0,
             Replay::fresh(),
@@ -209,9 +221,11 @@ impl Sandbox {
         let deadline = req.max_duration.map(|d| started + d);
         let mut store = self.new_store(
             prepared.engine(),
-            machine.memory_bytes(),
-            fuel,
-            deadline,
+            Budget {
+                memory: machine.memory_bytes(),
+                fuel,
+                deadline,
+            },
             req.cancel,
             req.context.attempt,
             Replay {

@@ -238,19 +238,28 @@ pub async fn the_quick_tiers_code_is_replaced_and_a_run_checkpointed_on_it_resum
         .filter_map(Result::ok)
         .any(|e| e.file_name().to_string_lossy().starts_with(&digest));
     assert!(artifact, "the optimized code's artifact is written");
-    let token = waiting["waitpoints"][0]["id"].as_str().expect("a token");
+    approve(host, &id, &waiting, "Cy").await;
+}
+
+/// Completes the token the `approval` run `id` waits for, approved by `by`, and checks the run
+/// completes with it.
+async fn approve(host: &TestHost, id: &str, waiting: &Value, by: &str) {
+    let token = waiting["waitpoints"][0]["id"]
+        .as_str()
+        .unwrap_or_else(|| panic!("the run waits for a token: {waiting:#}"))
+        .to_owned();
     let (status, body) = host
         .post(
             &format!("/api/v1/waitpoints/tokens/{token}/complete"),
-            json!({ "data": { "approved": true, "by": "Cy" } }),
+            json!({ "data": { "approved": true, "by": by } }),
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let run = host.wait_final(&id).await;
+    let run = host.wait_final(id).await;
     assert_eq!(run["status"], "COMPLETED", "{run:#}");
     assert_eq!(
         run["output"],
-        json!({ "token": token, "approved": true, "by": "Cy" }),
+        json!({ "token": token, "approved": true, "by": by }),
         "{run:#}"
     );
 }
@@ -260,24 +269,7 @@ pub async fn a_token_completed_over_the_api_resumes_the_run_with_its_data(host: 
         .trigger("approval", json!({ "key": "approve-me" }))
         .await;
     let waiting = host.wait_status(&id, "WAITING").await;
-    let token = waiting["waitpoints"][0]["id"]
-        .as_str()
-        .unwrap_or_else(|| panic!("the run waits for a token: {waiting:#}"))
-        .to_owned();
-    let (status, body) = host
-        .post(
-            &format!("/api/v1/waitpoints/tokens/{token}/complete"),
-            json!({ "data": { "approved": true, "by": "Ada" } }),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let run = host.wait_final(&id).await;
-    assert_eq!(run["status"], "COMPLETED", "{run:#}");
-    assert_eq!(
-        run["output"],
-        json!({ "token": token, "approved": true, "by": "Ada" }),
-        "{run:#}"
-    );
+    approve(host, &id, &waiting, "Ada").await;
 
     // A token nobody completes times out: an error value for the task, not a failed run.
     let run = completed(host, "approval", json!({ "timeout": "1s" })).await;
