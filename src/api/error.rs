@@ -112,7 +112,8 @@ impl ApiError {
     }
 }
 
-fn engine_status(e: &EngineError) -> StatusCode {
+/// The status an engine error answers with.
+pub(super) fn engine_status(e: &EngineError) -> StatusCode {
     match e {
         EngineError::Deploy(d) => deploy_status(d),
         EngineError::NothingDeployed

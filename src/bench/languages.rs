@@ -75,7 +75,7 @@ pub struct LanguagesConfig {
 }
 
 /// One language's numbers (medians, in milliseconds), or why it is missing.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct LanguageReport {
     pub language: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -125,67 +125,45 @@ impl LanguagesReport {
                 rows.push(Row::new("languages", name("not measured"), why.clone()));
                 continue;
             }
-            rows.push(
-                Row::new(
-                    "languages",
-                    name(&format!("deploy, {:.1} MB (ms)", l.component_mb)),
-                    format!("{:.0}", l.deploy_ms),
-                )
-                .baseline(
-                    format!("{:.0}", l.bare_compile_ms),
-                    l.deploy_ms / l.bare_compile_ms,
-                ),
+            // A metric shown with `digits` decimals, and beside it its baseline when it has one.
+            let row = |what: &str, value: f64, baseline: Option<f64>, digits: usize| {
+                let row = Row::new("languages", name(what), format!("{value:.digits$}"));
+                match baseline {
+                    Some(b) => {
+                        row.baseline(format!("{b:.digits$}"), value / b.max(f64::MIN_POSITIVE))
+                    }
+                    None => row,
+                }
+            };
+            let journal = format!(
+                "journal at the wait ({:.0} entries, {:.0} clock reads; bytes)",
+                l.journal_entries, l.journal_clock_reads
             );
-            rows.push(Row::new(
-                "languages",
-                name("deploy → optimized code in place (ms)"),
-                format!("{:.0}", l.optimized_ms),
-            ));
-            rows.push(Row::new(
-                "languages",
-                name("instantiate (ms)"),
-                format!("{:.2}", l.instantiate_ms),
-            ));
-            rows.push(
-                Row::new(
-                    "languages",
-                    name("warm run, trigger → completed (ms)"),
-                    format!("{:.2}", l.warm_run_ms),
-                )
-                .baseline(
-                    format!("{:.2}", l.bare_call_ms),
-                    l.warm_run_ms / l.bare_call_ms,
+            rows.extend([
+                row(
+                    &format!("deploy, {:.1} MB (ms)", l.component_mb),
+                    l.deploy_ms,
+                    Some(l.bare_compile_ms),
+                    0,
                 ),
-            );
-            rows.push(
-                Row::new(
-                    "languages",
-                    name(&format!(
-                        "journal at the wait ({:.0} entries, {:.0} clock reads; bytes)",
-                        l.journal_entries, l.journal_clock_reads
-                    )),
-                    format!("{:.0}", l.journal_bytes),
-                )
-                .baseline(
-                    format!("{:.0}", l.journal_plain_bytes),
-                    l.journal_bytes / l.journal_plain_bytes.max(1.0),
+                row(
+                    "deploy → optimized code in place (ms)",
+                    l.optimized_ms,
+                    None,
+                    0,
                 ),
-            );
-            rows.push(Row::new(
-                "languages",
-                name("trigger → checkpointed (ms)"),
-                format!("{:.1}", l.to_checkpoint_ms),
-            ));
-            rows.push(Row::new(
-                "languages",
-                name("resume → completed (ms)"),
-                format!("{:.1}", l.resume_ms),
-            ));
-            rows.push(Row::new(
-                "languages",
-                name("replay compute ÷ first execution"),
-                format!("{:.2}", l.replay_ratio),
-            ));
+                row("instantiate (ms)", l.instantiate_ms, None, 2),
+                row(
+                    "warm run, trigger → completed (ms)",
+                    l.warm_run_ms,
+                    Some(l.bare_call_ms),
+                    2,
+                ),
+                row(&journal, l.journal_bytes, Some(l.journal_plain_bytes), 0),
+                row("trigger → checkpointed (ms)", l.to_checkpoint_ms, None, 1),
+                row("resume → completed (ms)", l.resume_ms, None, 1),
+                row("replay compute ÷ first execution", l.replay_ratio, None, 2),
+            ]);
         }
         rows
     }
@@ -220,20 +198,7 @@ impl LanguageReport {
         LanguageReport {
             language,
             missing: Some(why),
-            component_mb: 0.0,
-            deploy_ms: 0.0,
-            optimized_ms: 0.0,
-            bare_compile_ms: 0.0,
-            instantiate_ms: 0.0,
-            warm_run_ms: 0.0,
-            bare_call_ms: 0.0,
-            journal_bytes: 0.0,
-            journal_entries: 0.0,
-            journal_clock_reads: 0.0,
-            journal_plain_bytes: 0.0,
-            to_checkpoint_ms: 0.0,
-            resume_ms: 0.0,
-            replay_ratio: 0.0,
+            ..LanguageReport::default()
         }
     }
 }

@@ -334,22 +334,11 @@ impl Deployer {
         self.max_deploy_bytes
     }
 
-    /// Validates the components and makes them, together, the environment's newest version.
-    /// With several, an error found in one names it, and a task id two of them define is
-    /// refused naming both; nothing is stored unless all pass.
-    pub async fn deploy(
-        &self,
-        env: &Environment,
-        uploads: Vec<Upload>,
-    ) -> Result<Deployment, DeployError> {
-        let admitted = self.admit(env, uploads)?;
-        let progress = admitted.progress();
-        self.deploy_admitted(env, admitted, &progress).await
-    }
-
-    /// The checks of a deploy that cost nothing (counts, sizes, the same component twice), done
-    /// before it waits for the compiler, so a deploy in the background is refused at once for
-    /// them.
+    /// The checks of a deploy that cost nothing (counts, sizes, the wasm header, the same
+    /// component twice), done before it waits for the compiler, so a deploy in the background is
+    /// refused at once for them. [`Deployer::deploy_admitted`] does the rest: with several
+    /// components, an error found in one names it, a task id two of them define is refused
+    /// naming both, and nothing is stored unless all pass.
     pub fn admit(&self, env: &Environment, uploads: Vec<Upload>) -> Result<Admitted, DeployError> {
         if uploads.is_empty() {
             return Err(DeployError::NoComponents);
@@ -503,7 +492,7 @@ impl Deployer {
             size,
             self.compile_rate.estimate(size),
         );
-        let prepared = self.compile_first(bytes.clone()).await?;
+        let prepared = self.compile_first(&bytes).await?;
         progress.enter(Phase::Definitions, index, label, size, None);
         let declared = self
             .sandbox
@@ -524,19 +513,22 @@ impl Deployer {
     /// quick tier when the sandbox has one (falling back to the optimizing compiler for what the
     /// quick tier refuses, e.g. relaxed SIMD), else optimized. Timed for the estimates of later
     /// deploys.
-    async fn compile_first(&self, bytes: Vec<u8>) -> Result<Prepared, CompileError> {
+    async fn compile_first(&self, bytes: &[u8]) -> Result<Prepared, CompileError> {
         let size = bytes.len();
         let started = std::time::Instant::now();
         let quick = size >= QUICK_TIER_FROM_BYTES && self.sandbox.has_quick_tier();
         let prepared = match quick {
-            true => match self.sandbox.compile_quick(bytes.clone()).await {
+            true => match self.sandbox.compile_quick(bytes.to_vec()).await {
                 Ok(prepared) => prepared,
-                Err(e) => {
-                    tracing::info!(error = %e, "the quick tier cannot compile the component; compiling it optimized");
-                    self.sandbox.compile(bytes).await?
+                // What Winch refuses (relaxed SIMD, tail calls, exceptions) fails compiling; a
+                // missing export or import fails the same under either compiler.
+                Err(CompileError::Invalid(why)) => {
+                    tracing::info!(error = %why, "the quick tier cannot compile the component; compiling it optimized");
+                    self.sandbox.compile(bytes.to_vec()).await?
                 }
+                Err(other) => return Err(other),
             },
-            false => self.sandbox.compile(bytes).await?,
+            false => self.sandbox.compile(bytes.to_vec()).await?,
         };
         self.compile_rate.record(size, started.elapsed());
         Ok(prepared)
@@ -568,7 +560,7 @@ impl Deployer {
             None => {
                 let bytes = self.store.component_bytes(environment_id, digest).await?;
                 let started = std::time::Instant::now();
-                let p = self.compile_first(bytes.clone()).await?;
+                let p = self.compile_first(&bytes).await?;
                 tracing::info!(digest = %digest, ms = started.elapsed().as_millis() as u64, optimized = p.is_optimized(), "compiled component");
                 self.keep(digest, p.clone(), || bytes);
                 return Ok(p);

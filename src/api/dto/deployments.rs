@@ -152,10 +152,13 @@ pub fn deploy_json(view: &DeployView) -> Value {
     body
 }
 
-/// A failed deploy's status code and message, as the upload would have answered them.
+/// A failed deploy's status code and message, as the upload would have answered them (read as
+/// often as the deploy is polled, so nothing is logged here).
 fn failure(e: &EngineError) -> (u16, String) {
-    let error = crate::api::ApiError::of_engine(e);
-    (error.status().as_u16(), e.to_string())
+    (
+        super::super::error::engine_status(e).as_u16(),
+        e.to_string(),
+    )
 }
 
 /// A key as the admin API shows it: never the secret (creation adds it once).

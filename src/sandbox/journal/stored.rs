@@ -81,7 +81,12 @@ pub fn decode(mut bytes: &[u8]) -> Option<Vec<Entry>> {
             let (delta, used) = read_varint(&bytes[1..])?;
             let value = last[slot]?.wrapping_add(unzigzag(delta) as u64);
             last[slot] = Some(value);
-            out.push(Entry::new(kind, clock_digest(kind), number(value)));
+            out.push(Entry {
+                kind,
+                digest: clock_digest(kind),
+                value: number(value),
+                format: Format::V2,
+            });
             bytes = &bytes[1 + used..];
             continue;
         }
