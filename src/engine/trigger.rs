@@ -209,9 +209,12 @@ impl Engine {
             .prepare_runs(&env.id, payload_limit(&env.limits), items, None)
             .await?;
         let batch_id = batch.then(|| crate::model::new_id("batch"));
-        let inserted = self.store.insert_runs(runs, batch_id).await?;
-        self.inserted(&inserted);
-        Ok(inserted)
+        // The dispatcher may claim the runs while their insert is on its way to disk (its claim
+        // commits with the insert or after it); the trigger is answered once the insert is durable.
+        let staged = self.store.insert_runs_staged(runs, batch_id).await?;
+        self.inserted(&staged.value);
+        staged.durable.wait().await?;
+        Ok(staged.value)
     }
 
     /// Arms the timers and activates the lanes of newly inserted runs.

@@ -202,6 +202,11 @@ facade! {
     /// idempotency key matches a live key of an earlier run is not inserted: the earlier run is
     /// returned with `cached: true`. A key whose run failed or expired is released and reused.
     fn insert_runs(&self, runs: Vec<NewRun>, batch_id: Option<String>) -> Vec<Inserted>;
+    /// [`Store::insert_runs`], answered as soon as it ran, before its commit (see [`Staged`]): the
+    /// dispatcher may claim the runs in the same or the next group while the insert is on its way
+    /// to disk, and a claim of an insert that is lost is lost with it. A trigger is answered only
+    /// once `durable` settles.
+    fn insert_runs_staged(&self, runs: Vec<NewRun>, batch_id: Option<String>) -> Staged<Vec<Inserted>>;
     /// Inserts a run's child runs (as [`Store::insert_runs`]) and, in the same transaction,
     /// appends the parent's journal and marks it as having one. `Conflict` (and nothing stored)
     /// if the parent is no longer executing.

@@ -255,6 +255,15 @@ impl SqliteStore {
             .await
     }
 
+    pub async fn insert_runs_staged(
+        &self,
+        runs: Vec<NewRun>,
+        batch_id: Option<String>,
+    ) -> Result<Staged<Vec<Inserted>>, StoreError> {
+        self.write_staged(move |c| insert_all(c, runs, batch_id.as_deref()))
+            .await
+    }
+
     pub async fn insert_child_runs(
         &self,
         runs: Vec<NewRun>,
