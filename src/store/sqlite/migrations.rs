@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[&str] = &[
     V15_SEALED_KEYS,
     V16_BULK_ACTIONS,
     V17_DEPLOYMENT_COMPONENTS,
+    V18_QUEUE_DEPTHS,
 ];
 
 const V1_INITIAL: &str = r#"
@@ -501,11 +502,155 @@ UPDATE tasks SET component_digest =
  (SELECT d.component_digest FROM deployments d WHERE d.id = tasks.deployment_id);
 "#;
 
+/// Each queue's count of QUEUED runs, kept by triggers in the transaction that changes a run, so
+/// a queue's depth is one row read however many runs it holds (counting them read a million
+/// index entries at a million queued).
+const V18_QUEUE_DEPTHS: &str = r#"
+CREATE TABLE queue_depths (
+    environment_id  TEXT NOT NULL,
+    queue           TEXT NOT NULL,
+    queued          INTEGER NOT NULL,
+    PRIMARY KEY (environment_id, queue)
+) WITHOUT ROWID;
+
+CREATE TRIGGER queue_depth_insert AFTER INSERT ON runs WHEN new.status = 'QUEUED'
+BEGIN
+    INSERT INTO queue_depths (environment_id, queue, queued)
+     VALUES (new.environment_id, new.queue, 1)
+     ON CONFLICT (environment_id, queue) DO UPDATE SET queued = queued + 1;
+END;
+
+CREATE TRIGGER queue_depth_leave AFTER UPDATE OF status, queue, environment_id ON runs
+ WHEN old.status = 'QUEUED' AND (new.status IS NOT 'QUEUED' OR new.queue IS NOT old.queue
+                                 OR new.environment_id IS NOT old.environment_id)
+BEGIN
+    UPDATE queue_depths SET queued = queued - 1
+     WHERE environment_id = old.environment_id AND queue = old.queue;
+END;
+
+CREATE TRIGGER queue_depth_enter AFTER UPDATE OF status, queue, environment_id ON runs
+ WHEN new.status = 'QUEUED' AND (old.status IS NOT 'QUEUED' OR new.queue IS NOT old.queue
+                                 OR new.environment_id IS NOT old.environment_id)
+BEGIN
+    INSERT INTO queue_depths (environment_id, queue, queued)
+     VALUES (new.environment_id, new.queue, 1)
+     ON CONFLICT (environment_id, queue) DO UPDATE SET queued = queued + 1;
+END;
+
+CREATE TRIGGER queue_depth_delete AFTER DELETE ON runs WHEN old.status = 'QUEUED'
+BEGIN
+    UPDATE queue_depths SET queued = queued - 1
+     WHERE environment_id = old.environment_id AND queue = old.queue;
+END;
+
+INSERT INTO queue_depths (environment_id, queue, queued)
+ SELECT environment_id, queue, count(*) FROM runs WHERE status = 'QUEUED'
+ GROUP BY environment_id, queue;
+"#;
+
 #[cfg(test)]
 mod tests {
     use rusqlite::{Connection, params};
 
     use super::MIGRATIONS;
+
+    /// Inserts a run of environment `e` in `queue` with `status`.
+    fn insert_run(c: &Connection, id: &str, queue: &str, status: &str) {
+        c.execute(
+            "INSERT INTO runs (id, environment_id, task_id, status, payload, queue, machine, \
+               max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, queue_ts, \
+               available_at, created_at, updated_at) \
+             VALUES (?1, 'e', 't', ?3, 'null', ?2, 'small-1x', 3, 2.0, 1000, 10000, 1, 0, 0, 0, 0)",
+            params![id, queue, status],
+        )
+        .expect("a run");
+    }
+
+    /// Every queue's kept depth against a count of its QUEUED runs.
+    fn assert_depths_match(c: &Connection) {
+        let counted: Vec<(String, i64)> = c
+            .prepare(
+                "SELECT queue, count(*) FROM runs WHERE status = 'QUEUED' GROUP BY queue \
+                 ORDER BY queue",
+            )
+            .expect("a count")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("its rows")
+            .collect::<Result<_, _>>()
+            .expect("its rows");
+        let kept: Vec<(String, i64)> = c
+            .prepare("SELECT queue, queued FROM queue_depths WHERE queued > 0 ORDER BY queue")
+            .expect("the depths")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("its rows")
+            .collect::<Result<_, _>>()
+            .expect("its rows");
+        assert_eq!(kept, counted);
+        let negative: i64 = c
+            .query_row(
+                "SELECT count(*) FROM queue_depths WHERE queued < 0",
+                [],
+                |r| r.get(0),
+            )
+            .expect("a count");
+        assert_eq!(negative, 0);
+    }
+
+    fn tenant(c: &Connection) {
+        c.execute_batch(
+            "INSERT INTO projects (id, slug, created_at) VALUES ('p', 'default', 0);
+             INSERT INTO environments (id, project_id, slug, created_at) VALUES ('e', 'p', 'dev', 0);",
+        )
+        .expect("a tenant");
+    }
+
+    /// V18 counts the runs queued before it, and its triggers then keep each queue's depth
+    /// through every way a run enters or leaves QUEUED.
+    #[test]
+    fn queue_depths_follow_every_change_of_a_runs_status() {
+        let c = Connection::open_in_memory().expect("a database");
+        let v18 = MIGRATIONS
+            .iter()
+            .position(|m| *m == super::V18_QUEUE_DEPTHS)
+            .expect("V18 is listed");
+        for sql in &MIGRATIONS[..v18] {
+            c.execute_batch(sql).expect("an earlier migration");
+        }
+        tenant(&c);
+        for (id, queue, status) in [
+            ("r1", "a", "QUEUED"),
+            ("r2", "a", "QUEUED"),
+            ("r3", "b", "QUEUED"),
+            ("r4", "b", "COMPLETED"),
+        ] {
+            insert_run(&c, id, queue, status);
+        }
+        c.execute_batch(super::V18_QUEUE_DEPTHS).expect("V18");
+        assert_depths_match(&c);
+
+        let steps = [
+            "INSERT",                                                            // new queued runs
+            "UPDATE runs SET status = 'EXECUTING' WHERE id = 'r1'",              // claimed
+            "UPDATE runs SET status = 'QUEUED' WHERE id = 'r1'",                 // a retry
+            "UPDATE runs SET status = 'QUEUED' WHERE id = 'r1'",                 // no change
+            "UPDATE runs SET status = 'QUEUED', updated_at = 1 WHERE id = 'r5'", // delayed, due
+            "UPDATE runs SET queue = 'c' WHERE id = 'r2'",                       // moved
+            "UPDATE runs SET status = 'EXPIRED' WHERE queue = 'b'",              // many at once
+            "UPDATE runs SET updated_at = 2",                                    // no status change
+            "DELETE FROM runs WHERE id = 'r3'",
+            "UPDATE runs SET status = 'QUEUED' WHERE status = 'EXPIRED'", // back, many at once
+        ];
+        for step in steps {
+            if step == "INSERT" {
+                insert_run(&c, "r5", "b", "DELAYED");
+                insert_run(&c, "r6", "a", "QUEUED");
+                insert_run(&c, "r7", "b", "QUEUED");
+            } else {
+                c.execute(step, []).expect(step);
+            }
+            assert_depths_match(&c);
+        }
+    }
 
     /// A database with a single-component version made before V17 gets that component as the
     /// version's only one, with every task pointing at it.

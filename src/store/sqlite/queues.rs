@@ -11,16 +11,6 @@ use super::rows::{exec, query_one};
 use crate::model::*;
 use crate::store::*;
 
-/// A queue's ready runs: a range of the ready index.
-const COUNT_READY: &str = "SELECT count(*) FROM runs WHERE status = 'QUEUED' AND backoff = 0 \
-     AND environment_id = ?1 AND queue = ?2";
-
-/// A queue's runs waiting out a retry's backoff. The index is named: left to itself the planner
-/// takes the environment's index and visits every run the environment ever had (a second at a
-/// million), where the backoff index holds only the few waiting.
-const COUNT_BACKING_OFF: &str = "SELECT count(*) FROM runs INDEXED BY runs_backoff \
-     WHERE status = 'QUEUED' AND backoff = 1 AND environment_id = ?1 AND queue = ?2";
-
 pub(super) const QUEUE_COLUMNS: &str = "id, environment_id, name, kind, concurrency_limit, override_limit, \
      overridden_at, paused, created_at, updated_at";
 
@@ -191,13 +181,14 @@ impl SqliteStore {
     pub async fn queued_count(&self, environment_id: &str, queue: &str) -> Result<u64, StoreError> {
         let (environment_id, queue) = (environment_id.to_owned(), queue.to_owned());
         self.read(move |c| {
-            let ready: i64 = c
-                .prepare_cached(COUNT_READY)?
-                .query_row(params![environment_id, queue], |r| r.get(0))?;
-            let waiting: i64 = c
-                .prepare_cached(COUNT_BACKING_OFF)?
-                .query_row(params![environment_id, queue], |r| r.get(0))?;
-            Ok((ready + waiting) as u64)
+            // Kept by triggers on `runs` (migration V18): one row, however many are queued.
+            let queued: Option<i64> = c
+                .prepare_cached(
+                    "SELECT queued FROM queue_depths WHERE environment_id = ?1 AND queue = ?2",
+                )?
+                .query_row(params![environment_id, queue], |r| r.get(0))
+                .optional()?;
+            Ok(u64::try_from(queued.unwrap_or(0)).unwrap_or(0))
         })
         .await
     }
@@ -254,38 +245,5 @@ impl SqliteStore {
             }))
         })
         .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use rusqlite::Connection;
-
-    use super::super::migrations::MIGRATIONS;
-
-    /// The queue's counts read only the ready runs or the ones backing off, never every run of the
-    /// environment: a plan that passes the environment's index grows with its whole history.
-    #[test]
-    fn the_queue_counts_read_only_the_queued_runs() {
-        let c = Connection::open_in_memory().expect("a database");
-        for sql in MIGRATIONS {
-            c.execute_batch(sql).expect("a migration");
-        }
-        for (sql, index) in [
-            (super::COUNT_READY, "runs_ready"),
-            (super::COUNT_BACKING_OFF, "runs_backoff"),
-        ] {
-            let plan: Vec<String> = c
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .expect("a plan")
-                .query_map(["e", "q"], |r| r.get(3))
-                .expect("its rows")
-                .collect::<Result<_, _>>()
-                .expect("its rows");
-            assert!(
-                plan.iter().all(|step| step.contains(index)),
-                "{sql}: {plan:?}"
-            );
-        }
     }
 }
