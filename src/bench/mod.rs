@@ -124,7 +124,9 @@ baseline, and reports kiln ÷ baseline as well as the raw numbers:
   queue       for each backlog (--queue-sizes, default 1k, 100k, 1M): fill a paused queue with
               Engine::trigger_many, time the store's lane claim (the dispatcher's own call) over
               1,000 runs in claims of 50, top the backlog up to its size again, then resume and
-              time the dispatcher draining 1,000 runs to COMPLETED. Reported per run and as a ratio to the smallest backlog (flat = 1×).
+              time the dispatcher draining 1,000 runs to COMPLETED, then stop the host and time
+              its restart with the backlog still queued. Reported per run and as a ratio to the
+              smallest backlog (flat = 1×).
   waits       --waiting N runs (default 100,000) of `wait` checkpointed on a one-hour wait (the
               host's clock is a manual one): host RSS before and with them waiting, then the clock
               moves and all resume to COMPLETED (runs/s). Then, one run at a time, a run that

@@ -39,6 +39,9 @@ pub struct QueueScalePoint {
     pub claim_us_per_run: f64,
     /// The dispatcher taking runs off this backlog to COMPLETED.
     pub drain_runs_per_sec: f64,
+    /// `host::start` on the data dir with this backlog (recovery, the scheduler's load, the
+    /// artifacts' prune) until the host serves.
+    pub restart_ms: f64,
 }
 
 /// What the queue scenario measured.
@@ -86,6 +89,17 @@ impl QueueScaleReport {
                 format!("trigger µs/run into {queued} queued"),
                 format!("{:.1}", p.fill_us_per_run),
             ));
+            rows.push(
+                Row::new(
+                    "queue",
+                    format!("host restart, {queued} queued (ms)"),
+                    format!("{:.1}", p.restart_ms),
+                )
+                .baseline(
+                    format!("{:.1}", first.restart_ms),
+                    p.restart_ms / first.restart_ms,
+                ),
+            );
         }
         if self.points.len() > 1 {
             rows.push(
@@ -203,11 +217,18 @@ async fn queue_point(config: &QueueScaleConfig, size: usize) -> anyhow::Result<Q
             fill_us_per_run: fill_us,
             claim_us_per_run: claim_us,
             drain_runs_per_sec: QUEUE_PROBE_RUNS as f64 / drain.as_secs_f64(),
+            restart_ms: 0.0,
         })
     }
     .await;
     let stopped = host.shutdown().await;
-    let point = result?;
+    let mut point = result?;
     stopped?;
+
+    // A restart with the backlog still queued.
+    let started = Instant::now();
+    let again = start_host(dir.path(), config.concurrency.max(1), Vec::new()).await?;
+    point.restart_ms = started.elapsed().as_secs_f64() * 1e3;
+    again.shutdown().await?;
     Ok(point)
 }
