@@ -39,8 +39,8 @@ pub struct QueueScalePoint {
     pub claim_us_per_run: f64,
     /// The dispatcher taking runs off this backlog to COMPLETED.
     pub drain_runs_per_sec: f64,
-    /// `host::start` on the data dir with this backlog (recovery, the scheduler's load, the
-    /// artifacts' prune) until the host serves.
+    /// `host::start` on the data dir with this backlog until the host serves: recovery (of the
+    /// runs the claim probe left EXECUTING, too), the scheduler's load, the artifacts' prune.
     pub restart_ms: f64,
 }
 
@@ -92,7 +92,10 @@ impl QueueScaleReport {
             rows.push(
                 Row::new(
                     "queue",
-                    format!("host restart, {queued} queued (ms)"),
+                    format!(
+                        "host restart, {queued} queued, {} interrupted (ms)",
+                        thousands(QUEUE_PROBE_RUNS as f64)
+                    ),
                     format!("{:.1}", p.restart_ms),
                 )
                 .baseline(

@@ -504,20 +504,30 @@ UPDATE tasks SET component_digest =
 
 /// Each queue's count of QUEUED runs, kept by triggers in the transaction that changes a run, so
 /// a queue's depth is one row read however many runs it holds (counting them read a million
-/// index entries at a million queued).
+/// index entries at a million queued). Every queue has its row from when it is made (a run's
+/// queue is made before the run), so a run's change is one plain update.
 const V18_QUEUE_DEPTHS: &str = r#"
 CREATE TABLE queue_depths (
     environment_id  TEXT NOT NULL,
     queue           TEXT NOT NULL,
-    queued          INTEGER NOT NULL,
+    queued          INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (environment_id, queue)
 ) WITHOUT ROWID;
 
+INSERT INTO queue_depths (environment_id, queue, queued)
+ SELECT environment_id, queue, count(*) FROM runs WHERE status = 'QUEUED'
+ GROUP BY environment_id, queue;
+INSERT OR IGNORE INTO queue_depths (environment_id, queue) SELECT environment_id, name FROM queues;
+
+CREATE TRIGGER queue_depth_made AFTER INSERT ON queues
+BEGIN
+    INSERT OR IGNORE INTO queue_depths (environment_id, queue) VALUES (new.environment_id, new.name);
+END;
+
 CREATE TRIGGER queue_depth_insert AFTER INSERT ON runs WHEN new.status = 'QUEUED'
 BEGIN
-    INSERT INTO queue_depths (environment_id, queue, queued)
-     VALUES (new.environment_id, new.queue, 1)
-     ON CONFLICT (environment_id, queue) DO UPDATE SET queued = queued + 1;
+    UPDATE queue_depths SET queued = queued + 1
+     WHERE environment_id = new.environment_id AND queue = new.queue;
 END;
 
 CREATE TRIGGER queue_depth_leave AFTER UPDATE OF status, queue, environment_id ON runs
@@ -532,9 +542,8 @@ CREATE TRIGGER queue_depth_enter AFTER UPDATE OF status, queue, environment_id O
  WHEN new.status = 'QUEUED' AND (old.status IS NOT 'QUEUED' OR new.queue IS NOT old.queue
                                  OR new.environment_id IS NOT old.environment_id)
 BEGIN
-    INSERT INTO queue_depths (environment_id, queue, queued)
-     VALUES (new.environment_id, new.queue, 1)
-     ON CONFLICT (environment_id, queue) DO UPDATE SET queued = queued + 1;
+    UPDATE queue_depths SET queued = queued + 1
+     WHERE environment_id = new.environment_id AND queue = new.queue;
 END;
 
 CREATE TRIGGER queue_depth_delete AFTER DELETE ON runs WHEN old.status = 'QUEUED'
@@ -542,10 +551,6 @@ BEGIN
     UPDATE queue_depths SET queued = queued - 1
      WHERE environment_id = old.environment_id AND queue = old.queue;
 END;
-
-INSERT INTO queue_depths (environment_id, queue, queued)
- SELECT environment_id, queue, count(*) FROM runs WHERE status = 'QUEUED'
- GROUP BY environment_id, queue;
 "#;
 
 #[cfg(test)]
@@ -596,12 +601,25 @@ mod tests {
         assert_eq!(negative, 0);
     }
 
+    /// A tenant with queues `a` and `b` (`c` is made later, as a run's queue is made before it).
     fn tenant(c: &Connection) {
         c.execute_batch(
             "INSERT INTO projects (id, slug, created_at) VALUES ('p', 'default', 0);
              INSERT INTO environments (id, project_id, slug, created_at) VALUES ('e', 'p', 'dev', 0);",
         )
         .expect("a tenant");
+        for name in ["a", "b"] {
+            make_queue(c, name);
+        }
+    }
+
+    fn make_queue(c: &Connection, name: &str) {
+        c.execute(
+            "INSERT INTO queues (id, environment_id, name, kind, created_at, updated_at) \
+             VALUES (?1, 'e', ?1, 'custom', 0, 0)",
+            [name],
+        )
+        .expect("a queue");
     }
 
     /// V18 counts the runs queued before it, and its triggers then keep each queue's depth
@@ -641,6 +659,9 @@ mod tests {
             "UPDATE runs SET status = 'QUEUED' WHERE status = 'EXPIRED'", // back, many at once
         ];
         for step in steps {
+            if step.contains("queue = 'c'") {
+                make_queue(&c, "c");
+            }
             if step == "INSERT" {
                 insert_run(&c, "r5", "b", "DELAYED");
                 insert_run(&c, "r6", "a", "QUEUED");

@@ -302,6 +302,11 @@ fn open_connection(path: &Path, read_only: bool) -> Result<Connection, StoreErro
             .map_err(open_err)?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(open_err)?;
+        // The writer's statement journals (a statement that fires triggers inside a savepoint
+        // keeps one) and temporary B-trees stay in memory: as files, each was a create, writes
+        // and an unlink in the writer's path.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(open_err)?;
     }
     Ok(conn)
 }
