@@ -530,20 +530,17 @@ BEGIN
      WHERE environment_id = new.environment_id AND queue = new.queue;
 END;
 
-CREATE TRIGGER queue_depth_leave AFTER UPDATE OF status, queue, environment_id ON runs
- WHEN old.status = 'QUEUED' AND (new.status IS NOT 'QUEUED' OR new.queue IS NOT old.queue
-                                 OR new.environment_id IS NOT old.environment_id)
+-- A run that leaves QUEUED, enters it, or moves while QUEUED: out of the old queue's count and
+-- into the new one's.
+CREATE TRIGGER queue_depth_update AFTER UPDATE OF status, queue, environment_id ON runs
+ WHEN (old.status = 'QUEUED' OR new.status = 'QUEUED')
+  AND (old.status IS NOT new.status OR old.queue IS NOT new.queue
+       OR old.environment_id IS NOT new.environment_id)
 BEGIN
     UPDATE queue_depths SET queued = queued - 1
-     WHERE environment_id = old.environment_id AND queue = old.queue;
-END;
-
-CREATE TRIGGER queue_depth_enter AFTER UPDATE OF status, queue, environment_id ON runs
- WHEN new.status = 'QUEUED' AND (old.status IS NOT 'QUEUED' OR new.queue IS NOT old.queue
-                                 OR new.environment_id IS NOT old.environment_id)
-BEGIN
+     WHERE old.status = 'QUEUED' AND environment_id = old.environment_id AND queue = old.queue;
     UPDATE queue_depths SET queued = queued + 1
-     WHERE environment_id = new.environment_id AND queue = new.queue;
+     WHERE new.status = 'QUEUED' AND environment_id = new.environment_id AND queue = new.queue;
 END;
 
 CREATE TRIGGER queue_depth_delete AFTER DELETE ON runs WHEN old.status = 'QUEUED'
@@ -557,19 +554,8 @@ END;
 mod tests {
     use rusqlite::{Connection, params};
 
+    use super::super::fixtures::{insert_run, make_queue, tenant};
     use super::MIGRATIONS;
-
-    /// Inserts a run of environment `e` in `queue` with `status`.
-    fn insert_run(c: &Connection, id: &str, queue: &str, status: &str) {
-        c.execute(
-            "INSERT INTO runs (id, environment_id, task_id, status, payload, queue, machine, \
-               max_attempts, retry_factor, retry_min_ms, retry_max_ms, retry_randomize, queue_ts, \
-               available_at, created_at, updated_at) \
-             VALUES (?1, 'e', 't', ?3, 'null', ?2, 'small-1x', 3, 2.0, 1000, 10000, 1, 0, 0, 0, 0)",
-            params![id, queue, status],
-        )
-        .expect("a run");
-    }
 
     /// Every queue's kept depth against a count of its QUEUED runs.
     fn assert_depths_match(c: &Connection) {
@@ -599,27 +585,6 @@ mod tests {
             )
             .expect("a count");
         assert_eq!(negative, 0);
-    }
-
-    /// A tenant with queues `a` and `b` (`c` is made later, as a run's queue is made before it).
-    fn tenant(c: &Connection) {
-        c.execute_batch(
-            "INSERT INTO projects (id, slug, created_at) VALUES ('p', 'default', 0);
-             INSERT INTO environments (id, project_id, slug, created_at) VALUES ('e', 'p', 'dev', 0);",
-        )
-        .expect("a tenant");
-        for name in ["a", "b"] {
-            make_queue(c, name);
-        }
-    }
-
-    fn make_queue(c: &Connection, name: &str) {
-        c.execute(
-            "INSERT INTO queues (id, environment_id, name, kind, created_at, updated_at) \
-             VALUES (?1, 'e', ?1, 'custom', 0, 0)",
-            [name],
-        )
-        .expect("a queue");
     }
 
     /// V18 counts the runs queued before it, and its triggers then keep each queue's depth
@@ -670,88 +635,6 @@ mod tests {
                 c.execute(step, []).expect(step);
             }
             assert_depths_match(&c);
-        }
-    }
-
-    /// The skip through the ready index finds exactly the lanes a `SELECT DISTINCT` finds, with
-    /// and without concurrency keys, across queues and environments, and every step is a seek on
-    /// the ready index.
-    #[test]
-    fn ready_lanes_skip_through_the_index_to_the_same_lanes() {
-        let c = Connection::open_in_memory().expect("a database");
-        for sql in MIGRATIONS {
-            c.execute_batch(sql).expect("a migration");
-        }
-        tenant(&c);
-        c.execute_batch(
-            "INSERT INTO environments (id, project_id, slug, created_at) VALUES ('f', 'p', 'prod', 0);",
-        )
-        .expect("another environment");
-        let runs = [
-            ("a", None, "QUEUED"),
-            ("a", None, "QUEUED"),
-            ("a", Some("k1"), "QUEUED"),
-            ("a", Some("k2"), "QUEUED"),
-            ("a", Some("k2"), "QUEUED"),
-            ("b", Some("k1"), "QUEUED"),
-            ("b", Some("k3"), "EXECUTING"),
-            ("c", None, "COMPLETED"),
-        ];
-        for (n, (queue, key, status)) in runs.into_iter().enumerate() {
-            let id = format!("r{n}");
-            insert_run(&c, &id, queue, status);
-            c.execute(
-                "UPDATE runs SET concurrency_key = ?2 WHERE id = ?1",
-                params![id, key],
-            )
-            .expect("its key");
-        }
-        insert_run(&c, "other", "a", "QUEUED");
-        insert_run(&c, "backing-off", "d", "QUEUED");
-        c.execute_batch(
-            "UPDATE runs SET environment_id = 'f' WHERE id = 'other';
-             UPDATE runs SET backoff = 1 WHERE id = 'backing-off';",
-        )
-        .expect("an environment and a backoff");
-        let distinct: Vec<(String, String, Option<String>)> = c
-            .prepare(
-                "SELECT DISTINCT environment_id, queue, concurrency_key FROM runs \
-                 WHERE status = 'QUEUED' AND backoff = 0 ORDER BY 1, 2, 3",
-            )
-            .expect("the lanes")
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .expect("its rows")
-            .collect::<Result<_, _>>()
-            .expect("its rows");
-        let skipped: Vec<(String, String, Option<String>)> =
-            super::super::queues::ready_lanes_in(&c)
-                .expect("the skip")
-                .into_iter()
-                .map(|l| (l.environment_id, l.queue, l.concurrency_key))
-                .collect();
-        assert_eq!(distinct.len(), 5, "{distinct:?}");
-        assert_eq!(skipped, distinct);
-        for sql in [
-            "AND environment_id = ?1 AND queue = ?2 AND concurrency_key IS NOT NULL",
-            "AND environment_id = ?1 AND queue = ?2 AND concurrency_key > ?3",
-            "AND environment_id = ?1 AND queue > ?2",
-            "AND environment_id > ?1",
-        ] {
-            let plan: String = c
-                .query_row(
-                    &format!(
-                        "EXPLAIN QUERY PLAN SELECT environment_id, queue, concurrency_key FROM runs \
-                         WHERE status = 'QUEUED' AND backoff = 0 {sql} \
-                         ORDER BY environment_id, queue, concurrency_key LIMIT 1"
-                    ),
-                    params!["e", "a", "k"][..sql.matches('?').count()].as_ref(),
-                    |r| r.get(3),
-                )
-                .expect("a plan");
-            assert!(
-                plan.contains("SEARCH runs USING COVERING INDEX runs_ready"),
-                "{sql}: {plan}"
-            );
         }
     }
 

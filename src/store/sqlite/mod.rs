@@ -19,6 +19,8 @@ mod claim;
 mod deployments;
 mod env_vars;
 mod environments;
+#[cfg(test)]
+mod fixtures;
 mod guards;
 mod journal;
 mod lifecycle;

@@ -278,3 +278,92 @@ impl SqliteStore {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::{Connection, params};
+
+    use super::super::fixtures::{insert_run, tenant};
+    use super::super::migrations::MIGRATIONS;
+
+    /// The skip through the ready index finds exactly the lanes a `SELECT DISTINCT` finds, with
+    /// and without concurrency keys, across queues and environments, and every step is a seek on
+    /// the ready index.
+    #[test]
+    fn ready_lanes_skip_through_the_index_to_the_same_lanes() {
+        let c = Connection::open_in_memory().expect("a database");
+        for sql in MIGRATIONS {
+            c.execute_batch(sql).expect("a migration");
+        }
+        tenant(&c);
+        c.execute_batch(
+            "INSERT INTO environments (id, project_id, slug, created_at) VALUES ('f', 'p', 'prod', 0);",
+        )
+        .expect("another environment");
+        let runs = [
+            ("a", None, "QUEUED"),
+            ("a", None, "QUEUED"),
+            ("a", Some("k1"), "QUEUED"),
+            ("a", Some("k2"), "QUEUED"),
+            ("a", Some("k2"), "QUEUED"),
+            ("b", Some("k1"), "QUEUED"),
+            ("b", Some("k3"), "EXECUTING"),
+            ("c", None, "COMPLETED"),
+        ];
+        for (n, (queue, key, status)) in runs.into_iter().enumerate() {
+            let id = format!("r{n}");
+            insert_run(&c, &id, queue, status);
+            c.execute(
+                "UPDATE runs SET concurrency_key = ?2 WHERE id = ?1",
+                params![id, key],
+            )
+            .expect("its key");
+        }
+        insert_run(&c, "other", "a", "QUEUED");
+        insert_run(&c, "backing-off", "d", "QUEUED");
+        c.execute_batch(
+            "UPDATE runs SET environment_id = 'f' WHERE id = 'other';
+             UPDATE runs SET backoff = 1 WHERE id = 'backing-off';",
+        )
+        .expect("an environment and a backoff");
+        let distinct: Vec<(String, String, Option<String>)> = c
+            .prepare(
+                "SELECT DISTINCT environment_id, queue, concurrency_key FROM runs \
+                 WHERE status = 'QUEUED' AND backoff = 0 ORDER BY 1, 2, 3",
+            )
+            .expect("the lanes")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("its rows")
+            .collect::<Result<_, _>>()
+            .expect("its rows");
+        let skipped: Vec<(String, String, Option<String>)> = super::ready_lanes_in(&c)
+            .expect("the skip")
+            .into_iter()
+            .map(|l| (l.environment_id, l.queue, l.concurrency_key))
+            .collect();
+        assert_eq!(distinct.len(), 5, "{distinct:?}");
+        assert_eq!(skipped, distinct);
+        for sql in [
+            "AND environment_id = ?1 AND queue = ?2 AND concurrency_key IS NOT NULL",
+            "AND environment_id = ?1 AND queue = ?2 AND concurrency_key > ?3",
+            "AND environment_id = ?1 AND queue > ?2",
+            "AND environment_id > ?1",
+        ] {
+            let plan: String = c
+                .query_row(
+                    &format!(
+                        "EXPLAIN QUERY PLAN SELECT environment_id, queue, concurrency_key FROM runs \
+                         WHERE status = 'QUEUED' AND backoff = 0 {sql} \
+                         ORDER BY environment_id, queue, concurrency_key LIMIT 1"
+                    ),
+                    params!["e", "a", "k"][..sql.matches('?').count()].as_ref(),
+                    |r| r.get(3),
+                )
+                .expect("a plan");
+            assert!(
+                plan.contains("SEARCH runs USING COVERING INDEX runs_ready"),
+                "{sql}: {plan}"
+            );
+        }
+    }
+}
