@@ -39,6 +39,9 @@ pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 #[derive(Clone)]
 pub struct HostConfig {
     pub data_dir: PathBuf,
+    /// A PostgreSQL database (`postgres://…`) to keep runs in instead of SQLite in the data dir
+    /// (which still holds the secrets key, the key files and compiled artifacts).
+    pub database: Option<String>,
     pub listen: SocketAddr,
     pub concurrency: usize,
     /// Runs one environment may hold at once unless the admin sets another limit for it.
@@ -82,6 +85,7 @@ impl HostConfig {
     pub fn new(data_dir: PathBuf, listen: SocketAddr) -> HostConfig {
         HostConfig {
             data_dir,
+            database: None,
             listen,
             concurrency: 8,
             environment_concurrency: DEFAULT_ENVIRONMENT_CONCURRENCY,
@@ -284,7 +288,10 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         )
     })?;
     let lock = lock_data_dir(&config.data_dir)?;
-    let store = Store::open_sqlite(&config.data_dir)?;
+    let store = match &config.database {
+        Some(url) => Store::connect_postgres(url).await?,
+        None => Store::open_sqlite(&config.data_dir)?,
+    };
     let secrets = crate::secrets::SecretBox::open_or_create(&config.data_dir)?;
     let dev_key = keys::sealed(keys::environment_key("dev"), &secrets);
     let boot = store
@@ -384,6 +391,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     if let Err(e) = engine.load_scheduler().await {
         tracing::error!(error = %e, "loading the queues failed; queued runs start as they are triggered again");
     }
+    engine.follow_lane_hints();
     engine.prune_artifacts().await;
     let server = tokio::spawn(api::serve(listener, state, shutdown_rx.clone()));
     let dispatcher = tokio::spawn({

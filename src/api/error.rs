@@ -161,12 +161,17 @@ fn deploy_status(e: &DeployError) -> StatusCode {
     }
 }
 
-/// The status a store failure answers with: 507 when the disk is full (the client may retry once
-/// space returns), 503 when the store is not running, 500 otherwise.
+/// The status a store failure answers with: 400 for a text the database cannot hold, 507 when
+/// the disk is full (the client may retry once
+/// space returns), 503 when the store is not running, its database is unreachable or gave the
+/// write up for another (the client may retry), 500 otherwise.
 pub(super) fn store_status(e: &StoreError) -> StatusCode {
     match e {
         StoreError::Storage(_) => StatusCode::INSUFFICIENT_STORAGE,
-        StoreError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+        StoreError::InvalidText(_) => StatusCode::BAD_REQUEST,
+        StoreError::Closed | StoreError::Unavailable(_) | StoreError::Busy(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

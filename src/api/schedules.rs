@@ -36,8 +36,11 @@ impl From<ScheduleError> for ApiError {
             | ScheduleError::BadKey(_) => StatusCode::BAD_REQUEST,
             ScheduleError::TooMany(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ScheduleError::Store(e) => {
-                tracing::error!(error = %e, "store error");
-                StatusCode::INTERNAL_SERVER_ERROR
+                let status = super::error::store_status(e);
+                if status == StatusCode::INTERNAL_SERVER_ERROR {
+                    tracing::error!(error = %e, "store error");
+                }
+                status
             }
         };
         ApiError::new(status, e.to_string())

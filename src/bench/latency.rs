@@ -19,7 +19,7 @@ use crate::model::RunStatus;
 /// every ~0.1 ms sees the status, short enough that 200 runs take seconds. The guest sleeps
 /// rather than spins: a busy guest holds its tokio worker until the next epoch tick, which
 /// delayed the poller and added milliseconds to the measured p99.
-const LATENCY_HOLD_MS: u64 = 5;
+pub(super) const LATENCY_HOLD_MS: u64 = 5;
 /// How often the latency scenario polls the store for the run's status. Below tokio's 1 ms
 /// timer granularity, so the pause is a blocking sleep on the blocking pool.
 const LATENCY_POLL: Duration = Duration::from_micros(100);
@@ -236,14 +236,14 @@ fn background_load(host: &RunningHost, per_sec: f64) -> tokio::task::JoinHandle<
     })
 }
 
-struct Http {
+pub(super) struct Http {
     client: reqwest::Client,
     url: String,
     key: String,
 }
 
 #[derive(Default)]
-struct Samples {
+pub(super) struct Samples {
     call: Vec<f64>,
     observed: Vec<f64>,
     stored: Vec<f64>,
@@ -251,7 +251,7 @@ struct Samples {
 }
 
 impl Samples {
-    fn stats(self) -> LatencyStats {
+    pub(super) fn stats(self) -> LatencyStats {
         LatencyStats {
             trigger_call: Percentiles::of(self.call),
             start_observed: Percentiles::of(self.observed),
@@ -263,7 +263,7 @@ impl Samples {
 
 /// Triggers one `sleep` run (in-process, or over HTTP when `http` is given), polls until it is
 /// seen started, waits for it to complete, and records the three latencies.
-async fn sample(
+pub(super) async fn sample(
     host: &RunningHost,
     http: Option<&Http>,
     payload: &str,

@@ -9,6 +9,7 @@
 //! API. They never change how the host behaves. The baselines come from `sandbox::baseline`, so
 //! wasmtime stays inside `sandbox`.
 
+mod backends;
 mod cold_start;
 mod languages;
 mod latency;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 
+pub use backends::{BackendReport, BackendsConfig, BackendsReport, backends};
 pub use cold_start::{ColdStartConfig, ColdStartReport, cold_start};
 pub use languages::{
     DEFAULT_JS_WASM, DEFAULT_PYTHON_WASM, LanguageComponent, LanguageReport, LanguagesConfig,
@@ -77,10 +79,13 @@ pub enum Scenario {
     /// A Rust, a TypeScript and a Python component: deploy, instantiate, warm run, journal and
     /// replay of a wait.
     Languages,
+    /// Throughput and trigger → start through a host on SQLite vs one on PostgreSQL (needs
+    /// --database; each PostgreSQL measurement on a new database made on that server).
+    Backends,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 7] = [
+    const ALL: [Scenario; 8] = [
         Scenario::Throughput,
         Scenario::Latency,
         Scenario::Sandbox,
@@ -88,6 +93,7 @@ impl Scenario {
         Scenario::Queue,
         Scenario::Waits,
         Scenario::Languages,
+        Scenario::Backends,
     ];
 
     fn name(self) -> &'static str {
@@ -99,6 +105,7 @@ impl Scenario {
             Scenario::Queue => "queue",
             Scenario::Waits => "waits",
             Scenario::Languages => "languages",
+            Scenario::Backends => "backends",
         }
     }
 }
@@ -138,6 +145,12 @@ baseline, and reports kiln ÷ baseline as well as the raw numbers:
               and a 6 s wait: journal bytes at the checkpoint (and what the same entries took
               before clock reads were stored compactly), trigger → WAITING, resume → COMPLETED,
               replay compute ÷ first execution.
+  backends    with --database: the throughput scenario's N no-op runs and the latency scenario's
+              in-process trigger → start, each through a host on SQLite and through a host on
+              PostgreSQL (same guest, concurrency and runs), reported PostgreSQL ÷ SQLite with
+              each store's durability. Every PostgreSQL measurement runs on a new database
+              (kiln_bench_<ulid>) made through the --database URL's server and dropped after, so
+              its user must be able to create databases. Run only when --database is given.
 
 The guests come from --guest-dir; build them with
   (cd guest-examples && cargo build --release --target wasm32-wasip2)
@@ -192,6 +205,11 @@ pub struct BenchArgs {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// A database on the PostgreSQL server the backends scenario measures
+    /// (`postgres://USER@HOST:PORT/DATABASE`, its user able to create databases); the scenario
+    /// runs only when this is given.
+    #[arg(long, value_name = "URL", env = "KILN_BENCH_DATABASE")]
+    pub database: Option<String>,
 }
 
 /// Runs `kiln bench`.
@@ -206,8 +224,16 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
             "warning: this kiln is a debug build; its numbers are meaningless. Use ./scripts/bench or `cargo run --release -- bench`"
         );
     }
+    if args.scenarios.contains(&Scenario::Backends) && args.database.is_none() {
+        bail!(
+            "the backends scenario needs a PostgreSQL server: pass --database postgres://USER@HOST:PORT/DATABASE (or set KILN_BENCH_DATABASE)"
+        );
+    }
     let scenarios: Vec<Scenario> = if args.scenarios.is_empty() {
-        Scenario::ALL.to_vec()
+        Scenario::ALL
+            .into_iter()
+            .filter(|s| *s != Scenario::Backends || args.database.is_some())
+            .collect()
     } else {
         Scenario::ALL
             .into_iter()
@@ -228,7 +254,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         },
         date: jiff::Timestamp::now().to_string(),
         machine: MachineInfo::here(),
-        command: std::env::args().collect::<Vec<_>>().join(" "),
+        command: command_line(args.database.as_deref()),
         throughput: None,
         latency: None,
         sandbox: None,
@@ -236,6 +262,7 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         queue: None,
         waits: None,
         languages: None,
+        backends: None,
         rows: Vec::new(),
     };
     for scenario in scenarios {
@@ -334,6 +361,19 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
                 results.rows.extend(r.rows());
                 results.languages = Some(r);
             }
+            Scenario::Backends => {
+                let r = backends(&BackendsConfig {
+                    runs: args.runs.unwrap_or(DEFAULT_THROUGHPUT_RUNS),
+                    latency_runs: args.runs.unwrap_or(DEFAULT_LATENCY_RUNS),
+                    concurrency,
+                    bench_wasm: bench_wasm.clone(),
+                    database: args.database.clone().context("checked above")?,
+                })
+                .await
+                .context("the backends scenario failed")?;
+                results.rows.extend(r.rows());
+                results.backends = Some(r);
+            }
         }
     }
 
@@ -348,6 +388,15 @@ pub async fn main(args: BenchArgs) -> anyhow::Result<()> {
         print!("{}", render(&results));
     }
     Ok(())
+}
+
+/// This process's command line, a --database URL's password left out.
+fn command_line(database: Option<&str>) -> String {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    match database {
+        Some(url) => command.replace(url, &backends::without_password(url)),
+        None => command,
+    }
 }
 
 fn guest(dir: &Path, name: &str) -> anyhow::Result<PathBuf> {

@@ -4,8 +4,8 @@
 use serde::Serialize;
 
 use super::{
-    ColdStartReport, LanguagesReport, LatencyReport, QueueScaleReport, SandboxReport,
-    ThroughputReport, WaitsReport,
+    BackendsReport, ColdStartReport, LanguagesReport, LatencyReport, QueueScaleReport,
+    SandboxReport, ThroughputReport, WaitsReport,
 };
 
 /// Everything one `kiln bench` run measured.
@@ -26,6 +26,7 @@ pub struct Results {
     pub queue: Option<QueueScaleReport>,
     pub waits: Option<WaitsReport>,
     pub languages: Option<LanguagesReport>,
+    pub backends: Option<BackendsReport>,
     /// The printed table.
     pub rows: Vec<Row>,
 }

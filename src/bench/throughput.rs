@@ -3,6 +3,7 @@
 //! concurrency.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -13,8 +14,8 @@ use super::util::{
     POLL, STALL_TIMEOUT, TempDir, load, noop_item, read_guest, start_host, status_counts,
     thousands, trigger, wait_completed,
 };
-use crate::engine::MAX_BATCH_ITEMS;
-use crate::model::RunStatus;
+use crate::engine::{Engine, MAX_BATCH_ITEMS};
+use crate::model::{Environment, RunStatus};
 use crate::sandbox::{Prepared, Sandbox, SandboxConfig};
 
 /// The targets from the performance issue.
@@ -105,60 +106,17 @@ pub async fn throughput(config: &ThroughputConfig) -> anyhow::Result<ThroughputR
         let bare_before = bare.run("noop", "null", n, concurrency).await?;
         let bare_sequential = bare.run("noop", "null", n, 1).await?;
 
-        let store = engine.store();
-        let done_before = store.count_runs(&env.id, RunStatus::Completed).await?;
-        let started = Instant::now();
-        let mut left = n;
-        let mut last = None;
-        while left > 0 {
-            let batch = left.min(MAX_BATCH_ITEMS);
-            let items = (0..batch).map(|_| noop_item("noop", "null")).collect();
-            let inserted = engine.trigger_many(&env, items, false).await?;
-            last = inserted.last().map(|i| i.run.id.clone());
-            left -= batch;
-        }
-        let last = last.context("no run was triggered")?;
-        // Runs start in queue order, so the last one triggered is among the last to finish:
-        // poll it (a key lookup), and count (which scans every run of the environment, and so
-        // would load the machine under test more as runs pile up) only once it has finished, or
-        // once a second to notice a stall.
-        let target = done_before + n as u64;
-        let (mut done, mut progress_at, mut counted_at) =
-            (done_before, Instant::now(), Instant::now());
-        loop {
-            tokio::time::sleep(POLL).await;
-            let last_finished = load(store, &env.id, &last).await?.status.is_final();
-            if !last_finished && counted_at.elapsed() < Duration::from_secs(1) {
-                continue;
-            }
-            counted_at = Instant::now();
-            let now_done = store.count_runs(&env.id, RunStatus::Completed).await?;
-            if now_done >= target {
-                done = now_done;
-                break;
-            }
-            if now_done > done {
-                done = now_done;
-                progress_at = Instant::now();
-            } else if progress_at.elapsed() > STALL_TIMEOUT {
-                bail!(
-                    "only {} of {n} runs completed, none in the last {}s; statuses: {}",
-                    done - done_before,
-                    STALL_TIMEOUT.as_secs(),
-                    status_counts(store, &env.id).await?
-                );
-            }
-        }
-        let kiln = started.elapsed();
+        let timed = noop_runs(&engine, &env, n).await?;
+        let (kiln, done) = (timed.elapsed, timed.completed);
 
         let bare_after = bare.run("noop", "null", n, concurrency).await?;
         let bare = (bare_before + bare_after) / 2;
         let kiln_us = kiln.as_secs_f64() * 1e6 / n as f64;
         let bare_us = bare.as_secs_f64() * 1e6 / n as f64;
-        Ok(ThroughputReport {
+        anyhow::Ok(ThroughputReport {
             runs: n,
             concurrency,
-            completed: done - done_before,
+            completed: done,
             kiln_secs: kiln.as_secs_f64(),
             kiln_runs_per_sec: n as f64 / kiln.as_secs_f64(),
             kiln_us_per_run: kiln_us,
@@ -174,6 +132,69 @@ pub async fn throughput(config: &ThroughputConfig) -> anyhow::Result<ThroughputR
     let report = result?;
     stopped?;
     Ok(report)
+}
+
+/// How long `n` runs took from the first trigger until the store had them COMPLETED.
+pub(super) struct Timed {
+    pub elapsed: Duration,
+    /// Of the `n`, the runs found COMPLETED at the end.
+    pub completed: u64,
+}
+
+/// Triggers `n` no-op runs with `Engine::trigger_many` (in batches of the most it takes) and polls
+/// until the store has all of them COMPLETED; a stall is an error.
+pub(super) async fn noop_runs(
+    engine: &Arc<Engine>,
+    env: &Environment,
+    n: usize,
+) -> anyhow::Result<Timed> {
+    let store = engine.store();
+    let done_before = store.count_runs(&env.id, RunStatus::Completed).await?;
+    let started = Instant::now();
+    let mut left = n;
+    let mut last = None;
+    while left > 0 {
+        let batch = left.min(MAX_BATCH_ITEMS);
+        let items = (0..batch).map(|_| noop_item("noop", "null")).collect();
+        let inserted = engine.trigger_many(env, items, false).await?;
+        last = inserted.last().map(|i| i.run.id.clone());
+        left -= batch;
+    }
+    let last = last.context("no run was triggered")?;
+    // Runs start in queue order, so the last one triggered is among the last to finish:
+    // poll it (a key lookup), and count (which scans every run of the environment, and so
+    // would load the machine under test more as runs pile up) only once it has finished, or
+    // once a second to notice a stall.
+    let target = done_before + n as u64;
+    let (mut done, mut progress_at, mut counted_at) = (done_before, Instant::now(), Instant::now());
+    loop {
+        tokio::time::sleep(POLL).await;
+        let last_finished = load(store, &env.id, &last).await?.status.is_final();
+        if !last_finished && counted_at.elapsed() < Duration::from_secs(1) {
+            continue;
+        }
+        counted_at = Instant::now();
+        let now_done = store.count_runs(&env.id, RunStatus::Completed).await?;
+        if now_done >= target {
+            done = now_done;
+            break;
+        }
+        if now_done > done {
+            done = now_done;
+            progress_at = Instant::now();
+        } else if progress_at.elapsed() > STALL_TIMEOUT {
+            bail!(
+                "only {} of {n} runs completed, none in the last {}s; statuses: {}",
+                done - done_before,
+                STALL_TIMEOUT.as_secs(),
+                status_counts(store, &env.id).await?
+            );
+        }
+    }
+    Ok(Timed {
+        elapsed: started.elapsed(),
+        completed: done - done_before,
+    })
 }
 
 /// A standalone sandbox (configured as the host's) with one component compiled.

@@ -48,7 +48,19 @@ pub(super) async fn start_host(
     concurrency: usize,
     deploy: Vec<PathBuf>,
 ) -> anyhow::Result<RunningHost> {
+    start_host_on(dir, None, concurrency, deploy).await
+}
+
+/// A host on `dir` whose store is the PostgreSQL `database` (a URL) if given, else SQLite in
+/// `dir`.
+pub(super) async fn start_host_on(
+    dir: &Path,
+    database: Option<&str>,
+    concurrency: usize,
+    deploy: Vec<PathBuf>,
+) -> anyhow::Result<RunningHost> {
     let mut config = HostConfig::new(dir.to_path_buf(), ([127, 0, 0, 1], 0).into());
+    config.database = database.map(str::to_owned);
     config.concurrency = concurrency;
     config.deploy = deploy;
     config.pool = pool_tuning();

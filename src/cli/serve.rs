@@ -15,9 +15,14 @@ use crate::model::{DEFAULT_FUEL_BUDGET, parse_duration};
 
 #[derive(Debug, Args)]
 pub(super) struct ServeArgs {
-    /// Where the SQLite database and the dev key live.
+    /// Where the SQLite database (unless --database), the secrets key, the key files and the
+    /// compiled components live.
     #[arg(long, env = "KILN_DATA_DIR", default_value = ".kiln")]
     data_dir: PathBuf,
+    /// Keep runs in this PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`) instead of
+    /// SQLite in the data dir; it is migrated at start. One host per database for now.
+    #[arg(long, env = "KILN_DATABASE_URL")]
+    database: Option<String>,
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:3030")]
     listen: SocketAddr,
@@ -154,6 +159,7 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             total_timeout: args.http_timeout,
         },
         scratch_bytes: args.scratch_mib.map(|m| m.saturating_mul(1 << 20)),
+        database: args.database.clone(),
         ..HostConfig::new(args.data_dir.clone(), args.listen)
     })
     .await?;

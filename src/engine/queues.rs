@@ -3,6 +3,7 @@
 //! the queue/environment views the API shows (with the runs holding slots now).
 
 use super::*;
+use crate::store::LaneHint;
 
 /// A queue with the runs it holds and the runs waiting in it.
 #[derive(Debug, Clone)]
@@ -45,6 +46,46 @@ impl Engine {
         }
         drop(scheduler);
         self.wake.notify_one();
+    }
+
+    /// Follows the store's lane hints, if its database is shared (see
+    /// [`crate::store::Store::lane_hints`]): each lane named is activated, as one this host
+    /// queued would be; a hint for every lane of an environment (or for all, after hints were
+    /// missed) reads the ready lanes again. Ends when the store does.
+    pub fn follow_lane_hints(self: &Arc<Self>) {
+        let Some(mut hints) = self.store.lane_hints() else {
+            return;
+        };
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            use tokio::sync::broadcast::error::RecvError;
+            loop {
+                let hint = match hints.recv().await {
+                    Ok(hint) => hint,
+                    Err(RecvError::Lagged(_)) => LaneHint::All,
+                    Err(RecvError::Closed) => return,
+                };
+                let Some(engine) = engine.upgrade() else {
+                    return;
+                };
+                match hint {
+                    LaneHint::Lane(lane) => engine.activate([lane]),
+                    LaneHint::Environment(environment_id) => match engine.store.ready_lanes().await
+                    {
+                        Ok(lanes) => engine.activate(
+                            lanes
+                                .into_iter()
+                                .filter(|l| l.environment_id == environment_id),
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "reading ready lanes failed"),
+                    },
+                    LaneHint::All => match engine.store.ready_lanes().await {
+                        Ok(lanes) => engine.activate(lanes),
+                        Err(e) => tracing::warn!(error = %e, "reading ready lanes failed"),
+                    },
+                }
+            }
+        });
     }
 
     pub(super) fn apply_queue(&self, queue: &Queue) {

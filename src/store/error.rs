@@ -24,6 +24,22 @@ pub enum StoreError {
         "cannot open the database at {path}: {reason}; check the path exists, is writable and is not held by another process (another kiln, or a tool with it open)"
     )]
     Open { path: PathBuf, reason: String },
+    /// A database server could not be reached or set up (PostgreSQL).
+    #[error("cannot use the database {database}: {reason}")]
+    OpenDatabase { database: String, reason: String },
+    /// The database server is unreachable now; nothing of this request was stored.
+    #[error(
+        "the database is unreachable ({0}); nothing of this request was stored: try again once it is back"
+    )]
+    Unavailable(String),
+    /// A text the request carries cannot be stored (PostgreSQL's text holds no NUL character);
+    /// nothing was stored.
+    #[error("{0}")]
+    InvalidText(String),
+    /// The database gave up this transaction to let others run (a deadlock, a serialization
+    /// failure); nothing of it was stored and the same write may work now.
+    #[error("the database could not run this write now ({0}); nothing of it was stored: try again")]
+    Busy(String),
     #[error("database error: {0}")]
     Database(String),
     /// The database could not be written: the disk is full or failing. Nothing of the write was
@@ -44,8 +60,13 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Whether the write failed for want of space (or a failing disk), so it may work later.
+    /// Whether the write failed for want of space (or a failing disk), because the database
+    /// server is unreachable, or to let other transactions run: nothing was stored, and the same
+    /// write may work later.
     pub fn is_storage(&self) -> bool {
-        matches!(self, StoreError::Storage(_))
+        matches!(
+            self,
+            StoreError::Storage(_) | StoreError::Unavailable(_) | StoreError::Busy(_)
+        )
     }
 }

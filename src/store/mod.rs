@@ -13,7 +13,10 @@
 //!   ([`JournalWith`]); the journal's entries are built by a pure function of the effect's result.
 //! - Nothing here runs caller code inside a transaction except such pure functions of values.
 
+mod carry;
+mod codec;
 mod error;
+mod postgres;
 mod sqlite;
 mod stats;
 mod types;
@@ -26,6 +29,11 @@ pub use error::StoreError;
 pub use sqlite::DURABILITY;
 pub use stats::*;
 pub use types::*;
+
+/// Scratch PostgreSQL databases for one measurement each (`kiln bench --database`).
+pub mod postgres_scratch {
+    pub use super::postgres::{create_scratch_database, drop_database};
+}
 
 use crate::metadata::{MetadataError, MetadataOp};
 use crate::model::*;
@@ -40,6 +48,7 @@ pub struct Store {
 #[derive(Clone)]
 enum Backend {
     Sqlite(sqlite::SqliteStore),
+    Postgres(postgres::PostgresStore),
 }
 
 impl Store {
@@ -52,11 +61,21 @@ impl Store {
         })
     }
 
+    /// Connects to the PostgreSQL database at `url`, runs migrations and takes the host lock. A
+    /// database from a newer kiln, or one another host holds, is refused before anything is
+    /// written.
+    pub async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
+        Ok(Store {
+            backend: Backend::Postgres(postgres::PostgresStore::connect(url).await?),
+        })
+    }
+
     /// Ticks after every committed write (the value counts commits); watchers re-read what they
     /// watch when it moves.
     pub fn commits(&self) -> watch::Receiver<u64> {
         match &self.backend {
             Backend::Sqlite(s) => s.commits(),
+            Backend::Postgres(s) => s.commits(),
         }
     }
 
@@ -66,6 +85,17 @@ impl Store {
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<RunChanges> {
         match &self.backend {
             Backend::Sqlite(s) => s.changes(),
+            Backend::Postgres(s) => s.changes(),
+        }
+    }
+
+    /// The lanes commits left with ready runs, when the database is shared (PostgreSQL: any
+    /// host's commits, so each host's scheduler claims what another queued). `None` for SQLite,
+    /// where this host's engine queued everything itself.
+    pub fn lane_hints(&self) -> Option<tokio::sync::broadcast::Receiver<LaneHint>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(s) => Some(s.lane_hints()),
         }
     }
 
@@ -74,6 +104,7 @@ impl Store {
     pub fn want_changes_until(&self, until: Millis) {
         match &self.backend {
             Backend::Sqlite(s) => s.want_changes_until(until),
+            Backend::Postgres(s) => s.want_changes_until(until),
         }
     }
 
@@ -81,6 +112,7 @@ impl Store {
     pub fn reads(&self) -> u64 {
         match &self.backend {
             Backend::Sqlite(s) => s.reads(),
+            Backend::Postgres(s) => s.reads(),
         }
     }
 
@@ -88,6 +120,7 @@ impl Store {
     pub fn read_connections(&self) -> usize {
         match &self.backend {
             Backend::Sqlite(s) => s.read_connections(),
+            Backend::Postgres(s) => s.read_connections(),
         }
     }
 
@@ -95,6 +128,7 @@ impl Store {
     pub fn durability(&self) -> &'static str {
         match &self.backend {
             Backend::Sqlite(_) => sqlite::DURABILITY,
+            Backend::Postgres(_) => postgres::DURABILITY,
         }
     }
 }
@@ -112,6 +146,17 @@ macro_rules! facade {
                 pub async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
                     match &self.backend {
                         Backend::Sqlite(s) => s.$name($($arg),*).await,
+                        // On the backend's own runtime (see `carry`): a `&str` crosses as a
+                        // `String`, every other argument as it is.
+                        Backend::Postgres(s) => {
+                            $( let $arg = carry::Carry::carry($arg); )*
+                            let store = s.clone();
+                            s.on_runtime(async move {
+                                $( let mut $arg = $arg; )*
+                                store.$name($( carry::Pass::pass(&mut $arg) ),*).await
+                            })
+                            .await
+                        }
                     }
                 }
             )*

@@ -19,6 +19,18 @@ pub enum RunChanges {
     Unknown,
 }
 
+/// A lane that holds ready runs, as a backend shared by several hosts tells each of them (a run
+/// another host queued, or one a claim passed over while another write held it): a hint to
+/// claim, never the truth.
+#[derive(Debug, Clone)]
+pub enum LaneHint {
+    Lane(crate::model::Lane),
+    /// Every lane of this environment (one too long to name).
+    Environment(String),
+    /// Every lane (hints may have been missed).
+    All,
+}
+
 /// A component of a deployment about to be stored: its bytes and their SHA-256 digest, the file
 /// name the upload gave it (if any), and the tasks it defines, validated.
 #[derive(Debug, Clone)]

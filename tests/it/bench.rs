@@ -226,3 +226,105 @@ async fn languages_scenario_measures_each_built_component_and_names_a_missing_on
         "{rows:?}"
     );
 }
+
+/// The PostgreSQL server of the backends scenario's test (`KILN_TEST_POSTGRES`, as the store's
+/// tests), whose user can create databases.
+fn test_server() -> String {
+    std::env::var("KILN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backends_scenario_measures_sqlite_and_postgres_side_by_side_on_scratch_databases() {
+    let server = test_server();
+    let report = kiln::bench::backends(&kiln::bench::BackendsConfig {
+        runs: 20,
+        latency_runs: 5,
+        concurrency: 2,
+        bench_wasm: guest_path(guests::BENCH),
+        database: server.clone(),
+    })
+    .await
+    .expect("the backends scenario runs");
+    let (sqlite, postgres) = (&report.sqlite, &report.postgres);
+    assert!(sqlite.durability.contains("SQLite"), "{report:?}");
+    assert!(postgres.durability.contains("PostgreSQL"), "{report:?}");
+    for (name, b) in [("SQLite", sqlite), ("PostgreSQL", postgres)] {
+        assert_eq!(b.completed, 20, "{name}: {report:?}");
+        let p = &b.latency.start_observed;
+        for (what, x) in [
+            ("runs/s", b.runs_per_sec),
+            ("µs/run", b.us_per_run),
+            ("p50", p.p50_ms),
+        ] {
+            assert!(x.is_finite() && x > 0.0, "{name} {what} is {x}: {report:?}");
+        }
+        assert!(p.p99_ms >= p.p50_ms && p.max_ms >= p.p99_ms, "{report:?}");
+        assert!(close(b.runs_per_sec * b.secs, 20.0, 1e-6), "{report:?}");
+    }
+    for (ratio, pg, lite) in [
+        (
+            report.throughput_ratio,
+            postgres.us_per_run,
+            sqlite.us_per_run,
+        ),
+        (
+            report.latency_p50_ratio,
+            postgres.latency.start_observed.p50_ms,
+            sqlite.latency.start_observed.p50_ms,
+        ),
+        (
+            report.latency_p99_ratio,
+            postgres.latency.start_observed.p99_ms,
+            sqlite.latency.start_observed.p99_ms,
+        ),
+    ] {
+        assert!(close(ratio, pg / lite, 1e-6), "{report:?}");
+    }
+
+    // Each PostgreSQL measurement had a database of its own, gone now; SQLite had none.
+    assert!(sqlite.databases.is_empty(), "{report:?}");
+    assert_eq!(postgres.databases.len(), 2, "{report:?}");
+    assert_ne!(postgres.databases[0], postgres.databases[1]);
+    let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+        .await
+        .expect("the test server answers");
+    tokio::spawn(connection);
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_database WHERE datname = ANY($1)",
+            &[&postgres.databases],
+        )
+        .await
+        .expect("pg_database is read")
+        .get(0);
+    assert_eq!(left, 0, "the scratch databases are dropped: {report:?}");
+
+    // The table has both stores' rows, each PostgreSQL figure beside SQLite's with its ratio,
+    // and says what is not measured and why.
+    let rows = report.rows();
+    let row = |metric: &str| {
+        rows.iter()
+            .find(|r| r.metric.contains(metric))
+            .unwrap_or_else(|| panic!("no row {metric:?}: {rows:#?}"))
+    };
+    assert!(row("SQLite durability").metric.contains(sqlite.durability));
+    assert!(
+        row("PostgreSQL durability")
+            .metric
+            .contains(postgres.durability)
+    );
+    for metric in ["wall time per run", "p50", "p99"] {
+        let r = row(metric);
+        for cell in [&r.kiln, &r.baseline] {
+            let x: f64 = cell.parse().unwrap_or_else(|_| panic!("{r:?}"));
+            assert!(x > 0.0, "{r:?}");
+        }
+        assert!(r.ratio.is_some_and(|x| x > 0.0), "{r:?}");
+    }
+    let two_hosts = &row("two hosts vs one").metric;
+    assert!(
+        two_hosts.contains("not measured") && two_hosts.contains("one host per database"),
+        "{rows:#?}"
+    );
+}

@@ -151,12 +151,12 @@ async fn a_bulk_action_a_stop_interrupted_is_carried_on_at_the_next_start() {
     .await;
     let dir = host.dir.clone();
     let temp = host.stop().await;
-    let stopped_at: (String, u32) = rusqlite::Connection::open(dir.join("kiln.db"))
-        .unwrap()
-        .query_row("SELECT status, processed FROM bulk_actions", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
+    let db = crate::support::StoredDb::open(&dir).await;
+    let stopped_at: (String, i64) = (
+        db.one("SELECT status FROM bulk_actions", &[]).await,
+        db.one("SELECT processed FROM bulk_actions", &[]).await,
+    );
+    drop(db);
     // Three batches with pauses between them: the stop came before the last.
     assert_eq!(stopped_at.0, "PENDING", "{stopped_at:?}");
     assert!(stopped_at.1 < 300);

@@ -578,19 +578,16 @@ async fn chaos_round(dir: &Path, seed: u64, scale: u32, kills: usize) -> Counts 
     host.kill();
 
     // The database the kills left behind is sound.
-    let db = rusqlite::Connection::open(dir.join("kiln.db")).unwrap();
-    let integrity: String = db
-        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(integrity, "ok");
+    let db = crate::support::StoredDb::open(dir).await;
+    db.assert_sound().await;
     counts.resumed_from_checkpoint = db
-        .query_row(
+        .one(
             "SELECT count(*) FROM (SELECT run_id FROM waitpoints WHERE run_id IS NOT NULL \
-               UNION SELECT run_id FROM waitpoint_waiters UNION SELECT parent_run_id FROM run_waiters)",
-            [],
-            |r| r.get(0),
+               UNION SELECT run_id FROM waitpoint_waiters UNION SELECT parent_run_id FROM run_waiters) \
+               AS waited",
+            &[],
         )
-        .unwrap();
+        .await;
     counts
 }
 

@@ -238,12 +238,8 @@ async fn the_guest_sees_its_runs_values_fixed_at_start_and_nothing_else_shows_th
     }
     let dir = host.dir.clone();
     let _temp = host.stop().await;
-    for file in ["kiln.db", "kiln.db-wal"] {
-        let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
-        assert!(
-            !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
-            "{file} holds the value in plain text"
-        );
+    if let Some(place) = crate::support::StoredDb::holds_plain(&dir, secret.as_bytes()) {
+        panic!("{place} holds the value in plain text");
     }
     let mode = std::fs::metadata(dir.join("secrets.key")).unwrap();
     assert_eq!(

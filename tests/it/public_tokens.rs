@@ -241,22 +241,17 @@ async fn a_key_from_before_keys_were_sealed_checks_tokens_once_it_asks_for_claim
     let dir = host.dir.clone();
     let temp = host.stop().await;
     // The key is kept sealed: the database alone does not show it.
-    for file in ["kiln.db", "kiln.db-wal"] {
-        let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
-        let key = host_key(&dir);
-        assert!(
-            !bytes.windows(key.len()).any(|w| w == key.as_bytes()),
-            "{file} holds the key in plain text"
-        );
+    if let Some(place) = crate::support::StoredDb::holds_plain(&dir, host_key(&dir).as_bytes()) {
+        panic!("{place} holds the key in plain text");
     }
     // What an older kiln left: the key's digest only.
-    rusqlite::Connection::open(dir.join("kiln.db"))
-        .unwrap()
+    crate::support::StoredDb::open(&dir)
+        .await
         .execute(
             "UPDATE api_keys SET sealed_nonce = NULL, sealed_key = NULL",
-            [],
+            &[],
         )
-        .unwrap();
+        .await;
     let host = TestHost::start_in(&dir, crate::support::Options::default()).await;
     let token = sign(&host.key, &claims, &["read:runs"], 600, json!({}));
     let path = format!("/api/v3/runs/{run}");

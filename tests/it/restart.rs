@@ -86,6 +86,9 @@ impl ServeProcess {
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
+        if let Some(url) = crate::support::test_database(dir) {
+            command.env("KILN_DATABASE_URL", url);
+        }
         tweak(&mut command);
         let mut child = command.spawn().expect("kiln serve starts");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -361,11 +364,20 @@ async fn a_second_host_on_the_same_data_dir_refuses_to_start() {
 
 /// Starts `kiln serve` on `dir` expecting it to refuse: returns its one-line error.
 fn refused_start(dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln"))
+    refused_start_on(dir, None)
+}
+
+/// [`refused_start`] with `--database` (a PostgreSQL URL).
+fn refused_start_on(dir: &Path, database: Option<&str>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_kiln"));
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
-        .output()
-        .unwrap();
+        .env_remove("KILN_DATABASE_URL");
+    if let Some(url) = database {
+        command.args(["--database", url]);
+    }
+    let out = command.output().unwrap();
     assert!(!out.status.success(), "kiln serve started on {dir:?}");
     let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
     assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
@@ -374,6 +386,10 @@ fn refused_start(dir: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_kiln_cannot_use_stops_the_start_and_is_left_as_it_is() {
+    if crate::support::on_postgres() {
+        // SQLite's files; the PostgreSQL cases are the next test's.
+        return;
+    }
     // Not a database at all.
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("kiln.db");
@@ -496,4 +512,45 @@ async fn keys_and_callback_capabilities_never_reach_the_log() {
     ] {
         assert!(!log.contains(secret), "the {what} is in the log");
     }
+}
+
+/// A PostgreSQL database kiln cannot use stops the start with one line saying which and what to
+/// do: a server that does not answer, a URL that is not one, a database from a newer kiln, and one
+/// another host holds (in the PostgreSQL suite only).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_database_kiln_cannot_use_stops_the_start() {
+    if !crate::support::on_postgres() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let error = refused_start_on(dir.path(), Some("postgres://kiln@127.0.0.1:1/nothing"));
+    assert!(
+        error.contains("postgres://kiln@127.0.0.1:1/nothing") && error.contains("cannot use"),
+        "{error}"
+    );
+    let error = refused_start_on(dir.path(), Some("postgres://kiln@127.0.0.1:port/nothing"));
+    assert!(
+        error.contains("postgres://USER@HOST:PORT/DATABASE"),
+        "{error}"
+    );
+
+    // Another host holds the database: the second waits a moment, then refuses.
+    let held = tempfile::tempdir().unwrap();
+    let url = crate::support::test_database(held.path()).expect("a test database");
+    let host = ServeProcess::start(held.path(), &[]);
+    let other = tempfile::tempdir().unwrap();
+    let error = refused_start_on(other.path(), Some(&url));
+    assert!(error.contains("another kiln host"), "{error}");
+    host.kill();
+
+    // A database from a newer kiln.
+    crate::support::StoredDb::open(held.path())
+        .await
+        .execute("UPDATE kiln_schema SET version = 9999", &[])
+        .await;
+    let error = refused_start_on(other.path(), Some(&url));
+    assert!(
+        error.contains("schema version is 9999") && error.contains("run a newer kiln"),
+        "{error}"
+    );
 }

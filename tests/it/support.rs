@@ -100,6 +100,85 @@ pub fn wat_guest(name: &str) -> Vec<u8> {
         })
 }
 
+/// The database of the hosts on `dir` when the suite runs against PostgreSQL
+/// (`KILN_TEST_BACKEND=postgres`): one of their own on the test server (`KILN_TEST_POSTGRES`, by
+/// default `postgres://postgres@127.0.0.1:5432/postgres`), made the first time and named in the
+/// data dir, so a host restarted on the dir finds the same runs. `None`: SQLite in the data dir.
+pub fn test_database(dir: &Path) -> Option<String> {
+    if std::env::var("KILN_TEST_BACKEND").as_deref() != Ok("postgres") {
+        return None;
+    }
+    let named = dir.join("test-database-url");
+    if let Ok(url) = std::fs::read_to_string(&named) {
+        return Some(url.trim().to_owned());
+    }
+    let admin = std::env::var("KILN_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("kiln_it_{}", ulid::Ulid::new().to_string().to_lowercase());
+    let statement = format!("CREATE DATABASE {name}");
+    let server = admin.clone();
+    // On a thread of its own: callers may be inside a runtime or not.
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            let (client, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("the PostgreSQL suite needs a server at {server} that can create databases (set KILN_TEST_POSTGRES): {e}")
+                });
+            tokio::spawn(connection);
+            sweep_old_databases(&client).await;
+            client.batch_execute(&statement).await.expect("a test database is made");
+        })
+    })
+    .join()
+    .expect("the test database is made");
+    let base = admin
+        .rsplit_once('/')
+        .map_or(admin.as_str(), |(base, _)| base);
+    let url = format!("{base}/{name}");
+    std::fs::write(&named, &url).expect("the data dir names its database");
+    Some(url)
+}
+
+/// Whether the suite runs against PostgreSQL (`KILN_TEST_BACKEND=postgres`). Tests of what only
+/// SQLite's files can show (a corrupt file, a full disk under the data dir) skip themselves then.
+pub fn on_postgres() -> bool {
+    std::env::var("KILN_TEST_BACKEND").as_deref() == Ok("postgres")
+}
+
+/// Drops test databases earlier runs left behind (an hour old or more, unused), once per process.
+async fn sweep_old_databases(client: &tokio_postgres::Client) {
+    static SWEPT: OnceLock<()> = OnceLock::new();
+    if SWEPT.set(()).is_err() {
+        return;
+    }
+    let Ok(rows) = client
+        .query(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'kiln_it_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    let hour_ago = kiln::model::now_ms() - 3_600_000;
+    for row in rows {
+        let name: String = row.get(0);
+        let made = ulid::Ulid::from_string(&name["kiln_it_".len()..].to_uppercase())
+            .map(|u| u.timestamp_ms() as i64)
+            .unwrap_or(0);
+        if made < hour_ago {
+            let _ = client
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .await;
+        }
+    }
+}
+
 /// A host running in this process.
 pub struct TestHost {
     pub url: String,
@@ -178,6 +257,7 @@ impl TestHost {
     /// Starts a host on an existing data dir (for restart tests; the caller keeps the dir alive).
     pub async fn start_in(dir: &Path, options: Options) -> TestHost {
         let mut config = HostConfig::new(dir.to_path_buf(), "127.0.0.1:0".parse().unwrap());
+        config.database = test_database(dir);
         config.concurrency = options.concurrency;
         config.max_component_bytes = options.max_component_bytes;
         config.max_deploy_bytes = options.max_deploy_bytes;
@@ -443,4 +523,171 @@ pub async fn read(resp: reqwest::Response) -> (StatusCode, Value) {
     let text = resp.text().await.expect("response body");
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
+}
+
+/// The database of the host on `dir`, whichever backend the suite runs on, for tests that look
+/// at what was stored (or change it, to play an older kiln): SQLite's `kiln.db` in the data dir,
+/// or the dir's PostgreSQL database. Statements are written with `?1`-style parameters (the
+/// same SQL runs on both; PostgreSQL gets `$1`).
+pub enum StoredDb {
+    Sqlite(rusqlite::Connection),
+    Postgres(tokio_postgres::Client),
+}
+
+/// A parameter of a [`StoredDb`] statement.
+pub enum Param<'a> {
+    Text(&'a str),
+    Bytes(&'a [u8]),
+}
+
+impl StoredDb {
+    pub async fn open(dir: &Path) -> StoredDb {
+        match test_database(dir) {
+            Some(url) => {
+                let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .expect("the test database");
+                tokio::spawn(connection);
+                StoredDb::Postgres(client)
+            }
+            None => {
+                let db = rusqlite::Connection::open(dir.join("kiln.db")).expect("kiln.db");
+                db.busy_timeout(Duration::from_secs(5))
+                    .expect("a busy timeout");
+                StoredDb::Sqlite(db)
+            }
+        }
+    }
+
+    fn postgres_sql(sql: &str) -> String {
+        let mut out = String::with_capacity(sql.len());
+        let mut chars = sql.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '?' && chars.peek().is_some_and(|d| d.is_ascii_digit()) {
+                out.push('$');
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// The first column of the statement's rows (integers as `i64`, texts, blobs as bytes —
+    /// `T` says which).
+    pub async fn column<T>(&self, sql: &str, params: &[Param<'_>]) -> Vec<T>
+    where
+        T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        match self {
+            StoredDb::Sqlite(db) => {
+                let params: Vec<&dyn rusqlite::ToSql> = params
+                    .iter()
+                    .map(|p| match p {
+                        Param::Text(t) => t as &dyn rusqlite::ToSql,
+                        Param::Bytes(b) => b as &dyn rusqlite::ToSql,
+                    })
+                    .collect();
+                let mut statement = db.prepare(sql).expect("the statement");
+                statement
+                    .query_map(params.as_slice(), |r| r.get::<_, T>(0))
+                    .expect("its rows")
+                    .collect::<Result<_, _>>()
+                    .expect("its rows")
+            }
+            StoredDb::Postgres(client) => {
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| match p {
+                        Param::Text(t) => t as &(dyn tokio_postgres::types::ToSql + Sync),
+                        Param::Bytes(b) => b as &(dyn tokio_postgres::types::ToSql + Sync),
+                    })
+                    .collect();
+                client
+                    .query(&StoredDb::postgres_sql(sql), &params)
+                    .await
+                    .expect("the statement")
+                    .iter()
+                    .map(|r| r.get::<_, T>(0))
+                    .collect()
+            }
+        }
+    }
+
+    /// The first column of the statement's one row.
+    pub async fn one<T>(&self, sql: &str, params: &[Param<'_>]) -> T
+    where
+        T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        self.column(sql, params)
+            .await
+            .into_iter()
+            .next()
+            .expect("a row")
+    }
+
+    /// Runs a statement; returns how many rows it changed.
+    pub async fn execute(&self, sql: &str, params: &[Param<'_>]) -> u64 {
+        match self {
+            StoredDb::Sqlite(db) => {
+                let params: Vec<&dyn rusqlite::ToSql> = params
+                    .iter()
+                    .map(|p| match p {
+                        Param::Text(t) => t as &dyn rusqlite::ToSql,
+                        Param::Bytes(b) => b as &dyn rusqlite::ToSql,
+                    })
+                    .collect();
+                db.execute(sql, params.as_slice()).expect("the statement") as u64
+            }
+            StoredDb::Postgres(client) => {
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = params
+                    .iter()
+                    .map(|p| match p {
+                        Param::Text(t) => t as &(dyn tokio_postgres::types::ToSql + Sync),
+                        Param::Bytes(b) => b as &(dyn tokio_postgres::types::ToSql + Sync),
+                    })
+                    .collect();
+                client
+                    .execute(&StoredDb::postgres_sql(sql), &params)
+                    .await
+                    .expect("the statement")
+            }
+        }
+    }
+
+    /// Whether the database holds `needle` anywhere as plain bytes: SQLite's files as they are on
+    /// disk, or a full data dump of the PostgreSQL database (`pg_dump`).
+    pub fn holds_plain(dir: &Path, needle: &[u8]) -> Option<String> {
+        let holds = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        match test_database(dir) {
+            Some(url) => {
+                let dump = Command::new("pg_dump")
+                    .args(["--data-only", "--dbname", &url])
+                    .output()
+                    .expect("pg_dump runs (the PostgreSQL suite needs the server's client tools)");
+                assert!(
+                    dump.status.success(),
+                    "pg_dump: {}",
+                    String::from_utf8_lossy(&dump.stderr)
+                );
+                // BYTEA columns are dumped as hex.
+                let hex: String = needle.iter().map(|b| format!("{b:02x}")).collect();
+                (holds(&dump.stdout) || holds(hex.as_bytes())).then(|| "the database".to_owned())
+            }
+            None => ["kiln.db", "kiln.db-wal"].into_iter().find_map(|file| {
+                let bytes = std::fs::read(dir.join(file)).unwrap_or_default();
+                holds(&bytes).then(|| file.to_owned())
+            }),
+        }
+    }
+
+    /// Checks the database's own consistency: SQLite's `PRAGMA integrity_check` (PostgreSQL
+    /// checks its pages itself; there, that every foreign key holds is what the schema enforces).
+    pub async fn assert_sound(&self) {
+        if let StoredDb::Sqlite(db) = self {
+            let integrity: String = db
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+                .expect("an integrity check");
+            assert_eq!(integrity, "ok");
+        }
+    }
 }

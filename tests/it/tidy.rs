@@ -61,6 +61,8 @@ fn each_dependency_is_named_only_by_its_owner() {
     // (crate, the only place it may be named)
     let owners = [
         ("rusqlite", "store/sqlite/"),
+        ("tokio_postgres", "store/postgres/"),
+        ("deadpool_postgres", "store/postgres/"),
         ("wasmtime", "sandbox/"),
         ("axum", "api/"),
     ];
@@ -111,25 +113,28 @@ fn api_handlers_never_reach_the_store() {
     );
 }
 
-/// The modules of `store/sqlite/` each file uses (`super::x` paths), by file.
-fn sqlite_graph() -> BTreeMap<String, BTreeSet<String>> {
+/// The modules of a backend's directory (`store/sqlite/`, `store/postgres/`) each file uses
+/// (`super::x` paths), by file; a `x_tests.rs` file counts as part of `x`.
+fn store_graph(dir: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let module_of = |f: &str| {
+        f[dir.len()..]
+            .trim_end_matches(".rs")
+            .trim_end_matches("_tests")
+            .to_owned()
+    };
     let files: Vec<(String, String)> = sources()
         .into_iter()
-        .filter(|(f, _)| f.starts_with("store/sqlite/") && !f.ends_with("mod.rs"))
+        .filter(|(f, _)| f.starts_with(dir) && !f.ends_with("mod.rs"))
         .collect();
+    // Test-only support (fixtures, test databases) is no part of the graph.
     let modules: BTreeSet<String> = files
         .iter()
-        .map(|(f, _)| {
-            f["store/sqlite/".len()..]
-                .trim_end_matches(".rs")
-                .to_owned()
-        })
+        .map(|(f, _)| module_of(f))
+        .filter(|m| !["fixtures", "run_fixtures", "testing"].contains(&m.as_str()))
         .collect();
-    let mut graph = BTreeMap::new();
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for (file, text) in &files {
-        let me = file["store/sqlite/".len()..]
-            .trim_end_matches(".rs")
-            .to_owned();
+        let me = module_of(file);
         let code = code(text);
         let mut uses = BTreeSet::new();
         for module in &modules {
@@ -141,14 +146,25 @@ fn sqlite_graph() -> BTreeMap<String, BTreeSet<String>> {
                 uses.insert(module.clone());
             }
         }
-        graph.insert(me, uses);
+        graph.entry(me).or_default().extend(uses);
     }
     graph
 }
 
 #[test]
 fn the_sqlite_store_has_no_import_cycle() {
-    let graph = sqlite_graph();
+    assert_no_import_cycle("store/sqlite/", &["rows", "guards", "journal", "run_env"]);
+}
+
+#[test]
+fn the_postgres_store_has_no_import_cycle() {
+    assert_no_import_cycle("store/postgres/", &["rows", "journal", "run_env"]);
+}
+
+/// No module of the backend in `dir` reaches itself through the modules it uses, and `leaves`
+/// use none.
+fn assert_no_import_cycle(dir: &str, leaves: &[&str]) {
+    let graph = store_graph(dir);
     // Depth-first search for a back edge; report the cycle found.
     fn visit(
         node: &str,
@@ -177,11 +193,11 @@ fn the_sqlite_store_has_no_import_cycle() {
     let mut done = BTreeSet::new();
     for node in graph.keys() {
         if let Some(cycle) = visit(node, &graph, &mut Vec::new(), &mut done) {
-            panic!("store/sqlite has an import cycle: {}", cycle.join(" -> "));
+            panic!("{dir} has an import cycle: {}", cycle.join(" -> "));
         }
     }
     // The leaves stay leaves: row mappers, the journal writer and the runs' env copies.
-    for leaf in ["rows", "guards", "journal", "run_env"] {
+    for &leaf in leaves {
         assert!(
             graph[leaf].is_empty(),
             "{leaf} must not use other store modules: {:?}",

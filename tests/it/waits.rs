@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::support::{Options, TestHost, guests};
+use crate::support::{Options, Param, StoredDb, TestHost, guests};
 
 /// The `wait` task's log messages, in order.
 async fn messages(host: &TestHost, id: &str) -> Vec<String> {
@@ -214,21 +214,19 @@ async fn a_replay_that_does_not_match_the_journal_fails_the_attempt_and_a_retry_
     for id in [&once, &twice] {
         host.wait_status(id, "WAITING").await;
         // Tamper with the stored journal: the first recorded call now has another digest.
-        let db = rusqlite::Connection::open(host.dir.join("kiln.db")).unwrap();
-        db.busy_timeout(Duration::from_secs(5)).unwrap();
+        let db = StoredDb::open(&host.dir).await;
         let mut entries: Vec<u8> = db
-            .query_row(
+            .one(
                 "SELECT entries FROM journal_segments WHERE run_id = ?1",
-                [id],
-                |r| r.get(0),
+                &[Param::Text(id)],
             )
-            .unwrap();
+            .await;
         entries[1] ^= 0xff;
         db.execute(
             "UPDATE journal_segments SET entries = ?2 WHERE run_id = ?1",
-            rusqlite::params![id, entries],
+            &[Param::Text(id), Param::Bytes(&entries)],
         )
-        .unwrap();
+        .await;
     }
 
     clock.advance(Duration::from_secs(3_600));
@@ -274,15 +272,13 @@ async fn a_journal_stored_by_the_previous_format_replays_after_an_upgrade() {
     let first = host.wait_status(&id, "WAITING").await["waitpoints"][0]["completesAt"].clone();
     assert!(first.is_string(), "{first}");
 
-    let db = rusqlite::Connection::open(host.dir.join("kiln.db")).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let db = StoredDb::open(&host.dir).await;
     let stored: Vec<u8> = db
-        .query_row(
+        .one(
             "SELECT entries FROM journal_segments WHERE run_id = ?1",
-            [&id],
-            |r| r.get(0),
+            &[Param::Text(&id)],
         )
-        .unwrap();
+        .await;
     let mut entries = journal::decode(&stored).unwrap();
     assert!(entries.iter().all(|e| e.format == Format::CURRENT));
     for e in &mut entries {
@@ -298,9 +294,9 @@ async fn a_journal_stored_by_the_previous_format_replays_after_an_upgrade() {
     assert_eq!(old[0] >> 5, 0, "the first format has no format bits");
     db.execute(
         "UPDATE journal_segments SET entries = ?2 WHERE run_id = ?1",
-        rusqlite::params![id, old],
+        &[Param::Text(&id), Param::Bytes(&old)],
     )
-    .unwrap();
+    .await;
 
     clock.advance(Duration::from_secs(3_600));
     host.wake();
@@ -311,15 +307,12 @@ async fn a_journal_stored_by_the_previous_format_replays_after_an_upgrade() {
             r["status"] == "WAITING" && at.is_string() && *at != first
         })
         .await;
-    let segments: Vec<Vec<u8>> = {
-        let mut stmt = db
-            .prepare("SELECT entries FROM journal_segments WHERE run_id = ?1 ORDER BY segment")
-            .unwrap();
-        stmt.query_map([&id], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let segments: Vec<Vec<u8>> = db
+        .column(
+            "SELECT entries FROM journal_segments WHERE run_id = ?1 ORDER BY segment",
+            &[Param::Text(&id)],
+        )
+        .await;
     drop(db);
     assert_eq!(
         segments.len(),

@@ -3,23 +3,13 @@
 //! The spelling of stored values lives in `model`'s `as_str`/`parse` pairs; a value the model does
 //! not know is reported as corrupt data, never guessed.
 
-use rusqlite::{Connection, OptionalExtension, Row};
-use serde_json::json;
-
 use crate::model::*;
 use crate::store::StoreError;
-
-pub(super) const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payload, r.output, r.error, \
-     r.deployment_id, d.version, r.queue, r.machine, r.max_attempts, r.retry_factor, r.retry_min_ms, \
-     r.retry_max_ms, r.retry_randomize, r.attempt_count, r.queue_ts, r.available_at, r.created_at, \
-     r.updated_at, r.started_at, r.finished_at, r.fuel_used, r.compute_ms, e.slug, r.priority_ms, \
-     r.delay_until, r.ttl_ms, r.expires_at, r.expired_at, r.idempotency_key, r.tags, r.metadata, \
-     r.max_duration_ms, r.concurrency_key, r.lock_to_version, r.batch_id, r.oom_machine, r.seed, \
-     r.checkpointed, r.parent_run_id, r.root_run_id, r.depth, r.idempotency_key_user, \
-     r.idempotency_key_scope";
-
-pub(super) const RUN_FROM: &str = "runs r JOIN environments e ON e.id = r.environment_id \
-     LEFT JOIN deployments d ON d.id = r.deployment_id";
+pub(super) use crate::store::codec::{
+    ATTEMPT_COLUMNS, RUN_COLUMNS, RUN_FROM, decode_error, duration_ms, encode_error, hex,
+    ms_duration, outbound_hosts,
+};
+use rusqlite::{Connection, OptionalExtension, Row};
 
 /// Whether the environment has this run: every read or write of a run's parts checks it first.
 pub(super) fn run_in_env(
@@ -111,11 +101,6 @@ pub(super) fn run_from_row(row: &Row<'_>) -> rusqlite::Result<Run> {
     })
 }
 
-/// An attempt from `run_id, number, status, deployment_id, started_at, finished_at, error,
-/// fuel_used, compute_ms`.
-pub(super) const ATTEMPT_COLUMNS: &str =
-    "run_id, number, status, deployment_id, started_at, finished_at, error, fuel_used, compute_ms";
-
 pub(super) fn attempt_from_row(r: &Row<'_>) -> rusqlite::Result<Attempt> {
     let status: String = r.get(2)?;
     let error: Option<String> = r.get(6)?;
@@ -141,45 +126,12 @@ pub(super) fn lane_from_row(row: &Row<'_>) -> rusqlite::Result<Lane> {
     })
 }
 
-pub(super) fn ms_duration(ms: i64) -> std::time::Duration {
-    std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))
-}
-
-pub(super) fn duration_ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
 pub(super) fn corrupt_col(index: usize, name: &str, value: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(
         index,
         rusqlite::types::Type::Text,
         format!("unknown {name} {value:?}").into(),
     )
-}
-
-pub(super) fn encode_error(e: &RunError) -> String {
-    json!({ "code": e.code, "name": e.name, "message": e.message, "stack": e.stack }).to_string()
-}
-
-pub(super) fn decode_error(text: &str) -> RunError {
-    let v: serde_json::Value = serde_json::from_str(text).unwrap_or_default();
-    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).map(str::to_owned);
-    RunError {
-        code: s("code"),
-        name: s("name").unwrap_or_else(|| "Error".into()),
-        message: s("message").unwrap_or_default(),
-        stack: s("stack"),
-    }
-}
-
-pub(super) fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// An environment's stored allow-list.
-pub(super) fn outbound_hosts(text: Option<String>) -> Vec<String> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default()
 }
 
 /// Runs a statement from the connection's statement cache (every query is prepared once).
