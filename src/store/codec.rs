@@ -6,7 +6,11 @@
 
 use serde_json::json;
 
-use crate::model::{Condition, RunError, RunStatus, Step, guard};
+use crate::model::{
+    Condition, DeployedComponent, Deployment, Millis, RunError, RunStatus, Step, TaskDefinition,
+    guard,
+};
+use crate::store::{StoreError, WaitKind, WaitRecord};
 
 /// The columns a run is read from (`rows::run_from_row` of each backend), from [`RUN_FROM`].
 pub(crate) const RUN_COLUMNS: &str = "r.id, r.environment_id, r.task_id, r.status, r.payload, r.output, r.error, \
@@ -80,6 +84,80 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 pub(crate) fn outbound_hosts(text: Option<String>) -> Vec<String> {
     text.and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default()
+}
+
+/// A deployment from its stored parts: its components in order and its tasks (each with the
+/// digest of the component that defines it), the tasks given to their components. A task naming
+/// a component the deployment lacks, or a deployment without one, is corrupt data.
+pub(crate) fn assemble_deployment(
+    id: &str,
+    environment_id: String,
+    version: String,
+    created_at: Millis,
+    mut components: Vec<DeployedComponent>,
+    tasks: Vec<(Option<String>, TaskDefinition)>,
+) -> Result<Deployment, StoreError> {
+    for (digest, task) in tasks {
+        let owner = components
+            .iter_mut()
+            .find(|comp| Some(&comp.digest) == digest.as_ref())
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!(
+                    "task `{}` of deployment {id} names a component the deployment lacks",
+                    task.id
+                ))
+            })?;
+        owner.tasks.push(task);
+    }
+    if components.is_empty() {
+        return Err(StoreError::Corrupt(format!(
+            "deployment {id} has no component"
+        )));
+    }
+    Ok(Deployment {
+        id: id.to_owned(),
+        environment_id,
+        version,
+        created_at,
+        components,
+    })
+}
+
+/// The waits for children of a run, from its children as `(id, created_at, finished_at,
+/// group)` where children waited for together share a group (their batch, or the child alone):
+/// one wait per group, since its first child was made, done once all of them are.
+pub(crate) fn child_waits(
+    children: Vec<(String, Millis, Option<Millis>, String)>,
+) -> Vec<WaitRecord> {
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut waits: Vec<WaitRecord> = Vec::new();
+    for (id, created, finished, group) in children {
+        match at.get(&group) {
+            Some(&i) => {
+                let wait = &mut waits[i];
+                if let WaitKind::Runs(ids) = &mut wait.kind {
+                    ids.push(id);
+                }
+                wait.since = wait.since.min(created);
+                wait.done_at = match (wait.done_at, finished) {
+                    (Some(a), Some(b)) => Some(a.max(b)),
+                    _ => None,
+                };
+            }
+            None => {
+                at.insert(group, waits.len());
+                waits.push(WaitRecord {
+                    kind: WaitKind::Runs(vec![id.clone()]),
+                    id,
+                    since: created,
+                    deadline: None,
+                    done_at: finished,
+                    timed_out: false,
+                });
+            }
+        }
+    }
+    waits
 }
 
 /// The checks each backend's tests run on its own statements.

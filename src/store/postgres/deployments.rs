@@ -118,7 +118,7 @@ pub(super) async fn load_deployment(
     )
     .await?;
     let (environment_id, version, created_at) = (get(&row, 0)?, get(&row, 1)?, get(&row, 2)?);
-    let mut components: Vec<DeployedComponent> = query(
+    let components: Vec<DeployedComponent> = query(
         c,
         "SELECT component_digest, name FROM deployment_components \
          WHERE deployment_id = $1 ORDER BY position",
@@ -146,30 +146,14 @@ pub(super) async fn load_deployment(
     .iter()
     .map(task_from_row)
     .collect::<Result<Vec<_>, _>>()?;
-    for (digest, task) in tasks {
-        let owner = components
-            .iter_mut()
-            .find(|comp| Some(&comp.digest) == digest.as_ref())
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "task `{}` of deployment {id} names a component the deployment lacks",
-                    task.id
-                ))
-            })?;
-        owner.tasks.push(task);
-    }
-    if components.is_empty() {
-        return Err(StoreError::Corrupt(format!(
-            "deployment {id} has no component"
-        )));
-    }
-    Ok(Deployment {
-        id: id.to_owned(),
+    crate::store::codec::assemble_deployment(
+        id,
         environment_id,
         version,
         created_at,
         components,
-    })
+        tasks,
+    )
 }
 
 /// PENDING_VERSION runs of a task a deploy brought go to QUEUED (`Enqueue`), keeping their order.

@@ -43,7 +43,7 @@ mod tokens;
 mod waits;
 mod watchers;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -174,9 +174,6 @@ pub struct PostgresStore {
     runtime: Arc<StoreRuntime>,
     pool: Pool,
     shared: Arc<Shared>,
-    /// Until when a watcher wants changed runs resolved (notifications name them already, so
-    /// this only keeps the facade's contract).
-    changes_wanted: Arc<AtomicI64>,
     /// Read operations so far (tests check what watchers cost).
     reads: Arc<AtomicU64>,
     /// Where the database is, without its password (for errors and logs).
@@ -320,7 +317,6 @@ impl PostgresStore {
             runtime,
             pool,
             shared,
-            changes_wanted: Arc::new(AtomicI64::new(i64::MIN)),
             reads: Arc::new(AtomicU64::new(0)),
             shown,
         })
@@ -363,9 +359,9 @@ impl PostgresStore {
         self.shared.lanes.subscribe()
     }
 
-    pub fn want_changes_until(&self, until: crate::model::Millis) {
-        self.changes_wanted.fetch_max(until, Ordering::Relaxed);
-    }
+    /// Nothing to do: notifications name the changed runs already, so there is nothing to
+    /// resolve and nobody needs to ask for it.
+    pub fn want_changes_until(&self, _until: crate::model::Millis) {}
 
     /// How many read operations ran so far.
     pub fn reads(&self) -> u64 {

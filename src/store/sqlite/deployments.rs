@@ -58,7 +58,7 @@ pub(super) fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, St
         [id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
-    let mut components: Vec<DeployedComponent> = c
+    let components: Vec<DeployedComponent> = c
         .prepare_cached(
             "SELECT component_digest, name FROM deployment_components \
              WHERE deployment_id = ?1 ORDER BY position",
@@ -119,30 +119,14 @@ pub(super) fn load_deployment(c: &Connection, id: &str) -> Result<Deployment, St
             Ok((component, task))
         })?
         .collect::<Result<Vec<_>, _>>()?;
-    for (digest, task) in tasks {
-        let owner = components
-            .iter_mut()
-            .find(|comp| Some(&comp.digest) == digest.as_ref())
-            .ok_or_else(|| {
-                StoreError::Corrupt(format!(
-                    "task `{}` of deployment {id} names a component the deployment lacks",
-                    task.id
-                ))
-            })?;
-        owner.tasks.push(task);
-    }
-    if components.is_empty() {
-        return Err(StoreError::Corrupt(format!(
-            "deployment {id} has no component"
-        )));
-    }
-    Ok(Deployment {
-        id: id.to_owned(),
+    crate::store::codec::assemble_deployment(
+        id,
         environment_id,
         version,
         created_at,
         components,
-    })
+        tasks,
+    )
 }
 
 /// PENDING_VERSION runs of a task a deploy brought go to QUEUED (`Enqueue`), keeping their order.

@@ -177,33 +177,7 @@ impl SqliteStore {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })?
                 .collect::<Result<_, _>>()?;
-            let mut groups: Vec<(String, WaitRecord)> = Vec::new();
-            for (id, created, finished, group) in rows {
-                match groups.iter_mut().find(|(g, _)| *g == group) {
-                    Some((_, wait)) => {
-                        if let WaitKind::Runs(ids) = &mut wait.kind {
-                            ids.push(id);
-                        }
-                        wait.since = wait.since.min(created);
-                        wait.done_at = match (wait.done_at, finished) {
-                            (Some(a), Some(b)) => Some(a.max(b)),
-                            _ => None,
-                        };
-                    }
-                    None => groups.push((
-                        group,
-                        WaitRecord {
-                            kind: WaitKind::Runs(vec![id.clone()]),
-                            id,
-                            since: created,
-                            deadline: None,
-                            done_at: finished,
-                            timed_out: false,
-                        },
-                    )),
-                }
-            }
-            out.extend(groups.into_iter().map(|(_, w)| w));
+            out.extend(crate::store::codec::child_waits(rows));
             out.sort_by_key(|w| w.since);
             Ok(out)
         })
