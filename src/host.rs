@@ -33,6 +33,12 @@ pub const DEFAULT_MEMORY_POOL_BYTES: u64 = 8 << 30;
 /// Default concurrency limit of an environment (Trigger.dev's default environment limit).
 pub const DEFAULT_ENVIRONMENT_CONCURRENCY: u32 = 100;
 
+/// How long a host's runs stay its own after it last renewed its lease, by default.
+pub const DEFAULT_HOST_LEASE: Duration = Duration::from_secs(15);
+
+/// The file in the data dir naming the host (the same on every start of the data dir).
+pub const HOST_NAME_FILE: &str = "host.name";
+
 /// Default size limit of an uploaded component.
 pub const DEFAULT_MAX_COMPONENT_BYTES: usize = 64 << 20;
 
@@ -42,6 +48,12 @@ pub struct HostConfig {
     /// A PostgreSQL database (`postgres://…`) to keep runs in instead of SQLite in the data dir
     /// (which still holds the secrets key, the key files and compiled artifacts).
     pub database: Option<String>,
+    /// On a database several hosts share: how long the runs this host started stay its own
+    /// after it last renewed its lease (see [`crate::store::SharedHost`]).
+    pub host_lease: Duration,
+    /// The secrets key's file (default: `secrets.key` in the data dir); hosts sharing a
+    /// database must share the key.
+    pub secrets_key_file: Option<PathBuf>,
     pub listen: SocketAddr,
     pub concurrency: usize,
     /// Runs one environment may hold at once unless the admin sets another limit for it.
@@ -86,6 +98,8 @@ impl HostConfig {
         HostConfig {
             data_dir,
             database: None,
+            host_lease: DEFAULT_HOST_LEASE,
+            secrets_key_file: None,
             listen,
             concurrency: 8,
             environment_concurrency: DEFAULT_ENVIRONMENT_CONCURRENCY,
@@ -131,6 +145,8 @@ impl RunningHost {
         let _ = self.shutdown.send(true);
         self.dispatcher.await.context("the dispatcher panicked")?;
         self.server.await.context("the API server panicked")??;
+        // Other hosts on a shared database take over at once what this one still held.
+        self.engine.store().release_lease().await;
         Ok(())
     }
 
@@ -280,6 +296,47 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 }
 
 /// Opens the data dir, recovers interrupted runs, deploys `config.deploy`, and starts serving.
+/// The host's name: made (a new id) on the data dir's first start and kept in it, so a later
+/// start of the same data dir knows its previous start's runs for its own.
+fn host_name(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(HOST_NAME_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
+        Ok(_) | Err(_) => {
+            let name = format!("kiln-{}", ulid::Ulid::new().to_string().to_lowercase());
+            std::fs::write(&path, format!("{name}\n")).with_context(|| {
+                format!(
+                    "cannot write {}; check the data dir is writable",
+                    path.display()
+                )
+            })?;
+            Ok(name)
+        }
+    }
+}
+
+/// Refuses a secrets key other than the one the database's first host sealed with: that host
+/// stores a value sealed with its key, and every later host must open it with its own.
+async fn check_secrets_key(
+    store: &Store,
+    secrets: &crate::secrets::SecretBox,
+) -> anyhow::Result<()> {
+    let proposed = secrets.seal_check();
+    let stored = store.host_value(SECRETS_CHECK, proposed).await?;
+    if !secrets.opens_check(&stored) {
+        anyhow::bail!(
+            "this database's environment variables are sealed with another secrets key than {}: \
+             every host sharing a database needs the same key; copy secrets.key from the data dir \
+             of the database's first host, or pass its file with --secrets-key-file",
+            secrets.path().display()
+        );
+    }
+    Ok(())
+}
+
+/// The name of the host-wide value that checks a host's secrets key.
+const SECRETS_CHECK: &str = "secrets-key-check";
+
 pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(
@@ -288,11 +345,23 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         )
     })?;
     let lock = lock_data_dir(&config.data_dir)?;
+    let secrets = match &config.secrets_key_file {
+        Some(file) => crate::secrets::SecretBox::open_file(file)?,
+        None => crate::secrets::SecretBox::open_or_create(&config.data_dir)?,
+    };
     let store = match &config.database {
-        Some(url) => Store::connect_postgres(url).await?,
+        Some(url) => {
+            let shared = crate::store::SharedHost {
+                name: host_name(&config.data_dir)?,
+                lease: config.host_lease,
+                default_environment_limit: config.environment_concurrency,
+            };
+            let store = Store::connect_postgres(url, shared).await?;
+            check_secrets_key(&store, &secrets).await?;
+            store
+        }
         None => Store::open_sqlite(&config.data_dir)?,
     };
-    let secrets = crate::secrets::SecretBox::open_or_create(&config.data_dir)?;
     let dev_key = keys::sealed(keys::environment_key("dev"), &secrets);
     let boot = store
         .bootstrap(dev_key, keys::admin_key(), now_ms())
@@ -377,7 +446,9 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{addr}")),
-        secret: store.host_secret("token-callback").await?,
+        secret: store
+            .host_value("token-callback", rand::random::<[u8; 32]>().to_vec())
+            .await?,
     });
     let (shutdown, shutdown_rx) = watch::channel(false);
     let state = ApiState {
@@ -392,6 +463,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         tracing::error!(error = %e, "loading the queues failed; queued runs start as they are triggered again");
     }
     engine.follow_lane_hints();
+    engine.follow_host_hints();
     engine.prune_artifacts().await;
     let server = tokio::spawn(api::serve(listener, state, shutdown_rx.clone()));
     let dispatcher = tokio::spawn({
@@ -399,6 +471,7 @@ pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
         async move {
             // The data dir stays locked as long as the host dispatches.
             let _lock = lock;
+            engine.load_latest_versions().await;
             engine.dispatch(shutdown_rx).await;
         }
     });

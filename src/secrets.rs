@@ -58,6 +58,23 @@ impl SecretBox {
                 return Err(e).with_context(|| format!("cannot read {}", path.display()));
             }
         };
+        SecretBox::from_text(&text, path)
+    }
+
+    /// Loads the key from `path`, which must exist: hosts sharing a database are given the
+    /// first host's key file, never a new one.
+    pub fn open_file(path: &Path) -> anyhow::Result<SecretBox> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read the secrets key {}; give the file holding the key every host on \
+                 this database uses (a copy of the first host's {KEY_FILE})",
+                path.display()
+            )
+        })?;
+        SecretBox::from_text(&text, path.to_path_buf())
+    }
+
+    fn from_text(text: &str, path: PathBuf) -> anyhow::Result<SecretBox> {
         let key = unhex(text.trim()).filter(|k| k.len() == 32).with_context(|| {
             format!(
                 "{} is not a secrets key (64 hex digits); restore it from a backup, or move it away to start without the stored environment variables",
@@ -78,6 +95,32 @@ impl SecretBox {
             cipher: XChaCha20Poly1305::new_from_slice(&key).expect("a 32-byte key"),
             path: PathBuf::new(),
         }
+    }
+
+    /// The key's file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A fixed value sealed with this key (nonce, then ciphertext): stored once per database,
+    /// so a later host can tell whether its key is the same ([`SecretBox::opens_check`]).
+    pub fn seal_check(&self) -> Vec<u8> {
+        let sealed = self.seal(CHECK_CONTEXT, CHECK_VALUE);
+        [sealed.nonce, sealed.ciphertext].concat()
+    }
+
+    /// Whether this key opens a value [`SecretBox::seal_check`] made.
+    pub fn opens_check(&self, stored: &[u8]) -> bool {
+        if stored.len() < 24 {
+            return false;
+        }
+        let (nonce, ciphertext) = stored.split_at(24);
+        let sealed = Sealed {
+            nonce: nonce.to_vec(),
+            ciphertext: ciphertext.to_vec(),
+        };
+        self.open(CHECK_CONTEXT, &sealed)
+            .is_ok_and(|v| v == CHECK_VALUE)
     }
 
     pub fn seal(&self, context: &[u8], plaintext: &[u8]) -> Sealed {
@@ -115,6 +158,10 @@ impl SecretBox {
             .map_err(|_| SecretError(self.path.clone()))
     }
 }
+
+/// What [`SecretBox::seal_check`] seals, and where.
+const CHECK_CONTEXT: &[u8] = b"kiln\0secrets-key-check";
+const CHECK_VALUE: &[u8] = b"the secrets key of this database";
 
 /// A stored value the host's key does not open.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +230,19 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
+    }
+
+    #[test]
+    fn a_key_tells_its_own_check_value_from_another_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = SecretBox::open_or_create(dir.path()).unwrap();
+        let check = first.seal_check();
+        let same = SecretBox::open_file(&dir.path().join(KEY_FILE)).unwrap();
+        assert!(same.opens_check(&check));
+        assert!(!SecretBox::ephemeral().opens_check(&check));
+        assert!(!same.opens_check(&check[..10]), "too short to hold a nonce");
+        let missing = SecretBox::open_file(&dir.path().join("absent.key")).unwrap_err();
+        assert!(format!("{missing:#}").contains("first host"), "{missing:#}");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The backends scenario: the same measurements through a host on SQLite and through a host on
 //! PostgreSQL, side by side in one run — no-op throughput as the throughput scenario drives it,
-//! and trigger → start as the latency scenario samples it — reported PostgreSQL ÷ SQLite. Each
-//! measurement gets a host of its own on a fresh store: a new data dir, and for PostgreSQL a new
+//! and trigger → start as the latency scenario samples it — reported PostgreSQL ÷ SQLite; and the
+//! same throughput through two hosts sharing one PostgreSQL database, reported two ÷ one. Each
+//! measurement gets hosts of its own on a fresh store: new data dirs, and for PostgreSQL a new
 //! database made on the server of `--database` and dropped after.
 
 use std::path::PathBuf;
@@ -12,18 +13,13 @@ use serde::Serialize;
 use super::latency::{LATENCY_HOLD_MS, Samples, sample};
 use super::report::Row;
 use super::throughput::{Timed, noop_runs};
-use super::util::{POLL, TempDir, start_host_on, thousands, trigger, wait_completed};
+use super::util::{POLL, TempDir, host_config, start_host_on, thousands, trigger, wait_completed};
 use super::{LatencyStats, Percentiles};
 use crate::host::RunningHost;
-use crate::store::postgres_scratch::{create_scratch_database, drop_database};
+use crate::store::postgres_scratch::{create_scratch_database, drop_database, runs_by_host};
 
 /// What the scratch databases are called before their ULID.
 const SCRATCH_PREFIX: &str = "kiln_bench";
-
-/// Why two hosts on one database are not compared with one (the lock is there because a host's
-/// recovery takes every executing run for its own).
-const TWO_HOSTS_NOT_MEASURED: &str =
-    "a host holds its database's lock: one host per database for now";
 
 /// Configuration of the backends scenario.
 #[derive(Debug, Clone)]
@@ -75,8 +71,21 @@ pub struct BackendsReport {
     /// PostgreSQL's trigger → start ÷ SQLite's, at p50 and at p99.
     pub latency_p50_ratio: f64,
     pub latency_p99_ratio: f64,
-    /// Two hosts on one PostgreSQL database vs one: why it is not measured.
-    pub two_hosts: &'static str,
+    /// Two hosts on one PostgreSQL database, the runs triggered through the first.
+    pub two_hosts: TwoHostsReport,
+    /// Two hosts' wall time per run ÷ one host's, both on PostgreSQL (below 1: two drain faster).
+    pub two_hosts_ratio: f64,
+}
+
+/// What two hosts sharing one PostgreSQL database measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TwoHostsReport {
+    pub completed: u64,
+    pub secs: f64,
+    pub runs_per_sec: f64,
+    pub us_per_run: f64,
+    /// Runs each host started, most first (both must have taken part).
+    pub runs_by_host: Vec<u64>,
 }
 
 impl BackendsReport {
@@ -128,12 +137,24 @@ impl BackendsReport {
             percentile("p99", |p| p.p99_ms, self.latency_p99_ratio),
             Row::new(
                 "backends",
+                format!("two PostgreSQL hosts vs one: runs/s ({what} each)"),
+                thousands(self.two_hosts.runs_per_sec),
+            )
+            .baseline_only(thousands(pg.runs_per_sec)),
+            Row::new(
+                "backends",
                 format!(
-                    "two hosts vs one on a PostgreSQL database: not measured yet ({})",
+                    "two PostgreSQL hosts vs one: wall time per run (µs; runs started per host: {})",
                     self.two_hosts
+                        .runs_by_host
+                        .iter()
+                        .map(|n| thousands(*n as f64))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
                 ),
-                "",
-            ),
+                format!("{:.1}", self.two_hosts.us_per_run),
+            )
+            .baseline(format!("{:.1}", pg.us_per_run), self.two_hosts_ratio),
         ]
     }
 }
@@ -151,6 +172,19 @@ pub async fn backends(config: &BackendsConfig) -> anyhow::Result<BackendsReport>
     let (lite_latency, _) = measure(config, None, Measurement::Latency(latency_runs)).await?;
     let (pg_latency, pg_latency_db) =
         measure(config, Some(server), Measurement::Latency(latency_runs)).await?;
+    let (two_hosts, two_hosts_db) =
+        measure(config, Some(server), Measurement::TwoHosts(runs)).await?;
+    let Measured::TwoHosts(two_timed, by_host) = two_hosts else {
+        anyhow::bail!("a measurement returned another's figures");
+    };
+    let two_secs = two_timed.elapsed.as_secs_f64();
+    let two_hosts = TwoHostsReport {
+        completed: two_timed.completed,
+        secs: two_secs,
+        runs_per_sec: runs as f64 / two_secs,
+        us_per_run: two_secs * 1e6 / runs as f64,
+        runs_by_host: by_host,
+    };
 
     let backend = |throughput: Measured, latency: Measured, databases: Vec<String>| {
         let (Measured::Throughput(durability, timed), Measured::Latency(latency)) =
@@ -173,7 +207,7 @@ pub async fn backends(config: &BackendsConfig) -> anyhow::Result<BackendsReport>
     let postgres = backend(
         pg_throughput,
         pg_latency,
-        [pg_throughput_db, pg_latency_db]
+        [pg_throughput_db, pg_latency_db, two_hosts_db]
             .into_iter()
             .flatten()
             .collect(),
@@ -190,11 +224,12 @@ pub async fn backends(config: &BackendsConfig) -> anyhow::Result<BackendsReport>
         hold_ms: LATENCY_HOLD_MS,
         server: without_password(server),
         throughput_ratio: ratio(postgres.us_per_run, sqlite.us_per_run),
+        two_hosts_ratio: ratio(two_hosts.us_per_run, postgres.us_per_run),
         latency_p50_ratio: ratio(pg_start.p50_ms, lite_start.p50_ms),
         latency_p99_ratio: ratio(pg_start.p99_ms, lite_start.p99_ms),
         sqlite,
         postgres,
-        two_hosts: TWO_HOSTS_NOT_MEASURED,
+        two_hosts,
     })
 }
 
@@ -204,6 +239,9 @@ enum Measurement {
     Throughput(usize),
     /// This many `sleep` runs one at a time, each sampled from trigger to start.
     Latency(usize),
+    /// This many no-op runs through the first of two hosts sharing one database (PostgreSQL
+    /// only), until all are COMPLETED.
+    TwoHosts(usize),
 }
 
 /// What one host measured.
@@ -211,6 +249,8 @@ enum Measured {
     /// The store's durability, and how long the runs took.
     Throughput(&'static str, Timed),
     Latency(LatencyStats),
+    /// How long the runs took, and how many each host started.
+    TwoHosts(Timed, Vec<u64>),
 }
 
 /// Runs one measurement on a host of its own: SQLite in a new data dir, or, with `server`, a
@@ -228,7 +268,10 @@ async fn measure(
         .await
         .context("the backends scenario makes a database for each measurement")?;
     let url = database_url(server, &name);
-    let measured = on_host(config, &dir, Some(&url), what).await;
+    let measured = match what {
+        Measurement::TwoHosts(n) => on_two_hosts(config, &dir, &url, n).await,
+        _ => on_host(config, &dir, Some(&url), what).await,
+    };
     drop_database(server, &name).await;
     Ok((measured?, Some(name)))
 }
@@ -253,6 +296,45 @@ async fn on_host(
     Ok(measured)
 }
 
+/// Two hosts on the database `url`, each with the scenario's concurrency: the first (on `dir`)
+/// deploys the guest and takes the triggers, the second (on a data dir of its own, with the
+/// first's secrets key) claims from the same queue.
+async fn on_two_hosts(
+    config: &BackendsConfig,
+    dir: &TempDir,
+    url: &str,
+    n: usize,
+) -> anyhow::Result<Measured> {
+    let concurrency = config.concurrency.max(1);
+    let first = start_host_on(
+        dir.path(),
+        Some(url),
+        concurrency,
+        vec![config.bench_wasm.clone()],
+    )
+    .await?;
+    let second_dir = TempDir::new("backends-second")?;
+    let mut second_config = host_config(second_dir.path(), Some(url), concurrency, Vec::new());
+    second_config.secrets_key_file = Some(dir.path().join(crate::secrets::KEY_FILE));
+    let second = crate::host::start(second_config).await;
+    let measured = match &second {
+        Ok(_) => {
+            let (engine, env) = (&first.engine, &first.dev);
+            let warm = trigger(engine, env, "noop", "null").await?;
+            wait_completed(engine.store(), &env.id, &warm, POLL).await?;
+            noop_runs(engine, env, n).await
+        }
+        Err(e) => Err(anyhow::anyhow!("the second host did not start: {e:#}")),
+    };
+    if let Ok(second) = second {
+        second.shutdown().await?;
+    }
+    first.shutdown().await?;
+    let timed = measured?;
+    let by_host = runs_by_host(url).await?;
+    Ok(Measured::TwoHosts(timed, by_host))
+}
+
 async fn measure_on(host: &RunningHost, what: Measurement) -> anyhow::Result<Measured> {
     let (engine, env) = (&host.engine, &host.dev);
     match what {
@@ -264,6 +346,7 @@ async fn measure_on(host: &RunningHost, what: Measurement) -> anyhow::Result<Mea
             let timed = noop_runs(engine, env, n).await?;
             Ok(Measured::Throughput(engine.store().durability(), timed))
         }
+        Measurement::TwoHosts(_) => anyhow::bail!("two hosts are measured by on_two_hosts"),
         Measurement::Latency(n) => {
             let payload = format!("{{\"ms\":{LATENCY_HOLD_MS}}}");
             for _ in 0..(n / 10).clamp(1, 20) {

@@ -59,12 +59,22 @@ pub(super) async fn start_host_on(
     concurrency: usize,
     deploy: Vec<PathBuf>,
 ) -> anyhow::Result<RunningHost> {
+    host::start(host_config(dir, database, concurrency, deploy)).await
+}
+
+/// The configuration [`start_host_on`] starts a host with.
+pub(super) fn host_config(
+    dir: &Path,
+    database: Option<&str>,
+    concurrency: usize,
+    deploy: Vec<PathBuf>,
+) -> HostConfig {
     let mut config = HostConfig::new(dir.to_path_buf(), ([127, 0, 0, 1], 0).into());
     config.database = database.map(str::to_owned);
     config.concurrency = concurrency;
     config.deploy = deploy;
     config.pool = pool_tuning();
-    host::start(config).await
+    config
 }
 
 pub(super) fn read_guest(path: &Path) -> anyhow::Result<Vec<u8>> {

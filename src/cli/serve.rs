@@ -20,9 +20,20 @@ pub(super) struct ServeArgs {
     #[arg(long, env = "KILN_DATA_DIR", default_value = ".kiln")]
     data_dir: PathBuf,
     /// Keep runs in this PostgreSQL database (`postgres://USER@HOST:PORT/DATABASE`) instead of
-    /// SQLite in the data dir; it is migrated at start. One host per database for now.
+    /// SQLite in the data dir; it is migrated at start. Several hosts may share one database,
+    /// each with a data dir of its own and the same secrets key.
     #[arg(long, env = "KILN_DATABASE_URL")]
     database: Option<String>,
+    /// With --database: how long the runs this host started stay its own after it last renewed
+    /// its lease (it renews every third of it). Once a host's lease lapsed (the host was killed
+    /// or cut off from the database), another host takes its runs over; a host cut off stops
+    /// writing before that.
+    #[arg(long, env = "KILN_HOST_LEASE", default_value = "15s", value_parser = parse_lease)]
+    host_lease: Duration,
+    /// The secrets key that seals environment variables (default: secrets.key in the data dir,
+    /// made on first start). Hosts sharing a database must all use the first host's key.
+    #[arg(long, env = "KILN_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
     /// Address of the HTTP API.
     #[arg(long, default_value = "127.0.0.1:3030")]
     listen: SocketAddr,
@@ -121,6 +132,20 @@ fn wait_threshold_arg(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A lease: seconds (`15`) or a duration (`15s`, `1m`, `1500ms`), at least a second.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let lease = match text.parse::<u64>() {
+        Ok(seconds) => Duration::from_secs(seconds),
+        Err(_) => wait_threshold_arg(text)?,
+    };
+    if lease < Duration::from_secs(1) {
+        return Err(format!(
+            "`{text}` is too short for a lease; give at least 1s (hosts renew every third of it)"
+        ));
+    }
+    Ok(lease)
+}
+
 fn duration_arg(text: &str) -> Result<Duration, String> {
     parse_duration(text)
         .ok_or_else(|| format!("`{text}` is not a duration; use forms like 30s, 15m, 1h30m, 2d"))
@@ -160,6 +185,8 @@ pub(super) async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         },
         scratch_bytes: args.scratch_mib.map(|m| m.saturating_mul(1 << 20)),
         database: args.database.clone(),
+        host_lease: args.host_lease,
+        secrets_key_file: args.secrets_key_file.clone(),
         ..HostConfig::new(args.data_dir.clone(), args.listen)
     })
     .await?;

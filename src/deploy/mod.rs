@@ -176,6 +176,9 @@ pub struct Deployer {
     compile_rate: CompileRate,
     /// Where precompiled artifacts are kept (`<data-dir>/compiled`); `None` keeps none.
     artifacts: Option<PathBuf>,
+    /// One lock per component being loaded or compiled for attempts, by digest, so attempts
+    /// that need the same component at once wait for one compile instead of each running one.
+    loading: Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 impl Deployer {
@@ -196,6 +199,7 @@ impl Deployer {
             compiler: tokio::sync::Semaphore::new(1),
             compile_rate: CompileRate::default(),
             artifacts,
+            loading: Mutex::default(),
         }
     }
 
@@ -538,6 +542,35 @@ impl Deployer {
     /// memory, else from its artifact on disk, else compiled from the stored bytes (and the
     /// artifact written for the next start).
     pub async fn prepared(
+        &self,
+        environment_id: &str,
+        digest: &str,
+    ) -> Result<Prepared, DeployError> {
+        if let Some(p) = self.cache().get(digest) {
+            return Ok(p.clone());
+        }
+        let lock = self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(digest.to_owned())
+            .or_default()
+            .clone();
+        let loaded = {
+            let _one_at_a_time = lock.lock().await;
+            self.load_or_compile(environment_id, digest).await
+        };
+        let mut loading = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        // The last one out forgets the lock (the map holds one reference, this call another).
+        if Arc::strong_count(&lock) <= 2 {
+            loading.remove(digest);
+        }
+        loaded
+    }
+
+    /// [`Deployer::prepared`] under its digest's lock: an attempt that waited for another's
+    /// compile finds the code in memory.
+    async fn load_or_compile(
         &self,
         environment_id: &str,
         digest: &str,

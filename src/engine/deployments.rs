@@ -72,3 +72,31 @@ impl Engine {
         }
     }
 }
+
+impl Engine {
+    /// Loads the code of every environment's latest version into memory (from its artifact, or
+    /// compiled if this data dir has none, as on a host that just joined a shared database)
+    /// before the dispatcher claims a run: a claimed run would otherwise hold its slot, and count
+    /// an attempt, through the compile. A component that does not load is left to the attempt
+    /// that needs it, which reports why.
+    pub async fn load_latest_versions(&self) {
+        let environments = match self.store.environments().await {
+            Ok(environments) => environments,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the environments to load their versions failed");
+                return;
+            }
+        };
+        for info in environments {
+            let env = &info.environment.id;
+            let Ok(Some(deployment)) = self.store.latest_deployment(env).await else {
+                continue;
+            };
+            for component in &deployment.components {
+                if let Err(e) = self.deployer.prepared(env, &component.digest).await {
+                    tracing::warn!(component = component.label(), error = %e, "loading a component at start failed");
+                }
+            }
+        }
+    }
+}

@@ -98,7 +98,7 @@ impl Engine {
         let mut short = false;
         let mut scheduler = self.scheduler();
         for (claim, claimed) in plan.iter().zip(staged.value) {
-            let found = claimed.len();
+            let mut found = 0;
             let mut started = 0;
             for c in claimed {
                 match c {
@@ -107,6 +107,7 @@ impl Engine {
                         start,
                         journal,
                     } => {
+                        found += 1;
                         started += 1;
                         starts.push((
                             Started {
@@ -119,7 +120,9 @@ impl Engine {
                         ));
                     }
                     // Waits for a deploy now; the lane may still hold runs behind it.
-                    Claimed::Parked { .. } => {}
+                    Claimed::Parked { .. } => found += 1,
+                    // Not a run: the lane's limit is held by runs executing elsewhere.
+                    Claimed::Limited => self.hold_back(claim.lane.clone()),
                 }
             }
             scheduler.claimed(claim, started);

@@ -6,8 +6,9 @@
 //! text and talks to wasmtime only through `sandbox`. One file per job: `trigger` (options
 //! resolved trigger > task > host), `runs` (what a client does to a run), `queues` (queue and
 //! environment limits, and the scheduler's view of them), `deployments`, `dispatch` (the loop and
-//! its slots), `attempt` (executing one attempt and recording its end), `timers`, `recover`, and
-//! `transitions` (the state machine's results as store changes).
+//! its slots), `attempt` (executing one attempt and recording its end), `timers`, `recover`, `shared` (what a
+//! host does beside others on one database), and `transitions` (the state machine's results as
+//! store changes).
 
 pub mod access;
 mod attempt;
@@ -27,6 +28,7 @@ mod run_host;
 mod runs;
 pub mod scheduler;
 pub mod schedules;
+mod shared;
 pub mod state;
 pub mod stats;
 mod timers;
@@ -100,6 +102,8 @@ pub struct Engine {
     memory_pool_mib: u32,
     /// Which runs start next; slots are counted here.
     scheduler: Mutex<Scheduler>,
+    /// Lanes a limit held by other hosts' runs cut short (see `shared`).
+    held_back: Mutex<std::collections::HashSet<Lane>>,
     /// Slots held by attempts now (free slots are counted from these, not from tasks).
     held: std::sync::atomic::AtomicUsize,
     /// Deployments by id, as attempts need them (a deployment never changes once stored).
@@ -136,6 +140,7 @@ impl Engine {
             memory: Arc::new(Semaphore::new(pool_mib as usize)),
             memory_pool_mib: pool_mib,
             scheduler: Mutex::new(Scheduler::new(config.environment_concurrency)),
+            held_back: Mutex::new(std::collections::HashSet::new()),
             held: std::sync::atomic::AtomicUsize::new(0),
             deployments: Mutex::new(HashMap::new()),
             token_urls: std::sync::OnceLock::new(),

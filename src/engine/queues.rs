@@ -133,9 +133,16 @@ impl Engine {
             .store
             .queued_count(&queue.environment_id, &queue.name)
             .await?;
-        let running = self
-            .scheduler()
-            .queue_running(&queue.environment_id, &queue.name);
+        let running = match self
+            .store
+            .shared_holding(&queue.environment_id, Some(&queue.name))
+            .await
+        {
+            Some(counted) => counted?,
+            None => self
+                .scheduler()
+                .queue_running(&queue.environment_id, &queue.name),
+        };
         Ok(QueueStats {
             queue,
             running,
@@ -228,30 +235,35 @@ impl Engine {
         self.scheduler()
             .set_environment_limit(&info.environment.id, info.concurrency_limit);
         self.wake.notify_one();
-        Ok(Some(self.environment_limit(info)))
+        Ok(Some(self.environment_limit(info).await?))
     }
 
     /// Every environment with its limit and the runs it holds now.
     pub async fn environments(&self) -> Result<Vec<EnvironmentLimit>, EngineError> {
-        Ok(self
-            .store
-            .environments()
-            .await?
-            .into_iter()
-            .map(|info| self.environment_limit(info))
-            .collect())
+        let mut out = Vec::new();
+        for info in self.store.environments().await? {
+            out.push(self.environment_limit(info).await?);
+        }
+        Ok(out)
     }
 
-    pub(super) fn environment_limit(
+    /// An environment's limit in force and the runs holding its slots (on every host, when the
+    /// database is shared).
+    pub(super) async fn environment_limit(
         &self,
         info: crate::store::EnvironmentInfo,
-    ) -> EnvironmentLimit {
+    ) -> Result<EnvironmentLimit, EngineError> {
+        let shared = self
+            .store
+            .shared_holding(&info.environment.id, None)
+            .await
+            .transpose()?;
         let scheduler = self.scheduler();
-        EnvironmentLimit {
+        Ok(EnvironmentLimit {
             concurrency_limit: scheduler.environment_limit(&info.environment.id),
-            running: scheduler.environment_running(&info.environment.id),
+            running: shared.unwrap_or_else(|| scheduler.environment_running(&info.environment.id)),
             environment: info.environment,
             allowed_outbound_hosts: info.allowed_outbound_hosts,
-        }
+        })
     }
 }

@@ -150,7 +150,8 @@ impl Engine {
     }
 
     /// Cancels a run in any non-final status; an executing attempt is interrupted within one
-    /// epoch tick.
+    /// epoch tick (25 ms if it waits inside a host call), on another host sharing the database
+    /// as soon as that host hears of the cancel.
     pub async fn cancel(
         &self,
         env: &Environment,

@@ -217,7 +217,7 @@ impl Engine {
             .into_iter()
             .find(|e| e.environment.id == env.id)
             .ok_or(EngineError::Store(StoreError::NotFound("environment")))?;
-        Ok(self.environment_limit(info))
+        self.environment_limit(info).await
     }
 }
 

@@ -27,6 +27,34 @@ use super::{
 };
 use crate::model::LogLevel;
 
+/// How often an attempt waiting inside a host call (a WASI sleep, a read) looks whether it was
+/// canceled: the epoch callback sees a cancel only while the guest computes.
+const CANCEL_CHECK: Duration = Duration::from_millis(25);
+
+/// Runs a guest call until it ends or its attempt is canceled. A cancel that finds the guest
+/// waiting inside a host call drops the call, which wasmtime unwinds (the fiber is resumed with
+/// an error, so no guest code runs after it), and answers as the epoch callback's interrupt does.
+async fn unless_canceled<T>(
+    mut call: std::pin::Pin<&mut impl std::future::Future<Output = wasmtime::Result<T>>>,
+    cancel: &CancelHandle,
+    stop: &AtomicU8,
+) -> wasmtime::Result<T> {
+    let mut check = tokio::time::interval(CANCEL_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            biased;
+            result = call.as_mut() => return result,
+            _ = check.tick() => {
+                if cancel.0.load(Ordering::Relaxed) {
+                    stop.store(STOP_CANCELED, Ordering::Relaxed);
+                    return Err(wasmtime::Error::new(wasmtime::Trap::Interrupt));
+                }
+            }
+        }
+    }
+}
+
 /// Wall time `definitions()` may take at deploy before the upload is refused.
 const DEFINITIONS_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -244,12 +272,15 @@ impl Sandbox {
         );
         let ctx = wit_context(&req.context);
         let task_id = req.context.task_id.clone();
-        let result = async {
-            let task = prepared.pre.instantiate_async(&mut store).await?;
-            task.call_run(&mut store, &task_id, &req.payload, &ctx)
-                .await
-        }
-        .await;
+        let (cancel, stop) = (store.data().cancel.clone(), store.data().stop.clone());
+        let result = {
+            let run = std::pin::pin!(async {
+                let task = prepared.pre.instantiate_async(&mut store).await?;
+                task.call_run(&mut store, &task_id, &req.payload, &ctx)
+                    .await
+            });
+            unless_canceled(run, &cancel, &stop).await
+        };
         let compute = started.elapsed();
         let fuel_used = fuel.saturating_sub(store.get_fuel().unwrap_or(0));
         let unfinished = store.data().journal().unfinished();

@@ -32,7 +32,7 @@ pub use types::*;
 
 /// Scratch PostgreSQL databases for one measurement each (`kiln bench --database`).
 pub mod postgres_scratch {
-    pub use super::postgres::{create_scratch_database, drop_database};
+    pub use super::postgres::{create_scratch_database, drop_database, runs_by_host};
 }
 
 use crate::metadata::{MetadataError, MetadataOp};
@@ -61,12 +61,12 @@ impl Store {
         })
     }
 
-    /// Connects to the PostgreSQL database at `url`, runs migrations and takes the host lock. A
-    /// database from a newer kiln, or one another host holds, is refused before anything is
-    /// written.
-    pub async fn connect_postgres(url: &str) -> Result<Store, StoreError> {
+    /// Connects to the PostgreSQL database at `url`, runs migrations and takes a lease for
+    /// this host among those sharing the database. A database from a newer kiln is refused
+    /// before anything is written.
+    pub async fn connect_postgres(url: &str, host: SharedHost) -> Result<Store, StoreError> {
         Ok(Store {
-            backend: Backend::Postgres(postgres::PostgresStore::connect(url).await?),
+            backend: Backend::Postgres(postgres::PostgresStore::connect(url, host).await?),
         })
     }
 
@@ -96,6 +96,39 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(_) => None,
             Backend::Postgres(s) => Some(s.lane_hints()),
+        }
+    }
+
+    /// What other hosts sharing the database did that this host's engine acts on (slots given
+    /// back, runs canceled, runs orphaned by a lapsed lease). `None` for SQLite, where there is
+    /// no other host.
+    pub fn host_hints(&self) -> Option<tokio::sync::broadcast::Receiver<HostHint>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(s) => Some(s.host_hints()),
+        }
+    }
+
+    /// Runs holding a slot (DEQUEUED or EXECUTING) on every host sharing the database, in an
+    /// environment or one of its queues; `None` on SQLite, where the engine's scheduler counts
+    /// every run itself.
+    pub async fn shared_holding(
+        &self,
+        environment_id: &str,
+        queue: Option<&str>,
+    ) -> Option<Result<u32, StoreError>> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            Backend::Postgres(s) => Some(s.holding(environment_id, queue).await),
+        }
+    }
+
+    /// Ends this host's lease on a shared database, so other hosts take over at once whatever
+    /// it still holds; requests are refused after it. The last step of a host's graceful stop;
+    /// nothing on SQLite.
+    pub async fn release_lease(&self) {
+        if let Backend::Postgres(s) = &self.backend {
+            s.release_lease().await;
         }
     }
 
@@ -185,7 +218,9 @@ facade! {
     fn attempts(&self, environment_id: &str, run_id: &str) -> Vec<Attempt>;
     /// A run's log lines in the order they were written, at most `limit` after line `after`.
     fn logs(&self, environment_id: &str, run_id: &str, after: i64, limit: usize) -> Vec<(i64, LogLine)>;
-    /// Runs a previous process claimed or was executing when it stopped.
+    /// Runs claimed or executing that no live host holds, taken over by this one: on SQLite
+    /// every such run (a previous process left them); on a shared database those of host starts
+    /// whose lease lapsed or ended, each run to one host of those asking at once.
     fn in_flight_runs(&self) -> Vec<Run>;
     /// Stores the components (those new) and a deployment of them, in their order, with the
     /// next version of the day (`YYYYMMDD.N`) and each component's tasks, in one transaction.
@@ -369,8 +404,9 @@ facade! {
     fn environment(&self, id: &str) -> Option<Environment>;
     /// The environment an active key belongs to.
     fn environment_for_key(&self, key_hash: [u8; 32]) -> Option<Environment>;
-    /// A host-wide secret by name, made (32 random bytes) the first time it is asked for.
-    fn host_secret(&self, name: &str) -> Vec<u8>;
+    /// A host-wide value by name: `proposed` is stored by the first host to ask, and every
+    /// host gets the stored value (a secret made once, a check every host must pass).
+    fn host_value(&self, name: &str, proposed: Vec<u8>) -> Vec<u8>;
     /// Moves DELAYED runs whose time has come to QUEUED. Returns the lanes of the runs moved.
     fn enqueue_delayed(&self, now: Millis, limit: usize) -> Vec<Lane>;
     /// Ends the retry backoff of queued runs whose time has come. Returns their lanes.

@@ -31,6 +31,33 @@ pub enum LaneHint {
     All,
 }
 
+/// What other hosts sharing the database did that this host's engine acts on. Hints, never the
+/// truth: a host that misses one finds the same on its next periodic pass.
+#[derive(Debug, Clone)]
+pub enum HostHint {
+    /// Runs of this environment gave their slots back (an attempt ended, on any host): lanes a
+    /// limit held back may start runs again.
+    Slots(String),
+    /// These runs were canceled (through any host): an attempt of one executing here stops.
+    Canceled(Vec<String>),
+    /// A host's lease lapsed, or its previous start's did: the runs it held are for a live host
+    /// to take over ([`Store::in_flight_runs`](crate::store::Store)), once.
+    Orphans,
+}
+
+/// How a host takes part in a database other hosts share (PostgreSQL).
+#[derive(Debug, Clone)]
+pub struct SharedHost {
+    /// The host's name, the same on every start of one data dir: a start ends its previous
+    /// start's lease, so the runs that one held are taken over at once.
+    pub name: String,
+    /// How long the runs a host started stay its own after it last renewed its lease; it renews
+    /// every third of this.
+    pub lease: std::time::Duration,
+    /// The concurrency limit of an environment that sets none (the engine's default).
+    pub default_environment_limit: u32,
+}
+
 /// A component of a deployment about to be stored: its bytes and their SHA-256 digest, the file
 /// name the upload gave it (if any), and the tasks it defines, validated.
 #[derive(Debug, Clone)]
@@ -285,6 +312,10 @@ pub enum Claimed {
     },
     /// No deployed version has its task, and it never started: it waits in PENDING_VERSION.
     Parked { run_id: String },
+    /// The lane has ready runs, but a limit held by runs executing elsewhere (another host's, on
+    /// a shared database) left no slot for as many as were asked: the lane should be tried again
+    /// when a slot of its environment comes free. At most one per lane, after its started runs.
+    Limited,
 }
 
 /// A run's journal to store together with an effect the run has (children it triggers, a token

@@ -16,6 +16,7 @@ mod deploy;
 mod deploy_background;
 mod deploy_components;
 mod env_vars;
+mod hosts;
 mod http;
 mod js;
 mod limits;

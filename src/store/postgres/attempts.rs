@@ -1,9 +1,9 @@
 //! Attempts: the end with its usage and logs, a run's status change, and reading attempts and
 //! logs. (An attempt starts with its claim: see `claim`.)
 
-use super::PostgresStore;
 use super::lifecycle::{apply_update, record_attempt};
 use super::rows::*;
+use super::{DB_NOW, PostgresStore};
 use crate::model::*;
 use crate::store::*;
 
@@ -22,7 +22,7 @@ impl PostgresStore {
     ) -> Result<Staged<Vec<Lane>>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let (_, resumed) = record_attempt(&tx, finish).await?;
+        let (_, resumed) = record_attempt(&tx, finish, &self.host_id()).await?;
         tx.commit().await?;
         Ok(Staged {
             value: resumed,
@@ -85,19 +85,39 @@ impl PostgresStore {
         .collect()
     }
 
+    /// Takes over the runs no live host holds — claimed or executing by a host start whose lease
+    /// lapsed or ended (see the module `postgres`), or by none — and returns them: one update
+    /// names this host as theirs, so of hosts taking runs over at once each run goes to one.
     pub async fn in_flight_runs(&self) -> Result<Vec<Run>, StoreError> {
-        let c = self.reader().await?;
-        query(
-            &c,
+        let mut c = self.conn().await?;
+        let tx = c.transaction().await?;
+        let host = self.host_id();
+        let ids: Vec<String> = query(
+            &tx,
             &format!(
-                "SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.status IN ('DEQUEUED', 'EXECUTING')"
+                "UPDATE runs r SET host_id = $1 \
+             WHERE r.status IN ('DEQUEUED', 'EXECUTING') \
+               AND (r.host_id IS NULL OR NOT EXISTS \
+                    (SELECT 1 FROM hosts h WHERE h.id = r.host_id AND h.lease_until >= {DB_NOW})) \
+             RETURNING r.id"
             ),
-            &[],
+            &[&&*host],
+        )
+        .await?
+        .iter()
+        .map(|r| get(r, 0))
+        .collect::<Result<_, _>>()?;
+        let runs = query(
+            &tx,
+            &format!("SELECT {RUN_COLUMNS} FROM {RUN_FROM} WHERE r.id = ANY($1) ORDER BY r.id"),
+            &[&ids],
         )
         .await?
         .iter()
         .map(run_from_row)
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await?;
+        Ok(runs)
     }
 }
 

@@ -14,6 +14,15 @@
 //! or none. (`NO KEY`: the rows' keys do not change, and a key-share lock — the one a foreign
 //! key check takes when another transaction inserts a row naming the run — makes no claim pass
 //! a run by.)
+//!
+//! **Limits are enforced here, across hosts.** The engine's scheduler plans within what its own
+//! host holds; the claim counts what every host holds. It takes an advisory lock per environment
+//! (sorted, before any row), so claims of one environment count one after the other and each
+//! sees the runs the one before it started (committed before its lock was released); then it
+//! counts the runs holding a slot (DEQUEUED or EXECUTING, the `runs_holding` index) of the
+//! environment and of each lane, against the environment's limit (its own, else the host
+//! default), the lane's queue limit (override, else definition; per concurrency key) and the
+//! queue's pause flag, all as stored. A lane cut short by a limit answers `Claimed::Limited`.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -22,7 +31,9 @@ use deadpool_postgres::GenericClient;
 
 use super::PostgresStore;
 use super::deployments::NEWEST_FIRST;
-use super::rows::{exec, flag, get, int, load_run, outbound_hosts, query, query_one, query_opt};
+use super::rows::{
+    exec, flag, get, int, load_run, lock_sorted, outbound_hosts, query, query_one, query_opt,
+};
 use crate::model::{Lane, Millis, RunStatus, Step};
 use crate::store::codec::status_guard;
 use crate::store::{AttemptStart, Claimed, Durability, Staged, StoreError, StoredVar};
@@ -32,7 +43,7 @@ pub(super) static START_CLAIMED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE runs SET status = '{executing}', attempt_count = attempt_count + 1, \
            deployment_id = coalesce(deployment_id, $2), started_at = coalesce(started_at, $3), \
-           updated_at = $3 \
+           updated_at = $3, host_id = $4 \
          WHERE id = $1 AND {guard} AND checkpointed = 0",
         executing = RunStatus::Executing.as_str(),
         guard = status_guard(
@@ -46,7 +57,7 @@ pub(super) static START_CLAIMED: LazyLock<String> = LazyLock::new(|| {
 /// A planned run whose attempt has a checkpoint continues it (same attempt number).
 pub(super) static CONTINUE_CLAIMED: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE runs SET status = '{executing}', updated_at = $2 \
+        "UPDATE runs SET status = '{executing}', updated_at = $2, host_id = $3 \
          WHERE id = $1 AND {guard} AND checkpointed = 1",
         executing = RunStatus::Executing.as_str(),
         guard = status_guard(
@@ -234,6 +245,7 @@ async fn start(
     c: &impl GenericClient,
     head: Head,
     lookups: &mut Lookups,
+    host: &str,
     now: Millis,
 ) -> Result<Claimed, StoreError> {
     let deployment = match &head.deployment_id {
@@ -257,9 +269,9 @@ async fn start(
     }
     // A started run whose version lost the task starts too; the engine fails it with the reason.
     let changed = if head.checkpointed {
-        exec(c, &CONTINUE_CLAIMED, &[&head.id, &now]).await?
+        exec(c, &CONTINUE_CLAIMED, &[&head.id, &now, &host]).await?
     } else {
-        exec(c, &START_CLAIMED, &[&head.id, &deployment, &now]).await?
+        exec(c, &START_CLAIMED, &[&head.id, &deployment, &now, &host]).await?
     };
     if changed != 1 {
         // This transaction holds the head's row lock since it read it QUEUED: nothing else can
@@ -320,6 +332,8 @@ impl PostgresStore {
         now: Millis,
     ) -> Result<Staged<Vec<Vec<Claimed>>>, StoreError> {
         let c = self.conn().await?;
+        let host = self.host_id();
+        let default_environment_limit = self.default_environment_limit;
         let (ran, value) = tokio::sync::oneshot::channel();
         let (settle, durable) = Durability::pending();
         tokio::spawn(async move {
@@ -331,7 +345,7 @@ impl PostgresStore {
                     return;
                 }
             };
-            match claim_in(&tx, &lanes, now).await {
+            match claim_in(&tx, &lanes, &host, default_environment_limit, now).await {
                 Ok(claimed) => {
                     if ran.send(Ok(claimed)).is_err() {
                         // Nobody will run what was claimed: nothing of it is kept.
@@ -357,9 +371,12 @@ impl PostgresStore {
 async fn claim_in(
     tx: &deadpool_postgres::Transaction<'_>,
     lanes: &[(Lane, usize)],
+    host: &str,
+    default_environment_limit: u32,
     now: Millis,
 ) -> Result<Vec<Vec<Claimed>>, StoreError> {
     let mut lookups = Lookups::default();
+    let mut slots = Slots::lock(tx, lanes, default_environment_limit).await?;
     // The lanes are claimed in one order (by environment, queue and key) whatever order they
     // are asked in: starting a run updates its queue's count (`queue_depths`, one row per
     // queue, locked until the commit), so two claims taking the same queues in opposite
@@ -372,13 +389,128 @@ async fn claim_in(
     let mut out: Vec<Vec<Claimed>> = lanes.iter().map(|_| Vec::new()).collect();
     for index in order {
         let (lane, count) = &lanes[index];
+        let room = slots.room(tx, lane).await?;
         let mut claimed = Vec::new();
-        for head in heads(tx, lane, *count).await? {
-            claimed.push(start(tx, head, &mut lookups, now).await?);
+        let mut started = 0;
+        for head in heads(tx, lane, (*count).min(room)).await? {
+            let c = start(tx, head, &mut lookups, host, now).await?;
+            started += usize::from(matches!(c, Claimed::Started { .. }));
+            claimed.push(c);
+        }
+        slots.took(lane, started);
+        if room < *count {
+            claimed.push(Claimed::Limited);
         }
         out[index] = claimed;
     }
     Ok(out)
+}
+
+/// The class of the advisory locks claims take per environment (the second key is the
+/// environment id's hash), apart from the other classes and the one-key locks.
+const SLOTS_LOCK: i32 = 0x6b73_6c74; // "kslt"
+
+/// Which runs hold a slot, as one claim counts them.
+struct Slots {
+    default_environment_limit: u32,
+    /// environment → (its limit, runs holding a slot counting this claim's).
+    environments: HashMap<String, (u32, u32)>,
+}
+
+impl Slots {
+    /// Takes the claim's environment locks, in one order (sorted by key).
+    async fn lock(
+        c: &impl GenericClient,
+        lanes: &[(Lane, usize)],
+        default_environment_limit: u32,
+    ) -> Result<Slots, StoreError> {
+        let environments: Vec<&str> = lanes
+            .iter()
+            .map(|(lane, _)| lane.environment_id.as_str())
+            .collect();
+        lock_sorted(c, SLOTS_LOCK, &environments).await?;
+        Ok(Slots {
+            default_environment_limit,
+            environments: HashMap::new(),
+        })
+    }
+
+    /// How many more runs `lane` may start now, under its queue's and environment's limits.
+    async fn room(&mut self, c: &impl GenericClient, lane: &Lane) -> Result<usize, StoreError> {
+        let (env_limit, env_holding) = match self.environments.get(&lane.environment_id) {
+            Some(found) => *found,
+            None => {
+                let row = query_one(
+                    c,
+                    "SELECT e.concurrency_limit, (SELECT count(*) FROM runs r \
+                       WHERE r.environment_id = e.id AND r.status IN ('DEQUEUED', 'EXECUTING')) \
+                     FROM environments e WHERE e.id = $1",
+                    &[&lane.environment_id],
+                )
+                .await?;
+                let limit: Option<i64> = get(&row, 0)?;
+                let holding: i64 = get(&row, 1)?;
+                let found = (
+                    limit.map_or(self.default_environment_limit, clamp),
+                    clamp(holding),
+                );
+                self.environments.insert(lane.environment_id.clone(), found);
+                found
+            }
+        };
+        let queue = query_opt(
+            c,
+            "SELECT paused, coalesce(override_limit, concurrency_limit) FROM queues \
+             WHERE environment_id = $1 AND name = $2",
+            &[&lane.environment_id, &lane.queue],
+        )
+        .await?;
+        let (paused, queue_limit) = match queue {
+            Some(row) => (flag(&row, 0)?, get::<Option<i64>>(&row, 1)?.map(clamp)),
+            None => (false, None),
+        };
+        if paused {
+            return Ok(0);
+        }
+        let lane_limit = queue_limit.map_or(env_limit, |l| l.min(env_limit));
+        let holding = match &lane.concurrency_key {
+            Some(key) => {
+                query_one(
+                    c,
+                    "SELECT count(*) FROM runs WHERE environment_id = $1 AND queue = $2 \
+                       AND concurrency_key = $3 AND status IN ('DEQUEUED', 'EXECUTING')",
+                    &[&lane.environment_id, &lane.queue, key],
+                )
+                .await?
+            }
+            None => {
+                query_one(
+                    c,
+                    "SELECT count(*) FROM runs WHERE environment_id = $1 AND queue = $2 \
+                       AND concurrency_key IS NULL AND status IN ('DEQUEUED', 'EXECUTING')",
+                    &[&lane.environment_id, &lane.queue],
+                )
+                .await?
+            }
+        };
+        let lane_holding = clamp(get::<i64>(&holding, 0)?);
+        let room = lane_limit
+            .saturating_sub(lane_holding)
+            .min(env_limit.saturating_sub(env_holding));
+        Ok(room as usize)
+    }
+
+    /// Counts `started` runs of `lane` as holding slots of its environment now.
+    fn took(&mut self, lane: &Lane, started: usize) {
+        if let Some((_, holding)) = self.environments.get_mut(&lane.environment_id) {
+            *holding = holding.saturating_add(u32::try_from(started).unwrap_or(u32::MAX));
+        }
+    }
+}
+
+/// A count or limit as stored, in the engine's range.
+fn clamp(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
 #[cfg(test)]

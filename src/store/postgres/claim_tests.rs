@@ -30,6 +30,7 @@ fn started(claimed: &[Claimed]) -> Vec<String> {
         .map(|c| match c {
             Claimed::Started { run, .. } => run.id.clone(),
             Claimed::Parked { run_id } => panic!("{run_id} parked"),
+            Claimed::Limited => "(limited)".to_owned(),
         })
         .collect()
 }
@@ -300,4 +301,131 @@ async fn a_run_starts_on_the_latest_of_versions_made_at_once() {
         panic!("started")
     };
     assert_eq!(run.deployment_id.as_deref(), Some("d10"));
+}
+
+/// Limits count the runs every host holds, as stored: a queue's limit (its override, else its
+/// definition's), its pause flag, a concurrency key's own share of the queue limit, and the
+/// environment's limit (its own, else the host default). A lane cut short says so.
+#[tokio::test]
+async fn a_claim_starts_no_more_than_the_limits_leave_across_hosts() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let c = store.conn().await.expect("a connection");
+    tenant(&c).await;
+    deploy(&c, "d1", "20240101.1", 1, &["t"]).await;
+    make_queue(&c, "q").await;
+    c.batch_execute("UPDATE queues SET concurrency_limit = 2 WHERE name = 'q'")
+        .await
+        .expect("a queue limit");
+    // Another host executes one run of `q` and one of key `k` of `q`.
+    insert_run(&c, "elsewhere", "q", "EXECUTING").await;
+    insert_run(&c, "elsewhere-k", "q", "EXECUTING").await;
+    for id in ["q1", "q2", "q3", "k1", "k2", "k3"] {
+        insert_run(&c, id, "q", "QUEUED").await;
+    }
+    c.batch_execute(
+        "UPDATE runs SET host_id = 'host_other'; \
+         UPDATE runs SET concurrency_key = 'k' WHERE id IN ('elsewhere-k', 'k1', 'k2', 'k3')",
+    )
+    .await
+    .expect("runs held elsewhere");
+
+    let claimed = settled(
+        store
+            .claim_runs(vec![(lane("q", None), 3), (lane("q", Some("k")), 3)], 5)
+            .await,
+    )
+    .await;
+    assert_eq!(started(&claimed[0]).len(), 2, "{:?}", started(&claimed[0]));
+    assert_eq!(started(&claimed[0])[1], "(limited)");
+    assert_eq!(
+        started(&claimed[1]).len(),
+        2,
+        "each key has the queue's limit"
+    );
+    assert_eq!(started(&claimed[1])[1], "(limited)");
+    let full = settled(store.claim_runs(vec![(lane("q", None), 1)], 6).await).await;
+    assert_eq!(started(&full[0]), ["(limited)"]);
+
+    // The runs elsewhere end: the queue has room again, up to the environment's limit.
+    c.batch_execute(
+        "UPDATE runs SET status = 'COMPLETED' WHERE id IN ('elsewhere', 'elsewhere-k'); \
+         UPDATE environments SET concurrency_limit = 3 WHERE id = 'e'",
+    )
+    .await
+    .expect("ended");
+    let claimed = settled(
+        store
+            .claim_runs(vec![(lane("q", None), 2), (lane("q", Some("k")), 2)], 7)
+            .await,
+    )
+    .await;
+    // Holding now: q1, k1; the environment's limit of 3 leaves one.
+    let took: Vec<String> = claimed.iter().flat_map(|c| started(c)).collect();
+    assert_eq!(
+        took.iter().filter(|id| !id.starts_with('(')).count(),
+        1,
+        "{took:?}"
+    );
+    assert!(took.contains(&"(limited)".to_owned()), "{took:?}");
+
+    // A paused queue starts nothing, whatever its room.
+    c.batch_execute(
+        "UPDATE environments SET concurrency_limit = NULL WHERE id = 'e'; \
+         UPDATE queues SET paused = 1 WHERE name = 'q'",
+    )
+    .await
+    .expect("paused");
+    let claimed = settled(store.claim_runs(vec![(lane("q", None), 2)], 8).await).await;
+    assert_eq!(started(&claimed[0]), ["(limited)"]);
+    let running: i64 = c
+        .query_one(
+            "SELECT count(*) FROM runs WHERE status = 'EXECUTING' AND host_id = $1",
+            &[&&*store.host_id()],
+        )
+        .await
+        .expect("a count")
+        .get(0);
+    assert_eq!(running, 3, "claims name the host that started them");
+}
+
+/// Two hosts claiming one limited queue at once never pass its limit together.
+#[tokio::test]
+async fn hosts_claiming_at_once_share_a_queue_limit() {
+    let db = TestDatabase::create().await;
+    let (a, b) = tokio::join!(db.store(), db.store());
+    let c = a.conn().await.expect("a connection");
+    tenant(&c).await;
+    deploy(&c, "d1", "20240101.1", 1, &["t"]).await;
+    make_queue(&c, "q").await;
+    c.batch_execute("UPDATE queues SET concurrency_limit = 3 WHERE name = 'q'")
+        .await
+        .expect("a queue limit");
+    for i in 0..20 {
+        insert_scored(&c, &format!("r{i:02}"), "q", "QUEUED", i).await;
+    }
+    for round in 0..5 {
+        let (x, y) = tokio::join!(
+            a.claim_runs(vec![(lane("q", None), 3)], 10 + round),
+            b.claim_runs(vec![(lane("q", None), 3)], 10 + round),
+        );
+        let (x, y) = (settled(x).await, settled(y).await);
+        let took = x.iter().chain(&y).flat_map(|c| started(c));
+        assert!(
+            took.filter(|id| !id.starts_with('(')).count() <= 3,
+            "round {round}"
+        );
+        let holding: i64 = c
+            .query_one("SELECT count(*) FROM runs WHERE status = 'EXECUTING'", &[])
+            .await
+            .expect("a count")
+            .get(0);
+        assert_eq!(
+            holding, 3,
+            "round {round}: the limit is filled, never passed"
+        );
+        c.batch_execute("UPDATE runs SET status = 'COMPLETED' WHERE status = 'EXECUTING'")
+            .await
+            .expect("ended");
+    }
 }

@@ -85,26 +85,18 @@ const ENDS_LOCK: i32 = 0x6b65_6e64; // "kend"
 /// committing while a child ends either commits its waiters before the child reads them, or
 /// reads the child's final status after it committed: the parent is resumed either way, once.
 pub(super) async fn lock_ends(c: &impl GenericClient, runs: &[String]) -> Result<(), StoreError> {
-    if runs.is_empty() {
-        return Ok(());
-    }
-    exec(
-        c,
-        &format!(
-            "SELECT pg_advisory_xact_lock({ENDS_LOCK}, key) FROM \
-             (SELECT DISTINCT hashtext(id) AS key FROM unnest($1::text[]) AS id ORDER BY key) keys"
-        ),
-        &[&runs],
-    )
-    .await?;
-    Ok(())
+    let runs: Vec<&str> = runs.iter().map(String::as_str).collect();
+    lock_sorted(c, ENDS_LOCK, &runs).await
 }
 
-/// Records an attempt's end (or checkpoint) and the run's change; returns whether the run had
-/// been canceled meanwhile (the attempt is then recorded as canceled, the run left as it is).
+/// Records an attempt's end (or checkpoint) and the run's change, by the host start `host`;
+/// returns whether the run had been canceled meanwhile (the attempt is then recorded as
+/// canceled, the run left as it is). An executing run another host holds now (this host's lease
+/// lapsed and that host took the run over) is a [`StoreError::Conflict`]: nothing is recorded.
 pub(super) async fn record_attempt(
     c: &impl GenericClient,
     finish: FinishAttempt,
+    host: &str,
 ) -> Result<(bool, Vec<Lane>), StoreError> {
     let FinishAttempt {
         update,
@@ -116,25 +108,33 @@ pub(super) async fn record_attempt(
         compute_ms,
         logs,
     } = finish;
-    let (canceled, resumed) =
-        match apply_with_usage(c, &update, output.as_deref(), fuel_used, compute_ms).await {
-            Ok(resumed) => (false, resumed),
-            Err(StoreError::Conflict) => {
-                let status: Option<String> = query_opt(
-                    c,
-                    "SELECT status FROM runs WHERE id = $1 AND environment_id = $2",
-                    &[&update.run_id, &update.environment_id],
-                )
-                .await?
-                .map(|r| get(&r, 0))
-                .transpose()?;
-                if status.as_deref() != Some(RunStatus::Canceled.as_str()) {
-                    return Err(StoreError::Conflict);
-                }
-                (true, Vec::new())
+    let (canceled, resumed) = match apply_with_usage(
+        c,
+        &update,
+        output.as_deref(),
+        fuel_used,
+        compute_ms,
+        Some(host),
+    )
+    .await
+    {
+        Ok(resumed) => (false, resumed),
+        Err(StoreError::Conflict) => {
+            let status: Option<String> = query_opt(
+                c,
+                "SELECT status FROM runs WHERE id = $1 AND environment_id = $2",
+                &[&update.run_id, &update.environment_id],
+            )
+            .await?
+            .map(|r| get(&r, 0))
+            .transpose()?;
+            if status.as_deref() != Some(RunStatus::Canceled.as_str()) {
+                return Err(StoreError::Conflict);
             }
-            Err(e) => return Err(e),
-        };
+            (true, Vec::new())
+        }
+        Err(e) => return Err(e),
+    };
     let attempt_status = if canceled {
         AttemptStatus::Canceled
     } else {
@@ -185,7 +185,7 @@ pub(super) async fn apply_update(
     c: &impl GenericClient,
     u: &RunUpdate,
 ) -> Result<Vec<Lane>, StoreError> {
-    apply_with_usage(c, u, None, 0, 0).await
+    apply_with_usage(c, u, None, 0, 0, None).await
 }
 
 /// [`apply_update`], adding an attempt's output and usage to the run in the same statement.
@@ -195,6 +195,7 @@ async fn apply_with_usage(
     output: Option<&str>,
     fuel_used: u64,
     compute_ms: u64,
+    owner: Option<&str>,
 ) -> Result<Vec<Lane>, StoreError> {
     // The engine computed the change with the state machine; a change its table lacks is a bug,
     // refused rather than stored.
@@ -209,13 +210,23 @@ async fn apply_with_usage(
     // started may come while the row still shows QUEUED to others; an `UPDATE … WHERE status =
     // 'EXECUTING'` would pass that row over without waiting. Locking the row first waits for
     // the claim's commit (or rollback) and then reads the status it left.
+    // The same lock orders an attempt's own end after a takeover of its run by another host:
+    // with `owner` (the attempt's host), a run another host holds now is not this attempt's to
+    // end.
     if u.expected == RunStatus::Executing {
-        exec(
+        let holder: Option<Option<String>> = query_opt(
             c,
-            "SELECT 1 FROM runs WHERE id = $1 FOR NO KEY UPDATE",
+            "SELECT host_id FROM runs WHERE id = $1 FOR NO KEY UPDATE",
             &[&u.run_id],
         )
-        .await?;
+        .await?
+        .map(|r| get(&r, 0))
+        .transpose()?;
+        if let (Some(owner), Some(Some(holder))) = (owner, &holder)
+            && holder != owner
+        {
+            return Err(StoreError::Conflict);
+        }
     }
     // The compare-and-set on the status: a concurrent change of the run waits for this one (the
     // row lock) and then finds the status it expected gone.

@@ -1,14 +1,15 @@
 //! Numbered schema migrations of the PostgreSQL backend. Append only: a released migration is
 //! never edited, and the index in [`MIGRATIONS`] plus one is the schema version recorded in
 //! `kiln_schema`. The list starts at the schema the SQLite backend had reached (its V18) in one
-//! step; from there each change to the schema is a migration in both lists.
+//! step; from there each change to the schema is a migration in both lists, or in this one alone
+//! when only a shared database needs it (V2: the hosts' leases).
 //!
 //! The tables and columns are SQLite's, spelled for PostgreSQL: every integer is a `BIGINT`
 //! (flags too, `0`/`1`, so the status guards' SQL is the same text on both backends), `BLOB` is
 //! `BYTEA`, `REAL` is `DOUBLE PRECISION`, JSON stays `TEXT` as the model writes it.
 
 /// Every migration, oldest first.
-pub const MIGRATIONS: &[&str] = &[V1_INITIAL];
+pub const MIGRATIONS: &[&str] = &[V1_INITIAL, V2_HOSTS];
 
 const V1_INITIAL: &str = r#"
 CREATE TABLE projects (
@@ -481,4 +482,70 @@ CREATE TRIGGER runs_notify_insert AFTER INSERT ON runs REFERENCING NEW TABLE AS 
  FOR EACH STATEMENT EXECUTE FUNCTION kiln_notify_runs();
 CREATE TRIGGER runs_notify_update AFTER UPDATE ON runs REFERENCING NEW TABLE AS changed_runs
  FOR EACH STATEMENT EXECUTE FUNCTION kiln_notify_runs();
+"#;
+
+/// Several hosts on one database: each start of a host holds a lease it renews (`hosts`, on the
+/// database's clock), a started run names the host executing it (`runs.host_id`), and runs that
+/// hold a slot have an index of their own, so a claim counts them per lane and environment
+/// without reading the queued ones. The update trigger also tells the hosts which environments
+/// got a slot back (`kiln_slots`) and which runs were canceled (`kiln_cancel`).
+const V2_HOSTS: &str = r#"
+CREATE TABLE hosts (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    started_at BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL
+);
+CREATE INDEX hosts_by_name ON hosts (name);
+ALTER TABLE runs ADD COLUMN host_id TEXT;
+CREATE INDEX runs_holding ON runs (environment_id, queue, concurrency_key)
+ WHERE status IN ('DEQUEUED', 'EXECUTING');
+
+CREATE FUNCTION kiln_notify_runs_update() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    chunk TEXT;
+    lane TEXT;
+    environment TEXT;
+BEGIN
+    -- V1's notifications (the changed ids, the lanes with ready runs), as `kiln_notify_runs`
+    -- sends them: a trigger's transition tables are visible to its own function only.
+    FOR chunk IN
+        SELECT string_agg(id, ',') FROM (
+            SELECT id, (row_number() OVER ()) / 200 AS part FROM changed_runs
+        ) numbered GROUP BY part
+    LOOP
+        PERFORM pg_notify('kiln_runs', chunk);
+    END LOOP;
+    FOR lane IN
+        SELECT DISTINCT CASE
+            WHEN octet_length(environment_id) + octet_length(queue)
+                 + coalesce(octet_length(concurrency_key), 0) > 7000
+            THEN environment_id || chr(9) || '*'
+            ELSE environment_id || chr(9) || queue || chr(9) || coalesce('=' || concurrency_key, '')
+        END
+        FROM changed_runs WHERE status = 'QUEUED' AND backoff = 0
+    LOOP
+        PERFORM pg_notify('kiln_lanes', lane);
+    END LOOP;
+    FOR environment IN
+        SELECT DISTINCT o.environment_id FROM old_runs o JOIN changed_runs n ON n.id = o.id
+         WHERE o.status IN ('DEQUEUED', 'EXECUTING') AND n.status NOT IN ('DEQUEUED', 'EXECUTING')
+    LOOP
+        PERFORM pg_notify('kiln_slots', environment);
+    END LOOP;
+    FOR chunk IN
+        SELECT string_agg(id, ',') FROM (
+            SELECT n.id, (row_number() OVER ()) / 200 AS part
+              FROM old_runs o JOIN changed_runs n ON n.id = o.id
+             WHERE o.status IN ('DEQUEUED', 'EXECUTING') AND n.status = 'CANCELED'
+        ) numbered GROUP BY part
+    LOOP
+        PERFORM pg_notify('kiln_cancel', chunk);
+    END LOOP;
+    RETURN NULL;
+END $$;
+DROP TRIGGER runs_notify_update ON runs;
+CREATE TRIGGER runs_notify_update AFTER UPDATE ON runs
+ REFERENCING OLD TABLE AS old_runs NEW TABLE AS changed_runs
+ FOR EACH STATEMENT EXECUTE FUNCTION kiln_notify_runs_update();
 "#;

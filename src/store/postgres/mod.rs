@@ -6,11 +6,21 @@
 //! `Ok` means the commit is in PostgreSQL's flushed WAL; concurrent commits share WAL flushes
 //! the way the SQLite writer's groups share an `fdatasync`. Reads run on the same pool.
 //!
-//! One more connection per host is the **session**: it holds the host's advisory lock (only one
-//! host per database until claims carry leases: today's recovery treats every executing run as
-//! this host's) and `LISTEN`s for the runs each commit changed, which triggers on `runs` send
-//! (`kiln_runs`, migration V1) at commit — from any host, so realtime sees every host's changes.
-//! A notification is a hint that makes watchers read; it is never the truth.
+//! **Several hosts share one database.** Each start of a host holds a *lease* (a row of `hosts`,
+//! on the database's clock) that it renews every third of its length; the runs it claims name it
+//! (`runs.host_id`). A host whose lease lapsed (killed, or cut off from the database) has its
+//! executing runs taken over by a live host, the way a restart recovers them on SQLite: any host
+//! that finds an expired lease deletes it (one delete wins) and tells its engine, whose recovery
+//! adopts the orphaned runs (`attempts::in_flight_runs`, one update: each run goes to one host).
+//! A host whose own lease lapsed refuses every request until it renews, so it writes nothing
+//! while another host may be taking its runs over; an attempt's end, checkpoint or journaled
+//! effect also checks, in the transaction that records it, that the run is still this host's.
+//!
+//! One more connection per host is the **session**: it `LISTEN`s for what triggers on `runs`
+//! send at commit (migrations V1, V2) — the runs each commit changed (`kiln_runs`), lanes with
+//! ready runs (`kiln_lanes`), environments with a slot given back (`kiln_slots`) and canceled
+//! runs (`kiln_cancel`) — from any host, so realtime sees every host's changes and the schedulers
+//! claim what another host queued. A notification is a hint; it is never the truth.
 //!
 //! The queries live in one file per job, as in the SQLite backend; `rows` is the leaf every
 //! feature module uses.
@@ -24,6 +34,7 @@ mod deployments;
 mod env_vars;
 mod environments;
 mod journal;
+mod lease;
 mod lifecycle;
 mod migrations;
 mod queues;
@@ -43,7 +54,7 @@ mod tokens;
 mod waits;
 mod watchers;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -52,10 +63,12 @@ use tokio::sync::{broadcast, mpsc, watch};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Config, NoTls};
 
-use super::{ChangedRuns, LaneHint, RunChanges, StoreError};
+use super::{ChangedRuns, HostHint, LaneHint, RunChanges, SharedHost, StoreError};
 use crate::model::Lane;
+use lease::DB_NOW;
+use lease::{Lease, keep_lease, new_host_id, register};
 
-pub use scratch::{create_scratch_database, drop_database};
+pub use scratch::{create_scratch_database, drop_database, runs_by_host};
 
 /// The durability every commit has, as benchmarks print it.
 pub const DURABILITY: &str =
@@ -82,6 +95,10 @@ fn status_writes() -> Vec<(&'static str, &'static str)> {
 }
 
 #[cfg(test)]
+#[path = "hosts_tests.rs"]
+mod hosts_tests;
+
+#[cfg(test)]
 mod guard_tests {
     use crate::store::codec::checks;
 
@@ -98,12 +115,6 @@ mod guard_tests {
 
 /// Pooled connections per host (reads and writes); more requests wait for one.
 const POOL_SIZE: usize = 16;
-
-/// The advisory lock a host holds on its database for as long as it runs.
-const HOST_LOCK: i64 = 0x6b69_6c6e_686f_7374; // "klnhost"
-
-/// How long a starting host waits for the host lock before it refuses to start.
-const HOST_LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// The advisory lock migrations run under, so two hosts starting at once migrate once.
 const MIGRATION_LOCK: i64 = 0x6b69_6c6e_6d69_6772; // "klnmigr"
@@ -178,6 +189,8 @@ pub struct PostgresStore {
     reads: Arc<AtomicU64>,
     /// Where the database is, without its password (for errors and logs).
     shown: Arc<str>,
+    /// The concurrency limit of an environment that sets none.
+    default_environment_limit: u32,
 }
 
 /// What the store and its session's listener share.
@@ -188,10 +201,10 @@ struct Shared {
     changes: broadcast::Sender<RunChanges>,
     /// Lanes commits left with ready runs (see `lane_hints`).
     lanes: broadcast::Sender<LaneHint>,
-    /// The session was lost (and with it the host lock): every request is refused until it is
-    /// back.
-    fenced: AtomicBool,
-    /// The session's client: it holds the host lock, and `LISTEN`s, while it lives.
+    /// What other hosts did that this one's engine acts on (see `host_hints`).
+    hosts: broadcast::Sender<HostHint>,
+    lease: Lease,
+    /// The session's client: it `LISTEN`s while it lives.
     session: Mutex<Option<tokio_postgres::Client>>,
 }
 
@@ -201,6 +214,10 @@ enum Event {
     Runs(String),
     /// A lane holds ready runs (`kiln_lanes`).
     Lane(String),
+    /// An environment's runs gave slots back (`kiln_slots`: its id).
+    Slots(String),
+    /// Runs were canceled (`kiln_cancel`: their ids).
+    Canceled(String),
     Lost(tokio_postgres::Error),
 }
 
@@ -221,9 +238,9 @@ const RUNTIME_THREADS: usize = 2;
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user@host:port/db`), runs migrations
-    /// (refusing a database from a newer kiln), takes the host lock and starts listening, all on
-    /// a runtime of the store's own.
-    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
+    /// (refusing a database from a newer kiln), takes this host's lease and starts listening,
+    /// all on a runtime of the store's own.
+    pub async fn connect(url: &str, host: SharedHost) -> Result<PostgresStore, StoreError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(RUNTIME_THREADS)
             .thread_name("kiln-store-pg")
@@ -237,7 +254,7 @@ impl PostgresStore {
         let url = url.to_owned();
         let connecting = {
             let runtime = runtime.clone();
-            async move { PostgresStore::connect_here(&url, runtime).await }
+            async move { PostgresStore::connect_here(&url, host, runtime).await }
         };
         match runtime.0.as_ref() {
             Some(rt) => rt.spawn(connecting).await.map_err(|_| StoreError::Closed)?,
@@ -259,6 +276,7 @@ impl PostgresStore {
     /// [`PostgresStore::connect`], on the runtime it runs on.
     async fn connect_here(
         url: &str,
+        host: SharedHost,
         runtime: Arc<StoreRuntime>,
     ) -> Result<PostgresStore, StoreError> {
         let mut config: Config = url.parse().map_err(|e| StoreError::OpenDatabase {
@@ -275,26 +293,24 @@ impl PostgresStore {
 
         let (session, events) = connect_session(&config).await.map_err(open_error)?;
         migrate(&session, &shown).await?;
-        // A host that was just killed holds the lock until the server notices its connection is
-        // gone (at once for a closed socket, a moment later under load): wait for it a little.
-        let waiting_since = std::time::Instant::now();
-        while !take_host_lock(&session).await.map_err(open_error)? {
-            if waiting_since.elapsed() < HOST_LOCK_WAIT {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-            return Err(StoreError::OpenDatabase {
-                database: shown.to_string(),
-                reason: "another kiln host is using this database (one host per database for \
-                         now); stop it, or give this host another database"
-                    .into(),
-            });
-        }
+        let id = new_host_id();
+        let sent = std::time::Instant::now();
+        register(&session, &id, &host.name, host.lease)
+            .await
+            .map_err(open_error)?;
+        listen_on(&session).await.map_err(open_error)?;
         let shared = Arc::new(Shared {
             commits: watch::Sender::new(0),
             changes: broadcast::channel(FEED_CAPACITY).0,
             lanes: broadcast::channel(FEED_CAPACITY).0,
-            fenced: AtomicBool::new(false),
+            hosts: broadcast::channel(FEED_CAPACITY).0,
+            lease: Lease {
+                name: host.name,
+                length: host.lease,
+                id: id.into(),
+                renewed: Mutex::new(sent),
+                released: std::sync::atomic::AtomicBool::new(false),
+            },
             session: Mutex::new(Some(session)),
         });
         tokio::spawn(listen(events, config.clone(), Arc::downgrade(&shared)));
@@ -313,21 +329,25 @@ impl PostgresStore {
                 database: shown.to_string(),
                 reason: e.to_string(),
             })?;
+        tokio::spawn(keep_lease(pool.clone(), Arc::downgrade(&shared)));
         Ok(PostgresStore {
             runtime,
             pool,
             shared,
             reads: Arc::new(AtomicU64::new(0)),
             shown,
+            default_environment_limit: host.default_environment_limit,
         })
     }
 
-    /// A pooled connection for one job (a transaction, or reads); refused while the session is
-    /// lost (see `listen`).
+    /// A pooled connection for one job (a transaction, or reads); refused while this host's
+    /// lease is not surely its own (see `keep_lease`), so a host cut off from the database
+    /// writes nothing once another host may be taking its runs over.
     pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
-        if self.shared.fenced.load(Ordering::SeqCst) {
+        if !self.shared.lease.held() {
             return Err(StoreError::Unavailable(format!(
-                "the session with {} was lost",
+                "this host's lease on {} has lapsed (the database was out of reach for longer \
+                 than --host-lease); it serves again once the lease is renewed",
                 self.shown
             )));
         }
@@ -357,6 +377,11 @@ impl PostgresStore {
     /// The lanes each commit left with ready runs, from now on (any host's commits).
     pub fn lane_hints(&self) -> broadcast::Receiver<LaneHint> {
         self.shared.lanes.subscribe()
+    }
+
+    /// What other hosts did that this host's engine acts on, from now on.
+    pub fn host_hints(&self) -> broadcast::Receiver<HostHint> {
+        self.shared.hosts.subscribe()
     }
 
     /// Nothing to do: notifications name the changed runs already, so there is nothing to
@@ -401,6 +426,12 @@ async fn connect_session(
                 Ok(AsyncMessage::Notification(n)) if n.channel() == "kiln_lanes" => {
                     Event::Lane(n.payload().to_owned())
                 }
+                Ok(AsyncMessage::Notification(n)) if n.channel() == "kiln_slots" => {
+                    Event::Slots(n.payload().to_owned())
+                }
+                Ok(AsyncMessage::Notification(n)) if n.channel() == "kiln_cancel" => {
+                    Event::Canceled(n.payload().to_owned())
+                }
                 Ok(_) => continue,
                 Err(e) => Event::Lost(e),
             };
@@ -433,29 +464,20 @@ fn lane_hint(payload: &str) -> Option<LaneHint> {
     }))
 }
 
-/// Takes the host lock on the session and listens for changed runs; `false` if another host
-/// holds the lock.
-async fn take_host_lock(session: &tokio_postgres::Client) -> Result<bool, tokio_postgres::Error> {
-    let locked: bool = session
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&HOST_LOCK])
-        .await?
-        .get(0);
-    if locked {
-        session
-            .batch_execute("LISTEN kiln_runs; LISTEN kiln_lanes")
-            .await?;
-    }
-    Ok(locked)
+/// Listens on the session for what the triggers on `runs` send.
+async fn listen_on(session: &tokio_postgres::Client) -> Result<(), tokio_postgres::Error> {
+    session
+        .batch_execute("LISTEN kiln_runs; LISTEN kiln_lanes; LISTEN kiln_slots; LISTEN kiln_cancel")
+        .await
 }
 
 /// Follows the session: each notification of changed runs is published to the watchers and
 /// ticks the commit count.
 ///
-/// If the session is lost, so is the host lock: the store is fenced at once (every request
-/// answers [`StoreError::Unavailable`], so nothing more is written while another host could
-/// start on the database) and the session is opened again every second. Once it holds the lock
-/// again the store carries on, and watchers re-read (`RunChanges::Unknown`); while another host
-/// holds the lock, this one stays fenced and says so.
+/// If the session is lost, notifications may be missed meanwhile: it is opened again every
+/// second, and once it listens again watchers re-read (`RunChanges::Unknown`) and the scheduler
+/// reads the ready lanes again (`LaneHint::All`). Writes do not depend on the session: the
+/// lease (see `keep_lease`) is what keeps a host that lost the database from writing.
 async fn listen(
     mut events: mpsc::UnboundedReceiver<Event>,
     config: Config,
@@ -469,6 +491,17 @@ async fn listen(
                     let _ = live.lanes.send(hint);
                 }
             }
+            Event::Slots(environment_id) => {
+                let _ = live.hosts.send(HostHint::Slots(environment_id));
+            }
+            Event::Canceled(payload) => {
+                let ids = payload
+                    .split(',')
+                    .filter(|id| !id.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                let _ = live.hosts.send(HostHint::Canceled(ids));
+            }
             Event::Runs(payload) => {
                 let ids: ChangedRuns = payload
                     .split(',')
@@ -479,8 +512,7 @@ async fn listen(
                 let _ = live.changes.send(RunChanges::Runs(ids));
             }
             Event::Lost(e) => {
-                live.fenced.store(true, Ordering::SeqCst);
-                tracing::error!(error = %e, "the database session was lost; refusing requests until it is back");
+                tracing::error!(error = %e, "the database session was lost; opening it again");
                 drop(live);
                 events = loop {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
@@ -488,21 +520,15 @@ async fn listen(
                     let Ok((session, events)) = connect_session(&config).await else {
                         continue;
                     };
-                    match take_host_lock(&session).await {
-                        Ok(true) => {
-                            *live.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
-                            live.fenced.store(false, Ordering::SeqCst);
-                            tracing::info!("the database session is back; serving requests again");
-                            live.commits.send_modify(|c| *c += 1);
-                            let _ = live.changes.send(RunChanges::Unknown);
-                            // What was queued meanwhile is read again.
-                            let _ = live.lanes.send(LaneHint::All);
-                            break events;
-                        }
-                        Ok(false) => tracing::error!(
-                            "another kiln host holds this database now; this host refuses requests until it can take it back"
-                        ),
-                        Err(_) => {}
+                    if listen_on(&session).await.is_ok() {
+                        *live.session.lock().unwrap_or_else(|e| e.into_inner()) = Some(session);
+                        tracing::info!("the database session is back");
+                        live.commits.send_modify(|c| *c += 1);
+                        let _ = live.changes.send(RunChanges::Unknown);
+                        // What was queued, freed or canceled meanwhile is read again.
+                        let _ = live.lanes.send(LaneHint::All);
+                        let _ = live.hosts.send(HostHint::Orphans);
+                        break events;
                     }
                 };
             }

@@ -206,6 +206,30 @@ pub(super) async fn ready_lanes_in(c: &impl GenericClient) -> Result<Vec<Lane>, 
 }
 
 impl PostgresStore {
+    /// Runs holding a slot (DEQUEUED or EXECUTING) on any host, in an environment or one of its
+    /// queues.
+    pub async fn holding(
+        &self,
+        environment_id: &str,
+        queue: Option<&str>,
+    ) -> Result<u32, StoreError> {
+        let store = self.clone();
+        let (environment_id, queue) = (environment_id.to_owned(), queue.map(str::to_owned));
+        self.on_runtime(async move {
+            let c = store.reader().await?;
+            let row = c
+                .query_one(
+                    "SELECT count(*) FROM runs WHERE environment_id = $1 \
+                       AND ($2::text IS NULL OR queue = $2) \
+                       AND status IN ('DEQUEUED', 'EXECUTING')",
+                    &[&environment_id, &queue],
+                )
+                .await?;
+            Ok(u32::try_from(row.get::<_, i64>(0).max(0)).unwrap_or(u32::MAX))
+        })
+        .await
+    }
+
     pub async fn ready_lanes(&self) -> Result<Vec<Lane>, StoreError> {
         ready_lanes_in(&self.reader().await?).await
     }

@@ -30,6 +30,29 @@ pub(super) async fn exec(
     Ok(c.execute(&statement, params).await?)
 }
 
+/// Takes the transaction's advisory locks of class `class` on `names` (each by its hash), in one
+/// order — sorted by key, duplicates once — so two transactions locking overlapping sets cannot
+/// deadlock on each other.
+pub(super) async fn lock_sorted(
+    c: &impl GenericClient,
+    class: i32,
+    names: &[&str],
+) -> Result<(), StoreError> {
+    if names.is_empty() {
+        return Ok(());
+    }
+    exec(
+        c,
+        &format!(
+            "SELECT pg_advisory_xact_lock({class}, key) FROM \
+             (SELECT DISTINCT hashtext(name) AS key FROM unnest($1::text[]) AS name ORDER BY key) keys"
+        ),
+        &[&names],
+    )
+    .await?;
+    Ok(())
+}
+
 /// Every row a cached statement returns.
 pub(super) async fn query(
     c: &impl GenericClient,

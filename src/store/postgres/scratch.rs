@@ -56,6 +56,23 @@ pub async fn drop_database(server_url: &str, name: &str) {
     }
 }
 
+/// How many runs of the database `url` each host started last, most first (a measurement's
+/// check that every host of several took part).
+pub async fn runs_by_host(url: &str) -> Result<Vec<u64>, StoreError> {
+    let client = admin(url).await?;
+    let rows = client
+        .query(
+            "SELECT count(*) FROM runs WHERE host_id IS NOT NULL \
+             GROUP BY host_id ORDER BY count(*) DESC",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| r.get::<_, i64>(0).max(0) as u64)
+        .collect())
+}
+
 /// A connection to the database `server_url` names, its driver running on a task of its own.
 async fn admin(server_url: &str) -> Result<tokio_postgres::Client, StoreError> {
     let config: Config = server_url.parse().map_err(|e| StoreError::OpenDatabase {

@@ -266,15 +266,14 @@ impl PostgresStore {
         .transpose()
     }
 
-    pub async fn host_secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+    pub async fn host_value(&self, name: &str, proposed: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let fresh: [u8; 32] = rand::random();
         // Race-free: of hosts asking at once, one insert wins and every host reads its value.
         exec(
             &tx,
             "INSERT INTO host_secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            &[&name, &&fresh[..]],
+            &[&name, &proposed],
         )
         .await?;
         let value: Vec<u8> = get(

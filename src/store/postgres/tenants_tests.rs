@@ -188,20 +188,25 @@ async fn an_environment_is_read_with_its_limits() {
     assert!(store.environment("env_missing").await.unwrap().is_none());
 }
 
-/// A host secret is made once: asked for at once by many, every one gets the same value.
+/// A host-wide value is stored once: asked for at once by many, each proposing its own, every one
+/// gets the same value, the one proposal stored.
 #[tokio::test]
-async fn concurrent_host_secret_requests_get_one_secret() {
+async fn concurrent_host_value_requests_get_one_value() {
     let db = TestDatabase::create().await;
     let store = db.store().await;
-    let asks = (0..8).map(|_| store.host_secret("callbacks"));
+    let asks = (0..8).map(|i| store.host_value("callbacks", vec![i]));
     let values: Vec<Vec<u8>> = futures_util::future::join_all(asks)
         .await
         .into_iter()
         .map(Result::unwrap)
         .collect();
-    assert_eq!(values[0].len(), 32);
+    assert_eq!(values[0].len(), 1);
+    assert!(values[0][0] < 8, "one of the proposals: {values:?}");
     assert!(values.iter().all(|v| *v == values[0]));
-    assert_eq!(store.host_secret("callbacks").await.unwrap(), values[0]);
-    assert_ne!(store.host_secret("other").await.unwrap(), values[0]);
+    assert_eq!(
+        store.host_value("callbacks", vec![99]).await.unwrap(),
+        values[0]
+    );
+    assert_eq!(store.host_value("other", vec![7]).await.unwrap(), [7]);
     assert_eq!(count(&store, "SELECT count(*) FROM host_secrets").await, 2);
 }

@@ -244,14 +244,13 @@ impl SqliteStore {
         .await
     }
 
-    pub async fn host_secret(&self, name: &str) -> Result<Vec<u8>, StoreError> {
+    pub async fn host_value(&self, name: &str, proposed: Vec<u8>) -> Result<Vec<u8>, StoreError> {
         let name = name.to_owned();
         self.write(move |c| {
-            let fresh: [u8; 32] = rand::random();
             exec(
                 c,
                 "INSERT OR IGNORE INTO host_secrets (name, value) VALUES (?1, ?2)",
-                params![name, fresh.to_vec()],
+                params![name, proposed],
             )?;
             Ok(query_one(
                 c,
