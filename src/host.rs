@@ -302,7 +302,13 @@ fn host_name(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join(HOST_NAME_FILE);
     match std::fs::read_to_string(&path) {
         Ok(name) if !name.trim().is_empty() => Ok(name.trim().to_owned()),
-        Ok(_) | Err(_) => {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e).with_context(|| {
+            format!(
+                "cannot read {}; make it readable, or remove it if this data dir's host never ran",
+                path.display()
+            )
+        }),
+        _ => {
             let name = format!("kiln-{}", ulid::Ulid::new().to_string().to_lowercase());
             std::fs::write(&path, format!("{name}\n")).with_context(|| {
                 format!(

@@ -63,11 +63,27 @@ enum Ending {
     },
 }
 
+impl Ending {
+    /// The ending, recorded as the claim that started the attempt's: the store refuses it once
+    /// the run was claimed again or taken over (on a shared database).
+    fn claimed_by(mut self, claim: &Option<String>) -> Ending {
+        match &mut self {
+            Ending::Checkpoint { checkpoint, .. } => checkpoint.claim = claim.clone(),
+            Ending::Finish { finish, .. } => finish.claim = claim.clone(),
+        }
+        self
+    }
+}
+
 impl Engine {
     /// Executes one attempt the claim started and records how it ended. The slot is given back
     /// as soon as the end is recorded; the task then settles what the commits left open.
     pub(super) async fn execute(self: Arc<Self>, started: Started, slot: Slot) {
-        let ending = self.clone().run_attempt(&started).await;
+        let ending = self
+            .clone()
+            .run_attempt(&started)
+            .await
+            .claimed_by(&started.start.claim);
         let recorded = self.record(&started.run, &ending).await;
         drop(slot);
         self.settle(&started, &ending, recorded).await;
@@ -190,6 +206,7 @@ impl Engine {
                 parent_run_id: run.parent_run_id.clone(),
                 depth: run.depth,
                 started: started.durable.clone(),
+                claim: started.start.claim.clone(),
             }),
         }
     }
@@ -205,6 +222,7 @@ impl Engine {
                     checkpoint: FinishAttempt {
                         update: run_update(run, &t, now),
                         attempt: run.attempt_count,
+                        claim: None,
                         attempt_status: AttemptStatus::Executing,
                         attempt_error: None,
                         output: None,
@@ -235,6 +253,7 @@ impl Engine {
                     ..run_update(run, &t, now)
                 },
                 attempt: run.attempt_count,
+                claim: None,
                 attempt_status: if error.is_some() {
                     AttemptStatus::Failed
                 } else {

@@ -34,15 +34,19 @@ pub(super) struct RunHost {
     pub depth: u32,
     /// When the claim that started the attempt is durable.
     pub started: Durability,
+    /// The claim that started the attempt (see `AttemptStart::claim`): effects carry it.
+    pub claim: Option<String>,
 }
 
 impl RunHost {
-    /// Whose journal an effect commits with: the run, its environment and the attempt.
-    fn journal_of(&self) -> (String, String, u32) {
+    /// Whose journal an effect commits with: the run, its environment, the attempt and its
+    /// claim.
+    fn journal_of(&self) -> JournalOf {
         (
             self.run_id.clone(),
             self.environment_id.clone(),
             self.attempt,
+            self.claim.clone(),
         )
     }
 
@@ -406,10 +410,13 @@ impl RunServices for RunHost {
     }
 }
 
+/// The run, environment, attempt and claim an effect's journal belongs to.
+type JournalOf = (String, String, u32, Option<String>);
+
 /// The journal segment an effect commits: what the attempt flushed, then the call's own entry,
 /// whose value (what a replay answers) is `answer(effect)` in the journal's encoding.
 fn effect_journal<T: ?Sized, A: JournalValue>(
-    (run_id, environment_id, attempt): (String, String, u32),
+    (run_id, environment_id, attempt, claim): JournalOf,
     flushed: Flushed,
     kind: Kind,
     digest: u64,
@@ -420,6 +427,7 @@ fn effect_journal<T: ?Sized, A: JournalValue>(
         run_id,
         environment_id,
         attempt,
+        claim,
         logs,
         entries: Box::new(move |effect: &T| {
             entries.push(Entry::new(kind, digest, answer(effect).encode()));

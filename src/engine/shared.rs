@@ -3,7 +3,9 @@
 //! every second it makes the checks those hints only speed up, since nothing may depend on
 //! receiving one: lanes a limit held back are tried again, the timer pass runs (a deadline
 //! another host set, or one a stopped host left, is seen within a second), and every few
-//! seconds the limits and ready lanes are read again.
+//! seconds the limits and ready lanes are read again and runs no live host holds are taken over.
+//! A cancel hint missed (while the session was reconnecting) is not caught up: that attempt runs
+//! to its end, and its record then finds the run canceled.
 
 use std::collections::HashSet;
 
@@ -100,8 +102,12 @@ impl Engine {
     /// The checks hints only speed up.
     async fn shared_pass(&self, reload: bool) {
         self.release_held_back(|_| true);
-        if reload && let Err(e) = self.load_scheduler().await {
-            tracing::warn!(error = %e, "reading the queues' limits and ready lanes failed");
+        if reload {
+            if let Err(e) = self.load_scheduler().await {
+                tracing::warn!(error = %e, "reading the queues' limits and ready lanes failed");
+            }
+            // Runs of a lapsed host whose hint was missed, or whose takeover failed midway.
+            self.on_host_hint(HostHint::Orphans).await;
         }
         // A deadline set by another host, or left by a stopped one, is due by now perhaps.
         self.wake();

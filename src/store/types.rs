@@ -281,6 +281,9 @@ pub struct RunUpdate {
 pub struct FinishAttempt {
     pub update: RunUpdate,
     pub attempt: u32,
+    /// The claim of the attempt (see [`AttemptStart::claim`]); `None` (a recovery, a cancel)
+    /// checks none.
+    pub claim: Option<String>,
     pub attempt_status: AttemptStatus,
     /// The attempt's own error; the run's error (in `update`) is only set once it is final.
     pub attempt_error: Option<RunError>,
@@ -293,6 +296,10 @@ pub struct FinishAttempt {
 /// What an attempt runs with (see [`Store::start_attempt`]).
 #[derive(Debug, Clone, Default)]
 pub struct AttemptStart {
+    /// The claim that started the attempt, on a database other hosts share: the attempt's
+    /// writes carry it ([`FinishAttempt::claim`], [`JournalWith::claim`]) and are refused once
+    /// the run was claimed again or taken over by another host. `None` on SQLite.
+    pub claim: Option<String>,
     pub env_vars: Vec<StoredVar>,
     pub allowed_outbound_hosts: Vec<String>,
     /// The run's project and environment slugs.
@@ -325,6 +332,8 @@ pub struct JournalWith<T: ?Sized> {
     pub run_id: String,
     pub environment_id: String,
     pub attempt: u32,
+    /// The claim of the attempt (see [`AttemptStart::claim`]); `None` checks none.
+    pub claim: Option<String>,
     pub entries: EntriesFor<T>,
     /// Log lines written since the last checkpoint, stored with the effect.
     pub logs: Vec<LogLine>,
@@ -440,6 +449,7 @@ impl FinishAttempt {
         FinishAttempt {
             update,
             attempt,
+            claim: None,
             attempt_status,
             attempt_error,
             output: None,

@@ -325,6 +325,7 @@ async fn an_effect_of_another_environments_run_stores_nothing() {
         run_id: run.id.clone(),
         environment_id: env.id.clone(),
         attempt: 1,
+        claim: None,
         entries: Box::new(|_| Vec::new()),
         logs: vec![line("with the effect")],
     };

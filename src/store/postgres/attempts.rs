@@ -22,7 +22,7 @@ impl PostgresStore {
     ) -> Result<Staged<Vec<Lane>>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
-        let (_, resumed) = record_attempt(&tx, finish, &self.host_id()).await?;
+        let (_, resumed) = record_attempt(&tx, finish).await?;
         tx.commit().await?;
         Ok(Staged {
             value: resumed,
@@ -87,7 +87,9 @@ impl PostgresStore {
 
     /// Takes over the runs no live host holds — claimed or executing by a host start whose lease
     /// lapsed or ended (see the module `postgres`), or by none — and returns them: one update
-    /// names this host as theirs, so of hosts taking runs over at once each run goes to one.
+    /// names this host as theirs, so of hosts taking runs over at once each run goes to one, and
+    /// clears their claim, so whatever the attempts of the lapsed host still try to record is
+    /// refused.
     pub async fn in_flight_runs(&self) -> Result<Vec<Run>, StoreError> {
         let mut c = self.conn().await?;
         let tx = c.transaction().await?;
@@ -95,7 +97,7 @@ impl PostgresStore {
         let ids: Vec<String> = query(
             &tx,
             &format!(
-                "UPDATE runs r SET host_id = $1 \
+                "UPDATE runs r SET host_id = $1, claim_id = NULL \
              WHERE r.status IN ('DEQUEUED', 'EXECUTING') \
                AND (r.host_id IS NULL OR NOT EXISTS \
                     (SELECT 1 FROM hosts h WHERE h.id = r.host_id AND h.lease_until >= {DB_NOW})) \

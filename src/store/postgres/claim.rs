@@ -43,7 +43,7 @@ pub(super) static START_CLAIMED: LazyLock<String> = LazyLock::new(|| {
     format!(
         "UPDATE runs SET status = '{executing}', attempt_count = attempt_count + 1, \
            deployment_id = coalesce(deployment_id, $2), started_at = coalesce(started_at, $3), \
-           updated_at = $3, host_id = $4 \
+           updated_at = $3, host_id = $4, claim_id = $5 \
          WHERE id = $1 AND {guard} AND checkpointed = 0",
         executing = RunStatus::Executing.as_str(),
         guard = status_guard(
@@ -57,7 +57,7 @@ pub(super) static START_CLAIMED: LazyLock<String> = LazyLock::new(|| {
 /// A planned run whose attempt has a checkpoint continues it (same attempt number).
 pub(super) static CONTINUE_CLAIMED: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE runs SET status = '{executing}', updated_at = $2, host_id = $3 \
+        "UPDATE runs SET status = '{executing}', updated_at = $2, host_id = $3, claim_id = $4 \
          WHERE id = $1 AND {guard} AND checkpointed = 1",
         executing = RunStatus::Executing.as_str(),
         guard = status_guard(
@@ -245,7 +245,7 @@ async fn start(
     c: &impl GenericClient,
     head: Head,
     lookups: &mut Lookups,
-    host: &str,
+    (host, claim): (&str, &str),
     now: Millis,
 ) -> Result<Claimed, StoreError> {
     let deployment = match &head.deployment_id {
@@ -269,9 +269,14 @@ async fn start(
     }
     // A started run whose version lost the task starts too; the engine fails it with the reason.
     let changed = if head.checkpointed {
-        exec(c, &CONTINUE_CLAIMED, &[&head.id, &now, &host]).await?
+        exec(c, &CONTINUE_CLAIMED, &[&head.id, &now, &host, &claim]).await?
     } else {
-        exec(c, &START_CLAIMED, &[&head.id, &deployment, &now, &host]).await?
+        exec(
+            c,
+            &START_CLAIMED,
+            &[&head.id, &deployment, &now, &host, &claim],
+        )
+        .await?
     };
     if changed != 1 {
         // This transaction holds the head's row lock since it read it QUEUED: nothing else can
@@ -312,6 +317,7 @@ async fn start(
     Ok(Claimed::Started {
         run: Box::new(run),
         start: AttemptStart {
+            claim: Some(claim.to_owned()),
             env_vars,
             allowed_outbound_hosts,
             project,
@@ -376,6 +382,8 @@ async fn claim_in(
     now: Millis,
 ) -> Result<Vec<Vec<Claimed>>, StoreError> {
     let mut lookups = Lookups::default();
+    // Every run this claim starts carries one token; a later claim of a run gives it another.
+    let claim = format!("{host}/{}", ulid::Ulid::new());
     let mut slots = Slots::lock(tx, lanes, default_environment_limit).await?;
     // The lanes are claimed in one order (by environment, queue and key) whatever order they
     // are asked in: starting a run updates its queue's count (`queue_depths`, one row per
@@ -393,7 +401,7 @@ async fn claim_in(
         let mut claimed = Vec::new();
         let mut started = 0;
         for head in heads(tx, lane, (*count).min(room)).await? {
-            let c = start(tx, head, &mut lookups, host, now).await?;
+            let c = start(tx, head, &mut lookups, (host, &claim), now).await?;
             started += usize::from(matches!(c, Claimed::Started { .. }));
             claimed.push(c);
         }

@@ -12,10 +12,11 @@ use crate::store::{FinishAttempt, RunUpdate, StoreError};
 
 const LEASE: Duration = Duration::from_secs(15);
 
+/// Marks the runs `ids` as claimed by `host` (each with the claim `<host>/<id>`).
 async fn held_by(c: &Conn, host: &str, ids: &[&str]) {
     let ids: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
     c.execute(
-        "UPDATE runs SET host_id = $1 WHERE id = ANY($2)",
+        "UPDATE runs SET host_id = $1, claim_id = $1 || '/' || id WHERE id = ANY($2)",
         &[&host, &ids],
     )
     .await
@@ -85,7 +86,7 @@ async fn a_lapsed_hosts_runs_are_taken_over_each_by_one_host() {
         .get(0);
     assert_eq!(live, 1, "the lease is held again");
     assert!(b.in_flight_runs().await.expect("read").is_empty());
-    let end = FinishAttempt::closing(
+    let mut end = FinishAttempt::closing(
         RunUpdate {
             run_id: "r1".into(),
             environment_id: "e".into(),
@@ -101,6 +102,7 @@ async fn a_lapsed_hosts_runs_are_taken_over_each_by_one_host() {
         crate::model::AttemptStatus::Completed,
         None,
     );
+    end.claim = Some(format!("{id}/r1"));
     let refused = a.finish_attempt(end).await;
     assert!(
         matches!(refused, Err(StoreError::Conflict)),

@@ -10,20 +10,19 @@ use crate::model::*;
 use crate::store::*;
 
 /// Appends the segment of `journal` for `effect` and marks the run as having a journal, in the
-/// caller's transaction, for an attempt of the host start `host`. `Conflict` if the run is no
-/// longer executing (canceled meanwhile), or another host took it over (this host's lease
-/// lapsed).
+/// caller's transaction. `Conflict` if the run is no longer executing (canceled meanwhile), or
+/// — with the journal's claim — was claimed again or taken over by another host since.
 pub(super) async fn commit_journal<T: ?Sized + Sync>(
     c: &impl GenericClient,
     journal: JournalWith<T>,
     effect: &T,
-    host: &str,
     now: Millis,
 ) -> Result<(), StoreError> {
     let JournalWith {
         run_id,
         environment_id,
         attempt,
+        claim,
         entries,
         logs,
     } = journal;
@@ -34,8 +33,8 @@ pub(super) async fn commit_journal<T: ?Sized + Sync>(
         c,
         "UPDATE runs SET checkpointed = 1 \
          WHERE id = $1 AND environment_id = $2 AND status = 'EXECUTING' \
-           AND (host_id IS NULL OR host_id = $3)",
-        &[&run_id, &environment_id, &host],
+           AND ($3::text IS NULL OR claim_id = $3)",
+        &[&run_id, &environment_id, &claim],
     )
     .await?;
     if marked == 0 {
@@ -128,6 +127,7 @@ mod tests {
             run_id: run_id.into(),
             environment_id: "e".into(),
             attempt: 1,
+            claim: None,
             entries: Box::new(|effect: &str| effect.as_bytes().to_vec()),
             logs,
         }
@@ -224,7 +224,7 @@ mod tests {
             attributes: None,
         };
         let tx = c.transaction().await.expect("a transaction");
-        commit_journal(&tx, journal_of("r1", vec![line]), "effect", "host_a", 9)
+        commit_journal(&tx, journal_of("r1", vec![line]), "effect", 9)
             .await
             .expect("committed");
         tx.commit().await.expect("commit");
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!((row.get::<_, i64>(0), row.get::<_, i64>(1)), (1, 1));
 
         let tx = c.transaction().await.expect("a transaction");
-        let e = commit_journal(&tx, journal_of("r2", Vec::new()), "effect", "host_a", 9).await;
+        let e = commit_journal(&tx, journal_of("r2", Vec::new()), "effect", 9).await;
         assert!(matches!(e, Err(StoreError::Conflict)), "{e:?}");
     }
 }

@@ -1,7 +1,9 @@
 //! This host's lease among the hosts sharing the database (see the module `postgres`): taken at
 //! start (ending an earlier start's of the same host), renewed every third of its length,
-//! taken again under a new id if it lapsed, and ended when the host stops; lapsed leases of
-//! other hosts are deleted and announced, so a live host takes their runs over.
+//! taken again if it lapsed, and ended when the host stops; lapsed leases of other hosts are
+//! deleted and announced, so a live host takes their runs over. What fences a lapsed host's
+//! attempts is not the lease but their claim (`runs.claim_id`): a takeover clears it, a new
+//! claim replaces it, and an attempt's writes must carry the one that started it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -79,10 +81,8 @@ pub(super) async fn register(
     Ok(())
 }
 
-/// Renews this host's lease every third of its length, for as long as the store lives. A renewal
-/// that finds the lease gone (it lapsed, and another host deleted it and took its runs over)
-/// takes a new one under a new id: the runs the old one held are no longer this host's, and
-/// their attempts' ends will be refused. After each renewal, lapsed leases of other hosts are
+/// Renews this host's lease every third of its length, for as long as the store lives (see
+/// [`renew`] for a lease that lapsed). After each renewal, lapsed leases of other hosts are
 /// deleted and the engine told (`HostHint::Orphans`), so one live host takes their runs over.
 pub(super) async fn keep_lease(pool: Pool, shared: std::sync::Weak<Shared>) {
     let mut renewals = 0u64;
@@ -124,8 +124,8 @@ pub(super) async fn keep_lease(pool: Pool, shared: std::sync::Weak<Shared>) {
 }
 
 /// One renewal of the lease. A lease that lapsed, or that another host deleted meanwhile, is
-/// taken again under the same id: the runs another host took over since name that host now, so
-/// whatever this host's attempts of them still try to record is refused (see
+/// taken again under the same id: the runs another host took over since have lost their claim,
+/// so whatever this host's attempts of them still try to record is refused (see
 /// `lifecycle::record_attempt` and `journal::commit_journal`), while the runs nobody took over
 /// are still this host's, and their attempts carry on.
 pub(super) async fn renew(pool: &Pool, shared: &Shared) -> Result<(), StoreError> {

@@ -89,18 +89,18 @@ pub(super) async fn lock_ends(c: &impl GenericClient, runs: &[String]) -> Result
     lock_sorted(c, ENDS_LOCK, &runs).await
 }
 
-/// Records an attempt's end (or checkpoint) and the run's change, by the host start `host`;
-/// returns whether the run had been canceled meanwhile (the attempt is then recorded as
-/// canceled, the run left as it is). An executing run another host holds now (this host's lease
-/// lapsed and that host took the run over) is a [`StoreError::Conflict`]: nothing is recorded.
+/// Records an attempt's end (or checkpoint) and the run's change; returns whether the run had
+/// been canceled meanwhile (the attempt is then recorded as canceled, the run left as it is).
+/// With a claim, an executing run that another claim started since, or that another host took
+/// over (this host's lease lapsed), is a [`StoreError::Conflict`]: nothing is recorded.
 pub(super) async fn record_attempt(
     c: &impl GenericClient,
     finish: FinishAttempt,
-    host: &str,
 ) -> Result<(bool, Vec<Lane>), StoreError> {
     let FinishAttempt {
         update,
         attempt,
+        claim,
         attempt_status,
         attempt_error,
         output,
@@ -114,7 +114,7 @@ pub(super) async fn record_attempt(
         output.as_deref(),
         fuel_used,
         compute_ms,
-        Some(host),
+        claim.as_deref(),
     )
     .await
     {
@@ -195,7 +195,7 @@ async fn apply_with_usage(
     output: Option<&str>,
     fuel_used: u64,
     compute_ms: u64,
-    owner: Option<&str>,
+    claim: Option<&str>,
 ) -> Result<Vec<Lane>, StoreError> {
     // The engine computed the change with the state machine; a change its table lacks is a bug,
     // refused rather than stored.
@@ -210,20 +210,20 @@ async fn apply_with_usage(
     // started may come while the row still shows QUEUED to others; an `UPDATE … WHERE status =
     // 'EXECUTING'` would pass that row over without waiting. Locking the row first waits for
     // the claim's commit (or rollback) and then reads the status it left.
-    // The same lock orders an attempt's own end after a takeover of its run by another host:
-    // with `owner` (the attempt's host), a run another host holds now is not this attempt's to
-    // end.
+    // The same lock orders an attempt's own end after a takeover or a new claim of its run:
+    // with `claim` (the attempt's), a run claimed since, or taken over, is not this attempt's
+    // to end.
     if u.expected == RunStatus::Executing {
-        let holder: Option<Option<String>> = query_opt(
+        let current: Option<Option<String>> = query_opt(
             c,
-            "SELECT host_id FROM runs WHERE id = $1 FOR NO KEY UPDATE",
+            "SELECT claim_id FROM runs WHERE id = $1 FOR NO KEY UPDATE",
             &[&u.run_id],
         )
         .await?
         .map(|r| get(&r, 0))
         .transpose()?;
-        if let (Some(owner), Some(Some(holder))) = (owner, &holder)
-            && holder != owner
+        if let (Some(claim), Some(current)) = (claim, &current)
+            && current.as_deref() != Some(claim)
         {
             return Err(StoreError::Conflict);
         }

@@ -158,12 +158,14 @@ async fn an_attempt_records_its_end_usage_and_logs_or_its_cancelation() {
         message: "bye".into(),
         attributes: Some("{}".into()),
     }];
-    c.execute("UPDATE runs SET host_id = 'host_a' WHERE id = 'done'", &[])
-        .await
-        .expect("held by host a");
-    let (canceled, resumed) = record_attempt(&c, end.clone(), "host_a")
-        .await
-        .expect("recorded");
+    end.claim = Some("claim_a".into());
+    c.execute(
+        "UPDATE runs SET claim_id = 'claim_a' WHERE id = 'done'",
+        &[],
+    )
+    .await
+    .expect("claimed by a");
+    let (canceled, resumed) = record_attempt(&c, end.clone()).await.expect("recorded");
     assert!(!canceled && resumed.is_empty());
     let row = c
         .query_one(
@@ -186,7 +188,7 @@ async fn an_attempt_records_its_end_usage_and_logs_or_its_cancelation() {
     // Canceled meanwhile: the attempt is closed as canceled with its usage, the run stays.
     let mut gone = end.clone();
     gone.update.run_id = "gone".into();
-    let (canceled, _) = record_attempt(&c, gone, "host_a").await.expect("recorded");
+    let (canceled, _) = record_attempt(&c, gone).await.expect("recorded");
     assert!(canceled);
     let row = c
         .query_one(
@@ -204,20 +206,24 @@ async fn an_attempt_records_its_end_usage_and_logs_or_its_cancelation() {
     // Moved on some other way: a conflict, and nothing recorded.
     let mut moved = end.clone();
     moved.update.run_id = "moved".into();
-    let e = record_attempt(&c, moved, "host_a").await;
+    let e = record_attempt(&c, moved).await;
     assert!(matches!(e, Err(StoreError::Conflict)), "{e:?}");
 
-    // Taken over by another host (this one's lease lapsed): a conflict, and nothing recorded.
-    c.execute("UPDATE runs SET host_id = 'host_b' WHERE id = 'taken'", &[])
-        .await
-        .expect("held by host b");
+    // Claimed again since, or taken over by another host (this one's lease lapsed): a
+    // conflict, and nothing recorded.
+    c.execute(
+        "UPDATE runs SET claim_id = 'claim_b' WHERE id = 'taken'",
+        &[],
+    )
+    .await
+    .expect("claimed by b");
     let mut taken = end;
     taken.update.run_id = "taken".into();
-    let e = record_attempt(&c, taken, "host_a").await;
+    let e = record_attempt(&c, taken).await;
     assert!(matches!(e, Err(StoreError::Conflict)), "{e:?}");
     let row = c
         .query_one(
-            "SELECT r.status, a.status FROM runs r JOIN attempts a ON a.run_id = r.id              WHERE r.id = 'taken'",
+            "SELECT r.status, a.status FROM runs r JOIN attempts a ON a.run_id = r.id WHERE r.id = 'taken'",
             &[],
         )
         .await

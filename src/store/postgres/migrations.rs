@@ -485,7 +485,8 @@ CREATE TRIGGER runs_notify_update AFTER UPDATE ON runs REFERENCING NEW TABLE AS 
 "#;
 
 /// Several hosts on one database: each start of a host holds a lease it renews (`hosts`, on the
-/// database's clock), a started run names the host executing it (`runs.host_id`), and runs that
+/// database's clock), a started run names the host executing it (`runs.host_id`) and the claim
+/// that started its attempt (`runs.claim_id`), and runs that
 /// hold a slot have an index of their own, so a claim counts them per lane and environment
 /// without reading the queued ones. The update trigger also tells the hosts which environments
 /// got a slot back (`kiln_slots`) and which runs were canceled (`kiln_cancel`).
@@ -498,6 +499,9 @@ CREATE TABLE hosts (
 );
 CREATE INDEX hosts_by_name ON hosts (name);
 ALTER TABLE runs ADD COLUMN host_id TEXT;
+-- The claim that started the run's current attempt (a new one at every claim, none once a host
+-- took the run over): what that attempt records must carry it.
+ALTER TABLE runs ADD COLUMN claim_id TEXT;
 CREATE INDEX runs_holding ON runs (environment_id, queue, concurrency_key)
  WHERE status IN ('DEQUEUED', 'EXECUTING');
 

@@ -14,7 +14,8 @@
 //! adopts the orphaned runs (`attempts::in_flight_runs`, one update: each run goes to one host).
 //! A host whose own lease lapsed refuses every request until it renews, so it writes nothing
 //! while another host may be taking its runs over; an attempt's end, checkpoint or journaled
-//! effect also checks, in the transaction that records it, that the run is still this host's.
+//! effect also checks, in the transaction that records it, that the run still carries the
+//! claim that started the attempt (`runs.claim_id`, new at every claim, cleared by a takeover).
 //!
 //! One more connection per host is the **session**: it `LISTEN`s for what triggers on `runs`
 //! send at commit (migrations V1, V2) — the runs each commit changed (`kiln_runs`), lanes with
@@ -283,8 +284,10 @@ impl PostgresStore {
             database: "given with --database".into(),
             reason: format!("{e}; expected postgres://USER@HOST:PORT/DATABASE"),
         })?;
-        // Every commit is durable before it is answered, whatever the server's default.
-        config.options("-c synchronous_commit=on");
+        // Every commit is durable before it is answered, and every statement sees what committed
+        // before it began (the claims' limits count on it), whatever the server's defaults.
+        config
+            .options("-c synchronous_commit=on -c default_transaction_isolation=read\\ committed");
         let shown: Arc<str> = shown_url(&config).into();
         let open_error = |e: tokio_postgres::Error| StoreError::OpenDatabase {
             database: shown.to_string(),
@@ -344,6 +347,8 @@ impl PostgresStore {
     /// lease is not surely its own (see `keep_lease`), so a host cut off from the database
     /// writes nothing once another host may be taking its runs over.
     pub(super) async fn conn(&self) -> Result<Conn, StoreError> {
+        // Checked once the connection is in hand: waiting for one may outlast the lease.
+        let c = self.pool.get().await?;
         if !self.shared.lease.held() {
             return Err(StoreError::Unavailable(format!(
                 "this host's lease on {} has lapsed (the database was out of reach for longer \
@@ -351,7 +356,7 @@ impl PostgresStore {
                 self.shown
             )));
         }
-        Ok(self.pool.get().await?)
+        Ok(c)
     }
 
     /// A pooled connection for reads, counted.

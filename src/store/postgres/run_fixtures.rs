@@ -104,6 +104,7 @@ pub(crate) fn finish(update: RunUpdate, attempt: u32, status: AttemptStatus) -> 
     FinishAttempt {
         update,
         attempt,
+        claim: None,
         attempt_status: status,
         attempt_error: None,
         output: None,

@@ -355,7 +355,7 @@ impl PostgresStore {
                 }
             }
         }
-        commit_journal(&tx, journal, inserted.as_slice(), &self.host_id(), now).await?;
+        commit_journal(&tx, journal, inserted.as_slice(), now).await?;
         tx.commit().await?;
         Ok(inserted)
     }
@@ -463,7 +463,7 @@ impl PostgresStore {
         )
         .await?;
         if let Some(journal) = journal {
-            commit_journal(&tx, journal, next.as_str(), &self.host_id(), now).await?;
+            commit_journal(&tx, journal, next.as_str(), now).await?;
         }
         tx.commit().await?;
         Ok(Ok(next))

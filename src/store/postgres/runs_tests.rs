@@ -326,6 +326,7 @@ fn journal(run_id: &str) -> JournalWith<[Inserted]> {
         run_id: run_id.into(),
         environment_id: "e".into(),
         attempt: 1,
+        claim: None,
         entries: Box::new(|children: &[Inserted]| children.len().to_string().into_bytes()),
         logs: Vec::new(),
     }

@@ -151,7 +151,7 @@ impl PostgresStore {
         let made = (token, cached);
         if let Some(journal) = journal {
             // A run canceled meanwhile gets `Conflict`, and no token is stored.
-            commit_journal(&tx, journal, &made, &self.host_id(), new.now).await?;
+            commit_journal(&tx, journal, &made, new.now).await?;
         }
         tx.commit().await?;
         Ok(made)

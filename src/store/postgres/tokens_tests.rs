@@ -17,6 +17,7 @@ fn journal_of(run_id: &str) -> JournalWith<(WaitToken, bool)> {
         run_id: run_id.into(),
         environment_id: "e".into(),
         attempt: 1,
+        claim: None,
         entries: Box::new(|(token, _): &(WaitToken, bool)| token.id.as_bytes().to_vec()),
         logs: Vec::new(),
     }

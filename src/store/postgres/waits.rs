@@ -67,7 +67,7 @@ impl PostgresStore {
             checkpoint.attempt,
             checkpoint.update.now,
         );
-        if !record_attempt(&tx, checkpoint, &self.host_id()).await?.0 {
+        if !record_attempt(&tx, checkpoint).await?.0 {
             append_journal(&tx, &run_id, attempt, journal, now).await?;
             exec(
                 &tx,
@@ -113,7 +113,7 @@ impl PostgresStore {
         .map(|r| get(&r, 0))
         .transpose()?;
         let mut lane = None;
-        if !record_attempt(&tx, checkpoint, &self.host_id()).await?.0 {
+        if !record_attempt(&tx, checkpoint).await?.0 {
             append_journal(&tx, &run_id, attempt, journal, now).await?;
             exec(
                 &tx,
@@ -152,7 +152,7 @@ impl PostgresStore {
         // child stays free to be claimed.
         lock_ends(&tx, &children).await?;
         let mut lane = None;
-        if !record_attempt(&tx, checkpoint, &self.host_id()).await?.0 {
+        if !record_attempt(&tx, checkpoint).await?.0 {
             append_journal(&tx, &run_id, attempt, journal, now).await?;
             exec(
                 &tx,

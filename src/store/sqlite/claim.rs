@@ -264,6 +264,7 @@ fn start(
     Ok(Claimed::Started {
         run: Box::new(run),
         start: AttemptStart {
+            claim: None,
             env_vars,
             allowed_outbound_hosts,
             project,

@@ -63,6 +63,7 @@ pub(super) fn record_attempt(
     let FinishAttempt {
         update,
         attempt,
+        claim: _,
         attempt_status,
         attempt_error,
         output,
