@@ -295,7 +295,6 @@ fn lock_data_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// Opens the data dir, recovers interrupted runs, deploys `config.deploy`, and starts serving.
 /// The host's name: made (a new id) on the data dir's first start and kept in it, so a later
 /// start of the same data dir knows its previous start's runs for its own.
 fn host_name(dir: &Path) -> anyhow::Result<String> {
@@ -343,6 +342,7 @@ async fn check_secrets_key(
 /// The name of the host-wide value that checks a host's secrets key.
 const SECRETS_CHECK: &str = "secrets-key-check";
 
+/// Opens the data dir, recovers interrupted runs, deploys `config.deploy`, and starts serving.
 pub async fn start(config: HostConfig) -> anyhow::Result<RunningHost> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| {
         format!(

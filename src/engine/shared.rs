@@ -7,8 +7,6 @@
 //! A cancel hint missed (while the session was reconnecting) is not caught up: that attempt runs
 //! to its end, and its record then finds the run canceled.
 
-use std::collections::HashSet;
-
 use super::*;
 use crate::store::HostHint;
 
@@ -30,12 +28,12 @@ impl Engine {
 
     /// Puts the held-back lanes `which` selects back into the scheduler's rotation.
     fn release_held_back(&self, which: impl Fn(&Lane) -> bool) {
-        let lanes: Vec<Lane> = {
-            let mut held = self.held_back.lock().unwrap_or_else(|e| e.into_inner());
-            let released: HashSet<Lane> = held.iter().filter(|l| which(l)).cloned().collect();
-            held.retain(|l| !released.contains(l));
-            released.into_iter().collect()
-        };
+        let lanes: Vec<Lane> = self
+            .held_back
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extract_if(|lane| which(lane))
+            .collect();
         if !lanes.is_empty() {
             self.activate(lanes);
         }

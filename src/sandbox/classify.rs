@@ -85,7 +85,7 @@ pub(super) fn classify(store: &Store<HostState>, error: &wasmtime::Error) -> Gue
         .filter(|s| !s.trim().is_empty());
     let stop = state.stop.load(Ordering::Relaxed);
     let host = error.downcast_ref::<HostFailure>();
-    let (kind, message) = if host.is_some() && state.cancel.0.load(Ordering::Relaxed) {
+    let (kind, message) = if host.is_some() && state.cancel.is_canceled() {
         // A call the cancel overtook (its effect found the run canceled).
         (TrapKind::Canceled, "the attempt was canceled".to_owned())
     } else if let Some(HostFailure(why)) = host {

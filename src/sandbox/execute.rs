@@ -27,30 +27,21 @@ use super::{
 };
 use crate::model::LogLevel;
 
-/// How often an attempt waiting inside a host call (a WASI sleep, a read) looks whether it was
-/// canceled: the epoch callback sees a cancel only while the guest computes.
-const CANCEL_CHECK: Duration = Duration::from_millis(25);
-
-/// Runs a guest call until it ends or its attempt is canceled. A cancel that finds the guest
-/// waiting inside a host call drops the call, which wasmtime unwinds (the fiber is resumed with
-/// an error, so no guest code runs after it), and answers as the epoch callback's interrupt does.
+/// Runs a guest call until it ends or its attempt is canceled. The epoch callback sees a cancel
+/// only while the guest computes; a cancel that finds it waiting inside a host call (a WASI
+/// sleep, a read) drops the call, which wasmtime unwinds (the fiber is resumed with an error, so
+/// no guest code runs after it), and answers as the epoch callback's interrupt does.
 async fn unless_canceled<T>(
-    mut call: std::pin::Pin<&mut impl std::future::Future<Output = wasmtime::Result<T>>>,
+    call: std::pin::Pin<&mut impl std::future::Future<Output = wasmtime::Result<T>>>,
     cancel: &CancelHandle,
     stop: &AtomicU8,
 ) -> wasmtime::Result<T> {
-    let mut check = tokio::time::interval(CANCEL_CHECK);
-    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            biased;
-            result = call.as_mut() => return result,
-            _ = check.tick() => {
-                if cancel.0.load(Ordering::Relaxed) {
-                    stop.store(STOP_CANCELED, Ordering::Relaxed);
-                    return Err(wasmtime::Error::new(wasmtime::Trap::Interrupt));
-                }
-            }
+    tokio::select! {
+        biased;
+        result = call => result,
+        () = cancel.canceled() => {
+            stop.store(STOP_CANCELED, Ordering::Relaxed);
+            Err(wasmtime::Error::new(wasmtime::Trap::Interrupt))
         }
     }
 }
@@ -189,7 +180,7 @@ impl Sandbox {
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|ctx| {
             let state = ctx.data();
-            if state.cancel.0.load(Ordering::Relaxed) {
+            if state.cancel.is_canceled() {
                 state.stop.store(STOP_CANCELED, Ordering::Relaxed);
                 return Ok(UpdateDeadline::Interrupt);
             }

@@ -57,13 +57,33 @@ pub struct AttemptRequest {
     pub services: Arc<dyn RunServices>,
 }
 
-/// Lets another task interrupt an executing attempt within one epoch tick.
+/// Lets another task interrupt an executing attempt: within one epoch tick while it computes, at
+/// once while it waits inside a host call.
 #[derive(Clone, Default)]
-pub struct CancelHandle(pub(super) Arc<AtomicBool>);
+pub struct CancelHandle(Arc<Cancel>);
+
+#[derive(Default)]
+struct Cancel {
+    canceled: AtomicBool,
+    /// Wakes the one task running the attempt's call (a permit is kept if it is not waiting).
+    wake: tokio::sync::Notify,
+}
 
 impl CancelHandle {
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.0.canceled.store(true, Ordering::Relaxed);
+        self.0.wake.notify_one();
+    }
+
+    pub(super) fn is_canceled(&self) -> bool {
+        self.0.canceled.load(Ordering::Relaxed)
+    }
+
+    /// Resolves once the attempt is canceled.
+    pub(super) async fn canceled(&self) {
+        while !self.is_canceled() {
+            self.0.wake.notified().await;
+        }
     }
 
     /// Whether both handles cancel the same attempt.

@@ -398,15 +398,21 @@ async fn claim_in(
     for index in order {
         let (lane, count) = &lanes[index];
         let room = slots.room(tx, lane).await?;
+        let heads = match room.min(*count) {
+            0 => Vec::new(),
+            n => heads(tx, lane, n).await?,
+        };
+        // Cut short by the limit, not by the lane running out of ready runs.
+        let limited = room < *count && heads.len() == room;
         let mut claimed = Vec::new();
         let mut started = 0;
-        for head in heads(tx, lane, (*count).min(room)).await? {
+        for head in heads {
             let c = start(tx, head, &mut lookups, (host, &claim), now).await?;
             started += usize::from(matches!(c, Claimed::Started { .. }));
             claimed.push(c);
         }
         slots.took(lane, started);
-        if room < *count {
+        if limited {
             claimed.push(Claimed::Limited);
         }
         out[index] = claimed;
@@ -466,42 +472,25 @@ impl Slots {
                 found
             }
         };
-        let queue = query_opt(
+        // The queue's settings (none if it has no row) and the lane's runs holding a slot, in
+        // one round trip.
+        let row = query_one(
             c,
-            "SELECT paused, coalesce(override_limit, concurrency_limit) FROM queues \
-             WHERE environment_id = $1 AND name = $2",
-            &[&lane.environment_id, &lane.queue],
+            "SELECT q.paused, coalesce(q.override_limit, q.concurrency_limit), \
+               (SELECT count(*) FROM runs r WHERE r.environment_id = $1 AND r.queue = $2 \
+                  AND r.concurrency_key IS NOT DISTINCT FROM $3 \
+                  AND r.status IN ('DEQUEUED', 'EXECUTING')) \
+             FROM (SELECT 1) one \
+             LEFT JOIN queues q ON q.environment_id = $1 AND q.name = $2",
+            &[&lane.environment_id, &lane.queue, &lane.concurrency_key],
         )
         .await?;
-        let (paused, queue_limit) = match queue {
-            Some(row) => (flag(&row, 0)?, get::<Option<i64>>(&row, 1)?.map(clamp)),
-            None => (false, None),
-        };
-        if paused {
+        if get::<Option<i64>>(&row, 0)? == Some(1) {
             return Ok(0);
         }
+        let queue_limit = get::<Option<i64>>(&row, 1)?.map(clamp);
         let lane_limit = queue_limit.map_or(env_limit, |l| l.min(env_limit));
-        let holding = match &lane.concurrency_key {
-            Some(key) => {
-                query_one(
-                    c,
-                    "SELECT count(*) FROM runs WHERE environment_id = $1 AND queue = $2 \
-                       AND concurrency_key = $3 AND status IN ('DEQUEUED', 'EXECUTING')",
-                    &[&lane.environment_id, &lane.queue, key],
-                )
-                .await?
-            }
-            None => {
-                query_one(
-                    c,
-                    "SELECT count(*) FROM runs WHERE environment_id = $1 AND queue = $2 \
-                       AND concurrency_key IS NULL AND status IN ('DEQUEUED', 'EXECUTING')",
-                    &[&lane.environment_id, &lane.queue],
-                )
-                .await?
-            }
-        };
-        let lane_holding = clamp(get::<i64>(&holding, 0)?);
+        let lane_holding = clamp(get::<i64>(&row, 2)?);
         let room = lane_limit
             .saturating_sub(lane_holding)
             .min(env_limit.saturating_sub(env_holding));
