@@ -75,18 +75,108 @@ impl Ending {
     }
 }
 
+/// What an attempt's commits left open after its slot was given back (see [`Engine::settle`]),
+/// to wait for beside the attempts that come after it on the same task.
+pub(super) type Settling = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 impl Engine {
     /// Executes one attempt the claim started and records how it ended. The slot is given back
-    /// as soon as the end is recorded; the task then settles what the commits left open.
-    pub(super) async fn execute(self: Arc<Self>, started: Started, slot: Slot) {
+    /// as soon as the end is recorded, or handed over: an attempt that ended claims the run that
+    /// takes over its slot in the same write (one trip to the store per run, not two), and that
+    /// run comes back to be executed next on the same task. First in the answer: the settling of
+    /// what this attempt's commits left open.
+    pub(super) async fn execute(
+        self: Arc<Self>,
+        started: Started,
+        slot: Slot,
+    ) -> (Settling, Option<(Started, Slot)>) {
         let ending = self
             .clone()
             .run_attempt(&started)
             .await
             .claimed_by(&started.start.claim);
-        let recorded = self.record(&started.run, &ending).await;
+        let (recorded, next) = match &ending {
+            Ending::Finish { finish, requeue_at } => {
+                self.finish_and_hand_over(&started.run, finish, *requeue_at, slot)
+                    .await
+            }
+            Ending::Checkpoint { .. } => {
+                let recorded = self.record(&started.run, &ending).await;
+                drop(slot);
+                (recorded, None)
+            }
+        };
+        let engine = self.clone();
+        let settling: Settling =
+            Box::pin(async move { engine.settle(&started, &ending, recorded).await });
+        (settling, next)
+    }
+
+    /// Records an attempt's end and claims the next run the scheduler plans for its slot, in one
+    /// write; the end alone when no run is ready, the host is stopping, or that write failed.
+    async fn finish_and_hand_over(
+        self: &Arc<Self>,
+        run: &Run,
+        finish: &FinishAttempt,
+        requeue_at: Option<Millis>,
+        slot: Slot,
+    ) -> (Option<Durability>, Option<(Started, Slot)>) {
+        let plan = if self.stopping.load(Ordering::SeqCst) {
+            Vec::new()
+        } else {
+            self.scheduler().plan(1)
+        };
+        if plan.is_empty() {
+            let recorded = self.record_finish(run, finish, requeue_at).await;
+            drop(slot);
+            return (recorded, None);
+        }
+        let request = plan.iter().map(|c| (c.lane.clone(), c.count)).collect();
+        let staged = match self
+            .store
+            .finish_and_claim(finish.clone(), request, self.now())
+            .await
+        {
+            Ok(staged) => staged,
+            Err(e) => {
+                // Nothing of it was stored: the planned slot goes back, the end is stored alone.
+                tracing::warn!(run = %run.id, error = %e, "recording an end with the next claim failed; recording the end alone");
+                {
+                    let mut scheduler = self.scheduler();
+                    for claim in &plan {
+                        scheduler.abandoned(claim);
+                    }
+                }
+                let recorded = self.record_finish(run, finish, requeue_at).await;
+                drop(slot);
+                return (recorded, None);
+            }
+        };
+        let recorded = match staged.value.finished {
+            Ok(resumed) => {
+                self.activate(resumed);
+                self.requeued(run, requeue_at);
+                Some(staged.durable.clone())
+            }
+            // Not stored because the storage failed: stored alone, as it would have been.
+            Err(e) if e.is_storage() => self.record_finish(run, finish, requeue_at).await,
+            Err(e) => self.not_recorded(run, e),
+        };
+        // A claim the store left unanswered (its part failed after the end was committed, on a
+        // backend that commits the two apart) gives its planned slot back.
+        let answered = staged.value.claimed.len();
+        if answered < plan.len() {
+            let mut scheduler = self.scheduler();
+            for claim in &plan[answered..] {
+                scheduler.abandoned(claim);
+            }
+        }
+        let (mut starts, _) = self.started_from(&plan, staged.value.claimed, &staged.durable);
+        let next = starts
+            .pop()
+            .map(|(started, lane)| (started, Slot::take(self, lane)));
         drop(slot);
-        self.settle(&started, &ending, recorded).await;
+        (recorded, next)
     }
 
     /// Runs the attempt in the sandbox (or finds why it cannot run).
@@ -323,18 +413,28 @@ impl Engine {
                 }
             }
             Ending::Finish { finish, requeue_at } => {
-                let stored = self
-                    .until_stored(&run.id, || self.store.finish_attempt(finish.clone()))
-                    .await;
-                match stored {
-                    Ok(staged) => {
-                        self.activate(staged.value);
-                        self.requeued(run, *requeue_at);
-                        Some(staged.durable)
-                    }
-                    Err(e) => self.not_recorded(run, e),
-                }
+                self.record_finish(run, finish, *requeue_at).await
             }
+        }
+    }
+
+    /// Records an attempt's end (tried again while the storage fails).
+    async fn record_finish(
+        &self,
+        run: &Run,
+        finish: &FinishAttempt,
+        requeue_at: Option<Millis>,
+    ) -> Option<Durability> {
+        let stored = self
+            .until_stored(&run.id, || self.store.finish_attempt(finish.clone()))
+            .await;
+        match stored {
+            Ok(staged) => {
+                self.activate(staged.value);
+                self.requeued(run, requeue_at);
+                Some(staged.durable)
+            }
+            Err(e) => self.not_recorded(run, e),
         }
     }
 

@@ -1,10 +1,13 @@
 //! The dispatcher loop: timers that came due, a plan from the scheduler for the free slots, one
 //! claim that starts the planned runs (claim is start), and a task per started attempt. A run
-//! holds its slot ([`Slot`]) until its attempt's end is recorded, however it ends; free slots are
-//! counted from the slots held, not from the tasks (a task goes on after its slot is free, to
-//! settle its commits), and finished tasks are reaped all at once.
+//! holds its slot ([`Slot`]) until its attempt's end is recorded, however it ends; an attempt that
+//! ended hands its slot to the next run the scheduler plans, claimed in the write of its end, and
+//! its task executes that run next. Free slots are counted from the slots held, not from the
+//! tasks (a task goes on after its slot is free, to settle its commits), and finished tasks are
+//! reaped all at once.
 
 use super::attempt::Started;
+use super::scheduler::Claim;
 use super::*;
 
 /// A run's hold on its lane's slot: released when its attempt's end is recorded, however the
@@ -15,7 +18,7 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    fn take(engine: &Arc<Engine>, lane: Lane) -> Slot {
+    pub(super) fn take(engine: &Arc<Engine>, lane: Lane) -> Slot {
         engine.held.fetch_add(1, Ordering::SeqCst);
         Slot {
             engine: engine.clone(),
@@ -94,10 +97,28 @@ impl Engine {
                 return false;
             }
         };
+        let (starts, short) = self.started_from(&plan, staged.value, &staged.durable);
+        // Lanes that came up short went idle; others may fill the slots left.
+        let again = short && starts.len() < free && self.scheduler().has_ready();
+        for (started, lane) in starts {
+            let slot = Slot::take(self, lane);
+            running.spawn(self.clone().execute_guarded(started, slot));
+        }
+        again
+    }
+
+    /// Answers the scheduler for the runs the store claimed for `plan`: the attempts that
+    /// started, each with its lane, and whether some lane came up short.
+    pub(super) fn started_from(
+        &self,
+        plan: &[Claim],
+        claimed: Vec<Vec<Claimed>>,
+        durable: &Durability,
+    ) -> (Vec<(Started, Lane)>, bool) {
         let mut starts = Vec::new();
         let mut short = false;
         let mut scheduler = self.scheduler();
-        for (claim, claimed) in plan.iter().zip(staged.value) {
+        for (claim, claimed) in plan.iter().zip(claimed) {
             let mut found = 0;
             let mut started = 0;
             for c in claimed {
@@ -114,7 +135,7 @@ impl Engine {
                                 run: *run,
                                 start,
                                 journal,
-                                durable: staged.durable.clone(),
+                                durable: durable.clone(),
                             },
                             claim.lane.clone(),
                         ));
@@ -131,30 +152,44 @@ impl Engine {
             }
             short |= found < claim.count;
         }
-        // Lanes that came up short went idle; others may fill the slots left.
-        let again = short && starts.len() < free && scheduler.has_ready();
-        drop(scheduler);
-        for (started, lane) in starts {
-            let slot = Slot::take(self, lane);
-            running.spawn(self.clone().execute_guarded(started, slot));
-        }
-        again
+        (starts, short)
     }
 
-    /// [`Engine::execute`], and if it panics (a bug in kiln, never the guest's doing), the run
-    /// fails as SYSTEM_FAILURE at once instead of staying executing until the next restart.
+    /// Executes attempts one after another on this task: the one it was given, then each run
+    /// that took over its slot ([`Engine::execute`]), with the commits each left open settling
+    /// beside the next. If an attempt panics (a bug in kiln, never the guest's doing), its run
+    /// fails as SYSTEM_FAILURE at once instead of staying executing until the next restart, and
+    /// no run takes over after it.
     pub(super) async fn execute_guarded(self: Arc<Self>, started: Started, slot: Slot) {
-        use futures_util::FutureExt;
-        let (id, env) = (started.run.id.clone(), started.run.environment_id.clone());
-        let executed = std::panic::AssertUnwindSafe(self.clone().execute(started, slot))
-            .catch_unwind()
-            .await;
-        if executed.is_ok() {
-            return;
+        use futures_util::{FutureExt, StreamExt};
+        let mut settling = futures_util::stream::FuturesUnordered::new();
+        let mut next = Some((started, slot));
+        while let Some((started, slot)) = next.take() {
+            let (id, env) = (started.run.id.clone(), started.run.environment_id.clone());
+            let attempt =
+                std::panic::AssertUnwindSafe(self.clone().execute(started, slot)).catch_unwind();
+            tokio::pin!(attempt);
+            let executed = loop {
+                tokio::select! {
+                    executed = &mut attempt => break executed,
+                    Some(_) = settling.next(), if !settling.is_empty() => {}
+                }
+            };
+            match executed {
+                Ok((settle, follow)) => {
+                    settling.push(std::panic::AssertUnwindSafe(settle).catch_unwind());
+                    next = follow;
+                }
+                Err(_) => self.failed_in_panic(&env, &id).await,
+            }
         }
+        while settling.next().await.is_some() {}
+    }
+
+    async fn failed_in_panic(&self, env: &str, id: &str) {
         tracing::error!(run = %id, "executing the run panicked; failing it as SYSTEM_FAILURE");
         let message = "kiln failed while executing the run (a bug: see the host log)".to_owned();
-        match self.store.run(&env, &id).await {
+        match self.store.run(env, id).await {
             Ok(Some(run)) if run.status == RunStatus::Executing => {
                 self.fail_executing(&run, "SYSTEM_FAILURE", message).await;
             }

@@ -214,6 +214,13 @@ facade! {
     /// The lanes returned are of parents the run's end resumed. Answered as soon as it ran
     /// ([`Staged`]): the slot is free then; whatever depends on the end being durable waits.
     fn finish_attempt(&self, finish: FinishAttempt) -> Staged<Vec<Lane>>;
+    /// [`Store::finish_attempt`] and then [`Store::claim_runs`], in one write answered as soon as
+    /// it ran: a slot goes from the attempt that ended to the run that takes it over with one
+    /// trip to the store. The end is recorded first, so the claim sees its slot free; an end that
+    /// cannot be recorded is answered in [`FinishedAndClaimed::finished`] and stores nothing,
+    /// and the claim goes ahead. A backend that commits the two apart answers fewer lanes than
+    /// asked (none) when the claim failed after the end was stored.
+    fn finish_and_claim(&self, finish: FinishAttempt, lanes: Vec<(Lane, usize)>, now: Millis) -> Staged<FinishedAndClaimed>;
     /// The attempts of a run, oldest first.
     fn attempts(&self, environment_id: &str, run_id: &str) -> Vec<Attempt>;
     /// A run's log lines in the order they were written, at most `limit` after line `after`.

@@ -325,6 +325,17 @@ pub enum Claimed {
     Limited,
 }
 
+/// An attempt's end and the claim of the runs that take over its slot, written together (see
+/// `Store::finish_and_claim`).
+#[derive(Debug)]
+pub struct FinishedAndClaimed {
+    /// The end as `Store::finish_attempt` answers it (the parents it resumed), or why it was not
+    /// recorded (nothing of it is stored then); the claim went ahead either way.
+    pub finished: Result<Vec<Lane>, StoreError>,
+    /// Each lane's runs, as `Store::claim_runs` answers them.
+    pub claimed: Vec<Vec<Claimed>>,
+}
+
 /// A run's journal to store together with an effect the run has (children it triggers, a token
 /// it makes, a metadata change): `entries(effect)` returns the encoded entries the attempt recorded
 /// since the last checkpoint followed by the call's own entry, which names the effect's result.

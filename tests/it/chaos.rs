@@ -34,7 +34,8 @@ pub(crate) const SERVE: &[&str] = &["--wait-threshold", "50ms", "--concurrency",
 enum Expect {
     /// COMPLETED with exactly this output.
     Output(Value),
-    /// `flaky`: COMPLETED on attempt 2 or 3 (a kill may cost it one attempt), output naming it.
+    /// `flaky`: COMPLETED on attempt 2 or 3 (a kill may cost it one attempt), output naming it;
+    /// FAILED only when two kills cut off both of its retries.
     Flaky,
     /// `fail`: FAILED after its two attempts.
     Failed,

@@ -366,6 +366,109 @@ async fn an_effect_of_another_environments_run_stores_nothing() {
     assert_eq!(store.logs(&dev.id, &run.id, 0, 10).await.unwrap().len(), 1);
 }
 
+/// An attempt's end and the claim of the next run share one write: the end is recorded first
+/// (its run leaves EXECUTING, its logs are stored), then the next run starts. An end that cannot be
+/// recorded stores nothing of itself, and the claim still goes ahead.
+#[tokio::test]
+async fn an_end_and_the_next_claim_are_one_write() {
+    let (_dir, store, dev, _other) = two_environments().await;
+    let now = now_ms();
+    store
+        .insert_deployment(
+            &dev.id,
+            vec![component([9; 32], b"x".to_vec(), vec![task("a")])],
+            "20261202".into(),
+            now,
+        )
+        .await
+        .expect("a deployment");
+    let runs: Vec<_> = store
+        .insert_runs(
+            (0..3)
+                .map(|_| new_run(&dev, "a", RunStatus::Queued))
+                .collect(),
+            None,
+        )
+        .await
+        .expect("insert")
+        .into_iter()
+        .map(|inserted| inserted.run)
+        .collect();
+    let lane = runs[0].lane();
+    let started = |claimed: Vec<Vec<kiln::store::Claimed>>| -> Vec<String> {
+        claimed
+            .into_iter()
+            .flatten()
+            .map(|c| match c {
+                kiln::store::Claimed::Started { run, .. } => run.id,
+                other => panic!("not started: {other:?}"),
+            })
+            .collect()
+    };
+    let first = store
+        .claim_runs(vec![(lane.clone(), 1)], now)
+        .await
+        .expect("claim");
+    assert_eq!(started(first.value), [runs[0].id.clone()]);
+    let end = |run: &kiln::model::Run, expected| FinishAttempt {
+        output: Some("\"done\"".into()),
+        logs: vec![line("the end")],
+        ..FinishAttempt::closing(
+            RunUpdate {
+                run_id: run.id.clone(),
+                environment_id: dev.id.clone(),
+                expected,
+                status: RunStatus::Completed,
+                available_at: None,
+                error: None,
+                machine: None,
+                checkpointed: false,
+                now,
+            },
+            1,
+            AttemptStatus::Completed,
+            None,
+        )
+    };
+    let both = store
+        .finish_and_claim(
+            end(&runs[0], RunStatus::Executing),
+            vec![(lane.clone(), 1)],
+            now,
+        )
+        .await
+        .expect("the end and the claim");
+    both.durable.wait().await.expect("durable");
+    assert!(both.value.finished.is_ok(), "{:?}", both.value.finished);
+    assert_eq!(started(both.value.claimed), [runs[1].id.clone()]);
+    let status = async |id: &str| store.run(&dev.id, id).await.unwrap().unwrap().status;
+    assert_eq!(status(&runs[0].id).await, RunStatus::Completed);
+    assert_eq!(status(&runs[1].id).await, RunStatus::Executing);
+    assert_eq!(
+        store.logs(&dev.id, &runs[0].id, 0, 10).await.unwrap().len(),
+        1
+    );
+
+    // The same end again: the run is not executing any more, so nothing of it is stored (no
+    // second log line), and the last run is claimed all the same.
+    let again = store
+        .finish_and_claim(end(&runs[0], RunStatus::Executing), vec![(lane, 1)], now)
+        .await
+        .expect("the claim goes ahead");
+    again.durable.wait().await.expect("durable");
+    assert!(
+        matches!(again.value.finished, Err(StoreError::Conflict)),
+        "{:?}",
+        again.value.finished
+    );
+    assert_eq!(started(again.value.claimed), [runs[2].id.clone()]);
+    assert_eq!(
+        store.logs(&dev.id, &runs[0].id, 0, 10).await.unwrap().len(),
+        1
+    );
+    assert_eq!(status(&runs[2].id).await, RunStatus::Executing);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_reads_at_once_share_a_bounded_set_of_connections() {
     let (_dir, store, dev, _other) = two_environments().await;

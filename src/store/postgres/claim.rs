@@ -36,7 +36,10 @@ use super::rows::{
 };
 use crate::model::{Lane, Millis, RunStatus, Step};
 use crate::store::codec::status_guard;
-use crate::store::{AttemptStart, Claimed, Durability, Staged, StoreError, StoredVar};
+use crate::store::{
+    AttemptStart, Claimed, Durability, FinishAttempt, FinishedAndClaimed, Staged, StoreError,
+    StoredVar,
+};
 
 /// A planned run starts a new attempt (`StartAttempt` from the queue), locked to its version.
 pub(super) static START_CLAIMED: LazyLock<String> = LazyLock::new(|| {
@@ -328,6 +331,31 @@ async fn start(
 }
 
 impl PostgresStore {
+    /// The end first, committed, then the claim (a transaction of its own, answered as
+    /// `claim_runs` is): each is a round trip to the server either way. A claim that fails after
+    /// the end was committed answers no lane (the caller gives those slots back), so the end's
+    /// answer is not lost with it.
+    pub async fn finish_and_claim(
+        &self,
+        finish: FinishAttempt,
+        lanes: Vec<(Lane, usize)>,
+        now: Millis,
+    ) -> Result<Staged<FinishedAndClaimed>, StoreError> {
+        let finished = self.finish_attempt(finish).await.map(|staged| staged.value);
+        let (claimed, durable) = match self.claim_runs(lanes, now).await {
+            Ok(staged) => (staged.value, staged.durable),
+            Err(e) if finished.is_ok() => {
+                tracing::warn!(error = %e, "claiming runs after an end failed; trying again later");
+                (Vec::new(), Durability::settled())
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(Staged {
+            value: FinishedAndClaimed { finished, claimed },
+            durable,
+        })
+    }
+
     /// Answered as soon as its statements ran, before the commit (claim is start, as on SQLite):
     /// the attempt may begin while the commit is on its way, and `durable` settles with it. The
     /// claimed runs' rows stay locked by this transaction until then, so the attempt's end (an

@@ -475,6 +475,28 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
+/// Runs `op` in a savepoint named `name` inside the current job: its writes are undone if it
+/// fails, and its error is answered as its value. `Err` only when the transaction itself is gone
+/// (SQLite rolled it back on a full disk or an I/O error): nothing may run after that.
+pub(super) fn within_savepoint<R>(
+    conn: &Connection,
+    name: &str,
+    op: impl FnOnce(&Connection) -> Result<R, StoreError>,
+) -> Result<Result<R, StoreError>, StoreError> {
+    control(conn, &format!("SAVEPOINT {name}"))?;
+    let result = op(conn);
+    if conn.is_autocommit() {
+        return Err(StoreError::Storage(
+            "the write transaction was rolled back".to_owned(),
+        ));
+    }
+    if result.is_err() {
+        control(conn, &format!("ROLLBACK TO {name}"))?;
+    }
+    control(conn, &format!("RELEASE {name}"))?;
+    Ok(result)
+}
+
 fn run_in_savepoint(conn: &Connection, job: Job) -> Reply {
     if let Err(e) = control(conn, "SAVEPOINT job") {
         let msg = e.to_string();

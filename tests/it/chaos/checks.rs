@@ -157,6 +157,19 @@ fn check(key: &str, expect: &Expect, run: &Value, attempts: u64) {
             assert_eq!(status, "COMPLETED", "{}", why());
             assert_eq!(output, want, "{}", why());
         }
+        // Each kill during an executing attempt costs that attempt (at-least-once). Two kills
+        // can land on the same flaky run (its retry after a restart is among the first runs the
+        // next life starts): then it fails after its purposeful failure and two cut-off
+        // attempts, and nothing else.
+        Expect::Flaky if status == "FAILED" => {
+            let cut_off = run["attempts"]
+                .as_array()
+                .expect("the attempts")
+                .iter()
+                .filter(|a| a["error"]["code"] == "TASK_RUN_STALLED_EXECUTING")
+                .count();
+            assert_eq!((attempts, cut_off), (3, 2), "{}", why());
+        }
         Expect::Flaky => {
             assert_eq!(status, "COMPLETED", "{}", why());
             assert!(attempts >= 2, "{}", why());
