@@ -100,8 +100,14 @@ impl Engine {
                 self.finish_and_hand_over(&started.run, finish, *requeue_at, slot)
                     .await
             }
-            Ending::Checkpoint { .. } => {
-                let recorded = self.record(&started.run, &ending).await;
+            Ending::Checkpoint {
+                checkpoint,
+                journal,
+                wait,
+            } => {
+                let recorded = self
+                    .record_checkpoint(&started.run, checkpoint, journal, wait)
+                    .await;
                 drop(slot);
                 (recorded, None)
             }
@@ -126,31 +132,27 @@ impl Engine {
         } else {
             self.scheduler().plan(1)
         };
-        if plan.is_empty() {
+        let staged = if plan.is_empty() {
+            None
+        } else {
+            let request = plan.iter().map(|c| (c.lane.clone(), c.count)).collect();
+            let written = self
+                .store
+                .finish_and_claim(finish.clone(), request, self.now());
+            match written.await {
+                Ok(staged) => Some(staged),
+                Err(e) => {
+                    // Nothing of it was stored: the planned slot goes back.
+                    tracing::warn!(run = %run.id, error = %e, "recording an end with the next claim failed; recording the end alone");
+                    self.abandon(&plan);
+                    None
+                }
+            }
+        };
+        let Some(staged) = staged else {
             let recorded = self.record_finish(run, finish, requeue_at).await;
             drop(slot);
             return (recorded, None);
-        }
-        let request = plan.iter().map(|c| (c.lane.clone(), c.count)).collect();
-        let staged = match self
-            .store
-            .finish_and_claim(finish.clone(), request, self.now())
-            .await
-        {
-            Ok(staged) => staged,
-            Err(e) => {
-                // Nothing of it was stored: the planned slot goes back, the end is stored alone.
-                tracing::warn!(run = %run.id, error = %e, "recording an end with the next claim failed; recording the end alone");
-                {
-                    let mut scheduler = self.scheduler();
-                    for claim in &plan {
-                        scheduler.abandoned(claim);
-                    }
-                }
-                let recorded = self.record_finish(run, finish, requeue_at).await;
-                drop(slot);
-                return (recorded, None);
-            }
         };
         let recorded = match staged.value.finished {
             Ok(resumed) => {
@@ -162,15 +164,6 @@ impl Engine {
             Err(e) if e.is_storage() => self.record_finish(run, finish, requeue_at).await,
             Err(e) => self.not_recorded(run, e),
         };
-        // A claim the store left unanswered (its part failed after the end was committed, on a
-        // backend that commits the two apart) gives its planned slot back.
-        let answered = staged.value.claimed.len();
-        if answered < plan.len() {
-            let mut scheduler = self.scheduler();
-            for claim in &plan[answered..] {
-                scheduler.abandoned(claim);
-            }
-        }
         let (mut starts, _) = self.started_from(&plan, staged.value.claimed, &staged.durable);
         let next = starts
             .pop()
@@ -386,39 +379,35 @@ impl Engine {
         }
     }
 
-    /// Records the ending as soon as it runs (before its commit). `None` when nothing was
+    /// Records a checkpoint as soon as it runs (before its commit). `None` when nothing was
     /// recorded: the run was no longer executing (its start was lost, or it was canceled and
     /// its attempt closed), or the write failed for good.
-    async fn record(&self, run: &Run, ending: &Ending) -> Option<Durability> {
-        match ending {
-            Ending::Checkpoint {
-                checkpoint,
-                journal,
-                wait,
-            } => {
-                let stored = self
-                    .until_stored(&run.id, || self.store_checkpoint(checkpoint, journal, wait))
-                    .await;
-                match stored {
-                    Ok(staged) => {
-                        if let WaitFor::Until(at) = wait {
-                            self.arm_timer(Some(*at));
-                        }
-                        // A token done or children ended meanwhile queue the run at once.
-                        self.activate(staged.value);
-                        self.wake.notify_one();
-                        Some(staged.durable)
-                    }
-                    Err(e) => self.not_recorded(run, e),
+    async fn record_checkpoint(
+        &self,
+        run: &Run,
+        checkpoint: &FinishAttempt,
+        journal: &[u8],
+        wait: &WaitFor,
+    ) -> Option<Durability> {
+        let stored = self
+            .until_stored(&run.id, || self.store_checkpoint(checkpoint, journal, wait))
+            .await;
+        match stored {
+            Ok(staged) => {
+                if let WaitFor::Until(at) = wait {
+                    self.arm_timer(Some(*at));
                 }
+                // A token done or children ended meanwhile queue the run at once.
+                self.activate(staged.value);
+                self.wake.notify_one();
+                Some(staged.durable)
             }
-            Ending::Finish { finish, requeue_at } => {
-                self.record_finish(run, finish, *requeue_at).await
-            }
+            Err(e) => self.not_recorded(run, e),
         }
     }
 
-    /// Records an attempt's end (tried again while the storage fails).
+    /// Records an attempt's end as soon as it runs, tried again while the storage fails; `None`
+    /// as for [`Engine::record_checkpoint`].
     async fn record_finish(
         &self,
         run: &Run,

@@ -88,11 +88,7 @@ impl Engine {
             Ok(staged) => staged,
             Err(e) => {
                 tracing::error!(error = %e, "claiming runs failed; trying again in a second");
-                let mut scheduler = self.scheduler();
-                for claim in &plan {
-                    scheduler.abandoned(claim);
-                }
-                drop(scheduler);
+                self.abandon(&plan);
                 self.arm_timer(Some(self.now().saturating_add(1_000)));
                 return false;
             }
@@ -107,8 +103,18 @@ impl Engine {
         again
     }
 
+    /// Gives the slots of claims that never reached the store back; their lanes stay as they were.
+    pub(super) fn abandon(&self, claims: &[Claim]) {
+        let mut scheduler = self.scheduler();
+        for claim in claims {
+            scheduler.abandoned(claim);
+        }
+    }
+
     /// Answers the scheduler for the runs the store claimed for `plan`: the attempts that
-    /// started, each with its lane, and whether some lane came up short.
+    /// started, each with its lane, and whether some lane came up short. Claims the store left
+    /// unanswered (a backend that commits an end and the next claim apart, when the claim failed)
+    /// give their slots back.
     pub(super) fn started_from(
         &self,
         plan: &[Claim],
@@ -117,6 +123,7 @@ impl Engine {
     ) -> (Vec<(Started, Lane)>, bool) {
         let mut starts = Vec::new();
         let mut short = false;
+        let answered = claimed.len();
         let mut scheduler = self.scheduler();
         for (claim, claimed) in plan.iter().zip(claimed) {
             let mut found = 0;
@@ -152,6 +159,8 @@ impl Engine {
             }
             short |= found < claim.count;
         }
+        drop(scheduler);
+        self.abandon(plan.get(answered..).unwrap_or_default());
         (starts, short)
     }
 
@@ -177,7 +186,16 @@ impl Engine {
             };
             match executed {
                 Ok((settle, follow)) => {
-                    settling.push(std::panic::AssertUnwindSafe(settle).catch_unwind());
+                    let settle = std::panic::AssertUnwindSafe(settle)
+                        .catch_unwind()
+                        .map(|r| {
+                            if r.is_err() {
+                                tracing::error!(
+                                    "settling an attempt's commits panicked (a bug: see above)"
+                                );
+                            }
+                        });
+                    settling.push(settle);
                     next = follow;
                 }
                 Err(_) => self.failed_in_panic(&env, &id).await,

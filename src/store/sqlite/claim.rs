@@ -313,7 +313,7 @@ impl SqliteStore {
         self.write_staged(move |c| {
             // The end in a savepoint of its own: one that fails leaves nothing, and the claim
             // still runs.
-            let finished = super::within_savepoint(c, "finish", |c| {
+            let finished = super::within_savepoint(c, |c| {
                 record_attempt(c, finish).map(|(_, resumed)| resumed)
             })?;
             let claimed = claim_lanes(c, &lanes, now)?;

@@ -475,15 +475,14 @@ fn control(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-/// Runs `op` in a savepoint named `name` inside the current job: its writes are undone if it
-/// fails, and its error is answered as its value. `Err` only when the transaction itself is gone
-/// (SQLite rolled it back on a full disk or an I/O error): nothing may run after that.
+/// Runs `op` in a savepoint of its own inside the current job: its writes are undone if it fails,
+/// and its error is answered as its value. `Err` only when the transaction itself is gone (SQLite
+/// rolled it back on a full disk or an I/O error): nothing may run after that.
 pub(super) fn within_savepoint<R>(
     conn: &Connection,
-    name: &str,
     op: impl FnOnce(&Connection) -> Result<R, StoreError>,
 ) -> Result<Result<R, StoreError>, StoreError> {
-    control(conn, &format!("SAVEPOINT {name}"))?;
+    control(conn, "SAVEPOINT part")?;
     let result = op(conn);
     if conn.is_autocommit() {
         return Err(StoreError::Storage(
@@ -491,9 +490,9 @@ pub(super) fn within_savepoint<R>(
         ));
     }
     if result.is_err() {
-        control(conn, &format!("ROLLBACK TO {name}"))?;
+        control(conn, "ROLLBACK TO part")?;
     }
-    control(conn, &format!("RELEASE {name}"))?;
+    control(conn, "RELEASE part")?;
     Ok(result)
 }
 
